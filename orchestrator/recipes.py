@@ -1,0 +1,349 @@
+"""Recipes: YAML the user edits, loaded once into typed objects.
+
+Precedence: parent recipe (`extends:`), then the recipe, then `--set dotted.key=value`.
+Every problem is reported at once, each with the file (or `--set`) and the dotted key.
+A role recipe's `train:` and `merge:` mappings hold LLaMA-Factory's own argument names,
+passed through verbatim; a null value removes a key a parent set.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import UserError, did_you_mean
+from orchestrator.paths import project_root
+
+ROLES = ("answer", "evaluate")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    name: str = "Qwen2-7B-Instruct"  # LlamaBoard catalogue name; unknown names show as Custom
+    source: str = "qwen/Qwen2-7B-Instruct"  # modelscope id that `download` fetches
+    path: str | None = None  # a local model directory; default: <models_dir>/<source>
+    models_dir: str = "models"
+    template: str = "qwen"  # LLaMA-Factory chat template, the same for train, merge and serve
+
+
+class DatasetSection(Section):
+    name: str | None = None  # default: train_<role>_instruct
+    val_size: float = Field(0.0, ge=0.0, lt=1.0)  # held out by problem, never split inside one
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or "\\" in v or v.startswith(".") or v.endswith(".json")):
+            raise ValueError("a dataset name is a plain word such as train_answer_instruct (no path, no .json)")
+        return v
+
+
+class ServeSection(Section):
+    infer_backend: Literal["huggingface", "vllm", "sglang"] = "huggingface"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_concurrent: int = Field(4, ge=1)  # the huggingface backend's semaphore (MAX_CONCURRENT)
+    startup_timeout: float = Field(600.0, gt=0)
+    args: dict[str, Any] = Field(default_factory=dict)  # extra LLaMA-Factory keys, e.g. vllm_maxlen
+
+
+class DistributedSection(Section):
+    gpus_per_node: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
+    deepspeed: Literal[0, 2, 3] = 0  # ZeRO stage; 0 = no DeepSpeed
+    offload: bool = False  # ZeRO offload of optimizer (and, at stage 3, parameters) to CPU
+    ray_workers: int = Field(0, ge=0)  # >0: launch with Ray (USE_RAY=1), one GPU per worker
+
+
+class RoleRecipe(Section):
+    role: Literal["answer", "evaluate"]
+    name: str | None = None  # run folder runs/<name>/; default: the role
+    model: ModelSection = ModelSection()
+    dataset: DatasetSection = DatasetSection()
+    train: dict[str, Any] = Field(default_factory=dict)
+    merge: dict[str, Any] = Field(default_factory=dict)
+    serve: ServeSection = ServeSection()
+    distributed: DistributedSection = DistributedSection()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_run_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or "\\" in v or v.startswith(".")):
+            raise ValueError("a run name is a plain word (no path): the run goes to runs/<name>/")
+        return v
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.role
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset.name or f"train_{self.role}_instruct"
+
+    @property
+    def eval_dataset_name(self) -> str:
+        return self.dataset_name.replace("train_", "val_", 1) if self.dataset_name.startswith("train_") else f"val_{self.dataset_name}"
+
+
+class DataSection(Section):
+    train: str = "datasets/sample/train.jsonl"
+    test: str = "datasets/sample/test.jsonl"
+    gold: str | None = "datasets/sample/test_gold.jsonl"
+
+
+class TeacherSection(Section):
+    base_url: str = "https://api.deepseek.com/v1"
+    model: str = "deepseek-chat"
+    api_key_env: str = "DEEPSEEK_API_KEY"  # the NAME of the variable holding the key
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=1)
+    concurrency: int = Field(16, ge=1, le=1024)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    max_attempts: int = Field(1, ge=1)  # >1: ask again when the teacher misses the gold letter
+    retry_temperature: float = Field(0.7, gt=0.0, le=2.0)
+    hint_gold: bool = False  # tell the teacher the correct letter and ask for the reasoning
+    keep: Literal["agreeing", "all"] = "agreeing"  # which replies go into the training sets
+    preload: list[str] = Field(default_factory=list)  # cache files imported before asking
+
+
+class InferenceSection(Section):
+    mode: Literal["staged", "pipelined"] = "staged"
+    concurrency: int = Field(8, ge=1, le=1024)
+    votes: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    vote_temperature: float = Field(0.7, gt=0.0, le=2.0)
+    max_tokens: int = Field(512, ge=1)
+    timeout: float = Field(300.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    answer_recipe: str = "recipes/answer.yaml"
+    evaluate_recipe: str = "recipes/evaluate.yaml"
+    answer_url: str | None = None  # given: talk to this endpoint, serve nothing
+    evaluate_url: str | None = None
+    answer_model: str | None = None
+    evaluate_model: str | None = None
+    api_key_env: str | None = None  # for remote endpoints
+
+
+class PipelineRecipe(Section):
+    data: DataSection = DataSection()
+    teacher: TeacherSection = TeacherSection()
+    inference: InferenceSection = InferenceSection()
+
+
+@dataclass
+class Loaded:
+    """A validated recipe with where it came from."""
+
+    recipe: Any
+    path: Path
+    raw: dict[str, Any]  # the merged mapping, for printing and manifests
+    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> file or "--set"
+
+    def where(self, dotted: str) -> str:
+        """The file (or --set) that set `dotted` or its closest parent."""
+        parts = dotted.split(".")
+        while parts:
+            key = ".".join(parts)
+            if key in self.origin:
+                return self.origin[key]
+            parts.pop()
+        return display(self.path)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: not valid YAML ({reason})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, top: dict, origin: dict[str, str], source: str, prefix: str = "") -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        key = str(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, origin, source, dotted + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+            origin[dotted] = source
+            _mark(value, origin, source, dotted + ".")
+    return out
+
+
+def _mark(value: Any, origin: dict[str, str], source: str, prefix: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            origin[f"{prefix}{k}"] = source
+            _mark(v, origin, source, f"{prefix}{k}.")
+
+
+def display(path: Path) -> str:
+    """`path` relative to the working directory when inside it, as users typed it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _load_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise UserError(f"{path}: extends itself ({chain})")
+    data = _read_yaml(path)
+    parent_ref = data.pop("extends", None)
+    base: dict[str, Any] = {}
+    if parent_ref is not None:
+        if not isinstance(parent_ref, str) or not parent_ref.strip():
+            raise UserError(f"{path}: extends must be the path of a parent recipe")
+        parent = (path.parent / parent_ref).resolve()
+        if not parent.exists():
+            raise UserError(f"{path}: extends {parent_ref}, which does not exist (looked for {parent})")
+        base = _load_chain(parent, origin, (*seen, resolved))
+    return _merge(base, data, origin, display(path))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value); the value parsed as a YAML scalar. Split on the first `=`."""
+    if "=" not in item:
+        raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set train.learning_rate=5e-5")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {item}: the key before '=' must be a dotted name such as train.learning_rate")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any, origin: dict[str, str]) -> None:
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            prefix = ".".join(parts[: i + 1])
+            raise UserError(f"--set {key}: {prefix} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+    origin[key] = "--set"
+    _mark(value, origin, "--set", key + ".")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"must be one of {expected}, got {error.get('input')!r}"
+    msg = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    if kind in {"value_error"}:
+        return msg
+    return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section that `loc` points into."""
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        ann = getattr(info, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def validate(cls: type[BaseModel], data: dict[str, Any], path: Path, origin: dict[str, str]) -> Any:
+    """Validate into `cls`; every problem becomes one line naming the file and dotted key."""
+    loaded = Loaded(None, path, data, origin)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc)
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean(str(loc[-1]), _fields_at(cls, loc[:-1]))
+                lines.append(f"{loaded.where(dotted)}: {dotted} is not a recipe key{hint}")
+            else:
+                lines.append(f"{loaded.where(dotted)}: {dotted} {_describe(err)}")
+        raise UserError(*lines) from None
+
+
+def load(
+    path: str | Path,
+    cls: type[BaseModel],
+    overrides: tuple[str, ...] | list[str] = (),
+) -> Loaded:
+    path = Path(path)
+    origin: dict[str, str] = {}
+    data = _load_chain(path, origin)
+    for item in overrides:
+        key, value = parse_override(item)
+        _apply_override(data, key, value, origin)
+    recipe = validate(cls, data, path, origin)
+    return Loaded(recipe, path, data, origin)
+
+
+def default_role_recipe(role: str, variant: str | None = None) -> Path:
+    """recipes/<role>.yaml, or recipes/<variant>-<role>.yaml (`RECIPE=tiny`)."""
+    return project_root() / "recipes" / (f"{variant}-{role}.yaml" if variant else f"{role}.yaml")
+
+
+def load_role(
+    role: str, recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+) -> Loaded:
+    """Load a role recipe and check it is for `role`."""
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}: choose answer or evaluate{did_you_mean(role, ROLES)}")
+    loaded = load(recipe or default_role_recipe(role), RoleRecipe, overrides)
+    if loaded.recipe.role != role:
+        raise UserError(
+            f"{loaded.where('role')}: role is {loaded.recipe.role}, but this command is for the {role} model"
+        )
+    return loaded
+
+
+def load_pipeline(recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Loaded:
+    return load(recipe or project_root() / "recipes" / "pipeline.yaml", PipelineRecipe, overrides)

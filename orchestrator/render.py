@@ -1,0 +1,46 @@
+"""Jinja rendering, sandboxed and strict: every template variable must be given."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from orchestrator.errors import UserError
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def to_yaml(value: Any) -> str:
+    """One YAML scalar or flow collection, as LLaMA-Factory's OmegaConf reads it back."""
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6).strip().removesuffix("\n...").removesuffix("...").strip()
+
+
+@lru_cache(maxsize=None)
+def environment(templates_dir: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(templates_dir)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["yaml"] = to_yaml
+    env.filters["json"] = lambda v: json.dumps(v, ensure_ascii=False)
+    return env
+
+
+def render(name: str, **values: Any) -> str:
+    """Render templates/<name> with `values`; a missing variable is a UserError naming it."""
+    try:
+        return environment().get_template(name).render(**values)
+    except UndefinedError as e:
+        raise UserError(f"templates/{name}: {e.message} (the template uses a value that is not given)") from None
+    except TemplateError as e:
+        lineno = getattr(e, "lineno", None)
+        where = f"templates/{name}" + (f":{lineno}" if lineno else "")
+        raise UserError(f"{where}: {e.message or e}") from None
