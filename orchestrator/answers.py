@@ -7,9 +7,10 @@ Precedence, first hit wins:
 2. within that, the `### 可能的结果:` section (Answer-model format), else the whole text;
 3. within a region, the LAST explicit claim (`答案是：B`, `故选C`, `\\boxed{D}`,
    `The answer is C`, `选项B正确`), skipping hypotheticals (`如果答案是A`) and examples;
+   a region whose every claim is skipped reads as nothing;
 4. else a region that is a single option line (`A. 0`);
 5. else, in a result section or a one-line text, the one letter it names (`选项B`), if
-   it names exactly one and does not negate it.
+   it names exactly one and neither negates nor questions it (`A和B都有可能` is None).
 A letter beyond `n_options` gives None, never a fallback to a weaker reading.
 """
 
@@ -41,7 +42,8 @@ _CLAIM = re.compile(
     r"|(?:正确|最佳|最终|合适)的?(?:选项|选择)\s*(?:应该|应)?\s*(?:是|为)?"
     r"|(?:故|所以|因此|因而|则|即|就|应该|应当|应|我|最终|最后|只能)选择?"
     r"|\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?"
-    r"|(?i:\b(?:answer|correct (?:option|choice))\s*(?:(?:is|would be|should be|must be|will be)\b|:|=))"
+    r"|(?i:\b(?:answer|correct (?:option|choice))\s*"
+    r"(?:(?:is|would be|should be|must be|will be)\b|:|=))"
     r"|(?i:\bI (?:would )?(?:choose|pick|select)\b)"
     r")" + _FILLER + _LETTER
 )
@@ -61,9 +63,11 @@ _RESULT_HEADING = re.compile(r"#+[ \t]*可能的结果[ \t]*:?|^[ \t]*可能的�
 _OPTION_LINE = re.compile(r"[#>\-\s]*\(?([A-G])\)?(?:[.、:)]|\s*$)")
 # A standalone letter; `A` before a lowercase word is the article (`A person`), not a choice.
 _MENTION = re.compile(r"(?<![A-Za-z0-9])(A(?! (?!is\b|or\b|and\b)[a-z])|[B-G])(?![A-Za-z0-9])")
+# A letter negated or questioned: `不是A`, `排除A`, `A不正确`, `A吗`, `A is wrong`.
 _NEGATED_BEFORE = re.compile(r"(?:不|非|排除|除了|除|没有|(?i:\bnot|\bno))[^\n]{0,2}$")
 _NEGATED_AFTER = re.compile(
-    r"[^\S\n]*(?:选项|项)?[^\S\n]*(?:不|错|排除|有误|(?i:is(?:n't| not| wrong| incorrect)|wrong|incorrect))"
+    r"[^\S\n]*(?:选项|项)?[^\S\n]*"
+    r"(?:不|错|排除|有误|吗|\?|(?i:is(?:n't| not| wrong| incorrect)|wrong|incorrect))"
 )
 
 
@@ -90,14 +94,14 @@ def _read(text: str) -> str | None:
 
 
 def _read_region(text: str, is_result: bool) -> str | None:
-    claims = [
-        m
-        for pattern in (_CLAIM, _CLAIM_LETTER_FIRST)
-        for m in pattern.finditer(text)
-        if not _NOT_A_CLAIM.search(text, max(m.start() - 12, 0), m.start())
-    ]
+    claims = [m for pattern in (_CLAIM, _CLAIM_LETTER_FIRST) for m in pattern.finditer(text)]
     if claims:
-        last = max(claims, key=lambda m: m.start())
+        asserted = [
+            m for m in claims if not _NOT_A_CLAIM.search(text, max(m.start() - 12, 0), m.start())
+        ]
+        if not asserted:  # only hypotheses or examples (`如果答案是A`): nothing to fall back on
+            return None
+        last = max(asserted, key=lambda m: m.start())
         return (last["up"] or last["low"]).upper()
     body = text.strip()
     single_line = "\n" not in body

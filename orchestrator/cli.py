@@ -125,24 +125,140 @@ def tiny_model(directory: str) -> None:
     click.echo(build_tiny_model(Path(directory)))
 
 
-def main() -> None:
-    debug = "--debug" in sys.argv[1:]
+# ---------------------------------------------------------------- distillation and datasets
+
+
+@cli.command()
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
+@pipeline_option
+@set_option
+@click.option("--teacher-url", help="OpenAI-compatible base URL (default: teacher.base_url).")
+@click.option("--teacher-model", help="Model name (default: teacher.model).")
+@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit) -> None:
+    """Ask the teacher for a worked solution to every training question (cached, resumable).
+
+    \b
+    DEEPSEEK_API_KEY=... orchestrator distill
+    orchestrator distill --teacher-url http://127.0.0.1:8000/v1 --teacher-model local --limit 20
+    orchestrator distill --set teacher.max_attempts=3      # re-ask when the teacher misses
+    """
+    from orchestrator.distill import distill as run_distill, errors_path
+
+    summary = run_distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit)
+    click.echo(summary.table())
+    if summary.failed:
+        raise UserError(
+            f"{summary.failed} of {summary.questions} questions failed "
+            f"({summary.failures[0]}{', ...' if summary.failed > 1 else ''}); they are in {errors_path()} "
+            "and are asked again when you run the same command",
+            exit_code=1,
+        )
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
+@click.option("--tokenizer", help="A tokenizer path, to report prompt lengths in tokens.")
+def dataset(role, recipe, overrides, pipeline, input_path, tokenizer) -> None:
+    """Build the role's alpaca training set and register it in dataset_info.json.
+
+    \b
+    orchestrator dataset answer
+    orchestrator dataset evaluate --set dataset.val_size=0.1
+    """
+    from orchestrator.dataset import build_dataset
+
+    for line in build_dataset(role, recipe, overrides, pipeline, input_path, tokenizer).lines():
+        click.echo(line)
+
+
+# ---------------------------------------------------------------- models
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+def download(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
+    """Fetch the role's base model from modelscope (skipped when a complete copy exists).
+
+    \b
+    orchestrator download answer
+    """
+    from orchestrator.download import download as run_download
+
+    click.echo(run_download(role, recipe, overrides))
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming from the last checkpoint.")
+def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool) -> None:
+    """Train the role's LoRA adapter with llamafactory-cli (resumes from checkpoints).
+
+    \b
+    orchestrator train answer
+    orchestrator train evaluate --recipe recipes/tiny-evaluate.yaml
+    orchestrator train answer --set train.learning_rate=5e-5 --fresh
+    """
+    from orchestrator.train import train as run_train
+
+    result = run_train(role, recipe, overrides, fresh=fresh)
+    loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+    click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}")
+    click.echo(f"manifest: {result.paths.manifest}")
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
+    """Merge the trained adapter into the base model (runs/<name>/merged/).
+
+    \b
+    orchestrator merge answer
+    """
+    from orchestrator.merge import merge as run_merge
+
+    click.echo(run_merge(role, recipe, overrides))
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds every `with Server(...)` and running subprocess
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; our errors become `Error:` lines and an exit code, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, prog_name="orchestrator", standalone_mode=False)
     except UserError as e:
-        if debug:
+        if "--debug" in args:
             raise
         for line in e.lines:
             echo_err(f"Error: {line}")
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
         echo_err("Interrupted.")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        echo_err("Interrupted.")
-        sys.exit(130)
+        return 130
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
+    return 0
+
+
+def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(run())

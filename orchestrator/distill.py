@@ -1,12 +1,223 @@
-"""Stage: distil worked solutions from a teacher LLM over the OpenAI API."""
+"""Stage: distil worked solutions from a teacher LLM over the OpenAI API.
+
+Every reply is appended to runs/distill/teacher.jsonl the moment it arrives, keyed by what
+determines it, so a re-run asks nothing twice and a crash loses at most the requests in
+flight. With `max_attempts > 1` a question whose reply misses the gold letter is asked again
+at `retry_temperature` (rejection sampling); a question that ends rejected is cached as such.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import stable_key, text_hash
+from orchestrator.data import Question, read_dataset
+from orchestrator.errors import UserError
+from orchestrator.files import atomic_write_jsonl
+from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
+from orchestrator.paths import project_root, runs_dir
 
 
 def teacher_key(qid: str, prompt: str, model: str, sampling: dict[str, Any]) -> str:
     """The cache key of a teacher reply: what determines it and nothing else."""
     return stable_key(qid=qid, prompt=text_hash(prompt), model=model, sampling=sampling)
+
+
+def sampling_of(teacher: Any) -> dict[str, Any]:
+    return {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+
+
+def teacher_prompt(q: Question, teacher: Any) -> str:
+    from orchestrator.prompts import answer_prompt
+
+    return answer_prompt(q, hint_gold=q.answer if teacher.hint_gold else None)
+
+
+def cache_path() -> Path:
+    return runs_dir() / "distill" / "teacher.jsonl"
+
+
+def errors_path() -> Path:
+    return runs_dir() / "distill" / "errors.jsonl"
+
+
+def cached_reply(cache: Ledger, q: Question, teacher: Any) -> dict[str, Any] | None:
+    """The cached record of `q` under the current teacher settings, if any."""
+    return cache.get(teacher_key(q.qid, teacher_prompt(q, teacher), teacher.model, sampling_of(teacher)))
+
+
+def is_settled(record: dict[str, Any] | None, teacher: Any) -> bool:
+    """Nothing more to ask: an accepted reply, or rejected after every allowed attempt."""
+    if record is None:
+        return False
+    return record.get("status") == "ok" or record.get("attempts", 0) >= teacher.max_attempts
+
+
+@dataclass
+class DistillSummary:
+    questions: int = 0
+    cached: int = 0
+    asked: int = 0
+    agreeing_first: int = 0
+    agreeing_after_retries: int = 0
+    rejected: int = 0
+    no_gold: int = 0
+    failed: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [
+            ("questions", self.questions),
+            ("already cached", self.cached),
+            ("asked now", self.asked),
+            ("agreeing at first try", self.agreeing_first),
+            ("agreeing after retries", self.agreeing_after_retries),
+            ("rejected (teacher never reached the gold letter)", self.rejected),
+            ("no gold to compare", self.no_gold),
+            ("failed (in errors.jsonl, asked again next run)", self.failed),
+            ("requests sent", self.requests),
+            ("requests per second", f"{self.requests / self.seconds:.1f}" if self.seconds else "-"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _import_preloaded(cache: Ledger, files: list[str]) -> int:
+    """Copy the records of read-only cache files (e.g. the sample's worked solutions) in."""
+    added = 0
+    for name in files:
+        path = project_root() / name
+        if not path.exists():
+            raise UserError(f"teacher.preload: {name} does not exist")
+        for record in read_records(path):
+            if isinstance(record.get("key"), str) and record["key"] not in cache:
+                cache.append(record)
+                added += 1
+    return added
+
+
+def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
+    if record.get("agrees") is None:
+        summary.no_gold += 1
+    elif record["status"] == "rejected":
+        summary.rejected += 1
+    elif record.get("attempts", 1) > 1:
+        summary.agreeing_after_retries += 1
+    else:
+        summary.agreeing_first += 1
+
+
+async def _ask(q: Question, teacher: Any, endpoint: Any, cache: Ledger) -> dict[str, Any]:
+    """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
+    from orchestrator.answers import extract_choice
+    from orchestrator.endpoints import EndpointError
+
+    prompt = teacher_prompt(q, teacher)
+    sampling = sampling_of(teacher)
+    key = teacher_key(q.qid, prompt, teacher.model, sampling)
+    previous = cache.get(key)
+    record = previous or {
+        "key": key, "qid": q.qid, "model": teacher.model, "sampling": sampling,
+        "prompt_sha": text_hash(prompt), "status": "rejected", "text": None, "letter": None,
+        "gold": q.answer, "agrees": None, "attempts": 0, "source": "teacher",
+    }
+    record = dict(record)
+    start_attempts = record["attempts"]
+    while record["attempts"] < teacher.max_attempts:
+        temperature = teacher.temperature if record["attempts"] == 0 else teacher.retry_temperature
+        try:
+            reply = await endpoint.complete(prompt, temperature=temperature, max_tokens=teacher.max_tokens)
+        except EndpointError:
+            if record["attempts"] > start_attempts:
+                cache.append(record)  # keep the replies already paid for
+            raise
+        letter = extract_choice(reply.text, len(q.options))
+        agrees = None if q.answer is None else letter == q.answer
+        record["attempts"] += 1
+        if record["text"] is None or agrees or record["agrees"] is None:
+            record.update(text=reply.text, letter=letter, agrees=agrees, latency=round(reply.latency, 3))
+        if agrees is not False:
+            record["status"] = "ok"
+            break
+    cache.append(record)
+    return record
+
+
+def distill(
+    input_path: str | None = None,
+    pipeline: str | None = None,
+    overrides: tuple[str, ...] = (),
+    teacher_url: str | None = None,
+    teacher_model: str | None = None,
+    concurrency: int | None = None,
+    limit: int | None = None,
+    echo: bool = True,
+) -> DistillSummary:
+    from orchestrator.progress import bar
+    from orchestrator.recipes import load_pipeline
+
+    flags = [f"teacher.{k}={v}" for k, v in
+             (("base_url", teacher_url), ("model", teacher_model), ("concurrency", concurrency)) if v is not None]
+    recipe = load_pipeline(pipeline, (*overrides, *flags)).recipe
+    teacher = recipe.teacher
+    questions = read_dataset(input_path or project_root() / recipe.data.train).questions
+    if limit is not None:
+        questions = questions[:limit]
+
+    summary = DistillSummary(questions=len(questions))
+    started = time.monotonic()
+    with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
+        _import_preloaded(cache, teacher.preload)
+        todo = []
+        for q in questions:
+            record = cached_reply(cache, q, teacher)
+            if is_settled(record, teacher):
+                summary.cached += 1
+                _count(summary, record)
+            else:
+                todo.append(q)
+        if todo:
+            asyncio.run(_ask_all(todo, teacher, cache, errors, summary, bar if echo else None))
+        # errors.jsonl lists what is still failing, nothing else
+        failing = {q.qid for q in questions if not is_settled(cached_reply(cache, q, teacher), teacher)}
+        atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _ask_all(todo, teacher, cache: Ledger, errors: Ledger, summary: DistillSummary, make_bar) -> None:
+    from orchestrator.endpoints import Endpoint, EndpointError, resolve_api_key
+
+    api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
+    progress = make_bar(len(todo), "distill", "q") if make_bar else None
+    started = time.monotonic()
+    async with Endpoint(
+        teacher.base_url, teacher.model, api_key, concurrency=teacher.concurrency,
+        timeout=teacher.timeout, max_retries=teacher.max_retries,
+    ) as endpoint:
+        async def one(q: Question) -> None:
+            try:
+                record = await _ask(q, teacher, endpoint, cache)
+                summary.asked += 1
+                _count(summary, record)
+            except EndpointError as e:
+                summary.failed += 1
+                summary.failures.append(f"{q.qid}: {e.reason}")
+                errors.append({"qid": q.qid, "reason": e.reason, "attempts": e.attempts, "detail": e.detail})
+            if progress is not None:
+                elapsed = max(time.monotonic() - started, 1e-9)
+                progress.set_postfix(cached=summary.cached, failed=summary.failed,
+                                     rps=f"{endpoint.requests / elapsed:.1f}", refresh=False)
+                progress.update(1)
+
+        try:
+            await asyncio.gather(*(one(q) for q in todo))
+        finally:
+            summary.requests = endpoint.requests
+            if progress is not None:
+                progress.close()

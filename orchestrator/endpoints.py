@@ -254,11 +254,11 @@ class Endpoint:
                 except Exception as exc:  # classified below; anything unknown is re-raised
                     failure = exc if isinstance(exc, _Failure) else self._classify(exc)
             if not failure.retryable or n > self.max_retries:
-                raise EndpointError(failure.reason, n, detail=self._scrub(failure.detail), url=self._scrub(self.base_url),
-                                    retryable=failure.retryable) from None
+                raise EndpointError(failure.reason, n, detail=self._scrub(failure.detail),
+                                    url=self._scrub(self.base_url), retryable=failure.retryable) from None
             delay = self.rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (n - 1)))
             if failure.retry_after is not None:
-                delay = max(delay, failure.retry_after)  # the server knows best
+                delay = max(delay, failure.retry_after)  # at least what the server asked for
             delay = min(delay, self.backoff_max)
             self.retries += 1
             log.debug("%s: %s; retry %d in %.2fs", self._scrub(self.base_url), failure.reason, n, delay)
@@ -277,7 +277,8 @@ class Endpoint:
         if isinstance(exc, openai.APITimeoutError):
             return _Failure("timeout", True, f"no reply within {self.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
-            return _Failure(_connection_reason(exc), True, _trim(str(_chain(exc)[-1]) or type(_chain(exc)[-1]).__name__))
+            root = _chain(exc)[-1]
+            return _Failure(_connection_reason(exc), True, _trim(str(root) or type(root).__name__))
         if isinstance(exc, openai.APIResponseValidationError):
             return _Failure("malformed body", True, _trim(str(exc)))
         if isinstance(exc, ValueError):

@@ -166,26 +166,35 @@ class Loaded:
 # ---------------------------------------------------------------- loading
 
 
+def display(path: Path) -> str:
+    """`path` relative to the working directory when inside it, as users typed it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    name = display(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe") from None
+        raise UserError(f"{name}: no such recipe") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+        raise UserError(f"{name}: cannot read ({e})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{name}:{mark.line + 1}" if mark else name
         reason = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{where}: not valid YAML ({reason})") from None
     except RecursionError:
-        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
+        raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe is a mapping of keys, not a {type(data).__name__}")
+        raise UserError(f"{name}: a recipe is a mapping of keys, not a {type(data).__name__}")
     return data
 
 
@@ -210,28 +219,20 @@ def _mark(value: Any, origin: dict[str, str], source: str, prefix: str) -> None:
             _mark(v, origin, source, f"{prefix}{k}.")
 
 
-def display(path: Path) -> str:
-    """`path` relative to the working directory when inside it, as users typed it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _load_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     resolved = path.resolve()
     if resolved in seen:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
-        raise UserError(f"{path}: extends itself ({chain})")
+        raise UserError(f"{display(path)}: extends itself ({chain})")
     data = _read_yaml(path)
     parent_ref = data.pop("extends", None)
     base: dict[str, Any] = {}
     if parent_ref is not None:
         if not isinstance(parent_ref, str) or not parent_ref.strip():
-            raise UserError(f"{path}: extends must be the path of a parent recipe")
+            raise UserError(f"{display(path)}: extends must be the path of a parent recipe")
         parent = (path.parent / parent_ref).resolve()
         if not parent.exists():
-            raise UserError(f"{path}: extends {parent_ref}, which does not exist (looked for {parent})")
+            raise UserError(f"{display(path)}: extends {parent_ref}, which does not exist (looked for {parent})")
         base = _load_chain(parent, origin, (*seen, resolved))
     return _merge(base, data, origin, display(path))
 

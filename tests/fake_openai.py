@@ -36,9 +36,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
-Fault = Union[None, str, tuple]
+Fault = str | tuple | None
 FaultSource = Callable[[int, str], Fault]
 ReplyFn = Callable[[str, dict], str]
 
@@ -270,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text), "total_tokens": len(prompt) + len(text)},
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text),
+                      "total_tokens": len(prompt) + len(text)},
         }
         if kind == "empty_choices":
             body["choices"] = []

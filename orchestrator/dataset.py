@@ -1,0 +1,125 @@
+"""Stage: build a role's alpaca training set from the competition data and the teacher cache.
+
+Answer: instruction = Answer prompt, output = the teacher's text (only replies that reach the
+gold letter when `teacher.keep` is `agreeing`). Evaluate: instruction = Evaluate prompt with
+the teacher's text as its reasoning, output = `答案是：X` with the gold X; it takes every
+reply, since a wrong reasoning paired with the gold letter teaches the correction.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.data import Question, read_dataset
+from orchestrator.distill import cache_path, cached_reply
+from orchestrator.errors import UserError
+from orchestrator.files import atomic_write_json
+from orchestrator.ledger import Ledger
+from orchestrator.llamafactory import render_dataset_info
+from orchestrator.paths import datasets_dir, project_root
+from orchestrator.prompts import answer_prompt, evaluate_prompt, evaluate_target
+from orchestrator.recipes import load_pipeline, load_role
+
+
+@dataclass
+class DatasetSummary:
+    role: str
+    train_path: Path
+    train: int = 0
+    val: int = 0
+    val_path: Path | None = None
+    missing: int = 0  # no teacher reply cached
+    dropped: int = 0  # reply never reached the gold letter (keep: agreeing)
+    letters: Counter = field(default_factory=Counter)
+    prompt_tokens: dict[str, int] | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{self.train_path}: {self.train} samples"]
+        if self.val_path:
+            out.append(f"{self.val_path}: {self.val} samples (held out by problem)")
+        out.append(f"skipped: {self.missing} without a teacher reply, {self.dropped} whose reply missed the gold letter")
+        total = sum(self.letters.values()) or 1
+        out.append("gold letters: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in sorted(self.letters.items())))
+        if self.prompt_tokens:
+            t = self.prompt_tokens
+            out.append(f"prompt tokens: min {t['min']}, mean {t['mean']}, max {t['max']}")
+        return out
+
+
+def split_by_problem(questions: list[Question], val_size: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """Hold out whole problems: the questions of one problem never straddle the split."""
+    if val_size <= 0:
+        return questions, []
+    problem_ids = sorted({q.problem_id for q in questions})
+    random.Random(seed).shuffle(problem_ids)
+    n_val = min(len(problem_ids) - 1, max(1, round(val_size * len(problem_ids))))
+    held = set(problem_ids[:n_val])
+    return [q for q in questions if q.problem_id not in held], [q for q in questions if q.problem_id in held]
+
+
+def _token_stats(rows: list[dict], tokenizer_path: str) -> dict[str, int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    lengths = [len(tokenizer(r["instruction"])["input_ids"]) for r in rows] or [0]
+    return {"min": min(lengths), "mean": round(sum(lengths) / len(lengths)), "max": max(lengths)}
+
+
+def build_dataset(
+    role: str,
+    recipe: str | None = None,
+    overrides: tuple[str, ...] = (),
+    pipeline: str | None = None,
+    input_path: str | None = None,
+    tokenizer: str | None = None,
+) -> DatasetSummary:
+    role_recipe = load_role(role, recipe, overrides).recipe
+    pipe = load_pipeline(pipeline).recipe
+    teacher = pipe.teacher
+    source = input_path or project_root() / pipe.data.train
+    questions = [q for q in read_dataset(source).questions if q.answer is not None]
+    if not questions:
+        raise UserError(f"{source}: no question has an answer; the training file needs gold letters")
+
+    summary = DatasetSummary(role, datasets_dir() / f"{role_recipe.dataset_name}.json")
+    rows: dict[str, dict] = {}
+    with Ledger(cache_path()) as cache:
+        for q in questions:
+            record = cached_reply(cache, q, teacher)
+            if record is None or not record.get("text"):
+                summary.missing += 1
+                continue
+            if role == "answer":
+                if teacher.keep == "agreeing" and not record.get("agrees"):
+                    summary.dropped += 1
+                    continue
+                rows[q.qid] = {"instruction": answer_prompt(q), "input": "", "output": record["text"]}
+            else:
+                rows[q.qid] = {
+                    "instruction": evaluate_prompt(q, record["text"]),
+                    "input": "",
+                    "output": evaluate_target(q.answer),
+                }
+            summary.letters[q.answer] += 1
+    if not rows:
+        raise UserError(
+            f"no teacher reply is cached for {source} under the current teacher settings: "
+            "run `orchestrator distill` first"
+        )
+    train_qs, val_qs = split_by_problem(
+        [q for q in questions if q.qid in rows], role_recipe.dataset.val_size, role_recipe.dataset.seed
+    )
+    train_rows = [rows[q.qid] for q in train_qs]
+    atomic_write_json(summary.train_path, train_rows)
+    summary.train = len(train_rows)
+    if val_qs:
+        summary.val_path = datasets_dir() / f"{role_recipe.eval_dataset_name}.json"
+        atomic_write_json(summary.val_path, [rows[q.qid] for q in val_qs])
+        summary.val = len(val_qs)
+    render_dataset_info([role_recipe])
+    if tokenizer:
+        summary.prompt_tokens = _token_stats(train_rows, tokenizer)
+    return summary

@@ -1,0 +1,76 @@
+"""Stage: merge a role's adapter into its base model with `llamafactory-cli export`.
+
+The export goes to a temporary folder renamed to runs/<name>/merged/ only on success, so a
+half-written model is never taken as done."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from orchestrator.configs import check_roles
+from orchestrator.errors import StageFailed, UserError
+from orchestrator.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.llamafactory import calibration_texts, cli_path
+from orchestrator.process import run
+from orchestrator.progress import say
+from orchestrator.train import ADAPTER_FILE, is_trained
+
+
+def merge(
+    role: str,
+    recipe: str | None = None,
+    overrides: tuple[str, ...] = (),
+    calibration_data: str | Path | None = None,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> Path:
+    rendered = check_roles([role], recipe, overrides)[0]
+    loaded, paths = rendered.loaded, rendered.paths
+    stage = f"merge {loaded.recipe.run_name}"
+    if not is_trained(paths):
+        what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
+        raise UserError(
+            f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `orchestrator train {role}` first"
+        )
+    if loaded.recipe.merge.get("export_quantization_bit"):
+        from orchestrator.data import read_dataset
+        from orchestrator.recipes import load_pipeline
+
+        source = calibration_data or load_pipeline().recipe.data.train
+        maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
+        atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
+
+    tmp = paths.run_dir / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={tmp}"]
+    log = paths.run_dir / "merge.log"
+    if echo:
+        say(stage, f"$ {' '.join(cmd)}   (log: {log})")
+    finished = run(
+        cmd,
+        stage=stage,
+        log_path=log,
+        env={"DISABLE_VERSION_CHECK": "1", "CUDA_VISIBLE_DEVICES": ""} if loaded.recipe.merge.get("export_device") == "cpu" else {"DISABLE_VERSION_CHECK": "1"},
+        cwd=paths.run_dir,
+        timeout=timeout,
+        on_line=(lambda line: say(stage, line)) if echo else None,
+    )
+    if finished.returncode != 0 or not (tmp / "config.json").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StageFailed(
+            f"{stage}: llamafactory-cli export exited with code {finished.returncode}; last lines:",
+            *[f"  {line}" for line in finished.tail[-12:]],
+            f"rendered config: {paths.merge_yaml}; full log: {log}",
+        )
+    atomic_write_json(
+        tmp / "orchestrator.json",
+        {"role": role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml), "seconds": round(finished.seconds, 1)},
+    )
+    old = paths.run_dir / ".merged.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if paths.merged.exists():
+        paths.merged.rename(old)
+    tmp.rename(paths.merged)
+    shutil.rmtree(old, ignore_errors=True)
+    return paths.merged

@@ -1,0 +1,192 @@
+"""Stage: train a role's LoRA adapter with `llamafactory-cli train`, resumable."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from orchestrator.configs import check_roles
+from orchestrator.errors import StageFailed, UserError
+from orchestrator.files import atomic_write_json
+from orchestrator.llamafactory import RolePaths, cli_path, launch_env, model_path
+from orchestrator.paths import datasets_dir, project_root
+from orchestrator.process import run
+from orchestrator.progress import bar, say
+
+ADAPTER_FILE = "adapter_model.safetensors"
+_TQDM_LINE = re.compile(r"\d+%\|.*\|")
+
+
+@dataclass
+class Trained:
+    paths: RolePaths
+    final_loss: float | None
+    seconds: float
+    resumed_from: str | None
+
+
+def last_checkpoint(adapter_dir: Path) -> Path | None:
+    steps = [
+        (int(m.group(1)), p)
+        for p in adapter_dir.glob("checkpoint-*")
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
+    return max(steps)[1] if steps else None
+
+
+def is_trained(paths: RolePaths) -> bool:
+    return (paths.adapter / ADAPTER_FILE).exists() and paths.manifest.exists()
+
+
+def read_trainer_log(adapter_dir: Path) -> list[dict]:
+    path = adapter_dir / "trainer_log.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _preflight(role: str, recipe, paths: RolePaths) -> None:
+    base = model_path(recipe)
+    if not (base / "config.json").exists():
+        raise UserError(
+            f"no base model in {base}: run `orchestrator download {role}` "
+            f"(or `orchestrator tiny-model {base}` for a CPU test model)"
+        )
+    for name in [recipe.dataset_name]:
+        data = datasets_dir() / f"{name}.json"
+        if not data.exists():
+            raise UserError(f"{data} does not exist yet: run `orchestrator dataset {role}`")
+        try:
+            rows = json.loads(data.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError(f"{data}: not valid JSON; rebuild it with `orchestrator dataset {role}`") from None
+        if not rows:
+            raise UserError(f"{data} has no samples: nothing to train on (see `orchestrator dataset {role}`)")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("orchestrator", "llamafactory", "transformers", "torch", "peft", "trl"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _watch_steps(adapter_dir: Path, stop: threading.Event, stage: str) -> None:
+    """A bar of training steps, fed by LLaMA-Factory's trainer_log.jsonl."""
+    progress = None
+    while not stop.wait(0.5):
+        rows = read_trainer_log(adapter_dir)
+        if not rows:
+            continue
+        last = rows[-1]
+        if progress is None:
+            progress = bar(last.get("total_steps") or None, stage, unit="step")
+        progress.n = last.get("current_steps", 0)
+        if last.get("loss") is not None:
+            progress.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+        progress.refresh()
+    if progress is not None:
+        progress.close()
+
+
+def train(
+    role: str,
+    recipe: str | None = None,
+    overrides: tuple[str, ...] = (),
+    fresh: bool = False,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> Trained:
+    """Render and check the configs, then run `llamafactory-cli train`; resume from the last
+    checkpoint unless `fresh`; write runs/<name>/manifest.json beside the adapter."""
+    rendered = check_roles([role], recipe, overrides)[0]
+    loaded, paths = rendered.loaded, rendered.paths
+    stage = f"train {loaded.recipe.run_name}"
+    _preflight(role, loaded.recipe, paths)
+
+    if fresh and paths.adapter.exists():
+        shutil.rmtree(paths.adapter)
+        paths.manifest.unlink(missing_ok=True)
+    elif is_trained(paths):
+        raise UserError(f"{paths.adapter} already holds a trained adapter: use --fresh to train again")
+    elif (paths.adapter / ADAPTER_FILE).exists():
+        # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
+        raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
+    checkpoint = last_checkpoint(paths.adapter) if paths.adapter.exists() else None
+    if checkpoint and echo:
+        say(stage, f"resuming from {checkpoint.name}")
+
+    cmd = [cli_path(), "train", str(paths.train_yaml)]
+    env = {"DISABLE_VERSION_CHECK": "1", **launch_env(loaded.recipe)}
+    if echo:
+        say(stage, f"$ {' '.join(cmd)}   (log: {paths.log})")
+
+    def show(line: str) -> None:
+        if echo and line.strip() and not _TQDM_LINE.search(line):
+            say(stage, line)
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_steps, args=(paths.adapter, stop, stage), daemon=True)
+    watcher.start()
+    started = time.time()
+    try:
+        finished = run(cmd, stage=stage, log_path=paths.log, env=env, cwd=paths.run_dir, timeout=timeout, on_line=show)
+    finally:
+        stop.set()
+        watcher.join()
+    if finished.returncode != 0 or not (paths.adapter / ADAPTER_FILE).exists():
+        raise StageFailed(
+            f"{stage}: llamafactory-cli train exited with code {finished.returncode}; last lines:",
+            *[f"  {line}" for line in finished.tail[-12:]],
+            f"rendered config: {paths.train_yaml}; full log: {paths.log}",
+        )
+    rows = read_trainer_log(paths.adapter)
+    losses = [r["loss"] for r in rows if r.get("loss") is not None]
+    final_loss = losses[-1] if losses else None
+    plot = paths.adapter / "training_loss.png"
+    atomic_write_json(
+        paths.manifest,
+        {
+            "role": role,
+            "recipe": loaded.raw,
+            "recipe_file": str(loaded.path),
+            "overrides": list(overrides),
+            "train_yaml": str(paths.train_yaml),
+            "adapter": str(paths.adapter),
+            "resumed_from": checkpoint.name if checkpoint else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(finished.seconds, 1),
+            "steps": rows[-1].get("current_steps") if rows else None,
+            "final_loss": final_loss,
+            "loss_plot": str(plot) if plot.exists() else None,
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+        },
+    )
+    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None)
