@@ -1,21 +1,56 @@
-# One command per stage. `make demo` runs the whole tiny CPU path; `make test` runs the suite.
-# RECIPE=tiny uses recipes/tiny-answer.yaml and recipes/tiny-evaluate.yaml; default: the real ones.
+# One command per stage; make's own dependency rules skip every stage whose outputs are up
+# to date, and every stage resumes, so an interrupted run is finished by typing it again.
+#
+#   make demo                       the whole pipeline on the shipped sample, tiny CPU model
+#   make test                       the test suite
+#   make answer-model [RECIPE=tiny] distil -> dataset answer -> download -> train -> merge
+#   make evaluate-model [RECIPE=tiny]
+#   make infer / make score / make all [RECIPE=tiny]
+#   make webui ROLE=answer [RECIPE=tiny]
+#
+# RECIPE=tiny uses recipes/tiny-answer.yaml and recipes/tiny-evaluate.yaml (run folders
+# runs/tiny-answer, runs/tiny-evaluate); by default the real recipes/answer.yaml, evaluate.yaml.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ORCH := $(BIN)/orchestrator
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo help
+RECIPE ?=
+PIPELINE ?= recipes/pipeline.yaml
+TRAIN ?= datasets/sample/train.jsonl
+TEST ?= datasets/sample/test.jsonl
+GOLD ?= datasets/sample/test_gold.jsonl
+ROLE ?= answer
+
+PREFIX := $(if $(RECIPE),$(RECIPE)-,)
+ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
+EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
+ANSWER_RUN := runs/$(PREFIX)answer
+EVALUATE_RUN := runs/$(PREFIX)evaluate
+INFER_DIR := runs/$(PREFIX)infer
+RECIPES := $(wildcard recipes/*.yaml)
+
+DISTILLED := runs/distill/.done
+ANSWER_SET := datasets/train_answer_instruct.json
+EVALUATE_SET := datasets/train_evaluate_instruct.json
+ANSWER_ADAPTER := $(ANSWER_RUN)/adapter/adapter_model.safetensors
+EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
+ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
+EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
+SUBMISSION := $(INFER_DIR)/submission.jsonl
+REPORT := $(INFER_DIR)/report.md
+
+.PHONY: help setup test demo check answer-model evaluate-model infer score all webui bench clean
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo        whole pipeline on the shipped sample with a tiny CPU model"
-	@echo "make test        the test suite"
-	@echo "make setup       create .venv and install (done by every other target)"
+	@sed -n '3,13p' Makefile | sed 's/^# \{0,1\}//'
 
+# ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -26,3 +61,75 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(ORCH) check answer --recipe $(ANSWER_RECIPE)
+	$(ORCH) check evaluate --recipe $(EVALUATE_RECIPE)
+
+# ---------------------------------------------------------------- data
+$(DISTILLED): $(TRAIN) $(PIPELINE) | $(STAMP)
+	$(ORCH) distill --recipe $(PIPELINE) --input $(TRAIN)
+	touch $@
+
+$(ANSWER_SET): $(DISTILLED) $(RECIPES)
+	$(ORCH) dataset answer --recipe $(ANSWER_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
+
+$(EVALUATE_SET): $(DISTILLED) $(RECIPES)
+	$(ORCH) dataset evaluate --recipe $(EVALUATE_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
+
+# ---------------------------------------------------------------- base model
+ifeq ($(RECIPE),tiny)
+BASE := models/tiny-qwen2/config.json
+$(BASE): | $(STAMP)
+	$(ORCH) tiny-model models/tiny-qwen2
+else
+BASE := $(ANSWER_RUN)/.base-model
+$(BASE): $(RECIPES) | $(STAMP)
+	$(ORCH) download answer --recipe $(ANSWER_RECIPE)
+	$(ORCH) download evaluate --recipe $(EVALUATE_RECIPE)
+	mkdir -p $(@D) && touch $@
+endif
+
+# ---------------------------------------------------------------- train and merge
+# A stale adapter (recipe or data changed) is retrained from scratch; an interrupted
+# training (checkpoints, no adapter yet) resumes.
+$(ANSWER_ADAPTER): $(ANSWER_SET) $(RECIPES) $(BASE)
+	$(ORCH) train answer --recipe $(ANSWER_RECIPE) $(if $(wildcard $@),--fresh)
+
+$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(RECIPES) $(BASE)
+	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE) $(if $(wildcard $@),--fresh)
+
+$(ANSWER_MERGED): $(ANSWER_ADAPTER)
+	$(ORCH) merge answer --recipe $(ANSWER_RECIPE)
+
+$(EVALUATE_MERGED): $(EVALUATE_ADAPTER)
+	$(ORCH) merge evaluate --recipe $(EVALUATE_RECIPE)
+
+answer-model: $(ANSWER_MERGED)
+evaluate-model: $(EVALUATE_MERGED)
+
+# ---------------------------------------------------------------- inference and score
+$(SUBMISSION): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(TEST) $(PIPELINE)
+	$(ORCH) infer $(TEST) --out-dir $(INFER_DIR) --recipe $(PIPELINE) \
+		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
+
+$(REPORT): $(SUBMISSION) $(GOLD)
+	$(ORCH) score $(SUBMISSION) $(GOLD) --out-dir $(INFER_DIR)
+
+infer: $(SUBMISSION)
+score: $(REPORT)
+all: $(REPORT)
+
+demo: | $(STAMP)
+	$(MAKE) --no-print-directory check RECIPE=tiny
+	$(MAKE) --no-print-directory all RECIPE=tiny
+	@echo "demo done: the score is in runs/tiny-infer/report.md"
+
+webui: $(STAMP)
+	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_endpoints.py
+
+clean:
+	rm -rf runs datasets/*.json

@@ -303,6 +303,13 @@ def check_role(loaded: Loaded, paths: RolePaths) -> list[str]:
                 problems.append(
                     f"{loaded.where(dotted)}: {dotted} is not a LLaMA-Factory argument{did_you_mean(key, valid)}"
                 )
+    from llamafactory.data.template import TEMPLATES
+
+    if recipe.model.template not in TEMPLATES:
+        problems.append(
+            f"{loaded.where('model.template')}: model.template {recipe.model.template} is not a LLaMA-Factory "
+            f"chat template{did_you_mean(recipe.model.template, TEMPLATES)}"
+        )
     if problems:
         return problems
 
