@@ -158,7 +158,7 @@ def power_value(rng: random.Random, _: Any) -> Item:
         [f"按题目的定义，这是求 {a} 的 {b} 次幂，即 {b} 个 {a} 连乘：{a}^{b}。",
          f"逐次相乘，{a} 的 1 到 {b} 次幂依次为：{powers_list(a, b)}。",
          f"所以 {a}^{b} = {v}。"],
-        [f"误以为要在 {a} 的基础上再乘 {b} 次，即 {b + 1} 个 {a} 连乘：{a}^{b + 1}。",
+        [f"在 {a} 的基础上再乘 {b} 次，共 {b + 1} 个 {a} 连乘：{a}^{b + 1}。",
          f"逐次相乘：{powers_list(a, b + 1)}。",
          f"所以结果是 {a ** (b + 1)}。"],
     )
@@ -173,7 +173,7 @@ def power_base(rng: random.Random, _: Any) -> Item:
         [f"设这个数为 x，需要 x^{b} = {v}。",
          f"试算：{a - 1}^{b} = {(a - 1) ** b}，{a}^{b} = {v}，{a + 1}^{b} = {(a + 1) ** b}。",
          f"只有 {a}^{b} 恰好等于 {v}，所以 x = {a}。"],
-        [f"把“开 {b} 次方”误当成“除以 {b}”。",
+        [f"求 {b} 次幂等于 {v} 的数，就是把 {v} 平均分成 {b} 份。",
          f"{v} ÷ {b} 取整得 {v // b}。"],
     )
 
@@ -186,13 +186,13 @@ def power_zero(rng: random.Random, _: Any) -> Item:
             [f"按定义，这是 0 的 {k} 次幂，即 {k} 个 0 连乘。",
              "任何数乘以 0 都等于 0，每一次相乘的结果都是 0。",
              "所以结果是 0。"],
-            ["误以为任何数的幂都至少为 1。", "于是认为结果是 1。"],
+            ["任何数的幂都至少为 1。", "所以结果是 1。"],
         )
     x = rng.randint(2, 20)
     return item(
         rng, f"数 {x} 的 0 次幂是多少？", 1, 0, (x, "无效的计算", -1),
         ["题目规定任何非零数的 0 次幂都等于 1。", f"{x} 不为 0，所以 {x}^0 = 1。"],
-        ["误以为“0 次幂”就是乘以 0。", f"于是得到 {x} × 0 = 0。"],
+        ["0 次幂就是乘以 0。", f"{x} × 0 = 0。"],
     )
 
 
@@ -218,8 +218,8 @@ def power_compare(rng: random.Random, _: Any) -> Item:
     return item(
         rng, f"{a}^{b} 与 {c}^{d} 相比，哪个更大？", correct, mistake, (),
         [f"计算 {a}^{b} = {A}。", f"计算 {c}^{d} = {C}。", verdict],
-        [f"只比较{why}：{a}^{b} 的{why}是 {x}，{c}^{d} 的{why}是 {y}。",
-         f"误以为{why}大的幂就更大，于是认为{mistake}。"],
+        [f"比较两个幂只需比较{why}：{a}^{b} 的{why}是 {x}，{c}^{d} 的{why}是 {y}。",
+         f"{why}大的幂更大，所以{mistake}。"],
         fixed=[left, right, same, "无法比较"],
     )
 
@@ -247,7 +247,7 @@ def fact_value(rng: random.Random, prolog: bool) -> Item:
         [first,
          "依次得到 1! 到 {}!：{}。".format(n, ", ".join(str(math.factorial(k)) for k in range(1, n + 1))),
          f"所以 {n}! = {v}。"],
-        [f"把阶乘误当成从 1 加到 {n} 的累加：1 + 2 + … + {n}。",
+        [f"{n} 的阶乘就是从 1 累加到 {n}：1 + 2 + … + {n}。",
          f"计算得 {n} × {n + 1} ÷ 2 = {s}。"],
     )
 
@@ -261,7 +261,7 @@ def fact_zero(rng: random.Random, prolog: bool) -> Item:
         q = "0 的阶乘是多少？"
         steps = ["定义中明确规定 0 的阶乘为 1。", "这是递归的起点，不需要再计算。"]
     return item(rng, q, 1, 0, ("无定义", -1), steps,
-                ["误以为 0 乘任何数都得 0，所以 0 的阶乘也是 0。"])
+                ["0 乘任何数都得 0，所以 0 的阶乘也是 0。"])
 
 
 def fact_inverse(rng: random.Random, _: bool) -> Item:
@@ -273,7 +273,7 @@ def fact_inverse(rng: random.Random, _: bool) -> Item:
             "，".join(f"{k}! = {math.factorial(k)}" for k in range(1, m + 1))),
          f"{m}! 恰好等于 {v}，所以答案是 {m}。"],
         [f"用 {v} 依次除以 2, 3, …, {m}，共除了 {m - 1} 次得到 1。",
-         f"误把除法的次数 {m - 1} 当作答案。"],
+         f"除法的次数就是所求的数，即 {m - 1}。"],
     )
 
 
@@ -289,7 +289,7 @@ def fact_ratio(rng: random.Random, _: bool) -> Item:
         [f"{n}! ÷ {k}! 中，{k}! 的因数 1 到 {k} 都被约掉。",
          "剩下 {}。".format(" × ".join(str(i) for i in range(k + 1, n + 1))),
          f"计算得 {v}。"],
-        [f"误以为 {n}! ÷ {k}! = ({n} - {k})! = {n - k}!。", f"计算得 {wrong}。"],
+        [f"{n}! ÷ {k}! = ({n} - {k})! = {n - k}!。", f"计算得 {wrong}。"],
     )
 
 
@@ -304,8 +304,8 @@ def fact_zeros(rng: random.Random, _: bool) -> Item:
         ["末尾的 0 来自因数 10 = 2 × 5，而因数 2 比 5 多，所以只需数因数 5 的个数。",
          count + "。",
          f"因数 5 共 {z} 个，所以末尾有 {z} 个 0。"],
-        ["误以为只有 10 的倍数才会在末尾产生 0。",
-         f"1 到 {n} 中 10 的倍数有 {n // 10} 个，于是得到 {n // 10}。"],
+        ["只有 10 的倍数才会在末尾产生 0。",
+         f"1 到 {n} 中 10 的倍数有 {n // 10} 个，所以末尾有 {n // 10} 个 0。"],
     )
 
 
@@ -362,8 +362,8 @@ def kin_grandparent(rng: random.Random, f: Family) -> Item:
         [f"由“{f.fact(p, z)}”可知{z}的父母是{p}。",
          f"由“{f.fact(g, p)}”可知{p}的父母是{g}。",
          f"父母的父母是祖父母，所以{g}是{z}的祖父母；其他人都不是{z}父母的父母。"],
-        [f"由“{f.fact(p, z)}”找到了{z}的父母{p}。",
-         f"没有再往上追一代，误把父母{p}当成了祖父母。"],
+        [f"由“{f.fact(p, z)}”可知{p}是{z}的长辈。",
+         f"所以{p}是{z}的祖父母。"],
     )
 
 
@@ -379,9 +379,10 @@ def kin_sibling(rng: random.Random, f: Family) -> Item | None:
         rng, f"下列哪一位是{z}的兄弟姐妹？", s, c, others,
         [f"由“{f.fact(p, z)}”可知{z}的父母是{p}。",
          f"{p}的子女有：{'、'.join(f.kids(p))}。",
-         f"与{z}有共同父母的是{'、'.join(f.siblings(z))}，其中{s}在选项中。"],
-        [f"{z}和{c}有共同的祖父母{g}。",
-         f"误把有共同祖父母的堂表亲当成了兄弟姐妹，选了{c}。"],
+         f"与{z}有共同父母的是{'、'.join(f.siblings(z))}，其中{s}在选项中。"
+         if len(f.siblings(z)) > 1 else f"与{z}有共同父母的只有{s}。"],
+        [f"{z}和{c}有共同的祖父母{g}，是同一辈人。",
+         f"同一辈人就是兄弟姐妹，所以{c}是{z}的兄弟姐妹。"],
     )
 
 
@@ -392,11 +393,11 @@ def kin_count(rng: random.Random, f: Family) -> Item:
     if len(kids) != len(grand):
         mistake = len(kids)
         wrong = [f"{r}的子女有：{'、'.join(kids)}，共 {len(kids)} 人。",
-                 f"误把子女当成了孙辈，得到 {len(kids)}。"]
+                 f"这些子女就是{r}的孙辈，共 {len(kids)} 人。"]
     else:
         mistake = len(kids) + len(grand)
         wrong = [f"{r}的子女 {len(kids)} 人，孙辈 {len(grand)} 人。",
-                 f"把子女也算作孙辈，得到 {mistake}。"]
+                 f"子女和孙辈都是{r}的孙辈，共 {mistake} 人。"]
     return item(
         rng, f"{r}有几个孙辈？", len(grand), mistake,
         [len(grand) + d for d in (-1, 1, 2, 3) if len(grand) + d >= 0],
@@ -416,7 +417,7 @@ def kin_childless(rng: random.Random, f: Family) -> Item:
          f"在所有事实中，{c}从未作为父亲或母亲出现，所以{c}没有子女。",
          "选项中的其他人都在事实中作为父亲或母亲出现过，都有子女。"],
         ["题目只列出了一部分亲子关系，没有列出的关系也可能存在。",
-         "因此无法判断谁没有子女，认为无法确定。"],
+         "因此无法判断谁没有子女，答案无法确定。"],
     )
 
 
@@ -446,27 +447,27 @@ def kin_relation(rng: random.Random, f: Family) -> Item:
         steps = [f"由“{f.fact(x, m)}”和“{f.fact(m, y)}”可知{x}是{y}父母的父母。",
                  f"所以{x}是{y}的祖父母。"]
         mistake, wrong = "parent", [f"看到“{f.fact(m, y)}”，又看到{x}是{m}的父母。",
-                                    f"少算了一代，误把{x}当成了{y}的父母。"]
+                                    f"所以{x}是{y}的父母。"]
     elif kind == "grandchild":
         steps = [f"由“{f.fact(y, m)}”和“{f.fact(m, x)}”可知{y}是{x}的祖父母。",
                  f"反过来说，{x}是{y}的孙辈。"]
-        mistake, wrong = "grand", [f"看到{x}和{y}之间隔着一代{m}。",
-                                   f"把方向弄反了，误以为{x}是{y}的祖父母。"]
+        mistake, wrong = "grand", [f"{x}和{y}之间隔着一代{m}。",
+                                   f"所以{x}是{y}的祖父母。"]
     elif kind == "parent":
         steps = [f"事实“{f.fact(x, y)}”直接说明{x}是{y}的父母。"]
-        mistake, wrong = "grand", [f"看到{x}是{y}的上一辈，又看到{x}还出现在其他亲子关系中。",
-                                   f"误以为中间隔了一代，认为{x}是{y}的祖父母。"]
+        mistake, wrong = "grand", [f"由“{f.fact(x, y)}”可知{x}是{y}的长辈。",
+                                   f"长辈就是祖父母，所以{x}是{y}的祖父母。"]
     elif kind == "sibling":
         p = f.parent[x]
         steps = [f"由“{f.fact(p, x)}”和“{f.fact(p, y)}”可知两人有共同的父母{p}。",
                  f"{x}和{y}是两个不同的人，所以是兄弟姐妹。"]
         mistake, wrong = "none", [f"事实中没有直接写出{x}和{y}之间的关系。",
-                                  "误以为没有直接的事实就没有任何关系，忽略了兄弟姐妹的规则。"]
+                                  "没有直接的事实，两人就没有任何关系。"]
     else:
         steps = [f"{x}和{y}之间没有亲子事实，两人也没有共同的父母，谁都不是对方父母的父母。",
                  "闭世界假设下没有列出的关系都不成立，所以两人没有上述任何关系。"]
         mistake, wrong = "unknown", [f"事实中找不到{x}和{y}之间的关系。",
-                                     "误以为没有列出的关系只是未知，认为无法确定。"]
+                                     "没有列出的关系只是未知，所以无法确定。"]
     order = ("grand", "parent", "sibling", "grandchild", "none", "unknown")
     return item(rng, f"根据已知事实，{x}和{y}是什么关系？", labels[kind], labels[mistake], (),
                 steps, wrong, fixed=[labels[k] for k in order])
@@ -522,8 +523,8 @@ def h_tallest(rng: random.Random, h: Heights) -> Item:
     return item(
         rng, "谁最高？", o[0], o[1], o[2:],
         h.chain() + [f"{o[0]}排在最前面，没有人比{o[0]}高。"],
-        [f"由“{h.facts[1]}”看到{o[1]}比{o[2]}高。",
-         f"忽略了“{h.facts[0]}”，误以为{o[1]}最高。"],
+        [f"由“{h.facts[1]}”可知{o[1]}比{o[2]}高。",
+         f"所以{o[1]}最高。"],
     )
 
 
@@ -532,8 +533,8 @@ def h_shortest(rng: random.Random, h: Heights) -> Item:
     return item(
         rng, "谁最矮？", o[-1], o[-2], o[:-2],
         h.chain() + [f"{o[-1]}排在最后面，比所有人都矮。"],
-        [f"由“{h.facts[-2]}”看到{o[-2]}比{o[-3]}矮。",
-         f"忽略了“{h.facts[-1]}”，误以为{o[-2]}最矮。"],
+        [f"由“{h.facts[-2]}”可知{o[-2]}比{o[-3]}矮。",
+         f"所以{o[-2]}最矮。"],
     )
 
 
@@ -541,9 +542,9 @@ def h_rank(rng: random.Random, h: Heights) -> Item:
     o, n = h.order, len(h.order)
     k = rng.randint(2, n - 1)
     if n - k != k - 1:
-        mistake, slip = o[n - k], f"误从矮到高数第 {k} 位，得到{o[n - k]}。"
+        mistake, slip = o[n - k], f"从矮的一端数第 {k} 位是{o[n - k]}。"
     else:
-        mistake, slip = o[k], f"数位置时多数了一位，得到{o[k]}。"
+        mistake, slip = o[k], f"从高到矮数第 {k} 位是{o[k]}。"
     return item(
         rng, f"从高到矮排列，第 {k} 位是谁？", o[k - 1], mistake, o,
         h.chain() + [f"从高到矮数第 {k} 位是{o[k - 1]}。"],
@@ -557,7 +558,7 @@ def h_count(rng: random.Random, h: Heights) -> Item:
     return item(
         rng, f"比{o[i]}高的有几个人？", i, n - 1 - i, [v for v in (i - 1, i + 1, i + 2, n - i) if v >= 0],
         h.chain() + [f"排在{o[i]}前面的有 {i} 人" + (f"：{'、'.join(o[:i])}。" if i else "。")],
-        h.chain() + [f"误把排在{o[i]}后面的人数 {n - 1 - i} 当成了比{o[i]}高的人数。"],
+        h.chain() + [f"比{o[i]}高的是排在{o[i]}后面的 {n - 1 - i} 人。"],
     )
 
 
@@ -573,7 +574,7 @@ def h_true(rng: random.Random, h: Heights) -> Item | None:
     return item(
         rng, "下列说法中正确的是哪一项？", correct, mistake, false,
         h.chain() + [f"{o[i]}排在{o[j]}前面，所以“{correct}”正确，其他选项都与这个顺序相反。"],
-        [f"把事实“{h.facts[k]}”误读成了“{mistake}”。", f"因此认为“{mistake}”正确。"],
+        [f"事实“{h.facts[k]}”说明{mistake}。", f"所以“{mistake}”正确。"],
     )
 
 
@@ -606,9 +607,9 @@ def r_who_at(rng: random.Random, r: Race) -> Item:
     o, n = r.order, len(r.order)
     k = rng.randint(1, n)
     if n - k != k - 1:
-        mistake, slip = o[n - k], f"误从最后一名往前数第 {k} 个，得到{o[n - k]}。"
+        mistake, slip = o[n - k], f"从最后一名往前数第 {k} 个是{o[n - k]}，所以第 {k} 名是{o[n - k]}。"
     else:
-        mistake, slip = o[k], f"数名次时多数了一位，得到{o[k]}。"
+        mistake, slip = o[k], f"所以第 {k} 名是{o[k]}。"
     return item(rng, f"第 {k} 名是谁？", o[k - 1], mistake, o,
                 r.deduce() + [f"所以第 {k} 名是{o[k - 1]}。"], r.deduce() + [slip])
 
@@ -618,9 +619,9 @@ def r_place(rng: random.Random, r: Race) -> Item:
     p = rng.choice(o)
     pos = o.index(p) + 1
     if n + 1 - pos != pos:
-        wrong_pos, slip = n + 1 - pos, f"误从最后一名往前数，得到{p}是第{n + 1 - pos}名。"
+        wrong_pos, slip = n + 1 - pos, f"从最后一名往前数，{p}排在第 {n + 1 - pos} 个，所以是第{n + 1 - pos}名。"
     else:
-        wrong_pos, slip = pos + 1, f"数名次时多数了一位，得到第{pos + 1}名。"
+        wrong_pos, slip = pos + 1, f"所以{p}是第{pos + 1}名。"
     labels = [f"第{i}名" for i in range(1, n + 1)]
     return item(rng, f"{p}是第几名？", labels[pos - 1], labels[wrong_pos - 1], (),
                 r.deduce() + [f"所以{p}是第{pos}名。"], r.deduce() + [slip], fixed=labels)
@@ -632,7 +633,7 @@ def r_after(rng: random.Random, r: Race) -> Item:
     return item(
         rng, f"谁紧跟在{o[i]}之后冲过终点？", o[i + 1], o[i - 1], o[:i - 1] + o[i + 2:],
         r.deduce() + [f"{o[i]}是第{i + 1}名，紧跟其后的第{i + 2}名是{o[i + 1]}。"],
-        r.deduce() + [f"把“之后”看成了“之前”，选了第{i}名{o[i - 1]}。"],
+        r.deduce() + [f"{o[i]}是第{i + 1}名，紧跟在{o[i]}之后的是第{i}名{o[i - 1]}。"],
     )
 
 
@@ -645,7 +646,7 @@ def r_between(rng: random.Random, r: Race) -> Item:
     return item(
         rng, f"在{a}和{b}之间冲过终点的有几人？", j - i - 1, j - i, list(range(0, n - 1)),
         r.deduce() + [f"两人分别是第{i + 1}名和第{j + 1}名，中间有 {j - i - 1} 人。"],
-        r.deduce() + [f"直接用名次相减：{j + 1} - {i + 1} = {j - i}，误以为中间有 {j - i} 人。"],
+        r.deduce() + [f"两人分别是第{i + 1}名和第{j + 1}名，中间有 {j + 1} - {i + 1} = {j - i} 人。"],
     )
 
 
@@ -732,8 +733,8 @@ def c_which(rng: random.Random, w: Clubs) -> Item:
         ["闭世界假设下，只有列出的成员关系成立。",
          f"事实中与{p}有关的只有“{p}是{c}的成员”。",
          f"所以{p}只参加了{c}。"],
-        [f"事实只说{p}是{c}的成员，没有说明{p}不是其他社团的成员。",
-         "误以为其他社团的情况未知，认为无法确定。"],
+        [f"事实说{p}是{c}的成员，但没有说明{p}不是其他社团的成员。",
+         "其他社团的情况未知，所以无法确定。"],
     )
 
 
@@ -745,7 +746,7 @@ def c_none(rng: random.Random, w: Clubs) -> Item:
          f"事实中没有任何一条提到{p}，所以{p}没有参加任何社团。",
          "选项中的其他人都至少是一个社团的成员。"],
         ["题目只列出了部分成员关系，没有明确说谁不参加社团。",
-         "误以为无法判断，认为无法确定。"],
+         "所以无法判断，答案无法确定。"],
     )
 
 
@@ -754,11 +755,11 @@ def c_count(rng: random.Random, w: Clubs) -> Item:
     ms = w.of(c)
     k = len(ms)
     if k >= 2:
-        mistake, slip = k - 1, f"数的时候漏掉了{ms[-1]}，得到 {k - 1}。"
+        mistake, slip = k - 1, f"{c}的成员有：{'、'.join(ms[:-1])}，共 {k - 1} 人。"
     else:
         outsider = next(p for p in w.people if w.member[p] and c not in w.member[p])
         mistake = k + 1
-        slip = f"把“{outsider}是{w.member[outsider][0]}的成员”也当成了{c}的成员，得到 {k + 1}。"
+        slip = f"{c}的成员有：{'、'.join(ms + [outsider])}，共 {k + 1} 人。"
     return item(
         rng, f"{c}有几名成员？", k, mistake, [v for v in (k + 1, k + 2, k - 2, k + 3) if v >= 0],
         [f"在事实中找出所有“是{c}的成员”的记录。",
@@ -782,7 +783,7 @@ def c_both(rng: random.Random, w: Clubs) -> Item:
          f"{c2}的成员有：{'、'.join(w.of(c2))}。",
          f"两个社团共同的成员只有{x}。"],
         [f"{first}的成员有：{'、'.join(w.of(first))}。",
-         f"只核对了{first}，没有核对{second}，选了{y}。"],
+         f"{y}是{first}的成员，所以同时参加{c1}和{c2}的是{y}。"],
     )
 
 
@@ -792,12 +793,12 @@ def c_yesno(rng: random.Random, w: Clubs) -> Item:
     if c in w.member[p]:
         return item(rng, f"{p}是{c}的成员吗？", "是", "否", (),
                     [f"事实中明确列出“{p}是{c}的成员”。"],
-                    [f"漏看了“{p}是{c}的成员”这条事实。", "于是认为不是。"],
+                    [f"事实中没有“{p}是{c}的成员”这一条。", "所以不是。"],
                     fixed=["是", "否", "无法确定"])
     return item(rng, f"{p}是{c}的成员吗？", "否", "无法确定", (),
                 ["闭世界假设下，没有列出的事实都为假。",
                  f"事实中没有“{p}是{c}的成员”，所以{p}不是{c}的成员。"],
-                [f"事实中没有提到{p}和{c}的关系。", "误以为没有提到就是未知，认为无法确定。"],
+                [f"事实中没有提到{p}和{c}的关系。", "没有提到就是未知，所以无法确定。"],
                 fixed=["是", "否", "无法确定"])
 
 
@@ -888,8 +889,8 @@ def g_reach(rng: random.Random, g: Roads) -> Item | None:
         [c for c in g.cities if c != x and c not in reach],
         [g.bfs_text(x) + "。", f"所以从{x}可以到达的城市是：{'、'.join(reach)}。",
          f"{y}在其中，其他选项中的城市都无法到达。"],
-        ["误把单向道路当成了双向道路。",
-         f"按双向计算，{x}可以经过其他城市走到{m}，于是选了{m}。"],
+        ["道路可以双向通行。",
+         f"从{x}出发可以经过其他城市走到{m}。"],
     )
 
 
@@ -906,8 +907,8 @@ def g_unreach(rng: random.Random, g: Roads) -> Item | None:
         rng, f"从{x}出发，无法到达下列哪座城市？", y, m, reach,
         [g.bfs_text(x) + "。", f"所以从{x}可以到达的城市是：{'、'.join(reach)}。",
          f"{y}不在其中，所以无法到达。"],
-        [f"只看了从{x}直接出发的道路，能直接到达的是{direct}。",
-         f"{m}没有从{x}直接通往的道路，于是误以为无法到达。"],
+        [f"从{x}直接出发的道路只通往{direct}。",
+         f"没有从{x}直接通往{m}的道路，所以{m}无法到达。"],
     )
 
 
@@ -923,7 +924,7 @@ def g_dist(rng: random.Random, g: Roads) -> Item | None:
         [g.bfs_text(x) + "。",
          f"{y}在走 {d} 条道路时第一次被到达，例如 {route}。",
          f"所以最少经过 {d} 条道路。"],
-        [f"找到路线 {route}。", f"把路线上的城市个数 {d + 1} 当成了道路条数。"],
+        [f"找到路线 {route}。", f"路线上共有 {d + 1} 座城市，所以要经过 {d + 1} 条道路。"],
     )
 
 
@@ -938,7 +939,7 @@ def g_yesno(rng: random.Random, g: Roads) -> Item | None:
         return item(
             rng, f"从{x}能否沿道路到达{y}？", "能", "不能", (),
             [g.bfs_text(x) + "。", f"可以沿 {' → '.join(g.path(x, y))} 到达{y}。"],
-            [f"没有从{x}直接通往{y}的道路。", "误以为没有直接的道路就无法到达。"],
+            [f"没有从{x}直接通往{y}的道路。", "所以不能到达。"],
             fixed=options,
         )
     if not out:
@@ -948,9 +949,9 @@ def g_yesno(rng: random.Random, g: Roads) -> Item | None:
     return item(
         rng, f"从{x}能否沿道路到达{y}？", "不能", "能" if two_way else "无法确定", (),
         [g.bfs_text(x) + "。", f"{y}不在其中；道路都是单向的，也没有其他道路，所以不能到达。"],
-        ["误把单向道路当成了双向道路。", f"反着走道路时可以连到{y}，于是认为能到达。"]
+        ["道路可以双向通行。", f"沿道路可以连到{y}，所以能到达。"]
         if two_way else
-        [f"已知的道路中找不到从{x}通往{y}的路线。", "误以为可能存在没有列出的道路，认为无法确定。"],
+        [f"已知的道路中找不到从{x}通往{y}的路线。", "但可能存在没有列出的道路，所以无法确定。"],
         fixed=options,
     )
 
@@ -998,7 +999,7 @@ def s_nth(rng: random.Random, s: Sequence) -> Item:
         ["等差数列第 n 项公式：a_n = a_1 + (n - 1) × d。",
          f"代入 a_1 = {s.a1}，d = {s.d}，n = {n}：{s.a1} + {n - 1} × {par(s.d)}。",
          f"计算得 {v}。"],
-        ["误用公式 a_n = a_1 + n × d。", f"{s.a1} + {n} × {par(s.d)} = {m}。"],
+        ["等差数列第 n 项公式：a_n = a_1 + n × d。", f"{s.a1} + {n} × {par(s.d)} = {m}。"],
     )
 
 
@@ -1015,7 +1016,7 @@ def s_sum(rng: random.Random, s: Sequence) -> Item | None:
          "前 n 项和公式：S_n = n × (a_1 + a_n) ÷ 2。",
          f"S_{n} = {n} × ({s.a1} + {par(an)}) ÷ 2 = {total}。"],
         [f"第 {n} 项 a_{n} = {an}。",
-         f"求和时忘了除以 2：{n} × ({s.a1} + {par(an)}) = {n * (s.a1 + an)}。"],
+         f"前 {n} 项和 = {n} × ({s.a1} + {par(an)}) = {n * (s.a1 + an)}。"],
     )
 
 
@@ -1028,7 +1029,7 @@ def s_index(rng: random.Random, s: Sequence) -> Item:
         [f"设 {v} 是第 n 项，则 {s.a1} + (n - 1) × {par(s.d)} = {v}。",
          f"n - 1 = ({v} - {par(s.a1)}) ÷ {par(s.d)} = {k - 1}。",
          f"所以 n = {k}。"],
-        [f"计算 ({v} - {par(s.a1)}) ÷ {par(s.d)} = {k - 1}。", f"忘了加 1，误以为是第 {k - 1} 项。"],
+        [f"计算 ({v} - {par(s.a1)}) ÷ {par(s.d)} = {k - 1}。", f"所以是第 {k - 1} 项。"],
     )
 
 
@@ -1046,9 +1047,8 @@ def s_member(rng: random.Random, s: Sequence) -> Item | None:
          f"即 x - {par(s.a1)} 必须是 {par(s.d)} 的非负整数倍。",
          f"{v} - {par(s.a1)} = {v - s.a1} = {k - 1} × {par(s.d)}，所以{v}是第 {k} 项。",
          "其余选项要么减去首项后不能被公差整除，要么位于首项之前。"],
-        [f"只检查 x - {par(s.a1)} 能否被 {par(s.d)} 整除。",
-         f"{m} - {par(s.a1)} = {m - s.a1} 能被 {par(s.d)} 整除，于是选了{m}，"
-         f"没有注意到它对应的 n = {1 - j} 不是正整数。"],
+        [f"只要 x - {par(s.a1)} 能被 {par(s.d)} 整除，x 就是数列中的项。",
+         f"{m} - {par(s.a1)} = {m - s.a1} 能被 {par(s.d)} 整除，所以{m}是数列中的项。"],
     )
 
 
@@ -1090,7 +1090,7 @@ def d_gcd(rng: random.Random, prolog: bool) -> Item:
         rng, q, g, m, (1, 2 * g, a // g, b // g, a - b, g + 1),
         [f"用辗转相除法：{euclid(a, b)}。",
          f"余数为 0 时的除数 {g} 就是最大公约数。"],
-        [f"{a} 和 {b} 都能被 {m} 整除。", f"找到公约数 {m} 后就停下了，没有检查更大的公约数。"],
+        [f"{a} 和 {b} 都能被 {m} 整除。", f"所以最大公约数是 {m}。"],
     )
 
 
@@ -1101,7 +1101,7 @@ def d_lcm(rng: random.Random, _: bool) -> Item:
         rng, f"{a} 和 {b} 的最小公倍数是多少？", lcm, a * b, (g, 2 * lcm, lcm // 2, a + b, lcm + g),
         [f"先用辗转相除法求最大公约数：{euclid(a, b)}，得 {g}。",
          f"最小公倍数 = {a} × {b} ÷ {g} = {lcm}。"],
-        ["误以为两个数的最小公倍数就是它们的乘积。", f"{a} × {b} = {a * b}。"],
+        ["两个数的最小公倍数就是它们的乘积。", f"{a} × {b} = {a * b}。"],
     )
 
 
@@ -1124,7 +1124,7 @@ def d_coprime(rng: random.Random, _: bool) -> Item:
         rng, "下列哪一组数互质？", f"{a} 和 {b}", f"{m1} 和 {m2}", others,
         [f"求 {a} 和 {b} 的最大公约数：{euclid(max(a, b), min(a, b))}，结果为 1，所以互质。",
          f"{m1} 和 {m2} 有公因数 {p}；" + "、".join(others) + " 都是偶数，有公因数 2。"],
-        [f"{m1} 和 {m2} 都是奇数，没有公因数 2。", f"误以为没有公因数 2 就互质，忽略了公因数 {p}。"],
+        [f"{m1} 和 {m2} 都是奇数，没有公因数 2。", "所以它们互质。"],
         n=n,
     )
 
@@ -1180,7 +1180,7 @@ def f_herbivore(rng: random.Random, w: FoodWeb) -> Item | None:
         ["herbivore(X) 要求存在 Y，使 eats(X, Y) 与 plant(Y) 都成立。",
          f"事实 eats({h}, {p}) 和 plant({p}) 都成立，所以 herbivore({h}) 成立。",
          "其他选项都没有“吃某个 plant”的事实，闭世界假设下不满足。"],
-        [f"看到 eats({c}, {h})，而 {h} 吃植物。", f"误以为吃植食动物的 {c} 也满足 herbivore。"],
+        [f"由 eats({c}, {h}) 可知 {c} 吃 {h}，而 {h} 吃植物。", f"所以 {c} 也满足 herbivore(X)。"],
     )
 
 
@@ -1199,7 +1199,7 @@ def f_chain(rng: random.Random, w: FoodWeb) -> Item | None:
         [f"food_chain({x}, Z) 要求存在 Y，使 eats({x}, Y) 与 eats(Y, Z) 都成立。",
          f"由 eats({x}, {y}) 和 eats({y}, {z}) 可得 food_chain({x}, {z})。",
          f"food_chain({x}, Z) 的全部解为：{'、'.join(w.chain(x))}，其他选项都不是解。"],
-        [f"由 eats({x}, {m}) 直接得出 Z = {m}。", f"只走了一步，没有再去找 eats({m}, Z)。"],
+        [f"food_chain({x}, Z) 就是 {x} 吃 Z。", f"由 eats({x}, {m}) 得 Z = {m}。"],
     )
 
 
@@ -1209,7 +1209,7 @@ def f_fact(rng: random.Random, w: FoodWeb) -> Item:
         a, b = rng.choice(w.eats)
         return item(rng, f"查询 eats({a}, {b}) 的结果是什么？", options[0], options[1], (),
                     [f"程序中有事实 eats({a}, {b}).，查询直接成立。"],
-                    [f"只在规则里查找 eats({a}, {b})，没有找到。", "于是误以为不成立。"],
+                    [f"规则中没有 eats({a}, {b})。", "所以查询不成立。"],
                     fixed=options)
     false = [(a, b) for a in w.animals for b in w.animals + w.plants
              if a != b and (a, b) not in w.eats]
@@ -1217,7 +1217,7 @@ def f_fact(rng: random.Random, w: FoodWeb) -> Item:
     return item(rng, f"查询 eats({a}, {b}) 的结果是什么？", options[1], options[2], (),
                 ["eats 只由事实定义，没有推出 eats 的规则。",
                  f"程序中没有事实 eats({a}, {b}).，闭世界假设下查询结果为 false。"],
-                [f"程序中没有提到 eats({a}, {b})。", "误以为没有提到就是未知，认为无法确定。"],
+                [f"程序中没有提到 eats({a}, {b})。", "没有提到就是未知，所以无法确定。"],
                 fixed=options)
 
 
@@ -1235,7 +1235,7 @@ def f_count(rng: random.Random, w: FoodWeb) -> Item | None:
          f"去掉重复的 X，不同的 X 有：{'、'.join(w.carnivores())}，共 {k} 个。"],
         ["carnivore(X) 要求 X 吃某个 animal。",
          f"满足条件的 eats 事实有：{listing}。",
-         f"把每条事实都算作一个解，没有去掉重复的 X，得到 {len(facts)}。"],
+         f"每条事实对应一个解，共 {len(facts)} 个。"],
     )
 
 

@@ -181,15 +181,16 @@ def launch_webui(
     ui = WebUI(url, server.start(), values, values_path)
     if not block:
         return ui
+    proc = server.proc
     with ui:
         print(f"LlamaBoard: {url}  (Ctrl-C stops it)", flush=True)
         try:
-            while server.proc is not None and server.proc.poll() is None:
+            while proc.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             say(stage, "stopped")
             return ui
         raise StageFailed(
-            f"{stage}: LlamaBoard exited with code {server.proc.returncode}; its log: {server.log_path}",
+            f"{stage}: LlamaBoard exited with code {proc.returncode}; its log: {server.log_path}",
             *[f"  {line}" for line in server.tail(8)],
         )

@@ -1,0 +1,49 @@
+"""LlamaBoard opened with a recipe's values: `python -m orchestrator.webui_app runs/<name>/llamaboard.yaml`.
+
+Run by `orchestrator webui` with its working directory runs/<name>/llamaboard/, where LlamaBoard
+reads llamaboard_cache/user_config.yaml (written by the parent) and keeps saves/; host and port
+come from GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def main(argv: list[str]) -> None:
+    values = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
+
+    from llamafactory.extras.constants import DEFAULT_TEMPLATE
+    from llamafactory.extras.misc import fix_proxy
+    from llamafactory.webui import interface
+    from llamafactory.webui.engine import Engine
+
+    # Setting the model name on load fires LlamaBoard's own handler, which fills the model path
+    # from user_config's path_dict and the template from DEFAULT_TEMPLATE, possibly after our
+    # values arrive: make both give the recipe's, so every order of events ends the same.
+    DEFAULT_TEMPLATE[values["top.model_name"]] = values["top.template"]
+
+    class RecipeEngine(Engine):
+        def resume(self):
+            base = super().resume()
+            yield next(base)  # language, hub, model name, fresh config path
+            if not self.runner.running:  # else the running training's values follow
+                yield self._update_component({elem: {"value": value} for elem, value in values.items()})
+            yield from base
+
+    interface.Engine = RecipeEngine  # create_ui() builds its engine from this name
+    fix_proxy()  # gradio checks its own loopback URL: never through a proxy
+    interface.create_ui().queue().launch(
+        server_name=os.environ["GRADIO_SERVER_NAME"],
+        server_port=int(os.environ["GRADIO_SERVER_PORT"]),
+        share=False,
+        inbrowser=False,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,117 @@
+"""Real `llamafactory-cli train` and `export` of the tiny model, both roles, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import StageFailed, UserError
+
+pytestmark = pytest.mark.slow
+
+
+def build_datasets(cli) -> None:
+    code, out, err = cli("distill")  # offline: the sample's worked solutions are preloaded
+    assert code == 0, err
+    for role in ("answer", "evaluate"):
+        code, out, err = cli("dataset", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        assert code == 0, err
+
+
+def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
+    build_datasets(cli)
+    for role in ("answer", "evaluate"):
+        code, out, err = cli("train", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        assert code == 0, err
+        run = tiny_project / "runs" / f"tiny-{role}"
+        assert (run / "adapter" / "adapter_model.safetensors").exists()
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["steps"] == 6 and manifest["final_loss"] > 0
+        assert manifest["versions"]["llamafactory"] == "0.9.5"
+        assert manifest["recipe"]["role"] == role
+        assert (run / "adapter" / "training_loss.png").exists()  # plot_loss kept
+
+        code, out, err = cli("merge", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        assert code == 0, err
+        merged = run / "merged"
+        assert (merged / "config.json").exists() and list(merged.glob("*.safetensors"))
+        assert not (run / ".merged.tmp").exists()
+
+    # trained already: a second train refuses instead of silently redoing hours of work
+    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    assert code == 2 and "already holds a trained adapter: use --fresh" in err
+
+
+def test_merge_without_adapter_is_refused(tiny_project: Path, cli) -> None:
+    code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    assert code == 2
+    assert err.strip() == (
+        f"Error: {tiny_project}/runs/tiny-answer/adapter has no trained adapter (no adapter_model.safetensors): "
+        "run `orchestrator train answer` first"
+    )
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        (None, "datasets/train_answer_instruct.json does not exist yet: run `orchestrator dataset answer`"),
+        ([], "has no samples: nothing to train on"),
+    ],
+)
+def test_train_preflight(tiny_project: Path, rows, expected: str) -> None:
+    from orchestrator.train import train
+
+    if rows is not None:
+        (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError, match=expected.replace("`", ".").replace("(", ".").replace(")", ".")):
+        train("answer", "recipes/tiny-answer.yaml", echo=False)
+
+
+def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> None:
+    from orchestrator.train import train
+
+    # samples LLaMA-Factory rejects: no response at all
+    rows = [{"instruction": "问题", "input": "", "output": ""}] * 4
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(StageFailed) as info:
+        train("answer", "recipes/tiny-answer.yaml", echo=False)
+    lines = info.value.lines
+    assert lines[0].startswith("train tiny-answer: llamafactory-cli train exited with code 1")
+    assert any("valid" in line.lower() for line in lines[1:-1]), lines
+    assert lines[-1] == (
+        f"rendered config: {tiny_project}/runs/tiny-answer/train.yaml; full log: {tiny_project}/runs/tiny-answer/train.log"
+    )
+
+
+def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -> None:
+    build_datasets(cli)
+    run = tiny_project / "runs" / "tiny-answer"
+    cmd = [sys.executable, "-m", "orchestrator", "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
+           "--set", "train.max_steps=40", "--set", "train.save_steps=2"]
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tiny_project)}
+    proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "adapter" / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C or a scheduler would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not (run / "adapter" / "adapter_model.safetensors").exists()
+    # every llamafactory process of that run is gone
+    ps = subprocess.run(["pgrep", "-f", str(run / "train.yaml")], capture_output=True, text=True)
+    assert ps.stdout.strip() == ""
+
+    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=40", "--set", "train.save_steps=2")
+    assert code == 0, err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["resumed_from"].startswith("checkpoint-")
+    assert "resuming from checkpoint-" in err
+    assert manifest["steps"] == 40
