@@ -231,6 +231,88 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(run_merge(role, recipe, overrides))
 
 
+# ---------------------------------------------------------------- serving, inference, scoring
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: serve.port; 0: any free port).")
+@click.option("--host", help="Interface to listen on (default: serve.host, 127.0.0.1).")
+@click.option("--api-key-env", metavar="NAME", help="Require the key held in this environment variable.")
+def serve(role, recipe, overrides, port, host, api_key_env) -> None:
+    """Serve the role's merged model over the OpenAI API until Ctrl-C (llamafactory-cli api).
+
+    \b
+    orchestrator serve answer
+    orchestrator serve evaluate --recipe recipes/tiny-evaluate.yaml --port 8012
+    SERVE_KEY=... orchestrator serve answer --host 0.0.0.0 --api-key-env SERVE_KEY
+    """
+    from orchestrator.serve import serve as run_serve
+
+    run_serve(role, recipe, overrides, port=port, host=host, api_key_env=api_key_env)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where trace, errors and submission go.")
+@pipeline_option
+@set_option
+@click.option("--mode", type=click.Choice(["staged", "pipelined"]), help="staged: one model up at a time; pipelined: both.")
+@click.option("--answer-url", help="Answer endpoint (OpenAI base URL); given: the Answer model is not served.")
+@click.option("--evaluate-url", help="Evaluate endpoint; given: the Evaluate model is not served.")
+@click.option("--answer-model", help="Model name at the Answer endpoint (default: the one it lists).")
+@click.option("--evaluate-model", help="Model name at the Evaluate endpoint (default: the one it lists).")
+@click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
+@click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight per endpoint.")
+@click.option("--votes", type=click.IntRange(1), help="Answer samples per question, majority-voted.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N problems.")
+def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_url, answer_model, evaluate_model,
+          answer_recipe, evaluate_recipe, concurrency, votes, limit) -> None:
+    """Answer every question with the Answer and Evaluate agents (resumable).
+
+    \b
+    orchestrator infer datasets/sample/test.jsonl --out-dir runs/infer
+    orchestrator infer test.jsonl --out-dir runs/infer --mode pipelined --votes 3
+    orchestrator infer test.jsonl --out-dir runs/remote \\
+        --answer-url http://gpu1:8000/v1 --evaluate-url http://gpu2:8000/v1
+    """
+    from orchestrator.infer import infer as run_infer
+
+    summary = run_infer(
+        input_path, out_dir, pipeline=pipeline, overrides=overrides, mode=mode, answer_url=answer_url,
+        evaluate_url=evaluate_url, answer_model=answer_model, evaluate_model=evaluate_model,
+        concurrency=concurrency, votes=votes, limit=limit, answer_recipe=answer_recipe,
+        evaluate_recipe=evaluate_recipe,
+    )
+    click.echo(summary.table())
+    if summary.failed:
+        raise UserError(
+            f"{summary.failed} questions had a request fail after retries ({summary.failures[0]}"
+            f"{', ...' if len(summary.failures) > 1 else ''}); they are in {Path(out_dir) / 'errors.jsonl'} "
+            "and are asked again when you run the same command",
+            exit_code=1,
+        )
+
+
+@cli.command()
+@click.argument("submission", type=click.Path(dir_okay=False))
+@click.argument("gold", type=click.Path(dir_okay=False))
+@click.option("--trace", type=click.Path(dir_okay=False), help="Inference trace (default: trace.jsonl beside SUBMISSION).")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Where report.md and report.png go (default: beside SUBMISSION).")
+def score(submission, gold, trace, out_dir) -> None:
+    """Accuracy by question and by problem; with a trace, a report of what each agent did.
+
+    \b
+    orchestrator score runs/infer/submission.jsonl datasets/sample/test_gold.jsonl
+    """
+    from orchestrator.score import score as run_score
+
+    click.echo(run_score(submission, gold, trace, out_dir).table())
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds every `with Server(...)` and running subprocess
 

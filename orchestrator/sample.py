@@ -15,8 +15,8 @@ typical mistake reaches (an off-by-one exponent, parent taken for grandparent, a
 "无法确定", one-way roads taken as two-way, ...).
 
 About 8% of the teacher replies are deliberately WRONG: their reasoning makes that typical
-mistake and ends on its letter (`letter` != `gold`, `agrees: false`), so rejection sampling and
-the keep policy have something to reject.
+mistake and ends on its letter (`letter` != `gold`, `agrees: false`, and `status: "rejected"`
+as distillation records a miss), so rejection sampling and the keep policy have something to do.
 
 Deterministic: each problem draws from its own `random.Random("<seed>:<family>:<i>")` (a
 string seed is hashed with SHA-512, not Python's randomised `hash`), nothing reads the clock
@@ -581,7 +581,7 @@ def h_true(rng: random.Random, h: Heights) -> Item | None:
 def fam_heights(rng: random.Random) -> tuple[str, list[Item]]:
     n = rng.randint(4, 6)
     order = rng.sample(PEOPLE, n)
-    facts = [f"{a}比{b}高" if rng.random() < 0.6 else f"{b}比{a}矮" for a, b in zip(order, order[1:])]
+    facts = [f"{a}比{b}高" if rng.random() < 0.6 else f"{b}比{a}矮" for a, b in itertools.pairwise(order)]
     shown = rng.sample(facts, len(facts))
     text = (f"{'、'.join(rng.sample(order, n))}共 {n} 人比较身高，已知：\n"
             + "\n".join(s + "。" for s in shown) + "\n"
@@ -644,7 +644,7 @@ def r_between(rng: random.Random, r: Race) -> Item:
     if rng.random() < 0.5:
         a, b = b, a
     return item(
-        rng, f"在{a}和{b}之间冲过终点的有几人？", j - i - 1, j - i, list(range(0, n - 1)),
+        rng, f"在{a}和{b}之间冲过终点的有几人？", j - i - 1, j - i, list(range(n - 1)),
         r.deduce() + [f"两人分别是第{i + 1}名和第{j + 1}名，中间有 {j - i - 1} 人。"],
         r.deduce() + [f"两人分别是第{i + 1}名和第{j + 1}名，中间有 {j + 1} - {i + 1} = {j - i} 人。"],
     )
@@ -667,7 +667,7 @@ def race_clues(rng: random.Random, order: list[str]) -> list[tuple[str, Callable
     def not_last(p: str) -> tuple[str, Callable[[tuple], bool]]:
         return f"{p}不是最后一名", lambda P: P[-1] != p
 
-    pool = [right_after(a, b) for a, b in zip(order, order[1:])]
+    pool = [right_after(a, b) for a, b in itertools.pairwise(order)]
     pool += [before(order[i], order[j]) for i, j in itertools.combinations(range(n), 2) if j > i + 1]
     pool += [not_last(p) for p in order[:-1]]
     rng.shuffle(pool)
@@ -1043,8 +1043,8 @@ def s_member(rng: random.Random, s: Sequence) -> Item | None:
     others = [s.term(rng.randint(2, 20)) + r for r in range(1, abs(s.d)) for _ in range(2)]
     return item(
         rng, "下列哪个数是这个数列中的某一项？", v, m, others,
-        [f"数列的项满足 x = {s.a1} + (n - 1) × {par(s.d)}，n 为正整数，"
-         f"即 x - {par(s.a1)} 必须是 {par(s.d)} 的非负整数倍。",
+        [(f"数列的项满足 x = {s.a1} + (n - 1) × {par(s.d)}，n 为正整数，"
+         f"即 x - {par(s.a1)} 必须是 {par(s.d)} 的非负整数倍。"),
          f"{v} - {par(s.a1)} = {v - s.a1} = {k - 1} × {par(s.d)}，所以{v}是第 {k} 项。",
          "其余选项要么减去首项后不能被公差整除，要么位于首项之前。"],
         [f"只要 x - {par(s.a1)} 能被 {par(s.d)} 整除，x 就是数列中的项。",
@@ -1335,7 +1335,9 @@ def generate_sample(
             "model": teacher_model,
             "sampling": sampling,
             "prompt_sha": text_hash(prompt),
-            "status": "ok",
+            # As distillation records them: a reply that misses the gold letter is "rejected"
+            # (re-asked when teacher.max_attempts > 1, dropped by keep: agreeing).
+            "status": "ok" if index == it.answer else "rejected",
             "text": solution(steps, it.options, index, short),
             "letter": LETTERS[index],
             "gold": q.answer,

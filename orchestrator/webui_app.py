@@ -20,12 +20,21 @@ def main(argv: list[str]) -> None:
     from llamafactory.extras.constants import DEFAULT_TEMPLATE
     from llamafactory.extras.misc import fix_proxy
     from llamafactory.webui import interface
+    from llamafactory.webui.components import train as train_tab
     from llamafactory.webui.engine import Engine
 
-    # Setting the model name on load fires LlamaBoard's own handler, which fills the model path
-    # from user_config's path_dict and the template from DEFAULT_TEMPLATE, possibly after our
-    # values arrive: make both give the recipe's, so every order of events ends the same.
+    # Our values on load fire two LlamaBoard handlers whose answers may arrive after them:
+    # model name -> model path (user_config's path_dict) and template (DEFAULT_TEMPLATE), and
+    # stage -> an emptied dataset list. Make both answer with the recipe's values, so every
+    # order of events ends with the recipe on the page.
     DEFAULT_TEMPLATE[values["top.model_name"]] = values["top.template"]
+    change_stage = train_tab.change_stage
+
+    def recipe_stage(stage: str):
+        datasets, packing = change_stage(stage)
+        return (values["train.dataset"] if stage == values["train.training_stage"] else datasets), packing
+
+    train_tab.change_stage = recipe_stage  # create_train_tab() looks the handler up by this name
 
     class RecipeEngine(Engine):
         def resume(self):

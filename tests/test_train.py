@@ -78,7 +78,7 @@ def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> N
     from orchestrator.train import train
 
     # samples LLaMA-Factory rejects: no response at all
-    rows = [{"instruction": "问题", "input": "", "output": ""}] * 4
+    rows = [{"instruction": "问题", "input": "", "output": None}] * 4  # no response: LLaMA-Factory drops them
     (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
     with pytest.raises(StageFailed) as info:
         train("answer", "recipes/tiny-answer.yaml", echo=False)
