@@ -97,6 +97,9 @@ def check_serve(loaded: Loaded, paths: RolePaths) -> None:
     if problems:
         raise UserError(*problems)
     complaint = _parse(_import_parser().get_infer_args, flat(serve_sections(recipe, paths)))
+    backend = recipe.serve.infer_backend
+    if complaint and backend in complaint:  # e.g. the backend's package is not installed
+        raise UserError(f"{loaded.where('serve.infer_backend')}: serve.infer_backend {backend}: LLaMA-Factory says: {complaint}")
     if complaint:
         raise UserError(_blame(loaded, "serve.args", complaint, recipe.serve.args))
 
