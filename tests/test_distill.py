@@ -173,3 +173,28 @@ def test_sigkill_mid_run_then_rerun_completes(project: Path) -> None:
     assert all(json.loads(line) for line in lines)  # no torn line
     keys = [json.loads(line)["key"] for line in lines]
     assert len(keys) == len(set(keys)) == 24  # each question exactly once
+
+
+@pytest.mark.slow
+def test_distill_from_real_llamafactory_api(tiny_project: Path) -> None:
+    """The real client path end to end: `llamafactory-cli api` serving the tiny model.
+    Its text is random; the machinery is what is checked."""
+    import os
+
+    from orchestrator.serve import serve
+
+    run = tiny_project / "runs" / "tiny-answer"
+    run.mkdir(parents=True)
+    os.symlink(tiny_project / "models" / "tiny-qwen2", run / "merged")  # served as if merged
+    train = make_train(tiny_project / "train.jsonl", problems=2, per_problem=3)
+    with serve("answer", "recipes/tiny-answer.yaml", port=0, block=False) as serving:
+        flags = (f"teacher.base_url={serving.url}", f"teacher.model={serving.model}", "teacher.preload=[]",
+                 "teacher.max_tokens=24", "teacher.concurrency=2")
+        first = distill(str(train), overrides=flags, echo=False)
+        second = distill(str(train), overrides=flags, echo=False)
+    assert first.asked + first.failed == 6 and first.requests >= 6
+    records = cache_lines(tiny_project)
+    errors = (tiny_project / "runs/distill/errors.jsonl").read_text().splitlines()
+    assert len(records) + len(errors) == 6  # every question ends in the cache or in errors.jsonl
+    assert all(isinstance(r["text"], str) and r["model"] == serving.model for r in records)
+    assert second.requests == 0 and second.cached == len(records)
