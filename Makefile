@@ -126,7 +126,7 @@ demo: | $(STAMP)
 	@echo "demo done: the score is in runs/tiny-infer/report.md"
 
 webui: $(STAMP)
-	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml
+	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml $(if $(PORT),--port $(PORT))
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_endpoints.py

@@ -290,7 +290,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     click.echo(summary.table())
     if summary.failed:
         raise UserError(
-            f"{summary.failed} questions had a request fail after retries ({summary.failures[0]}"
+            f"{summary.failed} questions had a failed request ({summary.failures[0]}"
             f"{', ...' if len(summary.failures) > 1 else ''}); they are in {Path(out_dir) / 'errors.jsonl'} "
             "and are asked again when you run the same command",
             exit_code=1,
@@ -311,6 +311,24 @@ def score(submission, gold, trace, out_dir) -> None:
     from orchestrator.score import score as run_score
 
     click.echo(run_score(submission, gold, trace, out_dir).table())
+
+
+@cli.command()
+@click.argument("role", type=ROLE, default="answer")
+@recipe_option
+@set_option
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+def webui(role, recipe, overrides, port, host) -> None:
+    """LlamaBoard (LLaMA-Factory's web UI) prefilled from the role's recipe, until Ctrl-C.
+
+    \b
+    orchestrator webui                       # the Answer recipe at http://127.0.0.1:7860/
+    orchestrator webui evaluate --port 7861 --set train.learning_rate=5e-5
+    """
+    from orchestrator.webui import launch_webui
+
+    launch_webui(role, recipe, overrides, port=port, host=host)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ class _Bad(Exception):
     pass
 
 
+def _short(value: str, limit: int = 40) -> str:
+    """repr of `value`, cut so that one error line stays one readable line."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Bad(f"{what} must be a non-empty string")
@@ -79,7 +85,8 @@ def _options(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, str):  # a tuple-like list stored as text: "('1', '2')"
         try:
             value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: an unhashable set member or dict key such as "{[]: 1}"
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise _Bad(f"{where}.options is text that is not a list") from None
     if not isinstance(value, (list, tuple)):
         raise _Bad(f"{where}.options must be a list")
@@ -121,13 +128,47 @@ def parse_problem(obj: Any, line: int) -> Problem:
             answer = answer.strip().upper()
             if answer == "":
                 answer = None
-            elif answer not in LETTERS[: len(options)]:
+            elif answer not in tuple(LETTERS[: len(options)]):  # one letter, not "AB"
                 raise _Bad(
-                    f"{where}.answer {answer!r} is not one of the offered letters "
+                    f"{where}.answer {_short(answer)} is not one of the offered letters "
                     f"{LETTERS[: len(options)]}"
                 )
         questions.append(Question(pid, i, problem, text, options, answer))
     return Problem(pid, problem, questions, line, obj)
+
+
+def _constant(name: str) -> Any:
+    raise _Bad(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Bad(f"number {text[:20]} is out of range")
+    return value
+
+
+def _text_line(raw: bytes) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Bad(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1}); save the file as UTF-8") from None
+    return line.strip().lstrip("\ufeff")
+
+
+def _json(line: str) -> Any:
+    try:
+        obj = json.loads(line, parse_constant=_constant, parse_float=_float)
+    except json.JSONDecodeError as e:
+        raise _Bad(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise _Bad(f"not valid JSON ({e})") from None
+    try:
+        # a lone surrogate ("\ud800") cannot be written out again as UTF-8
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad("text has an unpaired \\uXXXX surrogate escape") from None
+    return obj
 
 
 def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
@@ -142,22 +183,18 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
         raise UserError(f"{path}: is a directory, expected a .jsonl file") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    text = data.decode("utf-8-sig", errors="replace")
     problems: list[Problem] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip().lstrip("\ufeff")
-        if not line:
-            continue
+    # Lines end at \n only: U+2028, U+0085 and the like are legal inside JSON strings.
+    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
         try:
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise _Bad(f"not valid JSON ({e.msg} at column {e.colno})") from None
-            problem = parse_problem(obj, lineno)
+            line = _text_line(raw)
+            if not line:
+                continue
+            problem = parse_problem(_json(line), lineno)
             if problem.id in seen:
-                raise _Bad(f"id {problem.id!r} repeats line {seen[problem.id]}")
+                raise _Bad(f"id {_short(problem.id)} repeats line {seen[problem.id]}")
             seen[problem.id] = lineno
             problems.append(problem)
         except _Bad as e:
@@ -168,6 +205,8 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
         raise UserError(*errors)
     if not problems and not errors:
         raise UserError(f"{path}: no problems in the file (it is empty)")
+    if not problems:
+        raise UserError(*errors, f"{path}: no valid problems (every line is bad)")
     return Dataset(path, problems, errors)
 
 

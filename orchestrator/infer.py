@@ -23,7 +23,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from orchestrator.progress import bar, say
 from orchestrator.prompts import answer_prompt, evaluate_prompt
 from orchestrator.recipes import Loaded, load_pipeline
 
-SOURCES = ("evaluate", "answer_fallback", "vote_fallback", "none")
 REPLY_FIELDS = ("text", "letter", "latency", "attempts", "finish_reason")
 
 
@@ -54,7 +53,7 @@ class Agent:
     loaded: Loaded | None = None
 
     def describe(self) -> str:
-        return f"{self.url} ({self.model})" if self.url else f"serve runs/{self.model}/merged"
+        return f"{self.url} ({self.model})" if self.url else f"serve runs/{self.loaded.recipe.run_name}/merged"
 
 
 @dataclass
@@ -235,7 +234,7 @@ def _base_url(agent: Agent) -> Iterator[str]:
 
 class _Run:
     def __init__(self, out_dir: Path, questions: list[Question], inference: Any, answer: Agent, evaluate: Agent):
-        self.out_dir, self.questions, self.inf = out_dir, questions, inference
+        self.out_dir, self.inf = out_dir, inference
         self.answer, self.evaluate = answer, evaluate
         self.temps = temperatures(inference)
         self.prompts = {q.qid: answer_prompt(q) for q in questions}
@@ -258,8 +257,9 @@ class _Run:
 
     @contextmanager
     def ledgers(self) -> Iterator[None]:
-        with Ledger(self.out_dir / "stage1.jsonl") as self.samples, Ledger(self.out_dir / "trace.jsonl") as self.trace, \
-                Ledger(self.out_dir / "errors.jsonl", key_field="id") as self.live_errors:
+        out = self.out_dir
+        with Ledger(out / "stage1.jsonl") as self.samples, Ledger(out / "trace.jsonl") as self.trace, \
+                Ledger(out / "errors.jsonl", key_field="id") as self.live_errors:
             yield
 
     def is_done(self, q: Question) -> bool:
@@ -337,7 +337,9 @@ class _Run:
         if chosen is not None:
             prompt = evaluate_prompt(q, samples[chosen]["text"])
             try:
-                reply = await endpoint.complete(prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens)
+                reply = await endpoint.complete(
+                    prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens
+                )
                 evaluation = _reply_fields(reply, q)
             except EndpointError as e:
                 api_errors = [*api_errors, self._api_error(q, "evaluate", e)]
@@ -359,7 +361,7 @@ class _Run:
         async with self._endpoint(self.answer, url) as a:
             with self._progress("answer", total=len(todo)):
                 results = await asyncio.gather(*(self.stage1(q, a) for q in todo))
-        return {q.qid: r for q, r in zip(todo, results)}
+        return {q.qid: r for q, r in zip(todo, results, strict=True)}
 
     async def staged_evaluate(self, todo: list[Question], first: dict[str, tuple], url: str | None) -> None:
         async with self._endpoint(self.evaluate, url) as e:
@@ -367,23 +369,17 @@ class _Run:
                 await asyncio.gather(*(self.stage2(q, first[q.qid], e) for q in todo))
 
     def execute(self, todo: list[Question]) -> None:
+        """Serve or reach what is needed (no Answer model when stage 1 is all cached), then ask."""
         need_answer = any(self.needs_answer(q) for q in todo)
         if self.inf.mode == "pipelined":
-            with ExitStack() as stack:
-                a = stack.enter_context(_base_url(self.answer)) if need_answer else None
-                e = stack.enter_context(_base_url(self.evaluate)) if todo else None
+            with _base_url(self.answer) if need_answer else nullcontext() as a, _base_url(self.evaluate) as e:
                 asyncio.run(self.pipelined(todo, a, e))
             return
-        if need_answer:
-            with _base_url(self.answer) as url:
-                first = asyncio.run(self.staged_answer(todo, url))
-        else:
-            first = asyncio.run(self.staged_answer(todo, None))
-        if any(chosen_sample(samples) is not None for samples, _ in first.values()):
-            with _base_url(self.evaluate) as url:
-                asyncio.run(self.staged_evaluate(todo, first, url))
-        else:  # no Answer text at all: nothing to evaluate, trace the failures
-            asyncio.run(self.staged_evaluate(todo, first, None))
+        with _base_url(self.answer) if need_answer else nullcontext() as url:
+            first = asyncio.run(self.staged_answer(todo, url))
+        any_text = any(chosen_sample(samples) is not None for samples, _ in first.values())
+        with _base_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
+            asyncio.run(self.staged_evaluate(todo, first, url))
 
 
 def _compact_trace(path: Path, current: list[dict[str, Any]]) -> None:
@@ -429,7 +425,7 @@ def infer(
     )
     inf = load_pipeline(pipeline, (*overrides, *flags)).recipe.inference
     dataset = read_dataset(input_path)
-    dataset = Dataset(dataset.path, dataset.problems[:limit] if limit else dataset.problems)
+    dataset = Dataset(dataset.path, dataset.problems[:limit])
     questions = dataset.questions
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

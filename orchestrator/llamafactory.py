@@ -9,6 +9,8 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,8 +231,22 @@ def render_dataset_info(recipes: list[RoleRecipe]) -> Path:
 # ---------------------------------------------------------------- checking with LLaMA-Factory
 
 
-def _import_parser():
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # validation must not depend on the GPUs of this machine
+@contextmanager
+def gpus_hidden() -> Iterator[None]:
+    """Hide the GPUs while LLaMA-Factory's parser runs, so validation does not depend on this
+    machine's GPUs; the subprocesses started afterwards see them again."""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+def import_parser():
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
     import transformers
@@ -242,7 +258,7 @@ def _import_parser():
 
 
 def known_arguments(kind: str) -> set[str]:
-    parser = _import_parser()
+    parser = import_parser()
     classes = [*parser._TRAIN_ARGS, parser.RayArguments] if kind == "train" else parser._INFER_ARGS
     import dataclasses
 
@@ -264,14 +280,14 @@ def _as_argv(args: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _parse(parse_fn, args: dict[str, Any]) -> str | None:
+def parse_args(parse_fn, args: dict[str, Any]) -> str | None:
     """Run one of LLaMA-Factory's parsers; its complaint, or None."""
     import contextlib
     import io
 
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with gpus_hidden(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             parse_fn(_as_argv(args))
     except SystemExit:
         lines = [line for line in err.getvalue().splitlines() if "error:" in line]
@@ -281,7 +297,7 @@ def _parse(parse_fn, args: dict[str, Any]) -> str | None:
     return None
 
 
-def _blame(loaded: Loaded, section: str, message: str, args: dict[str, Any]) -> str:
+def blame(loaded: Loaded, section: str, message: str, args: dict[str, Any]) -> str:
     """Name the recipe key a LLaMA-Factory complaint is about, when it names one."""
     for word in re.findall(r"[`'\-]{1,2}([a-z_][a-z0-9_]+)", message):
         if word in args:
@@ -293,7 +309,7 @@ def _blame(loaded: Loaded, section: str, message: str, args: dict[str, Any]) -> 
 def check_role(loaded: Loaded, paths: RolePaths) -> list[str]:
     """Problems LLaMA-Factory's parser finds in the rendered train and merge configs."""
     recipe: RoleRecipe = loaded.recipe
-    parser = _import_parser()
+    parser = import_parser()
     problems = []
     for section, kind, keys in (("train", "train", recipe.train), ("merge", "infer", recipe.merge)):
         valid = known_arguments(kind)
@@ -322,13 +338,13 @@ def check_role(loaded: Loaded, paths: RolePaths) -> list[str]:
         if train.get("bf16") or train.get("fp16"):
             train.pop("bf16", None)
             train.pop("fp16", None)
-        complaint = _parse(parser.get_train_args, train)
+        complaint = parse_args(parser.get_train_args, train)
     if complaint:
-        problems.append(_blame(loaded, "train", complaint, recipe.train))
+        problems.append(blame(loaded, "train", complaint, recipe.train))
     merge = flat(merge_sections(recipe, paths))
-    complaint = _parse(parser.get_infer_args, merge)
+    complaint = parse_args(parser.get_infer_args, merge)
     if complaint and not any(complaint in p for p in problems):
-        problems.append(_blame(loaded, "merge", complaint, recipe.merge))
+        problems.append(blame(loaded, "merge", complaint, recipe.merge))
 
     info_path = datasets_dir() / "dataset_info.json"
     try:

@@ -9,6 +9,7 @@ passed through verbatim; a null value removes a key a parent set.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +21,18 @@ from orchestrator.errors import UserError, did_you_mean
 from orchestrator.paths import project_root
 
 ROLES = ("answer", "evaluate")
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
+MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
+MAX_DEPTH = 50
+_PLAIN = re.compile(r"\w[\w.-]{0,99}")  # one file-name component: no separator, no '..', no NUL
+
+
+def _plain(v: str | None) -> bool:
+    return v is None or bool(_PLAIN.fullmatch(v))
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -32,6 +41,14 @@ class ModelSection(Section):
     path: str | None = None  # a local model directory; default: <models_dir>/<source>
     models_dir: str = "models"
     template: str = "qwen"  # LLaMA-Factory chat template, the same for train, merge and serve
+
+    @field_validator("source")
+    @classmethod
+    def _model_id(cls, v: str) -> str:
+        # the download goes to <models_dir>/<source>: an id may not climb out of models_dir
+        if not all(_plain(part) for part in v.split("/")):
+            raise ValueError("a model id is owner/name such as qwen/Qwen2-7B-Instruct (no '..', no absolute path)")
+        return v
 
 
 class DatasetSection(Section):
@@ -42,7 +59,7 @@ class DatasetSection(Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or "\\" in v or v.startswith(".") or v.endswith(".json")):
+        if v is not None and (not _plain(v) or v.endswith(".json")):
             raise ValueError("a dataset name is a plain word such as train_answer_instruct (no path, no .json)")
         return v
 
@@ -80,7 +97,7 @@ class RoleRecipe(Section):
     @field_validator("name")
     @classmethod
     def _plain_run_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or "\\" in v or v.startswith(".")):
+        if not _plain(v):
             raise ValueError("a run name is a plain word (no path): the run goes to runs/<name>/")
         return v
 
@@ -177,10 +194,12 @@ def display(path: Path) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     name = display(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{name}: no such recipe") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
         raise UserError(f"{name}: cannot read ({e})") from None
     try:
         data = yaml.safe_load(text)
@@ -195,7 +214,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{name}: a recipe is a mapping of keys, not a {type(data).__name__}")
+    _check_tree(data, name)
     return data
+
+
+def _check_tree(value: Any, where: str) -> None:
+    """Refuse what YAML aliases can build: a structure that contains itself, or one that
+    expands to more than MAX_VALUES values (each later copy, merge and print would hang)."""
+    count = 0
+
+    def walk(v: Any, depth: int, path: tuple[int, ...]) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{where}: aliases expand it beyond {MAX_VALUES} values; write the values out")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{where}: text has an unpaired \\uXXXX surrogate escape") from None
+        if not isinstance(v, (dict, list)):
+            return
+        if id(v) in path:
+            raise UserError(f"{where}: an alias refers to itself (a structure cannot contain itself)")
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        for child in ([*v.keys(), *v.values()] if isinstance(v, dict) else v):
+            walk(child, depth + 1, (*path, id(v)))
+
+    walk(value, 0, ())
 
 
 def _merge(base: dict, top: dict, origin: dict[str, str], source: str, prefix: str = "") -> dict:
@@ -220,7 +267,10 @@ def _mark(value: Any, origin: dict[str, str], source: str, prefix: str) -> None:
 
 
 def _load_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long
+        raise UserError(f"{_shown(str(path))}: not a usable path ({e})") from None
     if resolved in seen:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
         raise UserError(f"{display(path)}: extends itself ({chain})")
@@ -230,9 +280,13 @@ def _load_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...] = ())
     if parent_ref is not None:
         if not isinstance(parent_ref, str) or not parent_ref.strip():
             raise UserError(f"{display(path)}: extends must be the path of a parent recipe")
-        parent = (path.parent / parent_ref).resolve()
-        if not parent.exists():
-            raise UserError(f"{display(path)}: extends {parent_ref}, which does not exist (looked for {parent})")
+        try:
+            parent = (path.parent / parent_ref).resolve()
+            found = parent.exists()
+        except (OSError, ValueError) as e:  # a NUL byte, a name too long
+            raise UserError(f"{display(path)}: extends {_shown(parent_ref)}, which is not a usable path ({e})") from None
+        if not found:
+            raise UserError(f"{display(path)}: extends {_shown(parent_ref)}, which does not exist (looked for {parent})")
         base = _load_chain(parent, origin, (*seen, resolved))
     return _merge(base, data, origin, display(path))
 
@@ -240,15 +294,16 @@ def _load_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...] = ())
 def parse_override(item: str) -> tuple[str, Any]:
     """`a.b=value` -> ("a.b", value); the value parsed as a YAML scalar. Split on the first `=`."""
     if "=" not in item:
-        raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set train.learning_rate=5e-5")
+        raise UserError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set train.learning_rate=5e-5")
     key, _, text = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise UserError(f"--set {item}: the key before '=' must be a dotted name such as train.learning_rate")
+        raise UserError(f"--set {_shown(item)}: the key before '=' must be a dotted name such as train.learning_rate")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML: the text as typed
         value = text
+    _check_tree(value, f"--set {_shown(key)}")
     return key, value
 
 
@@ -261,7 +316,7 @@ def _apply_override(data: dict[str, Any], key: str, value: Any, origin: dict[str
             child = node[part] = {}
         elif not isinstance(child, dict):
             prefix = ".".join(parts[: i + 1])
-            raise UserError(f"--set {key}: {prefix} is a value, not a section")
+            raise UserError(f"--set {_shown(key)}: {_shown(prefix)} is a value, not a section")
         node = child
     node[parts[-1]] = value
     origin[key] = "--set"
@@ -274,12 +329,27 @@ def _describe(error: dict[str, Any]) -> str:
         return "is required"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return f"must be one of {expected}, got {error.get('input')!r}"
+        return f"must be one of {expected}, got {_short(error.get('input'))}"
     msg = error["msg"].removeprefix("Value error, ")
-    got = error.get("input")
     if kind in {"value_error"}:
         return msg
-    return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
+    return f"{msg[0].lower()}{msg[1:]}, got {_short(error.get('input'))}"
+
+
+def _shown(text: str) -> str:
+    """User text in an error line: as typed, or quoted when it holds a newline or the like."""
+    return text if text.isprintable() else repr(text)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a value, cut to keep an error on one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """A location as a dotted key; a part that is not a plain word is shown quoted."""
+    return ".".join(str(p) if re.fullmatch(r"[\w\[\]-]+", str(p)) else repr(str(p)) for p in loc)
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -303,12 +373,12 @@ def validate(cls: type[BaseModel], data: dict[str, Any], path: Path, origin: dic
         lines = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            dotted = ".".join(str(p) for p in loc)
+            where, dotted = loaded.where(".".join(str(p) for p in loc)), _dotted(loc)
             if err["type"] == "extra_forbidden":
                 hint = did_you_mean(str(loc[-1]), _fields_at(cls, loc[:-1]))
-                lines.append(f"{loaded.where(dotted)}: {dotted} is not a recipe key{hint}")
+                lines.append(f"{where}: {dotted} is not a recipe key{hint}")
             else:
-                lines.append(f"{loaded.where(dotted)}: {dotted} {_describe(err)}")
+                lines.append(f"{where}: {dotted} {_describe(err)}")
         raise UserError(*lines) from None
 
 

@@ -83,7 +83,9 @@ def _check_same_questions(submission: Dataset, gold: Dataset) -> dict[str, str]:
     """The gold letter of every question; a UserError when the two files disagree on ids."""
     missing = [q.qid for q in gold.questions if q.answer is None]
     if missing:
-        raise UserError(f"{gold.path}: {len(missing)} questions have no answer ({_few(missing)}); a gold file needs all")
+        raise UserError(
+            f"{gold.path}: {len(missing)} questions have no answer ({_few(missing)}); a gold file needs all"
+        )
     truth = gold_answers(gold)
     ours = [q.qid for q in submission.questions]
     only_ours = [qid for qid in ours if qid not in truth]
@@ -130,8 +132,10 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
     lines = [
         "# Inference report",
         "",
-        f"Submission `{paths['submission']}`, gold `{paths['gold']}`, trace `{paths['trace']}` "
-        f"({report.traced} of {result.questions} questions traced).",
+        (
+            f"Submission `{paths['submission']}`, gold `{paths['gold']}`, trace `{paths['trace']}` "
+            f"({report.traced} of {result.questions} questions traced)."
+        ),
         "",
         f"![accuracy, Evaluate Agent effect, errors and latency]({picture})",
         "",
@@ -141,8 +145,10 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "|---|---:|---:|---:|",
         *[f"| {name} | {ok} | {total} | {ok / total if total else 0:.4f} |" for name, ok, total in result.rows()],
         "",
-        "A problem counts when all its questions are right. The Answer Agent alone is its letter "
-        "(the vote majority with several samples) before the Evaluate Agent.",
+        (
+            "A problem counts when all its questions are right. The Answer Agent alone is its letter "
+            "(the vote majority with several samples) before the Evaluate Agent."
+        ),
         "",
         "## What the Evaluate Agent did",
         "",
@@ -158,7 +164,8 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         lines += [f"| {kind} | {stage} | {n} |" for (kind, stage), n in sorted(report.errors.items(), key=str)]
     else:
         lines.append("None.")
-    lines += ["", "## Latency per request (seconds)", "", "| stage | requests | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "## Latency per request (seconds)", ""]
+    lines += ["| stage | requests | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
     for stage, values in report.latency.items():
         cells = " | ".join(_fmt(percentile(values, p)) for p in PERCENTILES)
         lines.append(f"| {stage} | {len(values)} | {cells} |")

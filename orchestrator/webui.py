@@ -10,6 +10,7 @@ adapter to runs/<name>/adapter, as `orchestrator train` does.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from orchestrator.configs import render_roles
 from orchestrator.errors import StageFailed
 from orchestrator.files import atomic_write_text
-from orchestrator.llamafactory import flat, launch_env, render_dataset_info, role_paths, train_sections
+from orchestrator.llamafactory import cli_path, flat, launch_env, role_paths, train_sections
 from orchestrator.process import Server, check_host, require_free_port
 from orchestrator.progress import say
-from orchestrator.recipes import Loaded, RoleRecipe, display, load_role
+from orchestrator.recipes import Loaded, RoleRecipe, display
 from orchestrator.render import render
 
 # LlamaBoard element -> the LLaMA-Factory argument it shows.
@@ -150,11 +152,12 @@ def launch_webui(
 ) -> WebUI:
     """Start LlamaBoard prefilled from the role's recipe. block=True: serve until Ctrl-C, then
     stop it. block=False: return it running; the caller stops it (`with launch_webui(...) as ui`)."""
-    loaded = load_role(role, recipe, tuple(overrides))
     check_host(host, "LlamaBoard")
     require_free_port(host, port, "webui")
-    paths = role_paths(loaded.recipe)
-    render_dataset_info([loaded.recipe])  # the dataset dropdown lists datasets/dataset_info.json
+    # as `orchestrator render`: train.yaml beside llamaboard.yaml, and the role's dataset in
+    # datasets/dataset_info.json, which the page's dataset list reads
+    (rendered,) = render_roles([role], recipe, tuple(overrides))
+    loaded, paths = rendered.loaded, rendered.paths
     values_path, values = render_llamaboard(loaded)
     workdir = paths.run_dir / "llamaboard"
     write_user_config(workdir, values["top.model_name"], values["top.model_path"])
@@ -166,6 +169,8 @@ def launch_webui(
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "DISABLE_VERSION_CHECK": "1",
+        # LlamaBoard starts a training as a bare `llamafactory-cli`: the one of this environment
+        "PATH": os.pathsep.join([str(Path(cli_path()).parent), os.environ.get("PATH", "")]),
         **launch_env(loaded.recipe),  # a training started from the page launches like `orchestrator train`
     }
     server = Server(
