@@ -8,8 +8,8 @@
 #   make infer / make score / make all [RECIPE=tiny]
 #   make webui ROLE=answer [RECIPE=tiny]
 #
-# RECIPE=tiny uses recipes/tiny-answer.yaml and recipes/tiny-evaluate.yaml (run folders
-# runs/tiny-answer, runs/tiny-evaluate); by default the real recipes/answer.yaml, evaluate.yaml.
+# RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
+# folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,13 +20,13 @@ ORCH := $(BIN)/orchestrator
 STAMP := $(VENV)/.installed
 
 RECIPE ?=
-PIPELINE ?= recipes/pipeline.yaml
 TRAIN ?= datasets/sample/train.jsonl
 TEST ?= datasets/sample/test.jsonl
 GOLD ?= datasets/sample/test_gold.jsonl
 ROLE ?= answer
 
 PREFIX := $(if $(RECIPE),$(RECIPE)-,)
+PIPELINE ?= $(or $(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
 ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
 EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
 ANSWER_RUN := runs/$(PREFIX)answer

@@ -135,7 +135,7 @@ def run(
             line = line.rsplit("\r", 1)[-1]
             log.write(line + "\n")
             tail.append(line)
-            if on_line:
+            if on_line is not None:
                 on_line(line)
 
         proc = _popen(cmd, stage, stdout=subprocess.PIPE, env=_clean_env(env), cwd=cwd)

@@ -1,24 +1,51 @@
-"""Progress shown to people: tqdm bars on stderr and log lines under the stage name."""
+"""Progress shown to people: a tqdm bar on a terminal, a line every few seconds in a log."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
+
+LOG_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+class LogBar:
+    """The part of tqdm's interface the stages use, as periodic `[stage] n/total` lines."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.postfix: dict[str, Any] = {}
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.refresh()
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        self.postfix = values
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY:
+            self.last = now
+            self._line()
+
+    def _line(self) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        done = f"{self.n}/{self.total}" if self.total else str(self.n)
+        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+        say(self.desc, f"{done} {self.unit} ({self.n / elapsed:.1f} {self.unit}/s{extra})")
+
+    def close(self) -> None:
+        self._line()
 
 
 def bar(total: int | None, desc: str, unit: str = "it", initial: int = 0) -> Any:
+    if not sys.stderr.isatty():
+        return LogBar(total, desc, unit, initial)
     from tqdm import tqdm
 
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-        disable=None,  # quiet when stderr is not a terminal, e.g. in CI logs
-    )
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 def say(stage: str, line: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import signal
 import socket
 import sys
@@ -51,17 +52,17 @@ def assert_gone(pids: list[int]) -> None:
     assert not any(running(pid) for pid in pids)
 
 
-class Pids(list):
-    """on_line: keeps the pids the child prints; `seen` is set once both arrived."""
+class Pids:
+    """on_line: keeps the two pids the child prints; `seen` is set once both arrived."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self.pids: list[int] = []
         self.seen = threading.Event()
 
     def __call__(self, line: str) -> None:
-        if line.strip().isdigit() and len(self) < 2:
-            self.append(int(line))
-            if len(self) == 2:
+        if line.strip().isdigit() and len(self.pids) < 2:
+            self.pids.append(int(line))
+            if len(self.pids) == 2:
                 self.seen.set()
 
 
@@ -92,14 +93,14 @@ def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     assert time.monotonic() - start < 5
     assert info.value.lines[0] == f"train answer: stopped after 1 s (timeout); its log: {tmp_path / 'x.log'}"
     assert info.value.exit_code == 1
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 def test_timeout_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
     pids = Pids()
     with pytest.raises(StageFailed):
         run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", timeout=0.5, on_line=pids)
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 def test_leader_exits_while_a_grandchild_holds_the_output(tmp_path: Path) -> None:
@@ -109,14 +110,14 @@ def test_leader_exits_while_a_grandchild_holds_the_output(tmp_path: Path) -> Non
     finished = run(bash("echo $$; sleep 300 & echo $!; exit 4"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
     assert finished.returncode == 4
     assert time.monotonic() - start < 8
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 def test_leftover_grandchild_is_stopped_after_success(tmp_path: Path) -> None:
     pids = Pids()
     finished = run(bash("echo $$; sleep 300 >/dev/null & echo $!"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
     assert finished.returncode == 0
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 def test_a_dead_grandchild_left_as_a_zombie_does_not_stall(tmp_path: Path) -> None:
@@ -146,9 +147,9 @@ def test_ctrl_c_while_streaming_leaves_no_orphan(tmp_path: Path, how: str) -> No
     threading.Thread(target=interrupt, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run(bash(HANG), stage="x", log_path=tmp_path / "x.log", on_line=pids)
+        run(bash(HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids)
     assert time.monotonic() - start < 5
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 def test_second_ctrl_c_skips_the_grace_period(tmp_path: Path) -> None:
@@ -164,9 +165,9 @@ def test_second_ctrl_c_skips_the_grace_period(tmp_path: Path) -> None:
     threading.Thread(target=interrupt_twice, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", on_line=pids)
+        run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids)
     assert time.monotonic() - start < 5
-    assert_gone(pids)
+    assert_gone(pids.pids)
 
 
 @pytest.mark.parametrize("cmd", [["no-such-program-xyz"], ["/etc/passwd"]], ids=["missing", "not executable"])
@@ -183,7 +184,7 @@ def test_program_that_cannot_start(tmp_path: Path, cmd: list[str]) -> None:
 HTTP_SERVER = """
 import http.server, subprocess, sys
 child = subprocess.Popen(["sleep", "300"])
-print(child.pid, flush=True)
+print(f"grandchild {child.pid}", flush=True)
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
 """
 
@@ -203,8 +204,9 @@ def server(tmp_path: Path, cmd: list[str], port: int, timeout: float = 20) -> Se
     )
 
 
-def log_pids(path: Path) -> list[int]:
-    return [int(line) for line in path.read_text().splitlines() if line.strip().isdigit()]
+def log_pids(path: Path, prefix: str = "") -> list[int]:
+    """The pids a child printed to its log, one a line after `prefix`."""
+    return [int(m) for m in re.findall(rf"^{prefix}(\d+)$", path.read_text(), re.M)]
 
 
 def test_server_dying_before_ready_gives_the_log_tail(tmp_path: Path) -> None:
@@ -241,7 +243,7 @@ def test_server_context_manager_is_reaped_on_exception(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
             pgid = s.proc.pid
-            grandchild = log_pids(tmp_path / "serve.log")[0]
+            grandchild = log_pids(tmp_path / "serve.log", "grandchild ")[0]
             assert running(pgid) and running(grandchild)
             raise RuntimeError("boom")
     assert_gone([pgid, grandchild])
@@ -253,7 +255,7 @@ def test_server_context_manager_is_reaped_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(KeyboardInterrupt):
         with server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
-            pids = [s.proc.pid, log_pids(tmp_path / "serve.log")[0]]
+            pids = [s.proc.pid, log_pids(tmp_path / "serve.log", "grandchild ")[0]]
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)  # the signal arrives during this sleep
     assert_gone(pids)
