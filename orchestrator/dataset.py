@@ -4,6 +4,7 @@ Answer: instruction = Answer prompt, output = the teacher's text (only replies t
 gold letter when `teacher.keep` is `agreeing`). Evaluate: instruction = Evaluate prompt with
 the teacher's text as its reasoning, output = `答案是：X` with the gold X; it takes every
 reply, since a wrong reasoning paired with the gold letter teaches the correction.
+The replies are those of the last `distill` run, whatever settings it was given.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.data import Question, read_dataset
-from orchestrator.distill import cache_path, cached_reply
+from orchestrator.distill import cache_path, cached_reply, last_teacher
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json
 from orchestrator.ledger import Ledger
@@ -78,7 +79,7 @@ def build_dataset(
 ) -> DatasetSummary:
     role_recipe = load_role(role, recipe, overrides).recipe
     pipe = load_pipeline(pipeline).recipe
-    teacher = pipe.teacher
+    teacher = last_teacher(pipe.teacher)
     source = input_path or project_root() / pipe.data.train
     questions = [q for q in read_dataset(source).questions if q.answer is not None]
     if not questions:

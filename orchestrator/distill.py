@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.data import Question, read_dataset
 from orchestrator.errors import UserError
-from orchestrator.files import atomic_write_jsonl
+from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
 from orchestrator.paths import project_root, runs_dir
 
@@ -42,6 +42,26 @@ def cache_path() -> Path:
 
 def errors_path() -> Path:
     return runs_dir() / "distill" / "errors.jsonl"
+
+
+def settings_path() -> Path:
+    return runs_dir() / "distill" / "teacher_settings.json"
+
+
+# What determines a cached reply besides the question: `dataset` reads the replies of the
+# last `distill`, even when its settings came from --set or --teacher-model.
+IDENTITY = ("model", "temperature", "max_tokens", "hint_gold")
+
+
+def last_teacher(teacher: Any) -> Any:
+    """`teacher` with the identity of the last distillation run, if there was one."""
+    import json
+
+    try:
+        last = json.loads(settings_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return teacher
+    return teacher.model_copy(update={k: last[k] for k in IDENTITY if k in last})
 
 
 def cached_reply(cache: Ledger, q: Question, teacher: Any) -> dict[str, Any] | None:
@@ -171,6 +191,7 @@ def distill(
 
     summary = DistillSummary(questions=len(questions))
     started = time.monotonic()
+    atomic_write_json(settings_path(), {k: getattr(teacher, k) for k in IDENTITY})
     with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
         _import_preloaded(cache, teacher.preload)
         todo = []

@@ -4,11 +4,12 @@ timeout or Ctrl-C the whole group is terminated, then killed."""
 
 from __future__ import annotations
 
+import http.client
 import os
+import selectors
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,35 +31,61 @@ class Finished:
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left; reap the leader."""
-    if proc.poll() is None or _group_alive(proc.pid):
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if proc.poll() is not None and not _group_alive(proc.pid):
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
+    """SIGTERM the process group, then SIGKILL what is left; reap the leader. A second
+    Ctrl-C during the grace period skips to SIGKILL, so nothing is left behind either way."""
+    try:
+        _signal_group(proc, signal.SIGTERM, grace)
+    except KeyboardInterrupt:
+        _signal_group(proc, signal.SIGKILL, 5.0)
+        raise
+    _signal_group(proc, signal.SIGKILL, 5.0)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
 
 
+def _signal_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
+    """Send `sig` to the group unless it is gone; wait up to `wait` s for it to be gone."""
+    if proc.poll() is not None and not _group_alive(proc.pid):
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(proc.pid):
+            return
+        time.sleep(0.05)
+
+
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. Zombies do not count: where PID 1 does
+    not reap orphans (many containers), a dead grandchild stays a zombie for good."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc: trust killpg
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -66,6 +93,17 @@ def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
     return env
+
+
+def _popen(cmd: list[str], stage: str, **kwargs: object) -> subprocess.Popen:
+    """Start `cmd` in its own process group; a missing program is a UserError, not a traceback."""
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
+        raise UserError(f"{stage}: cannot start {cmd[0]} ({e.strerror}); is it installed and on PATH?") from None
+
+
+DRAIN_SECONDS = 2.0  # after the leader exits, how long leftovers may keep its output open
 
 
 def run(
@@ -79,53 +117,74 @@ def run(
     on_line: Callable[[str], None] | None = None,
 ) -> Finished:
     """Run `cmd` to the end, each output line to `log_path` and to `on_line`.
-    Raises StageFailed on timeout; the caller decides what a non-zero exit means."""
+    Raises StageFailed on timeout; the caller decides what a non-zero exit means.
+    The loop below never blocks for long, so Ctrl-C and the timeout act at once, and a
+    background child that keeps the output open cannot hold us after the leader exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     start = time.monotonic()
+    deadline = start + timeout if timeout else None
+    timed_out = False
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_clean_env(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
-        timer = None
-        timed_out = threading.Event()
-        if timeout:
-            def _expire() -> None:
-                timed_out.set()
-                _stop_group(proc, grace=5.0)
 
-            timer = threading.Timer(timeout, _expire)
-            timer.daemon = True
-            timer.start()
+        def emit(raw: bytes) -> None:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            # tqdm redraws with \r: keep the last state of the line only
+            line = line.rsplit("\r", 1)[-1]
+            log.write(line + "\n")
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+
+        proc = _popen(cmd, stage, stdout=subprocess.PIPE, env=_clean_env(env), cwd=cwd)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        buf = b""
+        reading = True
+        leader_gone: float | None = None
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                # tqdm redraws with \r: keep the last state of the line only
-                line = line.rsplit("\r", 1)[-1]
-                log.write(line + "\n")
-                tail.append(line)
-                if on_line:
-                    on_line(line)
-            proc.wait()
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                while True:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        timed_out = True
+                        break
+                    if not reading:
+                        try:
+                            proc.wait(timeout=0.1)
+                        except subprocess.TimeoutExpired:
+                            continue
+                        break
+                    if sel.select(timeout=0.1):
+                        chunk = os.read(fd, 65536)
+                        if not chunk:  # every process holding the output closed it
+                            reading = False
+                            continue
+                        buf += chunk
+                        *lines, buf = buf.split(b"\n")
+                        for raw in lines:
+                            emit(raw)
+                        cut = buf.rfind(b"\r", 0, len(buf) - 1)
+                        if cut >= 0:  # a progress bar: only its last state matters
+                            buf = buf[cut + 1 :]
+                    if proc.poll() is not None:
+                        leader_gone = leader_gone or now
+                        if now - leader_gone > DRAIN_SECONDS:
+                            break  # leftovers hold the output open; they are stopped below
+            if buf:
+                emit(buf)
         except BaseException:
             _stop_group(proc)
             raise
         finally:
-            if timer:
-                timer.cancel()
-            if _group_alive(proc.pid):
-                _stop_group(proc, grace=2.0)
+            proc.stdout.close()
+            if proc.poll() is None or _group_alive(proc.pid):
+                _stop_group(proc, grace=5.0 if timed_out else 2.0)
     seconds = time.monotonic() - start
-    if timed_out.is_set():
+    if timed_out:
         raise StageFailed(
             f"{stage}: stopped after {timeout:.0f} s (timeout); its log: {log_path}",
             *[f"  {line}" for line in list(tail)[-5:]],
@@ -184,15 +243,11 @@ class Server:
         self._log = self.log_path.open("a", encoding="utf-8")
         self._log.write(f"$ {' '.join(self.cmd)}\n")
         self._log.flush()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_clean_env(self.env),
-            cwd=self.cwd,
-            start_new_session=True,
-        )
+        try:
+            self.proc = _popen(self.cmd, self.stage, stdout=self._log, env=_clean_env(self.env), cwd=self.cwd)
+        except BaseException:
+            self.stop()
+            raise
         try:
             self._wait_ready()
         except BaseException:
@@ -214,10 +269,14 @@ class Server:
                 with urllib.request.urlopen(request, timeout=2) as response:
                     if response.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            # HTTPException: something on the port that does not speak HTTP (yet)
+            except (urllib.error.URLError, OSError, http.client.HTTPException):
                 pass
             time.sleep(0.25)
-        raise StageFailed(f"{self.stage}: not ready after {self.startup_timeout:.0f} s; its log: {self.log_path}")
+        raise StageFailed(
+            f"{self.stage}: not ready after {self.startup_timeout:.0f} s; its log: {self.log_path}",
+            *[f"  {line}" for line in self.tail(8)],
+        )
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
         try:

@@ -1,0 +1,89 @@
+"""The two alpaca training sets built from the competition data and the teacher cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fake_openai import FakeOpenAI
+from test_distill import make_train, teacher_flags
+
+from orchestrator.data import read_dataset
+from orchestrator.dataset import build_dataset, split_by_problem
+from orchestrator.distill import distill
+from orchestrator.errors import UserError
+from orchestrator.prompts import answer_prompt, evaluate_prompt
+
+
+def rows(project: Path, name: str) -> list[dict]:
+    return json.loads((project / "datasets" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def test_sample_datasets(project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    train = read_dataset(project / "datasets/sample/train.jsonl")
+    by_prompt = {answer_prompt(q): q for q in train.questions}
+    cache = [json.loads(line) for line in (project / "runs/distill/teacher.jsonl").read_text().splitlines()]
+    agreeing = sum(r["agrees"] for r in cache)
+
+    answer = build_dataset("answer")
+    assert answer.train == len(rows(project, "train_answer_instruct")) == agreeing  # keep: agreeing
+    assert answer.dropped == len(cache) - agreeing > 0
+    for row in rows(project, "train_answer_instruct"):
+        assert row["instruction"] in by_prompt and row["input"] == ""
+        assert row["output"].startswith("### 思考思路:")
+
+    evaluate = build_dataset("evaluate")
+    assert evaluate.train == len(train.questions)  # the Evaluate set takes every reply
+    text_of = {r["qid"]: r["text"] for r in cache}
+    for q, row in zip(train.questions, rows(project, "train_evaluate_instruct")):
+        assert row["instruction"] == evaluate_prompt(q, text_of[q.qid])
+        assert row["output"] == f"答案是：{q.answer}"
+    assert sum(evaluate.letters.values()) == evaluate.train
+
+    info = json.loads((project / "datasets/dataset_info.json").read_text())
+    assert {"train_answer_instruct", "train_evaluate_instruct"} <= set(info)
+
+
+def test_keep_all(project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    code, out, err = cli("dataset", "answer", "--pipeline", "recipes/pipeline.yaml")
+    kept = len(rows(project, "train_answer_instruct"))
+    (project / "recipes" / "keep-all.yaml").write_text("extends: pipeline.yaml\nteacher:\n  keep: all\n")
+    assert build_dataset("answer", pipeline="recipes/keep-all.yaml").train > kept
+
+
+@pytest.mark.parametrize("val_size", [0.1, 0.25, 0.5])
+def test_validation_split_keeps_problems_whole(project: Path, val_size: float) -> None:
+    questions = read_dataset(project / "datasets/sample/train.jsonl").questions
+    train, val = split_by_problem(questions, val_size, seed=0)
+    assert {q.problem_id for q in train}.isdisjoint({q.problem_id for q in val})
+    assert len(train) + len(val) == len(questions) and val
+    assert split_by_problem(questions, val_size, seed=0) == (train, val)  # deterministic
+
+
+def test_val_split_written_and_registered(project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    code, out, err = cli("dataset", "evaluate", "--set", "dataset.val_size=0.2")
+    assert code == 0, err
+    assert "held out by problem" in out
+    info = json.loads((project / "datasets/dataset_info.json").read_text())
+    assert info["val_evaluate_instruct"]["file_name"] == "val_evaluate_instruct.json"
+    assert rows(project, "val_evaluate_instruct")
+
+
+def test_no_cached_reply_is_a_clear_error(project: Path) -> None:
+    with pytest.raises(UserError) as info:
+        build_dataset("answer")
+    assert "run `orchestrator distill` first" in info.value.lines[0]
+
+
+def test_uses_the_last_distillation_settings(project: Path) -> None:
+    """`distill --teacher-model X` then `dataset`: the replies of X, without editing a recipe."""
+    train = make_train(project / "train.jsonl", problems=2, per_problem=2)
+    with FakeOpenAI() as server:
+        distill(str(train), overrides=teacher_flags(server.url), echo=False)
+    summary = build_dataset("answer", input_path=str(train))
+    assert summary.train == 4 and summary.missing == 0
