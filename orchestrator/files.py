@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
+def atomic_write_text(path: Path, text: str, errors: str = "strict") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -25,11 +25,13 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return path
 
 
+# JSON: a lone surrogate can only sit inside a string, where backslashreplace writes the
+# \udXXX escape that reads back as the same text.
 def atomic_write_json(path: Path, data: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
+    return atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=indent) + "\n", "backslashreplace")
 
 
 def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return atomic_write_text(
-        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "backslashreplace"
     )

@@ -24,7 +24,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 return
             try:
                 record = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(record, dict):
                 yield record
@@ -84,7 +84,9 @@ class Ledger:
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line, at once."""
         key = record[self.key_field]
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        # backslashreplace: a lone surrogate (a model's half emoji) becomes the JSON escape
+        # \udXXX it came from, instead of an exception that would lose the record
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         view = memoryview(line)

@@ -24,7 +24,7 @@ ROLES = ("answer", "evaluate")
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
 MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
 MAX_DEPTH = 50
-_PLAIN = re.compile(r"\w[\w.-]{0,99}")  # one file-name component: no separator, no '..', no NUL
+_PLAIN = re.compile(r"\w[\w.-]{0,59}")  # one file-name component (<255 bytes): no separator, no "..", no NUL
 
 
 def _plain(v: str | None) -> bool:
@@ -61,6 +61,8 @@ class DatasetSection(Section):
     def _plain_name(cls, v: str | None) -> str | None:
         if v is not None and (not _plain(v) or v.endswith(".json")):
             raise ValueError("a dataset name is a plain word such as train_answer_instruct (no path, no .json)")
+        if v == "dataset_info":  # datasets/dataset_info.json is the registry itself
+            raise ValueError("dataset_info is reserved for datasets/dataset_info.json; pick another name")
         return v
 
 

@@ -34,13 +34,16 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> ImmutableSandboxedEnviro
     return env
 
 
-def render(name: str, **values: Any) -> str:
-    """Render templates/<name> with `values`; a missing variable is a UserError naming it."""
+def render(name: str, *, templates_dir: Path = TEMPLATES_DIR, **values: Any) -> str:
+    """Render templates/<name> with `values`; a missing variable is a UserError naming it.
+    The sandbox refuses `__class__`-style access and calls that mutate, as a SecurityError."""
     try:
-        return environment().get_template(name).render(**values)
+        return environment(templates_dir).get_template(name).render(**values)
     except UndefinedError as e:
         raise UserError(f"templates/{name}: {e.message} (the template uses a value that is not given)") from None
     except TemplateError as e:
         lineno = getattr(e, "lineno", None)
         where = f"templates/{name}" + (f":{lineno}" if lineno else "")
         raise UserError(f"{where}: {e.message or e}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError) as e:  # {{ 1/0 }}, range(10**9), ...
+        raise UserError(f"templates/{name}: {type(e).__name__}: {e}") from None

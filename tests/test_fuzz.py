@@ -355,3 +355,92 @@ def test_odd_extends(tmp_path: Path, extends: str, reason: str) -> None:
     with pytest.raises(UserError) as info:
         load(path, RoleRecipe)
     assert len(info.value.lines) == 1 and reason in info.value.lines[0]
+
+
+# ---------------------------------------------------------------- templates: sandboxed and strict
+
+ESCAPING_TEMPLATES = [
+    ("{{ ''.__class__.__mro__ }}", "access to attribute '__class__' of 'str' object is unsafe."),
+    ("{{ ''|attr('__class__') }}", "access to attribute '__class__' of 'str' object is unsafe."),
+    ("{{ '{0.__class__}'.format('') }}", "access to attribute '__class__' of 'str' object is unsafe."),
+    ("{{ cycler.__init__.__globals__ }}", "access to attribute '__init__' of 'type' object is unsafe."),
+    ("{{ options.append('x') }}", "access to attribute 'append' of 'list' object is unsafe."),
+    ("{{ range(10**9)|list|length }}", "OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000)."),
+    ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+]
+
+
+@pytest.mark.parametrize("text, reason", ESCAPING_TEMPLATES)
+def test_template_cannot_escape_the_sandbox(tmp_path: Path, text: str, reason: str) -> None:
+    from orchestrator.render import render
+
+    (tmp_path / "t.j2").write_text(text)
+    with pytest.raises(UserError) as info:
+        render("t.j2", templates_dir=tmp_path, options=["a"])
+    assert info.value.lines == [f"templates/t.j2: {reason}"]
+
+
+def test_template_missing_value_names_it(tmp_path: Path) -> None:
+    from orchestrator.render import render
+
+    (tmp_path / "t.j2").write_text("{{ problem }}\n{{ questoin }}\n")
+    with pytest.raises(UserError) as info:
+        render("t.j2", templates_dir=tmp_path, problem="p", question="q")
+    assert info.value.lines == ["templates/t.j2: 'questoin' is undefined (the template uses a value that is not given)"]
+
+
+def test_template_values_are_not_templates(tmp_path: Path) -> None:
+    from orchestrator.render import render
+
+    (tmp_path / "t.j2").write_text("{{ problem }}")
+    assert render("t.j2", templates_dir=tmp_path, problem="{{ 7 * 7 }}{% raw %}") == "{{ 7 * 7 }}{% raw %}"
+
+
+# ---------------------------------------------------------------- ledger: what was computed is kept
+
+ANY_TEXT = st.one_of(st.text(max_size=20), st.text(st.characters(categories=["Cs", "L", "So"]), max_size=5))  # lone surrogates too
+RECORD_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(ANY_TEXT, inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(values=st.lists(RECORD_VALUE, min_size=1, max_size=5), cut=st.integers(min_value=0))
+def test_ledger_keeps_every_complete_record(tmp_path: Path, values: list[Any], cut: int) -> None:
+    """Any reply text survives a write and a re-read (before the fix a lone surrogate raised
+    UnicodeEncodeError in append); a crash mid-line loses that line only."""
+    from orchestrator.ledger import Ledger
+
+    path = tmp_path / "ledger.jsonl"
+    path.unlink(missing_ok=True)
+    sizes = []
+    with Ledger(path) as ledger:
+        for i, value in enumerate(values):
+            ledger.append({"key": f"k{i}", "value": value})
+            sizes.append(path.stat().st_size)
+    assert {k: r["value"] for k, r in Ledger(path).records.items()} == {f"k{i}": v for i, v in enumerate(values)}
+    cut %= sizes[-1] + 1  # a crash after `cut` bytes
+    with path.open("rb+") as f:
+        f.truncate(cut)
+    complete = sum(size <= cut for size in sizes)
+    reopened = Ledger(path)
+    assert sorted(reopened.records) == sorted(f"k{i}" for i in range(complete))
+    reopened.append({"key": "after", "value": 1})  # appends go on a clean line
+    assert "after" in Ledger(path).records and len(Ledger(path)) == complete + 1
+
+
+@pytest.mark.parametrize("writer", ["json", "jsonl"])
+def test_atomic_json_writers_keep_any_text(tmp_path: Path, writer: str) -> None:
+    from orchestrator.files import atomic_write_json, atomic_write_jsonl
+
+    row = {"reply": "半个表情\ud83d", "\\": "\\\udc00"}  # before the fix: UnicodeEncodeError, nothing written
+    path = tmp_path / f"out.{writer}"
+    if writer == "json":
+        atomic_write_json(path, row)
+        assert json.loads(path.read_bytes()) == row
+    else:
+        atomic_write_jsonl(path, [row, row])
+        assert [json.loads(line) for line in path.read_bytes().splitlines()] == [row, row]
+    assert not list(tmp_path.glob(".*.tmp"))

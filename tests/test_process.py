@@ -7,7 +7,6 @@ import _thread
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import StageFailed, UserError
-from orchestrator.process import TAIL_LINES, Server, free_port, run
+from orchestrator.process import TAIL_LINES, Server, free_port, port_free, run
 
 # The child prints its own pid (the process group id) and its background grandchild's pid.
 HANG = "echo $$; sleep 300 & echo $!; sleep 300"
@@ -115,7 +114,7 @@ def test_leader_exits_while_a_grandchild_holds_the_output(tmp_path: Path) -> Non
 
 def test_leftover_grandchild_is_stopped_after_success(tmp_path: Path) -> None:
     pids = Pids()
-    finished = run(bash("echo $$; sleep 300 >/dev/null & echo $!"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
+    finished = run(bash("echo $$; sleep 300 >/dev/null 2>&1 & echo $!"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
     assert finished.returncode == 0
     assert_gone(pids.pids)
 
@@ -247,8 +246,7 @@ def test_server_context_manager_is_reaped_on_exception(tmp_path: Path) -> None:
             assert running(pgid) and running(grandchild)
             raise RuntimeError("boom")
     assert_gone([pgid, grandchild])
-    with socket.socket() as probe:  # the port is free again
-        probe.bind(("127.0.0.1", port))
+    assert port_free("127.0.0.1", port)  # nothing listens on it any more
 
 
 def test_server_context_manager_is_reaped_on_ctrl_c(tmp_path: Path) -> None:
