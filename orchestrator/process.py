@@ -100,6 +100,8 @@ def _popen(cmd: list[str], stage: str, **kwargs: object) -> subprocess.Popen:
     try:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
     except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
+        if e.filename is not None and str(e.filename) != cmd[0]:  # the working directory
+            raise UserError(f"{stage}: cannot start {cmd[0]} in {e.filename} ({e.strerror})") from None
         raise UserError(f"{stage}: cannot start {cmd[0]} ({e.strerror}); is it installed and on PATH?") from None
 
 

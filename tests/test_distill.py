@@ -83,7 +83,8 @@ def test_permanent_failures_go_to_errors_and_are_asked_again(project: Path, cli)
         flags = [f.replace("URL", server.url) for f in flags]
         code, out, err = cli("distill", "--input", train, *flags)
         assert code == 1
-        assert err.startswith("Error: 1 of 4 questions failed (t1#1: http 500); they are in ")
+        (error,) = [line for line in err.splitlines() if line.startswith("Error:")]
+        assert error.startswith("Error: 1 of 4 questions failed (t1#1: http 500); they are in ")
         errors = [json.loads(line) for line in (project / "runs/distill/errors.jsonl").read_text().splitlines()]
         assert [(e["qid"], e["reason"]) for e in errors] == [("t1#1", "http 500")]
         server.faults = None
@@ -144,7 +145,7 @@ def test_unreachable_teacher_fails_cleanly(project: Path, cli) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     code, out, err = cli("distill", "--input", train, *[f"--set={f}" for f in teacher_flags(url, **{"teacher.max_retries": 0})])
     assert code == 1
-    assert err.splitlines() == [
+    assert [line for line in err.splitlines() if line.startswith("Error:")] == [
         f"Error: 2 of 2 questions failed (t0#0: connection refused, ...); they are in {project}/runs/distill/errors.jsonl "
         "and are asked again when you run the same command"
     ]

@@ -1,7 +1,8 @@
-"""Fuzzing the two readers of user input: any input is a valid object or a UserError, never a
-traceback. The competition-data reader gets arbitrary bytes, arbitrary JSON per line and
-near-valid problems with one field mutated; the recipe loader gets arbitrary YAML, mappings and
-`--set` strings, including alias bombs."""
+"""Hostile input: any input is a valid object or a UserError, never a traceback. The
+competition-data reader gets arbitrary bytes, arbitrary JSON per line and near-valid problems
+with one field mutated; the recipe loader gets arbitrary YAML, mappings and `--set` strings,
+including alias bombs; templates try to leave the sandbox; the ledger gets any text and is cut
+at any byte."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from hypothesis import strategies as st
 
 from orchestrator.data import Dataset, read_dataset
 from orchestrator.errors import UserError
-from orchestrator.recipes import Loaded, PipelineRecipe, RoleRecipe, load, parse_override
+from orchestrator.recipes import (
+    Loaded,
+    PipelineRecipe,
+    RoleRecipe,
+    load,
+    parse_override,
+)
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -178,6 +178,12 @@ def test_program_that_cannot_start(tmp_path: Path, cmd: list[str]) -> None:
     assert info.value.lines[0].endswith("is it installed and on PATH?")
 
 
+def test_missing_working_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as info:
+        run(["true"], stage="x", log_path=tmp_path / "x.log", cwd=tmp_path / "gone")
+    assert info.value.lines == [f"x: cannot start true in {tmp_path / 'gone'} (No such file or directory)"]
+
+
 # ---------------------------------------------------------------- Server
 
 HTTP_SERVER = """
@@ -205,7 +211,7 @@ def server(tmp_path: Path, cmd: list[str], port: int, timeout: float = 20) -> Se
 
 def log_pids(path: Path, prefix: str = "") -> list[int]:
     """The pids a child printed to its log, one a line after `prefix`."""
-    return [int(m) for m in re.findall(rf"^{prefix}(\d+)$", path.read_text(), re.M)]
+    return [int(m) for m in re.findall(rf"^{prefix}(\d+)$", path.read_text(), re.MULTILINE)]
 
 
 def test_server_dying_before_ready_gives_the_log_tail(tmp_path: Path) -> None:
@@ -239,23 +245,21 @@ def test_server_answering_garbage_is_not_a_traceback(tmp_path: Path) -> None:
 
 def test_server_context_manager_is_reaped_on_exception(tmp_path: Path) -> None:
     port = free_port()
-    with pytest.raises(RuntimeError, match="boom"):
-        with server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
-            pgid = s.proc.pid
-            grandchild = log_pids(tmp_path / "serve.log", "grandchild ")[0]
-            assert running(pgid) and running(grandchild)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
+        pgid = s.proc.pid
+        grandchild = log_pids(tmp_path / "serve.log", "grandchild ")[0]
+        assert running(pgid) and running(grandchild)
+        raise RuntimeError("boom")
     assert_gone([pgid, grandchild])
     assert port_free("127.0.0.1", port)  # nothing listens on it any more
 
 
 def test_server_context_manager_is_reaped_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    with pytest.raises(KeyboardInterrupt):
-        with server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
-            pids = [s.proc.pid, log_pids(tmp_path / "serve.log", "grandchild ")[0]]
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # the signal arrives during this sleep
+    with pytest.raises(KeyboardInterrupt), server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
+        pids = [s.proc.pid, log_pids(tmp_path / "serve.log", "grandchild ")[0]]
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the signal arrives during this sleep
     assert_gone(pids)
 
 
