@@ -19,6 +19,9 @@ recipe_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.learning_rate=5e-5."
 )
+skip_option = click.option(
+    "--skip-invalid", is_flag=True, help="Process the good lines of a partly bad file; list the bad ones."
+)
 pipeline_option = click.option(
     "--recipe", "pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml)."
 )
@@ -86,7 +89,7 @@ def data() -> None:
 
 @data.command("check")
 @click.argument("file", type=click.Path())
-@click.option("--skip-invalid", is_flag=True, help="List bad lines but accept the good ones.")
+@skip_option
 def data_check(file: str, skip_invalid: bool) -> None:
     """Validate a competition .jsonl and print a summary line.
 
@@ -136,7 +139,8 @@ def tiny_model(directory: str) -> None:
 @click.option("--teacher-model", help="Model name (default: teacher.model).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
-def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit) -> None:
+@skip_option
+def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit, skip_invalid) -> None:
     """Ask the teacher for a worked solution to every training question (cached, resumable).
 
     \b
@@ -146,7 +150,8 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     """
     from orchestrator.distill import distill as run_distill, errors_path
 
-    summary = run_distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit)
+    summary = run_distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit,
+                          skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
         raise UserError(
@@ -269,8 +274,9 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight per endpoint.")
 @click.option("--votes", type=click.IntRange(1), help="Answer samples per question, majority-voted.")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N problems.")
+@skip_option
 def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_url, answer_model, evaluate_model,
-          answer_recipe, evaluate_recipe, concurrency, votes, limit) -> None:
+          answer_recipe, evaluate_recipe, concurrency, votes, limit, skip_invalid) -> None:
     """Answer every question with the Answer and Evaluate agents (resumable).
 
     \b
@@ -285,7 +291,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
         input_path, out_dir, pipeline=pipeline, overrides=overrides, mode=mode, answer_url=answer_url,
         evaluate_url=evaluate_url, answer_model=answer_model, evaluate_model=evaluate_model,
         concurrency=concurrency, votes=votes, limit=limit, answer_recipe=answer_recipe,
-        evaluate_recipe=evaluate_recipe,
+        evaluate_recipe=evaluate_recipe, skip_invalid=skip_invalid,
     )
     click.echo(summary.table())
     if summary.failed:

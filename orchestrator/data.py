@@ -210,6 +210,17 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
     return Dataset(path, problems, errors)
 
 
+def read_reporting(path: str | Path, stage: str, skip_invalid: bool = False) -> Dataset:
+    """read_dataset for a stage: with `skip_invalid`, each skipped line is said under the stage."""
+    dataset = read_dataset(path, skip_invalid=skip_invalid)
+    if dataset.errors:
+        from orchestrator.progress import say
+
+        for line in dataset.errors:
+            say(stage, f"skipped {line}")
+    return dataset
+
+
 def write_submission(path: Path, dataset: Dataset, answers: dict[str, str | None]) -> Path:
     """The input lines in competition format with every question's answer filled."""
     rows = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Question, read_dataset
+from orchestrator.data import Question, read_reporting
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
@@ -177,6 +177,7 @@ def distill(
     concurrency: int | None = None,
     limit: int | None = None,
     echo: bool = True,
+    skip_invalid: bool = False,
 ) -> DistillSummary:
     from orchestrator.progress import bar
     from orchestrator.recipes import load_pipeline
@@ -185,7 +186,7 @@ def distill(
              (("base_url", teacher_url), ("model", teacher_model), ("concurrency", concurrency)) if v is not None]
     recipe = load_pipeline(pipeline, (*overrides, *flags)).recipe
     teacher = recipe.teacher
-    questions = read_dataset(input_path or project_root() / recipe.data.train).questions
+    questions = read_reporting(input_path or project_root() / recipe.data.train, "distill", skip_invalid).questions
     if limit is not None:
         questions = questions[:limit]
 

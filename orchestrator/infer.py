@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.answers import extract_choice
-from orchestrator.data import Dataset, Question, read_dataset, write_submission
+from orchestrator.data import Dataset, Question, read_reporting, write_submission
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
@@ -414,6 +414,7 @@ def infer(
     limit: int | None = None,
     answer_recipe: str | Path | None = None,
     evaluate_recipe: str | Path | None = None,
+    skip_invalid: bool = False,
 ) -> InferSummary:
     """Answer every question of `input_path` (the first `limit` problems) into `out_dir`.
     Options override the pipeline recipe's `inference:` values."""
@@ -424,7 +425,7 @@ def infer(
         evaluate_recipe=str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None,
     )
     inf = load_pipeline(pipeline, (*overrides, *flags)).recipe.inference
-    dataset = read_dataset(input_path)
+    dataset = read_reporting(input_path, "infer", skip_invalid)
     dataset = Dataset(dataset.path, dataset.problems[:limit])
     questions = dataset.questions
     out = Path(out_dir)

@@ -151,7 +151,8 @@ def test_unreachable_teacher_fails_cleanly(project: Path, cli) -> None:
     ]
 
 
-def test_sigkill_mid_run_then_rerun_completes(project: Path) -> None:
+@pytest.mark.parametrize("kill_after", [2, 9, 17])  # several points of the run
+def test_sigkill_mid_run_then_rerun_completes(project: Path, kill_after: int) -> None:
     train = make_train(project / "train.jsonl", problems=8, per_problem=3)
     cache = project / "runs" / "distill" / "teacher.jsonl"
     with FakeOpenAI(latency=0.15) as server:
@@ -160,12 +161,12 @@ def test_sigkill_mid_run_then_rerun_completes(project: Path) -> None:
         env = {**os.environ, "ORCHESTRATOR_HOME": str(project)}
         proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not cache.exists() or cache.read_text().count("\n") < 6):
+        while time.monotonic() < deadline and (not cache.exists() or cache.read_text().count("\n") < kill_after):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done_before = len(cache_lines(project))
-        assert 6 <= done_before < 24
+        assert kill_after <= done_before < 24
         result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
     raw = cache.read_bytes()
@@ -199,3 +200,16 @@ def test_distill_from_real_llamafactory_api(tiny_project: Path) -> None:
     assert len(records) + len(errors) == 6  # every question ends in the cache or in errors.jsonl
     assert all(isinstance(r["text"], str) and r["model"] == serving.model for r in records)
     assert second.requests == 0 and second.cached == len(records)
+
+
+def test_skip_invalid_distils_the_good_lines(project: Path, cli) -> None:
+    train = make_train(project / "train.jsonl", problems=2, per_problem=2)
+    train.write_text(train.read_text() + "not json\n", encoding="utf-8")
+    with FakeOpenAI() as server:
+        flags = [f"--set={f}" for f in teacher_flags(server.url)]
+        code, out, err = cli("distill", "--input", train, *flags)
+        assert code == 2 and err.strip() == f"Error: {train}:3: not valid JSON (Expecting value at column 1)"
+        code, out, err = cli("distill", "--input", train, *flags, "--skip-invalid")
+        assert code == 0, err
+        assert f"[distill] skipped {train}:3: not valid JSON" in err
+        assert server.completions == 4
