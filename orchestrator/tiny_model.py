@@ -29,6 +29,7 @@ SAMPLE_DIR = SOURCE_ROOT / "datasets" / "sample"
 PROMPTS_DIR = SOURCE_ROOT / "templates" / "prompts"
 
 VOCAB_SIZE = 3000  # BPE merges stop earlier when the text runs out
+EMBEDDING_STD = 0.5  # of the tied input/output embedding, see build_tiny_model
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 REQUIRED_FILES = (
     "config.json",
@@ -193,6 +194,11 @@ def _build(out: Path, texts: list[str], seed: int) -> None:
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(seed)
         lm = Qwen2ForCausalLM(config)
+        # The output layer is the (tied) embedding: at the usual std 0.02 the largest logit a
+        # 64-wide hidden state can reach is about 1.3, too flat for LoRA to ever peak on the
+        # training targets. At std 0.5 a few LoRA steps teach the reply format.
+        with torch.no_grad():
+            lm.model.embed_tokens.weight.mul_(EMBEDDING_STD / config.initializer_range)
     # Short greedy replies for plain `generate()`; LLaMA-Factory's api passes its own settings.
     lm.generation_config = GenerationConfig(
         pad_token_id=endoftext,
