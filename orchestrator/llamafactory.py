@@ -171,14 +171,15 @@ def calibration_texts(questions: list, maxlen: int) -> list[dict[str, str]]:
     `maxlen` tokens (LLaMA-Factory only takes samples longer than that)."""
     from orchestrator.prompts import answer_prompt
 
+    chars = 4 * maxlen  # Qwen2's tokenizer packs well under 4 characters of this text per token
     texts, current = [], ""
     for q in questions:
         current += answer_prompt(q) + "\n"
-        if len(current) > 2 * maxlen:
+        if len(current) > chars:
             texts.append({"text": current})
             current = ""
     if current:
-        texts.append({"text": current * (2 * maxlen // max(1, len(current)) + 1)})
+        texts.append({"text": current * (chars // len(current) + 1)})
     return texts
 
 

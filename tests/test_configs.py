@@ -137,3 +137,15 @@ def test_quantized_export_is_accepted(project: Path) -> None:
     assert merge["export_quantization_bit"] == 4
     assert merge["export_quantization_dataset"] == str(r.paths.calibration)
     assert merge["export_quantization_nsamples"] == 128
+
+
+def test_calibration_set_from_competition_prompts(project: Path) -> None:
+    """GPTQ calibration takes only samples longer than export_quantization_maxlen tokens."""
+    from orchestrator.data import read_dataset
+    from orchestrator.llamafactory import calibration_texts
+
+    questions = read_dataset(project / "datasets/sample/train.jsonl").questions
+    texts = calibration_texts(questions, maxlen=512)
+    assert len(texts) > 5
+    assert all(len(t["text"]) > 4 * 512 for t in texts)
+    assert "### 题目:" in texts[0]["text"]

@@ -87,3 +87,11 @@ def test_uses_the_last_distillation_settings(project: Path) -> None:
         distill(str(train), overrides=teacher_flags(server.url), echo=False)
     summary = build_dataset("answer", input_path=str(train))
     assert summary.train == 4 and summary.missing == 0
+
+
+def test_prompt_lengths_in_tokens_with_a_tokenizer(project: Path, cli, tiny_model_dir: Path) -> None:
+    assert cli("distill")[0] == 0
+    summary = build_dataset("answer", tokenizer=str(tiny_model_dir))
+    tokens = summary.prompt_tokens
+    assert 0 < tokens["min"] <= tokens["mean"] <= tokens["max"]
+    assert any(line.startswith("prompt tokens: min ") for line in summary.lines())
