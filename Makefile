@@ -32,7 +32,11 @@ EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
 ANSWER_RUN := runs/$(PREFIX)answer
 EVALUATE_RUN := runs/$(PREFIX)evaluate
 INFER_DIR := runs/$(PREFIX)infer
-RECIPES := $(wildcard recipes/*.yaml)
+# What each stage depends on: the recipe in use and the parents it extends (the shipped
+# chains: evaluate -> answer, tiny-evaluate -> tiny-answer -> answer, tiny-pipeline -> pipeline).
+ANSWER_DEPS := $(sort $(ANSWER_RECIPE) recipes/answer.yaml)
+EVALUATE_DEPS := $(sort $(EVALUATE_RECIPE) $(ANSWER_DEPS))
+PIPELINE_DEPS := $(sort $(PIPELINE) recipes/pipeline.yaml)
 
 DISTILLED := runs/distill/.done
 ANSWER_SET := datasets/train_answer_instruct.json
@@ -67,14 +71,14 @@ check: $(STAMP)
 	$(ORCH) check evaluate --recipe $(EVALUATE_RECIPE)
 
 # ---------------------------------------------------------------- data
-$(DISTILLED): $(TRAIN) $(PIPELINE) | $(STAMP)
+$(DISTILLED): $(TRAIN) $(PIPELINE_DEPS) | $(STAMP)
 	$(ORCH) distill --recipe $(PIPELINE) --input $(TRAIN)
 	touch $@
 
-$(ANSWER_SET): $(DISTILLED) $(RECIPES)
+$(ANSWER_SET): $(DISTILLED) $(ANSWER_DEPS)
 	$(ORCH) dataset answer --recipe $(ANSWER_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
 
-$(EVALUATE_SET): $(DISTILLED) $(RECIPES)
+$(EVALUATE_SET): $(DISTILLED) $(EVALUATE_DEPS)
 	$(ORCH) dataset evaluate --recipe $(EVALUATE_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
 
 # ---------------------------------------------------------------- base model
@@ -84,7 +88,7 @@ $(BASE): | $(STAMP)
 	$(ORCH) tiny-model models/tiny-qwen2
 else
 BASE := $(ANSWER_RUN)/.base-model
-$(BASE): $(RECIPES) | $(STAMP)
+$(BASE): $(EVALUATE_DEPS) | $(STAMP)
 	$(ORCH) download answer --recipe $(ANSWER_RECIPE)
 	$(ORCH) download evaluate --recipe $(EVALUATE_RECIPE)
 	mkdir -p $(@D) && touch $@
@@ -93,10 +97,10 @@ endif
 # ---------------------------------------------------------------- train and merge
 # A stale adapter (recipe or data changed) is retrained from scratch; an interrupted
 # training (checkpoints, no adapter yet) resumes.
-$(ANSWER_ADAPTER): $(ANSWER_SET) $(RECIPES) $(BASE)
+$(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(BASE)
 	$(ORCH) train answer --recipe $(ANSWER_RECIPE) $(if $(wildcard $@),--fresh)
 
-$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(RECIPES) $(BASE)
+$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(BASE)
 	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE) $(if $(wildcard $@),--fresh)
 
 $(ANSWER_MERGED): $(ANSWER_ADAPTER)
@@ -109,7 +113,7 @@ answer-model: $(ANSWER_MERGED)
 evaluate-model: $(EVALUATE_MERGED)
 
 # ---------------------------------------------------------------- inference and score
-$(SUBMISSION): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(TEST) $(PIPELINE)
+$(SUBMISSION): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(TEST) $(PIPELINE_DEPS)
 	$(ORCH) infer $(TEST) --out-dir $(INFER_DIR) --recipe $(PIPELINE) \
 		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
 

@@ -19,6 +19,10 @@ recipe_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.learning_rate=5e-5."
 )
+pipeline_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a pipeline recipe key, e.g. teacher.max_attempts=3 or inference.votes=3.",
+)
 skip_option = click.option(
     "--skip-invalid", is_flag=True, help="Process the good lines of a partly bad file; list the bad ones."
 )
@@ -112,7 +116,10 @@ def sample(out: str, seed: int) -> None:
     from orchestrator.sample import generate_sample
 
     summary = generate_sample(Path(out), seed=seed)
-    click.echo(f"{out}: {summary}")
+    for split, counts in summary.items():
+        if isinstance(counts, dict):
+            click.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    click.echo(f"written to {out}")
 
 
 @cli.command("tiny-model")
@@ -134,7 +141,7 @@ def tiny_model(directory: str) -> None:
 @cli.command()
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @pipeline_option
-@set_option
+@pipeline_set_option
 @click.option("--teacher-url", help="OpenAI-compatible base URL (default: teacher.base_url).")
 @click.option("--teacher-model", help="Model name (default: teacher.model).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
@@ -216,7 +223,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
     from orchestrator.train import train as run_train
 
     result = run_train(role, recipe, overrides, fresh=fresh)
-    loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+    loss = f", last logged loss {result.final_loss:.4f}" if result.final_loss is not None else ""
     click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}")
     click.echo(f"manifest: {result.paths.manifest}")
 
@@ -263,7 +270,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where trace, errors and submission go.")
 @pipeline_option
-@set_option
+@pipeline_set_option
 @click.option("--mode", type=click.Choice(["staged", "pipelined"]), help="staged: one model up at a time; pipelined: both.")
 @click.option("--answer-url", help="Answer endpoint (OpenAI base URL); given: the Answer model is not served.")
 @click.option("--evaluate-url", help="Evaluate endpoint; given: the Evaluate model is not served.")

@@ -160,7 +160,7 @@ def _json(line: str) -> Any:
     try:
         obj = json.loads(line, parse_constant=_constant, parse_float=_float)
     except json.JSONDecodeError as e:
-        raise _Bad(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        raise _Bad(f"not valid JSON ({e.msg}, column {e.colno})") from None
     except ValueError as e:  # an integer of more than 4300 digits
         raise _Bad(f"not valid JSON ({e})") from None
     try:

@@ -192,7 +192,6 @@ def distill(
 
     summary = DistillSummary(questions=len(questions))
     started = time.monotonic()
-    atomic_write_json(settings_path(), {k: getattr(teacher, k) for k in IDENTITY})
     with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
         _import_preloaded(cache, teacher.preload)
         todo = []
@@ -207,6 +206,8 @@ def distill(
             asyncio.run(_ask_all(todo, teacher, cache, errors, summary, bar if echo else None))
         # errors.jsonl lists what is still failing, nothing else
         failing = {q.qid for q in questions if not is_settled(cached_reply(cache, q, teacher), teacher)}
+        if any(cached_reply(cache, q, teacher) for q in questions):  # a run that got nothing changes nothing
+            atomic_write_json(settings_path(), {k: getattr(teacher, k) for k in IDENTITY})
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
     summary.seconds = time.monotonic() - started
     return summary

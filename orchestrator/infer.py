@@ -207,7 +207,8 @@ def _agent(role: str, inference: Any) -> Agent:
 
     url, model = getattr(inference, f"{role}_url"), getattr(inference, f"{role}_model")
     if url:
-        api_key = resolve_api_key(inference.api_key_env, url)
+        # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
+        api_key = resolve_api_key(inference.api_key_env, url) if inference.api_key_env else "EMPTY"
         model = model or _listed_model(url, api_key, role)
         return Agent(role, model, model, api_key, url=url)
     loaded = load_role(role, project_root() / getattr(inference, f"{role}_recipe"))

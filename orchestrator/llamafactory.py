@@ -119,8 +119,14 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     """The train YAML as LLaMA-Factory's headed sections, in order."""
     groups = _group(recipe.train)
     dataset = {"dataset": recipe.dataset_name, "template": recipe.model.template, "dataset_dir": str(datasets_dir())}
-    if recipe.dataset.val_size > 0:
+    if recipe.dataset.val_size > 0:  # the held-out problems are evaluated as training goes
         dataset["eval_dataset"] = recipe.eval_dataset_name
+        groups["eval"] = {
+            "eval_strategy": "steps",
+            "eval_steps": recipe.train.get("save_steps") or 100,
+            "per_device_eval_batch_size": recipe.train.get("per_device_train_batch_size") or 1,
+            **groups["eval"],
+        }
     sections = {
         "model": {"model_name_or_path": str(model_path(recipe)), "trust_remote_code": True},
         "method": groups["method"],

@@ -13,6 +13,7 @@ from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.llamafactory import calibration_texts, cli_path
 from orchestrator.process import run
+from orchestrator.recipes import command_for
 from orchestrator.progress import say
 from orchestrator.train import ADAPTER_FILE, is_trained
 
@@ -31,7 +32,7 @@ def merge(
     if not is_trained(paths):
         what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
         raise UserError(
-            f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `orchestrator train {role}` first"
+            f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `{command_for(loaded, 'train')}` first"
         )
     if loaded.recipe.merge.get("export_quantization_bit"):
         from orchestrator.data import read_dataset

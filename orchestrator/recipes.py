@@ -395,8 +395,17 @@ def load(
     for item in overrides:
         key, value = parse_override(item)
         _apply_override(data, key, value, origin)
+    _refuse_other_kind(cls, data, path)
     recipe = validate(cls, data, path, origin)
     return Loaded(recipe, path, data, origin)
+
+
+def _refuse_other_kind(cls: type[BaseModel], data: dict[str, Any], path: Path) -> None:
+    """A role recipe given where a pipeline recipe belongs (or the reverse): say so, once."""
+    if cls is PipelineRecipe and "role" in data:
+        raise UserError(f"{display(path)} is a role recipe (it has role:); this command takes a pipeline recipe such as recipes/pipeline.yaml")
+    if cls is RoleRecipe and "role" not in data and {"teacher", "inference", "data"} & set(data):
+        raise UserError(f"{display(path)} is a pipeline recipe; this command takes a role recipe such as recipes/answer.yaml")
 
 
 def default_role_recipe(role: str, variant: str | None = None) -> Path:
@@ -416,6 +425,14 @@ def load_role(
             f"{loaded.where('role')}: role is {loaded.recipe.role}, but this command is for the {role} model"
         )
     return loaded
+
+
+def command_for(loaded: Loaded, command: str) -> str:
+    """`orchestrator COMMAND ROLE`, with `--recipe` when the recipe is not the role's default,
+    so a hint followed literally acts on the same recipe."""
+    role = loaded.recipe.role
+    same = loaded.path.resolve() == default_role_recipe(role).resolve()
+    return f"orchestrator {command} {role}" + ("" if same else f" --recipe {display(loaded.path)}")
 
 
 def load_pipeline(recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Loaded:

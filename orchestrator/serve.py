@@ -21,7 +21,7 @@ from orchestrator.ledger import text_hash
 from orchestrator.llamafactory import RolePaths, cli_path, flat, role_paths
 from orchestrator.process import Server, check_host, free_port, require_free_port
 from orchestrator.progress import say
-from orchestrator.recipes import Loaded, RoleRecipe, default_role_recipe, display, load_role
+from orchestrator.recipes import Loaded, RoleRecipe, command_for, display, load_role
 from orchestrator.render import render
 
 # serve.args keys the recipe's other sections decide.
@@ -75,19 +75,13 @@ def model_version(paths: RolePaths) -> str:
     return text_hash(str(config.stat().st_mtime_ns)) if config.exists() else "missing"
 
 
-def _merge_hint(loaded: Loaded) -> str:
-    role = loaded.recipe.role
-    recipe = "" if loaded.path.resolve() == default_role_recipe(role).resolve() else f" --recipe {display(loaded.path)}"
-    return f"orchestrator merge {role}{recipe}"
-
-
 def check_serve(loaded: Loaded, paths: RolePaths) -> None:
     """Refuse a missing merged model and serve.args that LLaMA-Factory's parser rejects."""
     from orchestrator.llamafactory import blame, import_parser, known_arguments, parse_args
 
     recipe: RoleRecipe = loaded.recipe
     if not (paths.merged / "config.json").exists():
-        raise UserError(f"{paths.merged} has no merged model: run `{_merge_hint(loaded)}` first")
+        raise UserError(f"{paths.merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
     problems = []
     valid: set[str] | None = None
     for key, value in recipe.serve.args.items():

@@ -19,6 +19,7 @@ from orchestrator.llamafactory import RolePaths, cli_path, launch_env, model_pat
 from orchestrator.paths import datasets_dir, project_root
 from orchestrator.process import run
 from orchestrator.progress import bar, say
+from orchestrator.recipes import command_for
 
 ADAPTER_FILE = "adapter_model.safetensors"
 _TQDM_LINE = re.compile(r"\d+%\|.*\|")
@@ -58,23 +59,24 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
     return rows
 
 
-def _preflight(role: str, recipe, paths: RolePaths) -> None:
+def _preflight(loaded, paths: RolePaths) -> None:
+    recipe = loaded.recipe
     base = model_path(recipe)
     if not (base / "config.json").exists():
         raise UserError(
-            f"no base model in {base}: run `orchestrator download {role}` "
+            f"no base model in {base}: run `{command_for(loaded, 'download')}` "
             f"(or `orchestrator tiny-model {base}` for a CPU test model)"
         )
     for name in [recipe.dataset_name]:
         data = datasets_dir() / f"{name}.json"
         if not data.exists():
-            raise UserError(f"{data} does not exist yet: run `orchestrator dataset {role}`")
+            raise UserError(f"{data} does not exist yet: run `{command_for(loaded, 'dataset')}`")
         try:
             rows = json.loads(data.read_text(encoding="utf-8"))
         except ValueError:
-            raise UserError(f"{data}: not valid JSON; rebuild it with `orchestrator dataset {role}`") from None
+            raise UserError(f"{data}: not valid JSON; rebuild it with `{command_for(loaded, 'dataset')}`") from None
         if not rows:
-            raise UserError(f"{data} has no samples: nothing to train on (see `orchestrator dataset {role}`)")
+            raise UserError(f"{data} has no samples: nothing to train on (see `{command_for(loaded, 'dataset')}`)")
 
 
 def _versions() -> dict[str, str]:
@@ -128,7 +130,7 @@ def train(
     rendered = check_roles([role], recipe, overrides)[0]
     loaded, paths = rendered.loaded, rendered.paths
     stage = f"train {loaded.recipe.run_name}"
-    _preflight(role, loaded.recipe, paths)
+    _preflight(loaded, paths)
 
     if fresh and paths.adapter.exists():
         shutil.rmtree(paths.adapter)

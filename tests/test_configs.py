@@ -94,6 +94,7 @@ def test_val_size_registers_eval_dataset(project: Path) -> None:
     (r,) = check_roles(["evaluate"], None, ("dataset.val_size=0.1",))
     train = yaml.safe_load(r.paths.train_yaml.read_text())
     assert train["eval_dataset"] == "val_evaluate_instruct"
+    assert (train["eval_strategy"], train["eval_steps"], train["per_device_eval_batch_size"]) == ("steps", 100, 1)
     assert "val_evaluate_instruct" in json.loads((project / "datasets" / "dataset_info.json").read_text())
 
 

@@ -38,7 +38,7 @@ def test_quirks_are_tolerated(tmp_path: Path) -> None:
 
 
 BAD_LINES = [
-    ("not json", "not valid JSON (Expecting value at column 1)"),
+    ("not json", "not valid JSON (Expecting value, column 1)"),
     ("[1, 2]", "a line must be a JSON object"),
     ('{"problem": "", "questions": []}', "problem must be a non-empty string"),
     ('{"problem": "p", "questions": []}', "questions must be a non-empty list"),
@@ -65,7 +65,7 @@ def test_every_bad_line_is_reported_and_cli_exits_2(tmp_path: Path, cli) -> None
     code, out, err = cli("data", "check", path)
     assert code == 2 and out == ""
     assert err.splitlines() == [
-        f"Error: {path}:1: not valid JSON (Expecting value at column 1)",
+        f"Error: {path}:1: not valid JSON (Expecting value, column 1)",
         f"Error: {path}:3: a line must be a JSON object",
         f"Error: {path}:4: id 'p1' repeats line 2",
     ]

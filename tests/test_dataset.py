@@ -95,3 +95,14 @@ def test_prompt_lengths_in_tokens_with_a_tokenizer(project: Path, cli, tiny_mode
     tokens = summary.prompt_tokens
     assert 0 < tokens["min"] <= tokens["mean"] <= tokens["max"]
     assert any(line.startswith("prompt tokens: min ") for line in summary.lines())
+
+
+def test_a_distill_run_that_got_nothing_changes_nothing(project: Path, cli) -> None:
+    from orchestrator.process import free_port
+
+    assert cli("distill")[0] == 0
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    code, out, err = cli("distill", "--teacher-url", dead, "--teacher-model", "qwen", "--limit", "2",
+                         "--set", "teacher.max_retries=0")
+    assert code == 1
+    assert build_dataset("answer").train > 0  # still the sample's replies

@@ -208,7 +208,7 @@ def test_skip_invalid_distils_the_good_lines(project: Path, cli) -> None:
     with FakeOpenAI() as server:
         flags = [f"--set={f}" for f in teacher_flags(server.url)]
         code, out, err = cli("distill", "--input", train, *flags)
-        assert code == 2 and err.strip() == f"Error: {train}:3: not valid JSON (Expecting value at column 1)"
+        assert code == 2 and err.strip() == f"Error: {train}:3: not valid JSON (Expecting value, column 1)"
         code, out, err = cli("distill", "--input", train, *flags, "--skip-invalid")
         assert code == 0, err
         assert f"[distill] skipped {train}:3: not valid JSON" in err

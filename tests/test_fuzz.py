@@ -202,7 +202,7 @@ def test_skip_invalid_keeps_good_lines_and_lists_bad(tmp_path: Path, cli) -> Non
     ds = read_dataset(path, skip_invalid=True)
     assert [(p.id, p.line, len(p.questions)) for p in ds.problems] == [("p1", 1, 1), ("p2", 6, 2)]
     assert ds.errors == [
-        f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes, column 2)",
         f"{path}:3: problem must be a non-empty string",
         f"{path}:5: not valid UTF-8 (byte 0xff at byte 15); save the file as UTF-8",
         f"{path}:7: id 'p1' repeats line 1",
@@ -219,7 +219,7 @@ def test_skip_invalid_with_no_good_line_is_an_error(tmp_path: Path, cli) -> None
     code, out, err = cli("data", "check", path, "--skip-invalid")
     assert code == 2 and out == ""
     assert err.splitlines() == [
-        f"Error: {path}:1: not valid JSON (Expecting value at column 1)",
+        f"Error: {path}:1: not valid JSON (Expecting value, column 1)",
         f"Error: {path}:2: a line must be a JSON object",
         f"Error: {path}: no valid problems (every line is bad)",
     ]

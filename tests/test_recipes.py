@@ -98,3 +98,17 @@ def test_cli_typo_exit_2(project: Path, cli) -> None:
     code, out, err = cli("render", "answer", "--recipe", "recipes/typo.yaml")
     assert code == 2
     assert err == "Error: recipes/typo.yaml: model.tempalte is not a recipe key (did you mean template?)\n"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["infer", "datasets/sample/test.jsonl", "--out-dir", "out", "--recipe", "recipes/tiny-answer.yaml"],
+         "Error: recipes/tiny-answer.yaml is a role recipe (it has role:); this command takes a pipeline recipe such as recipes/pipeline.yaml"),
+        (["train", "answer", "--recipe", "recipes/tiny-pipeline.yaml"],
+         "Error: recipes/tiny-pipeline.yaml is a pipeline recipe; this command takes a role recipe such as recipes/answer.yaml"),
+    ],
+)
+def test_the_other_kind_of_recipe_is_named(project: Path, cli, args: list[str], expected: str) -> None:
+    code, out, err = cli(*args)
+    assert (code, err.strip()) == (2, expected)

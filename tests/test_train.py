@@ -54,7 +54,7 @@ def test_merge_without_adapter_is_refused(tiny_project: Path, cli) -> None:
     assert code == 2
     assert err.strip() == (
         f"Error: {tiny_project}/runs/tiny-answer/adapter has no trained adapter (no adapter_model.safetensors): "
-        "run `orchestrator train answer` first"
+        "run `orchestrator train answer --recipe recipes/tiny-answer.yaml` first"
     )
 
 
