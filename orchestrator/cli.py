@@ -315,7 +315,8 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
 @click.argument("gold", type=click.Path(dir_okay=False))
 @click.option("--trace", type=click.Path(dir_okay=False), help="Inference trace (default: trace.jsonl beside SUBMISSION).")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where report.md and report.png go (default: beside SUBMISSION).")
-def score(submission, gold, trace, out_dir) -> None:
+@click.option("--subset", is_flag=True, help="Score only the submission's questions (an `infer --limit` run).")
+def score(submission, gold, trace, out_dir, subset) -> None:
     """Accuracy by question and by problem; with a trace, a report of what each agent did.
 
     \b
@@ -323,7 +324,7 @@ def score(submission, gold, trace, out_dir) -> None:
     """
     from orchestrator.score import score as run_score
 
-    click.echo(run_score(submission, gold, trace, out_dir).table())
+    click.echo(run_score(submission, gold, trace, out_dir, subset=subset).table())
 
 
 @cli.command()

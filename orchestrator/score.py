@@ -79,8 +79,9 @@ def _few(ids: list[str], n: int = 3) -> str:
     return ", ".join(ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def _check_same_questions(submission: Dataset, gold: Dataset) -> dict[str, str]:
-    """The gold letter of every question; a UserError when the two files disagree on ids."""
+def _check_same_questions(submission: Dataset, gold: Dataset, subset: bool = False) -> dict[str, str]:
+    """The gold letter of every question; a UserError when the two files disagree on ids.
+    With `subset`, gold questions the submission does not hold are left out."""
     missing = [q.qid for q in gold.questions if q.answer is None]
     if missing:
         raise UserError(
@@ -91,14 +92,17 @@ def _check_same_questions(submission: Dataset, gold: Dataset) -> dict[str, str]:
     only_ours = [qid for qid in ours if qid not in truth]
     seen = set(ours)
     only_gold = [qid for qid in truth if qid not in seen]
+    if subset and not only_ours:
+        return {qid: letter for qid, letter in truth.items() if qid in seen}
     if only_ours or only_gold:
         parts = []
         if only_ours:
             parts.append(f"{len(only_ours)} only in the submission ({_few(only_ours)})")
         if only_gold:
             parts.append(f"{len(only_gold)} only in the gold file ({_few(only_gold)})")
+        hint = "; to score only the submitted questions (an `infer --limit` run), add --subset" if not only_ours else ""
         raise UserError(
-            f"{submission.path} and {gold.path} do not hold the same questions (id#index): " + "; ".join(parts)
+            f"{submission.path} and {gold.path} do not hold the same questions (id#index): " + "; ".join(parts) + hint
         )
     return truth
 
@@ -211,20 +215,25 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
 
 
 def score(
-    submission: str | Path, gold: str | Path, trace: str | Path | None = None, out_dir: str | Path | None = None
+    submission: str | Path,
+    gold: str | Path,
+    trace: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    subset: bool = False,
 ) -> ScoreResult:
     """Accuracy by question and by problem. With a trace (default: trace.jsonl beside the
     submission, when there), also write report.md and report.png into `out_dir` (default: the
     submission's directory)."""
     ours, reference = read_dataset(submission), read_dataset(gold)
-    truth = _check_same_questions(ours, reference)
+    truth = _check_same_questions(ours, reference, subset)
     final = {q.qid: q.answer for q in ours.questions}
     right = {qid: final[qid] == letter for qid, letter in truth.items()}
+    problems = [p for p in reference.problems if all(q.qid in truth for q in p.questions)]
     result = ScoreResult(
         questions=len(truth),
         correct=sum(right.values()),
-        problems=len(reference.problems),
-        problems_correct=sum(all(right[q.qid] for q in p.questions) for p in reference.problems),
+        problems=len(problems),
+        problems_correct=sum(all(right[q.qid] for q in p.questions) for p in problems),
         unanswered=sum(final[qid] is None for qid in truth),
     )
 

@@ -112,7 +112,8 @@ def test_an_explicit_trace_must_exist(tmp_path):
 MISMATCHES = [
     pytest.param({"p0": "A", "p1": "BC", "p9": "A"}, "1 only in the submission (p9#0); 3 only in the gold file "
                  "(p2#0, p2#1, p2#2)", id="other-problem"),
-    pytest.param({"p0": "A", "p1": "B", "p2": "DAB"}, "1 only in the gold file (p1#1)", id="question-missing"),
+    pytest.param({"p0": "A", "p1": "B", "p2": "DAB"}, "1 only in the gold file (p1#1); to score only the submitted "
+                 "questions (an `infer --limit` run), add --subset", id="question-missing"),
     pytest.param({"p0": "A", "p1": "BC", "p2": "DABAA"}, "2 only in the submission (p2#3, p2#4)", id="extra-questions"),
     pytest.param({f"x{i}": "A" for i in range(5)}, "5 only in the submission (x0#0, x1#0, x2#0, ...); "
                  "6 only in the gold file (p0#0, p1#0, p1#1, ...)", id="first-few-named"),
@@ -140,3 +141,14 @@ def test_gold_needs_every_answer(tmp_path, cli):
 ])
 def test_percentile_is_nearest_rank(values, p, expected):
     assert percentile(values, p) == expected
+
+
+def test_subset_scores_only_the_submitted_problems(tmp_path, cli):
+    """An `infer --limit` run: whole problems of the gold file, scored on their own."""
+    gold = write(tmp_path / "gold.jsonl", GOLD)
+    submission = write(tmp_path / "submission.jsonl", {"p0": "A", "p1": "BD"})  # p2 not answered at all
+    code, out, err = cli("score", submission, gold, "--subset")
+    assert code == 0, err
+    rows = {" ".join(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.startswith("by ")}
+    assert rows["by question"] == ["2", "3", "0.6667"]
+    assert rows["by problem"] == ["1", "2", "0.5000"]
