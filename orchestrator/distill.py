@@ -204,9 +204,10 @@ def distill(
                 todo.append(q)
         if todo:
             asyncio.run(_ask_all(todo, teacher, cache, errors, summary, bar if echo else None))
+        records = {q.qid: cached_reply(cache, q, teacher) for q in questions}
         # errors.jsonl lists what is still failing, nothing else
-        failing = {q.qid for q in questions if not is_settled(cached_reply(cache, q, teacher), teacher)}
-        if any(cached_reply(cache, q, teacher) for q in questions):  # a run that got nothing changes nothing
+        failing = {qid for qid, record in records.items() if not is_settled(record, teacher)}
+        if any(records.values()):  # a run that got nothing changes nothing
             atomic_write_json(settings_path(), {k: getattr(teacher, k) for k in IDENTITY})
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
     summary.seconds = time.monotonic() - started

@@ -20,8 +20,8 @@ def is_complete(path: Path) -> bool:
 
 def download(role: str, recipe: str | None = None, overrides: tuple[str, ...] = ()) -> Path:
     """The base model directory, downloaded into <models_dir>/<source> when needed."""
-    model = load_role(role, recipe, overrides).recipe.model
-    target = model_path(load_role(role, recipe, overrides).recipe)
+    role_recipe = load_role(role, recipe, overrides).recipe
+    model, target = role_recipe.model, model_path(role_recipe)
     if model.path:
         if not is_complete(target):
             raise UserError(

@@ -46,13 +46,16 @@ def merge(
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={tmp}"]
     log = paths.run_dir / "merge.log"
+    env = {"DISABLE_VERSION_CHECK": "1"}
+    if loaded.recipe.merge.get("export_device") == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU export: do not take a GPU others may be using
     if echo:
         say(stage, f"$ {' '.join(cmd)}   (log: {log})")
     finished = run(
         cmd,
         stage=stage,
         log_path=log,
-        env={"DISABLE_VERSION_CHECK": "1", "CUDA_VISIBLE_DEVICES": ""} if loaded.recipe.merge.get("export_device") == "cpu" else {"DISABLE_VERSION_CHECK": "1"},
+        env=env,
         cwd=paths.run_dir,
         timeout=timeout,
         on_line=(lambda line: say(stage, line)) if echo else None,
