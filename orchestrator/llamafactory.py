@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.files import atomic_write_json, atomic_write_text
@@ -393,7 +392,3 @@ def launch_env(recipe: RoleRecipe) -> dict[str, str]:
             MASTER_PORT=str(ds.master_port),
         )
     return env
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -21,10 +21,6 @@ def datasets_dir() -> Path:
     return project_root() / "datasets"
 
 
-def role_dir(role: str) -> Path:
-    return runs_dir() / role
-
-
 def inside(path: str | Path, base: Path, what: str) -> Path:
     """Resolve `path` against `base`; refuse anything that escapes it (`../`, absolute elsewhere)."""
     resolved = (base / path).resolve()
