@@ -7,6 +7,7 @@
 #   make evaluate-model [RECIPE=tiny]
 #   make infer / make score / make all [RECIPE=tiny]
 #   make webui ROLE=answer [RECIPE=tiny]
+#   make sample                     regenerate the shipped synthetic sample (datasets/sample/)
 #
 # RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
 # folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
@@ -48,11 +49,11 @@ EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 SUBMISSION := $(INFER_DIR)/submission.jsonl
 REPORT := $(INFER_DIR)/report.md
 
-.PHONY: help setup test demo check answer-model evaluate-model infer score all webui bench clean
+.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench clean
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
@@ -131,6 +132,9 @@ demo: | $(STAMP)
 
 webui: $(STAMP)
 	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml $(if $(PORT),--port $(PORT))
+
+sample: $(STAMP)
+	$(BIN)/python datasets/sample/make_sample.py --out datasets/sample
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_endpoints.py

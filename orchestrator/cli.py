@@ -108,20 +108,6 @@ def data_check(file: str, skip_invalid: bool) -> None:
     click.echo(dataset.summary() + (f", {len(dataset.errors)} bad lines skipped" if dataset.errors else ""))
 
 
-@cli.command()
-@click.option("--out", default="datasets/sample", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", default=0, show_default=True)
-def sample(out: str, seed: int) -> None:
-    """Regenerate the shipped synthetic sample (train, test, gold, worked solutions)."""
-    from orchestrator.sample import generate_sample
-
-    summary = generate_sample(Path(out), seed=seed)
-    for split, counts in summary.items():
-        if isinstance(counts, dict):
-            click.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    click.echo(f"written to {out}")
-
-
 @cli.command("tiny-model")
 @click.argument("directory", type=click.Path(file_okay=False))
 def tiny_model(directory: str) -> None:

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from orchestrator.data import LETTERS, read_dataset
 from orchestrator.distill import teacher_key
 from orchestrator.ledger import text_hash
 from orchestrator.prompts import answer_prompt
-from orchestrator.sample import DEFAULT_SAMPLING, FAMILIES, generate_sample
 
 SHIPPED = Path(__file__).resolve().parent.parent / "datasets" / "sample"
+sys.path.insert(0, str(SHIPPED))  # the generator lives beside the data it makes, outside the package
+from make_sample import DEFAULT_SAMPLING, FAMILIES, generate_sample  # noqa: E402
 FILES = ("train.jsonl", "test.jsonl", "test_gold.jsonl", "teacher.jsonl")
 
 

@@ -1,4 +1,4 @@
-"""The sample data the project ships: synthetic closed-world logic and arithmetic problems in
+"""Generator of the sample data the project ships (`make sample`; not part of the package): synthetic closed-world logic and arithmetic problems in
 the competition format, with worked teacher solutions.
 
 `generate_sample(out_dir)` writes
@@ -1361,3 +1361,21 @@ def generate_sample(
         "wrong_teacher_records": len(wrong),
         "families": families,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate the shipped synthetic sample.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output folder (default: beside this file)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    summary = generate_sample(args.out, seed=args.seed)
+    for split, counts in summary.items():
+        if isinstance(counts, dict) and split != "families":
+            print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
