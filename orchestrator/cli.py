@@ -5,6 +5,7 @@ Heavy imports happen inside the commands, so `orchestrator --help` is instant.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,11 +38,16 @@ def echo_err(line: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream all of llamafactory-cli's output (default: losses, warnings, errors).")
 @click.version_option(package_name="orchestrator")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """LLaMA-Factory recipes for the Answer + Evaluate reasoning pipeline."""
     ctx.obj = {"debug": debug}
+    if verbose:
+        from orchestrator.progress import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 # ---------------------------------------------------------------- configs

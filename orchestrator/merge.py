@@ -14,7 +14,7 @@ from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.llamafactory import calibration_texts, cli_path
 from orchestrator.process import run
 from orchestrator.recipes import command_for
-from orchestrator.progress import say
+from orchestrator.progress import say, worth_showing
 from orchestrator.train import ADAPTER_FILE, is_trained
 
 
@@ -58,7 +58,7 @@ def merge(
         env=env,
         cwd=paths.run_dir,
         timeout=timeout,
-        on_line=(lambda line: say(stage, line)) if echo else None,
+        on_line=(lambda line: say(stage, line) if worth_showing(line) else None) if echo else None,
     )
     if finished.returncode != 0 or not (tmp / "config.json").exists():
         shutil.rmtree(tmp, ignore_errors=True)

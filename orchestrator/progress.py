@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
 from typing import Any
 
 LOG_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+VERBOSE_ENV = "ORCHESTRATOR_VERBOSE"  # set (by -v, or by hand) to stream every line of a tool's output
+
+# What a quiet run shows of a tool's output: evaluation losses, the final training summary,
+# warnings and errors. The running loss is on the step bar (and in training_loss.png).
+_WORTH_SHOWING = re.compile(
+    r"""^\s*\{'(?:eval_loss|train_runtime)'"""  # transformers' Trainer.log dicts
+    r"|\b(?:WARNING|WARN|ERROR|CRITICAL|FATAL)\b|\w*(?:Warning|Error|Exception)\b|^Traceback"
+)
+_TQDM_LINE = re.compile(r"\d+%\|.*\|")  # a progress bar's redraw: our own bar shows progress
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def worth_showing(line: str) -> bool:
+    """Whether a line of a tool's output reaches the terminal (all of it goes to the log file)."""
+    if not line.strip() or _TQDM_LINE.search(line):
+        return False
+    return verbose() or bool(_WORTH_SHOWING.search(line))
 
 
 class LogBar:

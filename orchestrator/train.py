@@ -18,11 +18,10 @@ from orchestrator.files import atomic_write_json
 from orchestrator.llamafactory import RolePaths, cli_path, launch_env, model_path
 from orchestrator.paths import datasets_dir, project_root
 from orchestrator.process import run
-from orchestrator.progress import bar, say
+from orchestrator.progress import bar, say, worth_showing
 from orchestrator.recipes import command_for
 
 ADAPTER_FILE = "adapter_model.safetensors"
-_TQDM_LINE = re.compile(r"\d+%\|.*\|")
 
 
 @dataclass
@@ -150,7 +149,7 @@ def train(
         say(stage, f"$ {' '.join(cmd)}   (log: {paths.log})")
 
     def show(line: str) -> None:
-        if echo and line.strip() and not _TQDM_LINE.search(line):
+        if echo and worth_showing(line):
             say(stage, line)
 
     stop = threading.Event()

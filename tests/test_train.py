@@ -30,6 +30,10 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
     for role in ("answer", "evaluate"):
         code, out, err = cli("train", role, "--recipe", f"recipes/tiny-{role}.yaml")
         assert code == 0, err
+        # quiet by default: the command, the training summary and the step bar, not the tool's 300 lines
+        assert "train_runtime" in err and "{'loss'" not in err and "input_ids" not in err
+        tool_lines = [line for line in err.splitlines() if " step (" not in line]  # the bar: one line per 10 s
+        assert len(tool_lines) < 5, err
         run = tiny_project / "runs" / f"tiny-{role}"
         assert (run / "adapter" / "adapter_model.safetensors").exists()
         manifest = json.loads((run / "manifest.json").read_text())
