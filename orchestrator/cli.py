@@ -20,6 +20,10 @@ recipe_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.learning_rate=5e-5."
 )
+both_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a key of the role or the pipeline recipe (by its first part), e.g. teacher.keep=all.",
+)
 pipeline_set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a pipeline recipe key, e.g. teacher.max_attempts=3 or inference.votes=3.",
@@ -34,6 +38,29 @@ pipeline_option = click.option(
 
 def echo_err(line: str) -> None:
     click.echo(line, err=True)
+
+
+# Each command loads and validates its recipes here, once, folds its flags in, and hands the
+# typed objects to the stage.
+
+
+def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list:
+    """The role recipes of `render` and `check` (all roles when none is given)."""
+    from orchestrator.recipes import ROLES, load_role, route_overrides
+
+    roles = roles or ROLES
+    if recipe and len(roles) > 1:
+        raise UserError("--recipe names one role's recipe: give the role too, e.g. `render answer --recipe FILE`")
+    role_sets, _ = route_overrides(overrides, pipeline=False)
+    return [load_role(role, recipe, role_sets) for role in roles]
+
+
+def _role(role: str, recipe: str | None, overrides: tuple[str, ...]):
+    """The role recipe of a command that reads no pipeline recipe."""
+    from orchestrator.recipes import load_role, route_overrides
+
+    role_sets, _ = route_overrides(overrides, pipeline=False)
+    return load_role(role, recipe, role_sets)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -66,7 +93,7 @@ def render(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
     """
     from orchestrator.configs import render_roles
 
-    for r in render_roles(roles, recipe, overrides):
+    for r in render_roles(_roles(roles, recipe, overrides)):
         click.echo(r.paths.train_yaml)
         click.echo(r.paths.merge_yaml)
     click.echo(r.dataset_info)
@@ -85,7 +112,7 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
     """
     from orchestrator.configs import check_roles
 
-    for r in check_roles(roles, recipe, overrides):
+    for r in check_roles(_roles(roles, recipe, overrides)):
         click.echo(f"ok  {r.loaded.recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
 
 
@@ -148,9 +175,15 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     orchestrator distill --set teacher.max_attempts=3      # re-ask when the teacher misses
     """
     from orchestrator.distill import distill as run_distill, errors_path
+    from orchestrator.recipes import load_pipeline, route_overrides, with_flags
 
-    summary = run_distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit,
-                          skip_invalid=skip_invalid)
+    _, pipeline_sets = route_overrides(overrides, role=False)
+    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
+        "teacher.base_url": ("--teacher-url", teacher_url),
+        "teacher.model": ("--teacher-model", teacher_model),
+        "teacher.concurrency": ("--concurrency", concurrency),
+    })
+    summary = run_distill(pipeline=loaded, input_path=input_path, limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
         raise UserError(
@@ -164,7 +197,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
 @cli.command()
 @click.argument("role", type=ROLE)
 @recipe_option
-@set_option
+@both_set_option
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @click.option("--tokenizer", help="A tokenizer path, to report prompt lengths in tokens.")
@@ -174,10 +207,15 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer) -> None:
     \b
     orchestrator dataset answer
     orchestrator dataset evaluate --set dataset.val_size=0.1
+    orchestrator dataset answer --set teacher.keep=all
     """
     from orchestrator.dataset import build_dataset
+    from orchestrator.recipes import load_pipeline, load_role, route_overrides
 
-    for line in build_dataset(role, recipe, overrides, pipeline, input_path, tokenizer).lines():
+    role_sets, pipeline_sets = route_overrides(overrides)
+    summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=load_pipeline(pipeline, pipeline_sets),
+                            input_path=input_path, tokenizer=tokenizer)
+    for line in summary.lines():
         click.echo(line)
 
 
@@ -196,7 +234,7 @@ def download(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     """
     from orchestrator.download import download as run_download
 
-    click.echo(run_download(role, recipe, overrides))
+    click.echo(run_download(_role(role, recipe, overrides)))
 
 
 @cli.command()
@@ -214,7 +252,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
     """
     from orchestrator.train import train as run_train
 
-    result = run_train(role, recipe, overrides, fresh=fresh)
+    result = run_train(_role(role, recipe, overrides), fresh=fresh)
     loss = f", last logged loss {result.final_loss:.4f}" if result.final_loss is not None else ""
     click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}")
     click.echo(f"manifest: {result.paths.manifest}")
@@ -223,16 +261,21 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @cli.command()
 @click.argument("role", type=ROLE)
 @recipe_option
-@set_option
+@both_set_option
 def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Merge the trained adapter into the base model (runs/<name>/merged/).
 
     \b
     orchestrator merge answer
     """
-    from orchestrator.merge import merge as run_merge
+    from orchestrator.merge import merge as run_merge, needs_calibration
+    from orchestrator.recipes import load_pipeline, load_role, route_overrides
 
-    click.echo(run_merge(role, recipe, overrides))
+    role_sets, pipeline_sets = route_overrides(overrides)
+    loaded = load_role(role, recipe, role_sets)
+    # a quantized export calibrates on the pipeline recipe's training questions
+    calibration = load_pipeline(None, pipeline_sets).recipe.data.train if needs_calibration(loaded) else None
+    click.echo(run_merge(loaded, calibration_data=calibration))
 
 
 # ---------------------------------------------------------------- serving, inference, scoring
@@ -255,14 +298,14 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
     """
     from orchestrator.serve import serve as run_serve
 
-    run_serve(role, recipe, overrides, port=port, host=host, api_key_env=api_key_env)
+    run_serve(_role(role, recipe, overrides), port=port, host=host, api_key_env=api_key_env)
 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where trace, errors and submission go.")
 @pipeline_option
-@pipeline_set_option
+@both_set_option
 @click.option("--mode", type=click.Choice(["staged", "pipelined"]), help="staged: one model up at a time; pipelined: both.")
 @click.option("--answer-url", help="Answer endpoint (OpenAI base URL); given: the Answer model is not served.")
 @click.option("--evaluate-url", help="Evaluate endpoint; given: the Evaluate model is not served.")
@@ -285,13 +328,28 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
         --answer-url http://gpu1:8000/v1 --evaluate-url http://gpu2:8000/v1
     """
     from orchestrator.infer import infer as run_infer
+    from orchestrator.paths import project_root
+    from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
 
-    summary = run_infer(
-        input_path, out_dir, pipeline=pipeline, overrides=overrides, mode=mode, answer_url=answer_url,
-        evaluate_url=evaluate_url, answer_model=answer_model, evaluate_model=evaluate_model,
-        concurrency=concurrency, votes=votes, limit=limit, answer_recipe=answer_recipe,
-        evaluate_recipe=evaluate_recipe, skip_invalid=skip_invalid,
-    )
+    role_sets, pipeline_sets = route_overrides(overrides)
+    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
+        "inference.mode": ("--mode", mode),
+        "inference.answer_url": ("--answer-url", answer_url),
+        "inference.evaluate_url": ("--evaluate-url", evaluate_url),
+        "inference.answer_model": ("--answer-model", answer_model),
+        "inference.evaluate_model": ("--evaluate-model", evaluate_model),
+        "inference.concurrency": ("--concurrency", concurrency),
+        "inference.votes": ("--votes", votes),
+        "inference.answer_recipe": ("--answer-recipe", str(Path(answer_recipe).resolve()) if answer_recipe else None),
+        "inference.evaluate_recipe": ("--evaluate-recipe",
+                                      str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
+    })
+    inf = loaded.recipe.inference
+    # a role without an endpoint is served from its role recipe (role keys of --set apply to it)
+    answer = None if inf.answer_url else load_role("answer", project_root() / inf.answer_recipe, role_sets)
+    evaluate = None if inf.evaluate_url else load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
+    summary = run_infer(pipeline=loaded, input_path=input_path, out_dir=out_dir, answer=answer, evaluate=evaluate,
+                        limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
         raise UserError(
@@ -334,7 +392,7 @@ def webui(role, recipe, overrides, port, host) -> None:
     """
     from orchestrator.webui import launch_webui
 
-    launch_webui(role, recipe, overrides, port=port, host=host)
+    launch_webui(_role(role, recipe, overrides), port=port, host=host)
 
 
 def _terminate(signum: int, frame: object) -> None:

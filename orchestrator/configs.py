@@ -1,4 +1,5 @@
-"""Stage: render the recipes into LLaMA-Factory configs and check them with its parser."""
+"""Render role recipes into LLaMA-Factory configs and check them with its parser: the
+`render` and `check` commands, and the first step of `train`, `merge` and `webui`."""
 
 from __future__ import annotations
 
@@ -7,34 +8,26 @@ from pathlib import Path
 
 from orchestrator.errors import UserError
 from orchestrator.llamafactory import RolePaths, check_role, render_dataset_info, render_role
-from orchestrator.recipes import ROLES, Loaded, load_role
+from orchestrator.recipes import Loaded, RoleRecipe
 
 
 @dataclass
 class Rendered:
-    loaded: Loaded
+    loaded: Loaded[RoleRecipe]
     paths: RolePaths
     dataset_info: Path
 
 
-def render_roles(
-    roles: list[str] | tuple[str, ...] = (), recipe: str | None = None, overrides: tuple[str, ...] = ()
-) -> list[Rendered]:
-    """Render train.yaml and merge.yaml of each role (all roles when none is given) and
-    register their datasets in datasets/dataset_info.json."""
-    roles = list(roles) or list(ROLES)
-    if recipe and len(roles) > 1:
-        raise UserError("--recipe names one role's recipe: give the role too, e.g. `render answer --recipe FILE`")
-    loaded = [load_role(role, recipe, overrides) for role in roles]
+def render_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
+    """Render train.yaml and merge.yaml of each role recipe and register their datasets in
+    datasets/dataset_info.json."""
     info = render_dataset_info([l.recipe for l in loaded])
     return [Rendered(l, render_role(l), info) for l in loaded]
 
 
-def check_roles(
-    roles: list[str] | tuple[str, ...] = (), recipe: str | None = None, overrides: tuple[str, ...] = ()
-) -> list[Rendered]:
+def check_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
     """Render, then let LLaMA-Factory's own parser check every file; all problems at once."""
-    rendered = render_roles(roles, recipe, overrides)
+    rendered = render_roles(loaded)
     problems = [p for r in rendered for p in check_role(r.loaded, r.paths)]
     if problems:
         raise UserError(*problems)

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.data import Question, read_dataset
-from orchestrator.distill import cache_path, cached_reply, last_teacher
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json
 from orchestrator.ledger import Ledger
 from orchestrator.llamafactory import render_dataset_info
 from orchestrator.paths import datasets_dir, project_root
 from orchestrator.prompts import answer_prompt, evaluate_prompt, evaluate_target
-from orchestrator.recipes import load_pipeline, load_role
+from orchestrator.recipes import Loaded, PipelineRecipe, RoleRecipe
+from orchestrator.teacher_cache import cache_path, cached_reply, last_teacher
 
 
 @dataclass
@@ -70,22 +70,20 @@ def _token_stats(rows: list[dict], tokenizer_path: str) -> dict[str, int]:
 
 
 def build_dataset(
-    role: str,
-    recipe: str | None = None,
-    overrides: tuple[str, ...] = (),
-    pipeline: str | None = None,
-    input_path: str | None = None,
+    *,
+    role: Loaded[RoleRecipe],
+    pipeline: Loaded[PipelineRecipe],
+    input_path: str | Path | None = None,
     tokenizer: str | None = None,
 ) -> DatasetSummary:
-    role_recipe = load_role(role, recipe, overrides).recipe
-    pipe = load_pipeline(pipeline).recipe
+    role_recipe, pipe = role.recipe, pipeline.recipe
     teacher = last_teacher(pipe.teacher)
     source = input_path or project_root() / pipe.data.train
     questions = [q for q in read_dataset(source).questions if q.answer is not None]
     if not questions:
         raise UserError(f"{source}: no question has an answer; the training file needs gold letters")
 
-    summary = DatasetSummary(role, datasets_dir() / f"{role_recipe.dataset_name}.json")
+    summary = DatasetSummary(role_recipe.role, datasets_dir() / f"{role_recipe.dataset_name}.json")
     rows: dict[str, dict] = {}
     with Ledger(cache_path()) as cache:
         for q in questions:
@@ -93,7 +91,7 @@ def build_dataset(
             if record is None or not record.get("text"):
                 summary.missing += 1
                 continue
-            if role == "answer":
+            if role_recipe.role == "answer":
                 if teacher.keep == "agreeing" and not record.get("agrees"):
                     summary.dropped += 1
                     continue

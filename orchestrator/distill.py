@@ -17,59 +17,25 @@ from typing import Any
 from orchestrator.data import Question, read_reporting
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
+from orchestrator.ledger import Ledger, read_records, text_hash
 from orchestrator.paths import project_root, runs_dir
-
-
-def teacher_key(qid: str, prompt: str, model: str, sampling: dict[str, Any]) -> str:
-    """The cache key of a teacher reply: what determines it and nothing else."""
-    return stable_key(qid=qid, prompt=text_hash(prompt), model=model, sampling=sampling)
-
-
-def sampling_of(teacher: Any) -> dict[str, Any]:
-    return {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
-
-
-def teacher_prompt(q: Question, teacher: Any) -> str:
-    from orchestrator.prompts import answer_prompt
-
-    return answer_prompt(q, hint_gold=q.answer if teacher.hint_gold else None)
-
-
-def cache_path() -> Path:
-    return runs_dir() / "distill" / "teacher.jsonl"
+from orchestrator.recipes import Loaded, PipelineRecipe, TeacherSection
+from orchestrator.teacher_cache import (
+    IDENTITY,
+    cache_path,
+    cached_reply,
+    sampling_of,
+    settings_path,
+    teacher_key,
+    teacher_prompt,
+)
 
 
 def errors_path() -> Path:
     return runs_dir() / "distill" / "errors.jsonl"
 
 
-def settings_path() -> Path:
-    return runs_dir() / "distill" / "teacher_settings.json"
-
-
-# What determines a cached reply besides the question: `dataset` reads the replies of the
-# last `distill`, even when its settings came from --set or --teacher-model.
-IDENTITY = ("model", "temperature", "max_tokens", "hint_gold")
-
-
-def last_teacher(teacher: Any) -> Any:
-    """`teacher` with the identity of the last distillation run, if there was one."""
-    import json
-
-    try:
-        last = json.loads(settings_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return teacher
-    return teacher.model_copy(update={k: last[k] for k in IDENTITY if k in last})
-
-
-def cached_reply(cache: Ledger, q: Question, teacher: Any) -> dict[str, Any] | None:
-    """The cached record of `q` under the current teacher settings, if any."""
-    return cache.get(teacher_key(q.qid, teacher_prompt(q, teacher), teacher.model, sampling_of(teacher)))
-
-
-def is_settled(record: dict[str, Any] | None, teacher: Any) -> bool:
+def is_settled(record: dict[str, Any] | None, teacher: TeacherSection) -> bool:
     """Nothing more to ask: an accepted reply, or rejected after every allowed attempt."""
     if record is None:
         return False
@@ -132,7 +98,7 @@ def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
         summary.agreeing_first += 1
 
 
-async def _ask(q: Question, teacher: Any, endpoint: Any, cache: Ledger) -> dict[str, Any]:
+async def _ask(q: Question, teacher: TeacherSection, endpoint: Any, cache: Ledger) -> dict[str, Any]:
     """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
     from orchestrator.answers import extract_choice
     from orchestrator.endpoints import EndpointError
@@ -169,26 +135,25 @@ async def _ask(q: Question, teacher: Any, endpoint: Any, cache: Ledger) -> dict[
 
 
 def distill(
-    input_path: str | None = None,
-    pipeline: str | None = None,
-    overrides: tuple[str, ...] = (),
-    teacher_url: str | None = None,
-    teacher_model: str | None = None,
-    concurrency: int | None = None,
+    *,
+    pipeline: Loaded[PipelineRecipe],
+    input_path: str | Path | None = None,
     limit: int | None = None,
     echo: bool = True,
     skip_invalid: bool = False,
 ) -> DistillSummary:
-    from orchestrator.progress import bar
-    from orchestrator.recipes import load_pipeline
+    """Ask the teacher of `pipeline` (its flags folded in) about every question of `input_path`
+    (default: data.train), the first `limit` only when given."""
+    from orchestrator.progress import bar, say
 
-    flags = [f"teacher.{k}={v}" for k, v in
-             (("base_url", teacher_url), ("model", teacher_model), ("concurrency", concurrency)) if v is not None]
-    recipe = load_pipeline(pipeline, (*overrides, *flags)).recipe
+    recipe = pipeline.recipe
     teacher = recipe.teacher
     questions = read_reporting(input_path or project_root() / recipe.data.train, "distill", skip_invalid).questions
     if limit is not None:
         questions = questions[:limit]
+    if echo:
+        for line in pipeline.overridden_lines():
+            say("distill", line)
 
     summary = DistillSummary(questions=len(questions))
     started = time.monotonic()
@@ -208,7 +173,8 @@ def distill(
         # errors.jsonl lists what is still failing, nothing else
         failing = {qid for qid, record in records.items() if not is_settled(record, teacher)}
         if any(records.values()):  # a run that got nothing changes nothing
-            atomic_write_json(settings_path(), {k: getattr(teacher, k) for k in IDENTITY})
+            atomic_write_json(settings_path(), {**{k: getattr(teacher, k) for k in IDENTITY},
+                                                "overrides": pipeline.overridden()})
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
     summary.seconds = time.monotonic() - started
     return summary

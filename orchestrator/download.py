@@ -8,7 +8,7 @@ from pathlib import Path
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_text
 from orchestrator.llamafactory import model_path
-from orchestrator.recipes import load_role
+from orchestrator.recipes import Loaded, RoleRecipe
 
 COMPLETE = ".orchestrator-complete"
 
@@ -18,9 +18,9 @@ def is_complete(path: Path) -> bool:
     return (path / "config.json").exists() and has_weights
 
 
-def download(role: str, recipe: str | None = None, overrides: tuple[str, ...] = ()) -> Path:
+def download(loaded: Loaded[RoleRecipe]) -> Path:
     """The base model directory, downloaded into <models_dir>/<source> when needed."""
-    role_recipe = load_role(role, recipe, overrides).recipe
+    role_recipe = loaded.recipe
     model, target = role_recipe.model, model_path(role_recipe)
     if model.path:
         if not is_complete(target):

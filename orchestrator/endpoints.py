@@ -88,14 +88,24 @@ def is_loopback(base_url: str) -> bool:
     return address.is_loopback or address.is_unspecified
 
 
+ENV_NAME_RULE = "must be the NAME of an environment variable holding the key (e.g. DEEPSEEK_API_KEY), not the key itself"
+
+
+def is_env_name(text: object) -> bool:
+    """A plausible environment variable name (not, say, a key pasted in its place)."""
+    return isinstance(text, str) and bool(_ENV_NAME.fullmatch(text))
+
+
+def check_env_name(env_name: str | None, what: str = "api_key_env") -> None:
+    """Refuse a value that is not a variable name, without echoing it: it may be a key pasted
+    where the variable's name belongs."""
+    if env_name is not None and not is_env_name(env_name):
+        raise UserError(f"{what} {ENV_NAME_RULE}")
+
+
 def resolve_api_key(env_name: str | None, base_url: str) -> str:
     """The API key from the environment variable named env_name; "EMPTY" for a keyless loopback."""
-    if env_name is not None and not _ENV_NAME.fullmatch(env_name):
-        # Never echo the value: it may be a key pasted where the variable's name belongs.
-        raise UserError(
-            "api_key_env must be the NAME of an environment variable holding the key (e.g. DEEPSEEK_API_KEY), "
-            "not the key itself"
-        )
+    check_env_name(env_name)
     value = (os.environ.get(env_name) or "").strip() if env_name else ""
     if value:
         return value

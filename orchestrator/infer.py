@@ -19,7 +19,6 @@ by the next run; its submission answer falls back to the Answer letter meanwhile
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,12 +30,12 @@ from typing import Any
 from orchestrator.answers import extract_choice
 from orchestrator.data import Dataset, Question, read_reporting, write_submission
 from orchestrator.errors import StageFailed, UserError
-from orchestrator.files import atomic_write_jsonl
+from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
 from orchestrator.paths import project_root
 from orchestrator.progress import bar, say
 from orchestrator.prompts import answer_prompt, evaluate_prompt
-from orchestrator.recipes import Loaded, load_pipeline
+from orchestrator.recipes import InferenceSection, Loaded, PipelineRecipe, RoleRecipe
 
 REPLY_FIELDS = ("text", "letter", "latency", "attempts", "finish_reason")
 
@@ -50,10 +49,12 @@ class Agent:
     identity: str  # the model in cache keys (a served model's includes its merge)
     api_key: str = field(repr=False)
     url: str | None = None
-    loaded: Loaded | None = None
+    loaded: Loaded[RoleRecipe] | None = None
 
     def describe(self) -> str:
-        return f"{self.url} ({self.model})" if self.url else f"serve runs/{self.loaded.recipe.run_name}/merged"
+        if self.url or self.loaded is None:
+            return f"{self.url} ({self.model})"
+        return f"serve runs/{self.loaded.recipe.run_name}/merged"
 
 
 @dataclass
@@ -105,7 +106,7 @@ def majority(letters: list[str | None]) -> str | None:
     return next(letter for letter in letters if letter and counts[letter] == top)
 
 
-def temperatures(inference: Any) -> list[float]:
+def temperatures(inference: InferenceSection) -> list[float]:
     """One temperature per Answer sample: `temperature` for a single one, else `vote_temperature`."""
     if inference.votes == 1:
         return [inference.temperature]
@@ -199,19 +200,21 @@ def _listed_model(url: str, api_key: str, role: str) -> str:
     return ids[0]
 
 
-def _agent(role: str, inference: Any) -> Agent:
+def _agent(
+    role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
+) -> Agent:
+    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
     from orchestrator.endpoints import resolve_api_key
     from orchestrator.llamafactory import role_paths
-    from orchestrator.recipes import load_role
-    from orchestrator.serve import model_version
+    from orchestrator.serving import model_version
 
-    url, model = getattr(inference, f"{role}_url"), getattr(inference, f"{role}_model")
     if url:
         # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
-        api_key = resolve_api_key(inference.api_key_env, url) if inference.api_key_env else "EMPTY"
+        api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
         model = model or _listed_model(url, api_key, role)
         return Agent(role, model, model, api_key, url=url)
-    loaded = load_role(role, project_root() / getattr(inference, f"{role}_recipe"))
+    if loaded is None:
+        raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
     name = loaded.recipe.run_name
     version = model_version(role_paths(loaded.recipe))
     return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded)
@@ -224,8 +227,9 @@ def _base_url(agent: Agent) -> Iterator[str]:
         yield agent.url
         return
     from orchestrator.process import free_port
-    from orchestrator.serve import served
+    from orchestrator.serving import served
 
+    assert agent.loaded is not None  # an agent without a URL has a recipe (see _agent)
     with served(agent.loaded, free_port()) as serving:
         yield serving.url
 
@@ -234,7 +238,8 @@ def _base_url(agent: Agent) -> Iterator[str]:
 
 
 class _Run:
-    def __init__(self, out_dir: Path, questions: list[Question], inference: Any, answer: Agent, evaluate: Agent):
+    def __init__(self, out_dir: Path, questions: list[Question], inference: InferenceSection, answer: Agent,
+                 evaluate: Agent):
         self.out_dir, self.inf = out_dir, inference
         self.answer, self.evaluate = answer, evaluate
         self.temps = temperatures(inference)
@@ -394,52 +399,46 @@ def _compact_trace(path: Path, current: list[dict[str, Any]]) -> None:
     atomic_write_jsonl(path, [*current, *others.values()])
 
 
-def _flags(**given: Any) -> list[str]:
-    """Command-line options as `inference.KEY=VALUE` overrides (JSON values stay exact)."""
-    return [f"inference.{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
-
-
 def infer(
+    *,
+    pipeline: Loaded[PipelineRecipe],
     input_path: str | Path,
     out_dir: str | Path,
-    *,
-    pipeline: str | Path | None = None,
-    overrides: tuple[str, ...] = (),
-    mode: str | None = None,
-    answer_url: str | None = None,
-    evaluate_url: str | None = None,
-    answer_model: str | None = None,
-    evaluate_model: str | None = None,
-    concurrency: int | None = None,
-    votes: int | None = None,
+    answer: Loaded[RoleRecipe] | None = None,
+    evaluate: Loaded[RoleRecipe] | None = None,
     limit: int | None = None,
-    answer_recipe: str | Path | None = None,
-    evaluate_recipe: str | Path | None = None,
     skip_invalid: bool = False,
 ) -> InferSummary:
-    """Answer every question of `input_path` (the first `limit` problems) into `out_dir`.
-    Options override the pipeline recipe's `inference:` values."""
-    flags = _flags(
-        mode=mode, answer_url=answer_url, evaluate_url=evaluate_url, answer_model=answer_model,
-        evaluate_model=evaluate_model, concurrency=concurrency, votes=votes,
-        answer_recipe=str(Path(answer_recipe).resolve()) if answer_recipe else None,
-        evaluate_recipe=str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None,
-    )
-    inf = load_pipeline(pipeline, (*overrides, *flags)).recipe.inference
+    """Answer every question of `input_path` (the first `limit` problems) into `out_dir`, with
+    the pipeline recipe's `inference:` settings (flags folded in). A role without a URL there
+    is served from its role recipe `answer` / `evaluate`."""
+    inf = pipeline.recipe.inference
     dataset = read_reporting(input_path, "infer", skip_invalid)
     dataset = Dataset(dataset.path, dataset.problems[:limit])
     questions = dataset.questions
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out-dir {out} is a file, not a directory")
-    answer, evaluate = _agent("answer", inf), _agent("evaluate", inf)
+    answer_agent = _agent("answer", url=inf.answer_url, model=inf.answer_model, api_key_env=inf.api_key_env,
+                          loaded=answer)
+    evaluate_agent = _agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
+                            api_key_env=inf.api_key_env, loaded=evaluate)
+    for line in pipeline.overridden_lines() + [f"{a.role}: {line}" for a in (answer_agent, evaluate_agent)
+                                              for line in (a.loaded.overridden_lines() if a.loaded else [])]:
+        say("infer", line)
+    # the run record: what this run was given besides the recipe files
+    atomic_write_json(out / "run.json", {
+        "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
+        **{a.role: {"agent": a.describe(), "overrides": a.loaded.overridden() if a.loaded else {}}
+           for a in (answer_agent, evaluate_agent)},
+    })
 
     started = time.monotonic()
-    run = _Run(out, questions, inf, answer, evaluate)
+    run = _Run(out, questions, inf, answer_agent, evaluate_agent)
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
         say("infer", f"{len(questions)} questions, {len(questions) - len(todo)} already done; mode {inf.mode}, "
-                     f"votes {inf.votes}; answer: {answer.describe()}; evaluate: {evaluate.describe()}")
+                     f"votes {inf.votes}; answer: {answer_agent.describe()}; evaluate: {evaluate_agent.describe()}")
         if todo:
             run.execute(todo)
         records = [run.trace.get(run.keys[q.qid]) for q in questions]

@@ -80,6 +80,14 @@ class RolePaths:
         return self.run_dir / "train.log"
 
 
+ADAPTER_FILE = "adapter_model.safetensors"  # what a finished `llamafactory-cli train` leaves
+
+
+def is_trained(paths: RolePaths) -> bool:
+    """A finished training recorded by `orchestrator train` (its adapter and manifest)."""
+    return (paths.adapter / ADAPTER_FILE).exists() and paths.manifest.exists()
+
+
 def role_paths(recipe: RoleRecipe) -> RolePaths:
     return RolePaths(inside(recipe.run_name, runs_dir(), "name"))
 
@@ -91,7 +99,7 @@ def model_path(recipe: RoleRecipe) -> Path:
     return (project_root() / recipe.model.models_dir / recipe.model.source).resolve()
 
 
-def _refuse_derived(loaded: Loaded, section: str, args: dict[str, Any]) -> list[str]:
+def _refuse_derived(loaded: Loaded[RoleRecipe], section: str, args: dict[str, Any]) -> list[str]:
     problems = []
     for key in args:
         if key in DERIVED and args[key] is not None:
@@ -188,9 +196,9 @@ def calibration_texts(questions: list, maxlen: int) -> list[dict[str, str]]:
     return texts
 
 
-def render_role(loaded: Loaded) -> RolePaths:
+def render_role(loaded: Loaded[RoleRecipe]) -> RolePaths:
     """Write runs/<name>/train.yaml and merge.yaml (and the DeepSpeed JSON) for a role."""
-    recipe: RoleRecipe = loaded.recipe
+    recipe = loaded.recipe
     problems = _refuse_derived(loaded, "train", recipe.train) + _refuse_derived(loaded, "merge", recipe.merge)
     if problems:
         raise UserError(*problems)
@@ -286,15 +294,27 @@ def _as_argv(args: dict[str, Any]) -> list[str]:
     return argv
 
 
-def parse_args(parse_fn, args: dict[str, Any]) -> str | None:
-    """Run one of LLaMA-Factory's parsers; its complaint, or None."""
+def read_rendered(path: Path) -> dict[str, Any]:
+    """A rendered YAML as `llamafactory-cli train|export FILE` reads it (parser.read_args)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(path.absolute()))
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: rendered as a {type(data).__name__}, not a mapping (a template bug)")
+    return {str(k): v for k, v in data.items()}
+
+
+def parse_args(parse_fn, args: dict[str, Any], *, as_argv: bool = True) -> str | None:
+    """Run one of LLaMA-Factory's parsers; its complaint, or None. as_argv: hand it command-line
+    flags (HfArgumentParser converts and type-checks each value); else the mapping itself,
+    as `llamafactory-cli` does with a YAML file (parse_dict: no conversion)."""
     import contextlib
     import io
 
     err = io.StringIO()
     try:
         with gpus_hidden(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            parse_fn(_as_argv(args))
+            parse_fn(_as_argv(args) if as_argv else args)
     except SystemExit:
         lines = [line for line in err.getvalue().splitlines() if "error:" in line]
         return lines[-1].split("error:", 1)[1].strip() if lines else err.getvalue().strip()[-300:]
@@ -303,7 +323,7 @@ def parse_args(parse_fn, args: dict[str, Any]) -> str | None:
     return None
 
 
-def blame(loaded: Loaded, section: str, message: str, args: dict[str, Any]) -> str:
+def blame(loaded: Loaded[RoleRecipe], section: str, message: str, args: dict[str, Any]) -> str:
     """Name the recipe key a LLaMA-Factory complaint is about, when it names one."""
     for word in re.findall(r"[`'\-]{1,2}([a-z_][a-z0-9_]+)", message):
         if word in args:
@@ -312,9 +332,9 @@ def blame(loaded: Loaded, section: str, message: str, args: dict[str, Any]) -> s
     return f"{loaded.where(section)}: {section}: LLaMA-Factory says: {message}"
 
 
-def check_role(loaded: Loaded, paths: RolePaths) -> list[str]:
+def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
     """Problems LLaMA-Factory's parser finds in the rendered train and merge configs."""
-    recipe: RoleRecipe = loaded.recipe
+    recipe = loaded.recipe
     parser = import_parser()
     problems = []
     for section, kind, keys in (("train", "train", recipe.train), ("merge", "infer", recipe.merge)):
@@ -335,20 +355,31 @@ def check_role(loaded: Loaded, paths: RolePaths) -> list[str]:
     if problems:
         return problems
 
-    train = flat(train_sections(recipe, paths))
-    train.pop("deepspeed", None)  # needs the package and FORCE_TORCHRUN; its JSON is checked apart
-    train.pop("ray_num_workers", None)
-    with tempfile.TemporaryDirectory() as tmp:
+    # Two passes over each config. First the values as command-line flags: HfArgumentParser
+    # converts and type-checks each one, which catches more (`lora_rank: abc` passes parse_dict
+    # and fails an hour later). Then the rendered YAML file itself, loaded as llamafactory-cli
+    # loads it (OmegaConf, then parse_dict): what will run, quoting and rendering included.
+    def train_args(source: dict[str, Any], tmp: str) -> dict[str, Any]:
+        train = dict(source)
+        train.pop("deepspeed", None)  # needs the package and FORCE_TORCHRUN; its JSON is checked apart
+        train.pop("ray_num_workers", None)
         train["output_dir"] = tmp  # an empty dir: the parser looks for checkpoints in it
         train["use_cpu"] = True
         if train.get("bf16") or train.get("fp16"):
             train.pop("bf16", None)
             train.pop("fp16", None)
-        complaint = parse_args(parser.get_train_args, train)
+        return train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        complaint = parse_args(parser.get_train_args, train_args(flat(train_sections(recipe, paths)), tmp))
+        if not complaint and paths.train_yaml.exists():
+            complaint = parse_args(parser.get_train_args, train_args(read_rendered(paths.train_yaml), tmp),
+                                   as_argv=False)
     if complaint:
         problems.append(blame(loaded, "train", complaint, recipe.train))
-    merge = flat(merge_sections(recipe, paths))
-    complaint = parse_args(parser.get_infer_args, merge)
+    complaint = parse_args(parser.get_infer_args, flat(merge_sections(recipe, paths)))
+    if not complaint and paths.merge_yaml.exists():
+        complaint = parse_args(parser.get_infer_args, read_rendered(paths.merge_yaml), as_argv=False)
     if complaint and not any(complaint in p for p in problems):
         problems.append(blame(loaded, "merge", complaint, recipe.merge))
 

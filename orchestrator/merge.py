@@ -11,34 +11,37 @@ from pathlib import Path
 from orchestrator.configs import check_roles
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.llamafactory import calibration_texts, cli_path
+from orchestrator.llamafactory import ADAPTER_FILE, calibration_texts, cli_path, is_trained
 from orchestrator.process import run
-from orchestrator.recipes import command_for
 from orchestrator.progress import say, worth_showing
-from orchestrator.train import ADAPTER_FILE, is_trained
+from orchestrator.recipes import Loaded, RoleRecipe, command_for
+
+
+def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
+    """A quantized export: it needs calibration data (the pipeline recipe's data.train)."""
+    return bool(loaded.recipe.merge.get("export_quantization_bit"))
 
 
 def merge(
-    role: str,
-    recipe: str | None = None,
-    overrides: tuple[str, ...] = (),
+    loaded: Loaded[RoleRecipe],
+    *,
     calibration_data: str | Path | None = None,
     timeout: float | None = None,
     echo: bool = True,
 ) -> Path:
-    rendered = check_roles([role], recipe, overrides)[0]
-    loaded, paths = rendered.loaded, rendered.paths
+    paths = check_roles([loaded])[0].paths
     stage = f"merge {loaded.recipe.run_name}"
     if not is_trained(paths):
         what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
         raise UserError(
             f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `{command_for(loaded, 'train')}` first"
         )
-    if loaded.recipe.merge.get("export_quantization_bit"):
+    if needs_calibration(loaded):
         from orchestrator.data import read_dataset
-        from orchestrator.recipes import load_pipeline
 
-        source = calibration_data or load_pipeline().recipe.data.train
+        if calibration_data is None:
+            raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
+        source = calibration_data
         maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
         atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
 
@@ -69,7 +72,7 @@ def merge(
         )
     atomic_write_json(
         tmp / "orchestrator.json",
-        {"role": role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml), "seconds": round(finished.seconds, 1)},
+        {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml), "seconds": round(finished.seconds, 1)},
     )
     old = paths.run_dir / ".merged.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -69,22 +70,14 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True  # no /proc: trust killpg
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except (OSError, psutil.Error):  # gone meanwhile
             continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
     return False
 
 
@@ -213,9 +206,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_host(host: str, what: str) -> None:
     """Warn when a server of ours is about to listen beyond loopback."""
     if host not in ("127.0.0.1", "localhost", "::1"):
-        import click
-
-        click.echo(f"Warning: {what} listens on {host}: reachable from other machines.", err=True)
+        print(f"Warning: {what} listens on {host}: reachable from other machines.", file=sys.stderr)
 
 
 class Server:

@@ -12,11 +12,12 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator.endpoints import ENV_NAME_RULE, is_env_name
 from orchestrator.errors import UserError, did_you_mean
 from orchestrator.paths import project_root
 
@@ -122,6 +123,13 @@ class DataSection(Section):
     gold: str | None = "datasets/sample/test_gold.jsonl"
 
 
+def _env_name(v: str | None) -> str | None:
+    # the value is never echoed: it may be a key pasted where the variable's name belongs
+    if v is not None and not is_env_name(v):
+        raise ValueError(ENV_NAME_RULE)
+    return v
+
+
 class TeacherSection(Section):
     base_url: str = "https://api.deepseek.com/v1"
     model: str = "deepseek-chat"
@@ -136,6 +144,8 @@ class TeacherSection(Section):
     hint_gold: bool = False  # tell the teacher the correct letter and ask for the reasoning
     keep: Literal["agreeing", "all"] = "agreeing"  # which replies go into the training sets
     preload: list[str] = Field(default_factory=list)  # cache files imported before asking
+
+    _api_key_env = field_validator("api_key_env")(_env_name)
 
 
 class InferenceSection(Section):
@@ -155,6 +165,8 @@ class InferenceSection(Section):
     evaluate_model: str | None = None
     api_key_env: str | None = None  # for remote endpoints
 
+    _api_key_env = field_validator("api_key_env")(_env_name)
+
 
 class PipelineRecipe(Section):
     data: DataSection = DataSection()
@@ -162,24 +174,58 @@ class PipelineRecipe(Section):
     inference: InferenceSection = InferenceSection()
 
 
+R = TypeVar("R", RoleRecipe, PipelineRecipe)
+
+
 @dataclass
-class Loaded:
+class Loaded(Generic[R]):
     """A validated recipe with where it came from."""
 
-    recipe: Any
+    recipe: R
     path: Path
     raw: dict[str, Any]  # the merged mapping, for printing and manifests
-    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> file or "--set"
+    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> file, "--set" or "--some-flag"
+
+    def overridden(self) -> dict[str, dict[str, Any]]:
+        """The values the command line set (--set and flags): dotted key -> value and origin."""
+        out = {}
+        for dotted, source in self.origin.items():
+            if source.startswith("--") and not any(self.origin.get(p) == source for p in _parents(dotted)):
+                out[dotted] = {"value": _get(self.raw, dotted), "from": source}
+        return out
+
+    def overridden_lines(self) -> list[str]:
+        """`key = value  (from --flag)` for each value the command line set, to print at start."""
+        return [f"{k} = {v['value']!r}  (from {v['from']})" for k, v in self.overridden().items()]
 
     def where(self, dotted: str) -> str:
-        """The file (or --set) that set `dotted` or its closest parent."""
-        parts = dotted.split(".")
-        while parts:
-            key = ".".join(parts)
-            if key in self.origin:
-                return self.origin[key]
-            parts.pop()
-        return display(self.path)
+        """The file (or --set, or the flag) that set `dotted` or its closest parent."""
+        return _where(self.origin, self.path, dotted)
+
+
+def _where(origin: dict[str, str], path: Path, dotted: str) -> str:
+    parts = dotted.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in origin:
+            return origin[key]
+        parts.pop()
+    return display(path)
+
+
+LoadedRole = Loaded[RoleRecipe]
+LoadedPipeline = Loaded[PipelineRecipe]
+
+
+def _parents(dotted: str) -> list[str]:
+    parts = dotted.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _get(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 # ---------------------------------------------------------------- loading
@@ -309,20 +355,21 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _apply_override(data: dict[str, Any], key: str, value: Any, origin: dict[str, str]) -> None:
+def _apply_override(data: dict[str, Any], key: str, value: Any, origin: dict[str, str], source: str = "--set") -> None:
     node = data
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+            origin[".".join(parts[: i + 1])] = source  # a section the override created
         elif not isinstance(child, dict):
             prefix = ".".join(parts[: i + 1])
-            raise UserError(f"--set {_shown(key)}: {_shown(prefix)} is a value, not a section")
+            raise UserError(f"{source} {_shown(key)}: {_shown(prefix)} is a value, not a section")
         node = child
     node[parts[-1]] = value
-    origin[key] = "--set"
-    _mark(value, origin, "--set", key + ".")
+    origin[key] = source
+    _mark(value, origin, source, key + ".")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -366,16 +413,15 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def validate(cls: type[BaseModel], data: dict[str, Any], path: Path, origin: dict[str, str]) -> Any:
+def validate(cls: type[R], data: dict[str, Any], path: Path, origin: dict[str, str]) -> R:
     """Validate into `cls`; every problem becomes one line naming the file and dotted key."""
-    loaded = Loaded(None, path, data, origin)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            where, dotted = loaded.where(".".join(str(p) for p in loc)), _dotted(loc)
+            where, dotted = _where(origin, path, ".".join(str(p) for p in loc)), _dotted(loc)
             if err["type"] == "extra_forbidden":
                 hint = did_you_mean(str(loc[-1]), _fields_at(cls, loc[:-1]))
                 lines.append(f"{where}: {dotted} is not a recipe key{hint}")
@@ -386,9 +432,9 @@ def validate(cls: type[BaseModel], data: dict[str, Any], path: Path, origin: dic
 
 def load(
     path: str | Path,
-    cls: type[BaseModel],
+    cls: type[R],
     overrides: tuple[str, ...] | list[str] = (),
-) -> Loaded:
+) -> Loaded[R]:
     path = Path(path)
     origin: dict[str, str] = {}
     data = _load_chain(path, origin)
@@ -400,7 +446,7 @@ def load(
     return Loaded(recipe, path, data, origin)
 
 
-def _refuse_other_kind(cls: type[BaseModel], data: dict[str, Any], path: Path) -> None:
+def _refuse_other_kind(cls: type[RoleRecipe] | type[PipelineRecipe], data: dict[str, Any], path: Path) -> None:
     """A role recipe given where a pipeline recipe belongs (or the reverse): say so, once."""
     if cls is PipelineRecipe and "role" in data:
         raise UserError(f"{display(path)} is a role recipe (it has role:); this command takes a pipeline recipe such as recipes/pipeline.yaml")
@@ -415,7 +461,7 @@ def default_role_recipe(role: str, variant: str | None = None) -> Path:
 
 def load_role(
     role: str, recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
-) -> Loaded:
+) -> Loaded[RoleRecipe]:
     """Load a role recipe and check it is for `role`."""
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}: choose answer or evaluate{did_you_mean(role, ROLES)}")
@@ -427,7 +473,7 @@ def load_role(
     return loaded
 
 
-def command_for(loaded: Loaded, command: str) -> str:
+def command_for(loaded: Loaded[RoleRecipe], command: str) -> str:
     """`orchestrator COMMAND ROLE`, with `--recipe` when the recipe is not the role's default,
     so a hint followed literally acts on the same recipe."""
     role = loaded.recipe.role
@@ -435,5 +481,48 @@ def command_for(loaded: Loaded, command: str) -> str:
     return f"orchestrator {command} {role}" + ("" if same else f" --recipe {display(loaded.path)}")
 
 
-def load_pipeline(recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Loaded:
+def load_pipeline(
+    recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+) -> Loaded[PipelineRecipe]:
     return load(recipe or project_root() / "recipes" / "pipeline.yaml", PipelineRecipe, overrides)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def route_overrides(
+    overrides: tuple[str, ...] | list[str], *, role: bool = True, pipeline: bool = True
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split `--set` items by top-level key into (role recipe items, pipeline recipe items),
+    for a command that reads a role recipe, a pipeline recipe, or both."""
+    sections = {
+        **({k: "role" for k in RoleRecipe.model_fields} if role else {}),
+        **({k: "pipeline" for k in PipelineRecipe.model_fields} if pipeline else {}),
+    }
+    routed: dict[str, list[str]] = {"role": [], "pipeline": []}
+    for item in overrides:
+        key, _ = parse_override(item)
+        top = key.split(".")[0]
+        if top not in sections:
+            other = {*RoleRecipe.model_fields, *PipelineRecipe.model_fields} - set(sections)
+            elsewhere = " (a key of the other kind of recipe, which this command does not read)" if top in other else ""
+            raise UserError(
+                f"--set {_shown(item)}: {_shown(top)} is not a recipe key{elsewhere}; "
+                f"valid keys start with {', '.join(sorted(sections))}{did_you_mean(top, sections)}"
+            )
+        routed[sections[top]].append(item)
+    return tuple(routed["role"]), tuple(routed["pipeline"])
+
+
+def with_flags(loaded: Loaded[R], flags: dict[str, tuple[str, Any]]) -> Loaded[R]:
+    """`loaded` with command-line options folded in: dotted key -> (flag, value); a None value
+    is a flag not given. Each value is validated as it is (no round trip through text) and
+    its origin is the flag, so an error names what the user typed."""
+    given = {dotted: pair for dotted, pair in flags.items() if pair[1] is not None}
+    if not given:
+        return loaded
+    data, origin = copy.deepcopy(loaded.raw), dict(loaded.origin)
+    for dotted, (flag, value) in given.items():
+        _apply_override(data, dotted, value, origin, source=flag)
+    recipe = validate(type(loaded.recipe), data, loaded.path, origin)
+    return Loaded(recipe, loaded.path, data, origin)

@@ -15,13 +15,11 @@ from pathlib import Path
 from orchestrator.configs import check_roles
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json
-from orchestrator.llamafactory import RolePaths, cli_path, launch_env, model_path
+from orchestrator.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, launch_env, model_path
 from orchestrator.paths import datasets_dir, project_root
 from orchestrator.process import run
 from orchestrator.progress import bar, say, worth_showing
-from orchestrator.recipes import command_for
-
-ADAPTER_FILE = "adapter_model.safetensors"
+from orchestrator.recipes import Loaded, RoleRecipe, command_for
 
 
 @dataclass
@@ -41,10 +39,6 @@ def last_checkpoint(adapter_dir: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def is_trained(paths: RolePaths) -> bool:
-    return (paths.adapter / ADAPTER_FILE).exists() and paths.manifest.exists()
-
-
 def read_trainer_log(adapter_dir: Path) -> list[dict]:
     path = adapter_dir / "trainer_log.jsonl"
     if not path.exists():
@@ -58,7 +52,7 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
     return rows
 
 
-def _preflight(loaded, paths: RolePaths) -> None:
+def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     base = model_path(recipe)
     if not (base / "config.json").exists():
@@ -117,19 +111,20 @@ def _watch_steps(adapter_dir: Path, stop: threading.Event, stage: str) -> None:
 
 
 def train(
-    role: str,
-    recipe: str | None = None,
-    overrides: tuple[str, ...] = (),
+    loaded: Loaded[RoleRecipe],
+    *,
     fresh: bool = False,
     timeout: float | None = None,
     echo: bool = True,
 ) -> Trained:
     """Render and check the configs, then run `llamafactory-cli train`; resume from the last
     checkpoint unless `fresh`; write runs/<name>/manifest.json beside the adapter."""
-    rendered = check_roles([role], recipe, overrides)[0]
-    loaded, paths = rendered.loaded, rendered.paths
+    paths = check_roles([loaded])[0].paths
     stage = f"train {loaded.recipe.run_name}"
     _preflight(loaded, paths)
+    if echo:
+        for line in loaded.overridden_lines():
+            say(stage, line)
 
     if fresh and paths.adapter.exists():
         shutil.rmtree(paths.adapter)
@@ -174,10 +169,10 @@ def train(
     atomic_write_json(
         paths.manifest,
         {
-            "role": role,
+            "role": loaded.recipe.role,
             "recipe": loaded.raw,
             "recipe_file": str(loaded.path),
-            "overrides": list(overrides),
+            "overrides": loaded.overridden(),
             "train_yaml": str(paths.train_yaml),
             "adapter": str(paths.adapter),
             "resumed_from": checkpoint.name if checkpoint else None,

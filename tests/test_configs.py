@@ -16,8 +16,8 @@ from orchestrator.recipes import load_role
 
 @pytest.mark.parametrize("variant", ["", "tiny-"])
 def test_both_roles_render_and_pass_llamafactory(project: Path, variant: str) -> None:
-    rendered = {r.loaded.recipe.role: r for r in check_roles(["answer"], f"recipes/{variant}answer.yaml")}
-    rendered.update({r.loaded.recipe.role: r for r in check_roles(["evaluate"], f"recipes/{variant}evaluate.yaml")})
+    rendered = {r.loaded.recipe.role: r for r in check_roles([load_role("answer", f"recipes/{variant}answer.yaml")])}
+    rendered.update({r.loaded.recipe.role: r for r in check_roles([load_role("evaluate", f"recipes/{variant}evaluate.yaml")])})
     for role, r in rendered.items():
         train = yaml.safe_load(r.paths.train_yaml.read_text())
         merge = yaml.safe_load(r.paths.merge_yaml.read_text())
@@ -52,7 +52,7 @@ def test_qlora_70b_recipe_is_expressible(project: Path) -> None:
         "train.quantization_bit=4", "train.lora_rank=16", "train.lora_alpha=32", "train.cutoff_len=10240",
         "train.val_size=0.01", "train.eval_strategy=steps", "train.eval_steps=10", "train.per_device_eval_batch_size=1",
     ]
-    (r,) = check_roles(["answer"], None, tuple(overrides))
+    (r,) = check_roles([load_role("answer", None, tuple(overrides))])
     train = yaml.safe_load(r.paths.train_yaml.read_text())
     assert (train["quantization_bit"], train["cutoff_len"], train["eval_steps"]) == (4, 10240, 10)
 
@@ -71,7 +71,7 @@ def test_qlora_70b_recipe_is_expressible(project: Path) -> None:
 )
 def test_check_names_the_recipe_key(project: Path, overrides: list[str], expected: str) -> None:
     with pytest.raises(UserError) as info:
-        check_roles(["answer"], None, tuple(overrides))
+        check_roles([load_role("answer", None, tuple(overrides))])
     assert any(line.startswith(expected) or expected in line for line in info.value.lines), info.value.lines
 
 
@@ -85,13 +85,13 @@ def test_typo_in_recipe_file_names_the_file(project: Path, cli) -> None:
 def test_dataset_info_keeps_user_entries(project: Path) -> None:
     info = project / "datasets" / "dataset_info.json"
     info.write_text(json.dumps({"my_data": {"file_name": "mine.json"}}))
-    render_roles(["answer"])
+    render_roles([load_role("answer")])
     data = json.loads(info.read_text())
     assert set(data) == {"my_data", "train_answer_instruct"}
 
 
 def test_val_size_registers_eval_dataset(project: Path) -> None:
-    (r,) = check_roles(["evaluate"], None, ("dataset.val_size=0.1",))
+    (r,) = check_roles([load_role("evaluate", None, ("dataset.val_size=0.1",))])
     train = yaml.safe_load(r.paths.train_yaml.read_text())
     assert train["eval_dataset"] == "val_evaluate_instruct"
     assert (train["eval_strategy"], train["eval_steps"], train["per_device_eval_batch_size"]) == ("steps", 100, 1)
@@ -120,7 +120,7 @@ def test_launch_environment(project: Path, overrides: list[str], env: dict[str, 
 @pytest.mark.parametrize("stage, offload", [(2, False), (3, False), (3, True)])
 def test_deepspeed_config(project: Path, stage: int, offload: bool) -> None:
     overrides = [f"distributed.deepspeed={stage}", f"distributed.offload={str(offload).lower()}", "distributed.gpus_per_node=8"]
-    (r,) = render_roles(["answer"], None, tuple(overrides))
+    (r,) = render_roles([load_role("answer", None, tuple(overrides))])
     ds = json.loads(r.paths.deepspeed.read_text())
     assert ds == deepspeed_config(r.loaded.recipe)
     zero = ds["zero_optimization"]
@@ -133,7 +133,7 @@ def test_deepspeed_config(project: Path, stage: int, offload: bool) -> None:
 
 
 def test_quantized_export_is_accepted(project: Path) -> None:
-    (r,) = check_roles(["answer"], None, ("merge.export_quantization_bit=4",))
+    (r,) = check_roles([load_role("answer", None, ("merge.export_quantization_bit=4",))])
     merge = yaml.safe_load(r.paths.merge_yaml.read_text())
     assert merge["export_quantization_bit"] == 4
     assert merge["export_quantization_dataset"] == str(r.paths.calibration)

@@ -15,6 +15,7 @@ from orchestrator.dataset import build_dataset, split_by_problem
 from orchestrator.distill import distill
 from orchestrator.errors import UserError
 from orchestrator.prompts import answer_prompt, evaluate_prompt
+from orchestrator.recipes import load_pipeline, load_role
 
 
 def rows(project: Path, name: str) -> list[dict]:
@@ -28,14 +29,14 @@ def test_sample_datasets(project: Path, cli) -> None:
     cache = [json.loads(line) for line in (project / "runs/distill/teacher.jsonl").read_text().splitlines()]
     agreeing = sum(r["agrees"] for r in cache)
 
-    answer = build_dataset("answer")
+    answer = build_dataset(role=load_role("answer"), pipeline=load_pipeline())
     assert answer.train == len(rows(project, "train_answer_instruct")) == agreeing  # keep: agreeing
     assert answer.dropped == len(cache) - agreeing > 0
     for row in rows(project, "train_answer_instruct"):
         assert row["instruction"] in by_prompt and row["input"] == ""
         assert row["output"].startswith("### 思考思路:")
 
-    evaluate = build_dataset("evaluate")
+    evaluate = build_dataset(role=load_role("evaluate"), pipeline=load_pipeline())
     assert evaluate.train == len(train.questions)  # the Evaluate set takes every reply
     text_of = {r["qid"]: r["text"] for r in cache}
     for q, row in zip(train.questions, rows(project, "train_evaluate_instruct")):
@@ -52,7 +53,7 @@ def test_keep_all(project: Path, cli) -> None:
     code, out, err = cli("dataset", "answer", "--pipeline", "recipes/pipeline.yaml")
     kept = len(rows(project, "train_answer_instruct"))
     (project / "recipes" / "keep-all.yaml").write_text("extends: pipeline.yaml\nteacher:\n  keep: all\n")
-    assert build_dataset("answer", pipeline="recipes/keep-all.yaml").train > kept
+    assert build_dataset(role=load_role("answer"), pipeline=load_pipeline("recipes/keep-all.yaml")).train > kept
 
 
 @pytest.mark.parametrize("val_size", [0.1, 0.25, 0.5])
@@ -76,7 +77,7 @@ def test_val_split_written_and_registered(project: Path, cli) -> None:
 
 def test_no_cached_reply_is_a_clear_error(project: Path) -> None:
     with pytest.raises(UserError) as info:
-        build_dataset("answer")
+        build_dataset(role=load_role("answer"), pipeline=load_pipeline())
     assert "run `orchestrator distill` first" in info.value.lines[0]
 
 
@@ -84,14 +85,14 @@ def test_uses_the_last_distillation_settings(project: Path) -> None:
     """`distill --teacher-model X` then `dataset`: the replies of X, without editing a recipe."""
     train = make_train(project / "train.jsonl", problems=2, per_problem=2)
     with FakeOpenAI() as server:
-        distill(str(train), overrides=teacher_flags(server.url), echo=False)
-    summary = build_dataset("answer", input_path=str(train))
+        distill(pipeline=load_pipeline(None, teacher_flags(server.url)), input_path=str(train), echo=False)
+    summary = build_dataset(role=load_role("answer"), pipeline=load_pipeline(), input_path=str(train))
     assert summary.train == 4 and summary.missing == 0
 
 
 def test_prompt_lengths_in_tokens_with_a_tokenizer(project: Path, cli, tiny_model_dir: Path) -> None:
     assert cli("distill")[0] == 0
-    summary = build_dataset("answer", tokenizer=str(tiny_model_dir))
+    summary = build_dataset(role=load_role("answer"), pipeline=load_pipeline(), tokenizer=str(tiny_model_dir))
     tokens = summary.prompt_tokens
     assert 0 < tokens["min"] <= tokens["mean"] <= tokens["max"]
     assert any(line.startswith("prompt tokens: min ") for line in summary.lines())
@@ -105,4 +106,4 @@ def test_a_distill_run_that_got_nothing_changes_nothing(project: Path, cli) -> N
     code, out, err = cli("distill", "--teacher-url", dead, "--teacher-model", "qwen", "--limit", "2",
                          "--set", "teacher.max_retries=0")
     assert code == 1
-    assert build_dataset("answer").train > 0  # still the sample's replies
+    assert build_dataset(role=load_role("answer"), pipeline=load_pipeline()).train > 0  # still the sample's replies

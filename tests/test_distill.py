@@ -16,6 +16,7 @@ from fake_openai import FailPrompts, FakeOpenAI, Script, expected_letter
 from orchestrator.distill import distill
 from orchestrator.errors import UserError
 from orchestrator.ledger import read_records
+from orchestrator.recipes import load_pipeline, load_role
 
 
 def make_train(path: Path, problems: int = 4, per_problem: int = 3) -> Path:
@@ -47,11 +48,11 @@ def cache_lines(project: Path) -> list[dict]:
 def test_every_question_cached_and_second_run_asks_nothing(project: Path) -> None:
     train = make_train(project / "train.jsonl")
     with FakeOpenAI(latency=0.01) as server:
-        first = distill(str(train), overrides=teacher_flags(server.url), echo=False)
+        first = distill(pipeline=load_pipeline(None, teacher_flags(server.url)), input_path=str(train), echo=False)
         assert (first.questions, first.asked, first.cached, first.failed) == (12, 12, 0, 0)
         assert first.agreeing_first == 12
         asked = server.completions
-        second = distill(str(train), overrides=teacher_flags(server.url), echo=False)
+        second = distill(pipeline=load_pipeline(None, teacher_flags(server.url)), input_path=str(train), echo=False)
         assert server.completions == asked == 12
         assert (second.cached, second.asked) == (12, 0)
     records = cache_lines(project)
@@ -70,7 +71,7 @@ def test_every_question_cached_and_second_run_asks_nothing(project: Path) -> Non
 def test_transient_faults_are_retried(project: Path, script: list, retried: int) -> None:
     train = make_train(project / "train.jsonl", problems=2, per_problem=2)
     with FakeOpenAI(faults=Script(script)) as server:
-        summary = distill(str(train), overrides=teacher_flags(server.url, **{"teacher.timeout": 5}), echo=False)
+        summary = distill(pipeline=load_pipeline(None, teacher_flags(server.url, **{"teacher.timeout": 5})), input_path=str(train), echo=False)
         assert summary.failed == 0 and summary.asked == 4
         assert server.completions == 4 + retried
     assert not (project / "runs" / "distill" / "errors.jsonl").read_text()
@@ -109,10 +110,10 @@ def test_rejection_sampling(project: Path) -> None:
     flags = teacher_flags("URL", **{"teacher.max_attempts": 3})
     with FakeOpenAI(reply=reply) as server:
         flags = tuple(f.replace("URL", server.url) for f in flags)
-        summary = distill(str(train), overrides=flags, echo=False)
+        summary = distill(pipeline=load_pipeline(None, flags), input_path=str(train), echo=False)
         assert (summary.agreeing_first, summary.agreeing_after_retries, summary.rejected) == (0, 1, 1)
         assert server.completions == 2 + 3
-        again = distill(str(train), overrides=flags, echo=False)
+        again = distill(pipeline=load_pipeline(None, flags), input_path=str(train), echo=False)
         assert server.completions == 5 and again.cached == 2  # the rejected one is not asked again
     by_qid = {r["qid"]: r for r in cache_lines(project)}
     assert (by_qid["t0#0"]["status"], by_qid["t0#0"]["attempts"]) == ("ok", 2)
@@ -122,7 +123,7 @@ def test_rejection_sampling(project: Path) -> None:
 def test_hint_gold_tells_the_teacher(project: Path) -> None:
     train = make_train(project / "train.jsonl", problems=1, per_problem=1)
     with FakeOpenAI() as server:
-        distill(str(train), overrides=teacher_flags(server.url, **{"teacher.hint_gold": "true"}), echo=False)
+        distill(pipeline=load_pipeline(None, teacher_flags(server.url, **{"teacher.hint_gold": "true"})), input_path=str(train), echo=False)
         (prompt,) = server.prompts
     gold = json.loads(train.read_text())["questions"][0]["answer"]
     assert f"本题的正确答案是 {gold}" in prompt
@@ -132,7 +133,7 @@ def test_remote_teacher_without_key_is_one_clear_error(project: Path, monkeypatc
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     train = make_train(project / "train.jsonl", problems=1, per_problem=1)
     with pytest.raises(UserError) as info:
-        distill(str(train), overrides=("teacher.preload=[]",), echo=False)
+        distill(pipeline=load_pipeline(None, ("teacher.preload=[]",)), input_path=str(train), echo=False)
     assert info.value.lines == [
         "DEEPSEEK_API_KEY is not set: the endpoint https://api.deepseek.com/v1 needs an API key; export DEEPSEEK_API_KEY=..."
     ]
@@ -189,11 +190,11 @@ def test_distill_from_real_llamafactory_api(tiny_project: Path) -> None:
     run.mkdir(parents=True)
     os.symlink(tiny_project / "models" / "tiny-qwen2", run / "merged")  # served as if merged
     train = make_train(tiny_project / "train.jsonl", problems=2, per_problem=3)
-    with serve("answer", "recipes/tiny-answer.yaml", port=0, block=False) as serving:
+    with serve(load_role("answer", "recipes/tiny-answer.yaml"), port=0, block=False) as serving:
         flags = (f"teacher.base_url={serving.url}", f"teacher.model={serving.model}", "teacher.preload=[]",
                  "teacher.max_tokens=24", "teacher.concurrency=2")
-        first = distill(str(train), overrides=flags, echo=False)
-        second = distill(str(train), overrides=flags, echo=False)
+        first = distill(pipeline=load_pipeline(None, flags), input_path=str(train), echo=False)
+        second = distill(pipeline=load_pipeline(None, flags), input_path=str(train), echo=False)
     assert first.asked + first.failed == 6 and first.requests >= 6
     records = cache_lines(tiny_project)
     errors = (tiny_project / "runs/distill/errors.jsonl").read_text().splitlines()

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.download import COMPLETE, download
+from orchestrator.recipes import load_role
 
 
 def test_local_model_path_is_used_as_is(tiny_project: Path) -> None:
-    assert download("answer", "recipes/tiny-answer.yaml") == (tiny_project / "models" / "tiny-qwen2").resolve()
+    assert download(load_role("answer", "recipes/tiny-answer.yaml")) == (tiny_project / "models" / "tiny-qwen2").resolve()
 
 
 def test_missing_local_model_path_says_where(project: Path, cli) -> None:
@@ -28,7 +29,7 @@ def test_complete_copy_is_not_downloaded_again(project: Path, tiny_model_dir: Pa
     for f in tiny_model_dir.iterdir():
         (target / f.name).symlink_to(f)
     (target / COMPLETE).write_text("qwen/Qwen2-7B-Instruct\n")
-    assert download("answer") == target  # no hub reached: it would fail here
+    assert download(load_role("answer")) == target  # no hub reached: it would fail here
 
 
 def test_offline_download_is_one_clear_error(project: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from test_distill import make_train, teacher_flags
 
 from orchestrator.distill import distill
 from orchestrator.infer import infer
+from orchestrator.recipes import load_pipeline
 
 
 def restart_after(server: FakeOpenAI, requests: int, down: float) -> threading.Thread:
@@ -39,7 +40,7 @@ def test_distill_survives_a_server_restart(project: Path) -> None:
     train = make_train(project / "train.jsonl", problems=6, per_problem=4)
     with FakeOpenAI(latency=0.05) as server:
         thread = restart_after(server, 8, down=1.0)
-        summary = distill(str(train), overrides=teacher_flags(server.url, **{"teacher.max_retries": 8}), echo=False)
+        summary = distill(pipeline=load_pipeline(None, teacher_flags(server.url, **{"teacher.max_retries": 8})), input_path=str(train), echo=False)
         thread.join()
     assert (summary.asked, summary.failed) == (24, 0)
 
@@ -48,9 +49,10 @@ def test_infer_survives_a_server_restart(project: Path) -> None:
     test = make_train(project / "test.jsonl", problems=6, per_problem=4)
     with FakeOpenAI(latency=0.05) as server:
         thread = restart_after(server, 10, down=1.0)
-        summary = infer(test, project / "out", mode="pipelined", answer_url=server.url, evaluate_url=server.url,
-                        answer_model="fake-model", evaluate_model="fake-model", concurrency=4,
-                        overrides=("inference.max_retries=8",))
+        inference = ("inference.mode=pipelined", f"inference.answer_url={server.url}",
+                     f"inference.evaluate_url={server.url}", "inference.answer_model=fake-model",
+                     "inference.evaluate_model=fake-model", "inference.concurrency=4", "inference.max_retries=8")
+        summary = infer(pipeline=load_pipeline(None, inference), input_path=test, out_dir=project / "out")
         thread.join()
     assert (summary.questions, summary.answered, summary.failed) == (24, 24, 0)
 
@@ -82,7 +84,7 @@ def test_a_storm_of_429s(project: Path) -> None:
     train = make_train(project / "train.jsonl", problems=8, per_problem=4)
     storm = RandomFaults({"429:0.05": 0.5}, seed=3)  # half of all requests refused
     with FakeOpenAI(faults=storm) as server:
-        summary = distill(str(train), overrides=teacher_flags(server.url, **{"teacher.max_retries": 12}), echo=False)
+        summary = distill(pipeline=load_pipeline(None, teacher_flags(server.url, **{"teacher.max_retries": 12})), input_path=str(train), echo=False)
         assert (summary.asked, summary.failed) == (32, 0)
         assert server.completions > 40  # the storm really happened
 
@@ -91,11 +93,13 @@ LOAD_SCRIPT = """
 import sys, json
 from orchestrator.distill import distill
 from orchestrator.infer import infer
+from orchestrator.recipes import load_pipeline
 url, train, out = sys.argv[1:4]
 flags = (f"teacher.base_url={url}", "teacher.model=fake-model", "teacher.preload=[]", "teacher.concurrency=64")
-d = distill(train, overrides=flags, echo=False)
-i = infer(train, out, mode="pipelined", answer_url=url, evaluate_url=url, answer_model="fake-model",
-          evaluate_model="fake-model", concurrency=64)
+d = distill(pipeline=load_pipeline(None, flags), input_path=train, echo=False)
+inference = ("inference.mode=pipelined", f"inference.answer_url={url}", f"inference.evaluate_url={url}",
+             "inference.answer_model=fake-model", "inference.evaluate_model=fake-model", "inference.concurrency=64")
+i = infer(pipeline=load_pipeline(None, inference), input_path=train, out_dir=out)
 # VmHWM: this program's own peak (ru_maxrss would carry the forking pytest's size across exec)
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 print(json.dumps({"distilled": d.asked, "answered": i.answered, "peak_mb": peak, "distill_s": d.seconds, "infer_s": i.seconds}))

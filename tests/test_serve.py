@@ -21,6 +21,7 @@ import pytest
 from orchestrator.endpoints import Endpoint
 from orchestrator.process import free_port, port_free
 from orchestrator.serve import serve
+from orchestrator.recipes import load_role
 
 TINY = "recipes/tiny-answer.yaml"
 KEY = "sk-SERVE-SECRET-0123456789"
@@ -104,7 +105,7 @@ async def _chat(url: str, model: str, key: str):
 @pytest.mark.slow
 def test_serves_the_tiny_model_behind_a_key_and_stops_it(merged, monkeypatch):
     monkeypatch.setenv("SERVE_KEY", KEY)
-    with serve("answer", TINY, port=0, block=False, api_key_env="SERVE_KEY") as serving:
+    with serve(load_role("answer", TINY), port=0, block=False, api_key_env="SERVE_KEY") as serving:
         proc = serving.server.proc
         assert serving.model == "tiny-answer"
         assert _get(f"{serving.url}/models")[0] == 401

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import StageFailed, UserError
+from orchestrator.recipes import load_role
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def test_train_preflight(tiny_project: Path, rows, expected: str) -> None:
     if rows is not None:
         (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
     with pytest.raises(UserError, match=expected.replace("`", ".").replace("(", ".").replace(")", ".")):
-        train("answer", "recipes/tiny-answer.yaml", echo=False)
+        train(load_role("answer", "recipes/tiny-answer.yaml"), echo=False)
 
 
 def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> None:
@@ -85,7 +86,7 @@ def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> N
     rows = [{"instruction": "问题", "input": "", "output": None}] * 4  # no response: LLaMA-Factory drops them
     (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
     with pytest.raises(StageFailed) as info:
-        train("answer", "recipes/tiny-answer.yaml", echo=False)
+        train(load_role("answer", "recipes/tiny-answer.yaml"), echo=False)
     lines = info.value.lines
     assert lines[0].startswith("train tiny-answer: llamafactory-cli train exited with code 1")
     assert any("valid" in line.lower() for line in lines[1:-1]), lines

@@ -140,7 +140,7 @@ def open_and_check(
 ) -> None:
     loaded = load_role(role, recipe, overrides)
     port = free_port()
-    with launch_webui(role, recipe, overrides, port=port, block=False) as ui:
+    with launch_webui(loaded, port=port, block=False) as ui:
         assert ui.url == f"http://127.0.0.1:{port}/"
         pid = ui.server.proc.pid
         assert running_in_group(pid)
