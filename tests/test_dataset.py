@@ -56,6 +56,40 @@ def test_keep_all(project: Path, cli) -> None:
     assert build_dataset(role=load_role("answer"), pipeline=load_pipeline("recipes/keep-all.yaml")).train > kept
 
 
+def test_a_command_that_reads_both_recipes_takes_keys_of_both(project: Path, cli) -> None:
+    """`--set` goes to the role or the pipeline recipe by its first part."""
+    assert cli("distill")[0] == 0
+    assert cli("dataset", "answer")[0] == 0
+    kept = len(rows(project, "train_answer_instruct"))
+    code, out, err = cli("dataset", "answer", "--set", "teacher.keep=all", "--set", "dataset.seed=1")
+    assert code == 0, err
+    assert len(rows(project, "train_answer_instruct")) > kept
+
+
+SET_ERRORS = [
+    pytest.param(["dataset", "answer", "--set", "teachr.keep=all"],
+                 "Error: --set teachr.keep=all: teachr is not a recipe key; valid keys start with data, dataset, "
+                 "distributed, inference, merge, model, name, role, serve, teacher, train (did you mean teacher?)",
+                 id="typo-in-section"),
+    pytest.param(["train", "answer", "--set", "teacher.keep=all"],
+                 "Error: --set teacher.keep=all: teacher is not a recipe key (a key of the other kind of recipe, "
+                 "which this command does not read); valid keys start with dataset, distributed, merge, model, "
+                 "name, role, serve, train", id="pipeline-key-to-a-role-command"),
+    pytest.param(["distill", "--set", "train.lora_rank=8"],
+                 "Error: --set train.lora_rank=8: train is not a recipe key (a key of the other kind of recipe, "
+                 "which this command does not read); valid keys start with data, inference, teacher",
+                 id="role-key-to-a-pipeline-command"),
+    pytest.param(["dataset", "answer", "--set", "teacher.kep=all"],
+                 "Error: --set: teacher.kep is not a recipe key (did you mean keep?)", id="typo-in-key"),
+]
+
+
+@pytest.mark.parametrize("args, message", SET_ERRORS)
+def test_set_names_what_the_user_typed(project: Path, cli, args: list[str], message: str) -> None:
+    code, out, err = cli(*args)
+    assert (code, err) == (2, message + "\n")
+
+
 @pytest.mark.parametrize("val_size", [0.1, 0.25, 0.5])
 def test_validation_split_keeps_problems_whole(project: Path, val_size: float) -> None:
     questions = read_dataset(project / "datasets/sample/train.jsonl").questions

@@ -203,6 +203,22 @@ def test_distill_from_real_llamafactory_api(tiny_project: Path) -> None:
     assert second.requests == 0 and second.cached == len(records)
 
 
+def test_flags_are_typed_values_and_recorded(project: Path, cli) -> None:
+    """`--teacher-model 7` is the model named "7", not the number 7; the run prints and keeps it."""
+    train = make_train(project / "train.jsonl", problems=1, per_problem=2)
+    with FakeOpenAI() as server:
+        code, out, err = cli("distill", "--input", train, "--teacher-url", server.url, "--teacher-model", "7",
+                             "--set", "teacher.preload=[]")
+    assert code == 0, err
+    assert "[distill] teacher.model = '7'  (from --teacher-model)" in err
+    assert "[distill] teacher.preload = []  (from --set)" in err
+    assert {r["model"] for r in cache_lines(project)} == {"7"}
+    settings = json.loads((project / "runs/distill/teacher_settings.json").read_text())
+    assert settings["model"] == "7"
+    assert settings["overrides"]["teacher.model"] == {"value": "7", "from": "--teacher-model"}
+    assert settings["overrides"]["teacher.base_url"] == {"value": server.url, "from": "--teacher-url"}
+
+
 def test_skip_invalid_distils_the_good_lines(project: Path, cli) -> None:
     train = make_train(project / "train.jsonl", problems=2, per_problem=2)
     train.write_text(train.read_text() + "not json\n", encoding="utf-8")

@@ -86,6 +86,15 @@ def test_refuses_an_unset_key_variable_and_a_taken_port(merged, cli, monkeypatch
     assert (code, err) == (2, f"Error: {taken_message}\n")
 
 
+@pytest.mark.parametrize("args", [[], ["--recipe", TINY]], ids=["no-merged-model", "merged-model"])
+def test_a_pasted_key_in_api_key_env_is_never_printed(merged, cli, args):
+    """`--api-key-env sk-...`: refused before anything else, without repeating the key."""
+    code, out, err = cli("serve", "answer", *args, "--api-key-env", KEY)
+    assert code == 2 and KEY not in out + err
+    assert err == ("Error: --api-key-env must be the NAME of an environment variable holding the key "
+                   "(e.g. DEEPSEEK_API_KEY), not the key itself\n")
+
+
 def _get(url: str, key: str | None = None) -> tuple[int, dict]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
