@@ -64,7 +64,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
+# any failure fails `make test`.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

@@ -21,8 +21,8 @@ class Rendered:
 def render_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
     """Render train.yaml and merge.yaml of each role recipe and register their datasets in
     datasets/dataset_info.json."""
-    info = render_dataset_info([l.recipe for l in loaded])
-    return [Rendered(l, render_role(l), info) for l in loaded]
+    info = render_dataset_info([one.recipe for one in loaded])
+    return [Rendered(one, render_role(one), info) for one in loaded]
 
 
 def check_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:

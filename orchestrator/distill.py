@@ -162,7 +162,7 @@ def distill(
         todo = []
         for q in questions:
             record = cached_reply(cache, q, teacher)
-            if is_settled(record, teacher):
+            if record is not None and is_settled(record, teacher):
                 summary.cached += 1
                 _count(summary, record)
             else:

@@ -145,7 +145,7 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def _chain(exc: BaseException | None) -> list[BaseException]:
     seen: list[BaseException] = []
     while exc is not None and exc not in seen and len(seen) < 10:
         seen.append(exc)
@@ -201,9 +201,9 @@ class Endpoint:
 
             make_client = openai.DefaultAsyncHttpx2Client
         else:
-            import httpx as httpmod
+            import httpx as httpmod  # type: ignore[no-redef]
 
-            make_client = openai.DefaultAsyncHttpxClient
+            make_client = openai.DefaultAsyncHttpxClient  # type: ignore[assignment]
         pool = concurrency + 8
         limits = httpmod.Limits(max_connections=pool, max_keepalive_connections=pool)
         # A loopback server is never reached through a proxy from the environment.
@@ -226,7 +226,7 @@ class Endpoint:
     async def complete(self, prompt: str, *, temperature: float = 0.0, max_tokens: int = 1024,
                        top_p: float | None = None, system: str | None = None) -> Reply:
         """One chat completion of a single user message (after an optional system message)."""
-        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        messages: list[Any] = ([{"role": "system", "content": system}] if system is not None else []) + [
             {"role": "user", "content": prompt}
         ]
         extra: dict[str, Any] = {} if top_p is None else {"top_p": top_p}

@@ -32,7 +32,6 @@ from orchestrator.data import Dataset, Question, read_reporting, write_submissio
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
-from orchestrator.paths import project_root
 from orchestrator.progress import bar, say
 from orchestrator.prompts import answer_prompt, evaluate_prompt
 from orchestrator.recipes import InferenceSection, Loaded, PipelineRecipe, RoleRecipe

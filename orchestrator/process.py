@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from orchestrator.errors import StageFailed, UserError
 
@@ -88,7 +89,7 @@ def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _popen(cmd: list[str], stage: str, **kwargs: object) -> subprocess.Popen:
+def _popen(cmd: list[str], stage: str, **kwargs: Any) -> subprocess.Popen:
     """Start `cmd` in its own process group; a missing program is a UserError, not a traceback."""
     try:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
@@ -230,14 +231,16 @@ class Server:
         self.startup_timeout = startup_timeout
         self.headers = headers or {}
         self.proc: subprocess.Popen | None = None
+        self._log: IO[str] | None = None
 
     def start(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("a", encoding="utf-8")
-        self._log.write(f"$ {' '.join(self.cmd)}\n")
-        self._log.flush()
+        log = self.log_path.open("a", encoding="utf-8")
+        self._log = log
+        log.write(f"$ {' '.join(self.cmd)}\n")
+        log.flush()
         try:
-            self.proc = _popen(self.cmd, self.stage, stdout=self._log, env=_clean_env(self.env), cwd=self.cwd)
+            self.proc = _popen(self.cmd, self.stage, stdout=log, env=_clean_env(self.env), cwd=self.cwd)
         except BaseException:
             self.stop()
             raise
@@ -282,7 +285,7 @@ class Server:
         if self.proc is not None:
             _stop_group(self.proc)
             self.proc = None
-        if getattr(self, "_log", None):
+        if self._log is not None:
             self._log.close()
             self._log = None
 

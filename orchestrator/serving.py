@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.endpoints import check_env_name
@@ -21,7 +20,7 @@ from orchestrator.errors import StageFailed, UserError, did_you_mean
 from orchestrator.files import atomic_write_text
 from orchestrator.ledger import text_hash
 from orchestrator.llamafactory import RolePaths, cli_path, flat, role_paths
-from orchestrator.process import Server, check_host, free_port, require_free_port
+from orchestrator.process import Server, check_host, require_free_port
 from orchestrator.progress import say
 from orchestrator.recipes import Loaded, RoleRecipe, command_for, display
 from orchestrator.render import render

@@ -186,6 +186,7 @@ def launch_webui(
     if not block:
         return ui
     proc = server.proc
+    assert proc is not None  # started above
     with ui:
         print(f"LlamaBoard: {url}  (Ctrl-C stops it)", flush=True)
         try:
