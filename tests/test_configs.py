@@ -82,6 +82,17 @@ def test_typo_in_recipe_file_names_the_file(project: Path, cli) -> None:
     assert err == "Error: recipes/mine.yaml: train.learnig_rate is not a LLaMA-Factory argument (did you mean learning_rate?)\n"
 
 
+def test_check_reads_the_rendered_yaml(project: Path) -> None:
+    """The rendered file itself goes through LLaMA-Factory's parser, as llamafactory-cli reads it."""
+    from orchestrator.llamafactory import check_role
+
+    (r,) = render_roles([load_role("answer")])
+    assert check_role(r.loaded, r.paths) == []
+    r.paths.train_yaml.write_text(r.paths.train_yaml.read_text() + "lora_rnk: 8\n")  # as a template bug would
+    (problem,) = check_role(r.loaded, r.paths)
+    assert "lora_rnk" in problem and "LLaMA-Factory says" in problem
+
+
 def test_dataset_info_keeps_user_entries(project: Path) -> None:
     info = project / "datasets" / "dataset_info.json"
     info.write_text(json.dumps({"my_data": {"file_name": "mine.json"}}))

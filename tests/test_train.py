@@ -120,3 +120,7 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     assert manifest["resumed_from"].startswith("checkpoint-")
     assert "resuming from checkpoint-" in err
     assert manifest["steps"] == 40
+    # the values the command line set: printed at start and kept in the manifest
+    assert "[train tiny-answer] train.max_steps = 40  (from --set)" in err
+    assert manifest["overrides"] == {"train.max_steps": {"value": 40, "from": "--set"},
+                                     "train.save_steps": {"value": 2, "from": "--set"}}
