@@ -63,6 +63,8 @@ BAD = [
     ("role: answer\n", ["dataset.name=../x"], ["--set: dataset.name a dataset name is a plain word such as train_answer_instruct (no path, no .json)"]),
     ("role: answer\n", ["name=../../etc"], ["--set: name a run name is a plain word (no path): the run goes to runs/<name>/"]),
     ("role: answer\n", ["role.x=1"], ["--set role.x: role is a value, not a section"]),
+    # a section the override created is blamed on --set, not on the file that never had it
+    ("role: answer\n", ["distributed.deepspeed.x=1"], ["--set: distributed.deepspeed must be one of 0, 2 or 3, got {{'x': 1}}"]),
     ("role: answer\nmodel: [1, 2\n", [], ["{f}:3: not valid YAML (expected ',' or ']', but got '<stream end>')"]),
     ("- a\n- b\n", [], ["{f}: a recipe is a mapping of keys, not a list"]),
     (
