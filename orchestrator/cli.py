@@ -8,10 +8,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestrator.recipes import Loaded, RoleRecipe
 
 ROLE = click.Choice(["answer", "evaluate"])
 recipe_option = click.option(
@@ -44,7 +48,7 @@ def echo_err(line: str) -> None:
 # typed objects to the stage.
 
 
-def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list:
+def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list[Loaded[RoleRecipe]]:
     """The role recipes of `render` and `check` (all roles when none is given)."""
     from orchestrator.recipes import ROLES, load_role, route_overrides
 
@@ -55,7 +59,7 @@ def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
     return [load_role(role, recipe, role_sets) for role in roles]
 
 
-def _role(role: str, recipe: str | None, overrides: tuple[str, ...]):
+def _role(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Loaded[RoleRecipe]:
     """The role recipe of a command that reads no pipeline recipe."""
     from orchestrator.recipes import load_role, route_overrides
 

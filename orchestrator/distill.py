@@ -180,7 +180,7 @@ def distill(
     return summary
 
 
-async def _ask_all(todo, teacher, cache: Ledger, errors: Ledger, summary: DistillSummary, make_bar) -> None:
+async def _ask_all(todo: list[Question], teacher: TeacherSection, cache: Ledger, errors: Ledger, summary: DistillSummary, make_bar) -> None:
     from orchestrator.endpoints import Endpoint, EndpointError, resolve_api_key
 
     api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
