@@ -214,10 +214,6 @@ def _where(origin: dict[str, str], path: Path, dotted: str) -> str:
     return display(path)
 
 
-LoadedRole = Loaded[RoleRecipe]
-LoadedPipeline = Loaded[PipelineRecipe]
-
-
 def _parents(dotted: str) -> list[str]:
     parts = dotted.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
