@@ -131,17 +131,38 @@ def data() -> None:
 @data.command("check")
 @click.argument("file", type=click.Path())
 @skip_option
-def data_check(file: str, skip_invalid: bool) -> None:
-    """Validate a competition .jsonl and print a summary line.
+@click.option("--against", type=click.Path(dir_okay=False), metavar="TEST",
+              help="Check FILE as a submission for TEST: same ids, order, question counts, offered letters.")
+def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
+    """Validate a competition .jsonl and print a summary line; repairs go to stderr.
 
     \b
     orchestrator data check datasets/sample/train.jsonl
+    orchestrator data check runs/infer/submission.jsonl --against datasets/sample/test.jsonl
     """
     from orchestrator.data import read_dataset
 
+    if against:
+        from orchestrator.submission import check_submission
+
+        check = check_submission(file, against)
+        for finding in check.findings:
+            echo_err(f"{'warning' if finding.is_warning else 'problem'}: {finding.text}")
+        if check.problems:
+            from orchestrator.submission import summarise
+
+            raise UserError(f"{file} cannot be uploaded for {against}: " + "; ".join(summarise(check.problems)),
+                            exit_code=2)
+        click.echo(f"{file}: ready to upload for {against}: {len(check.answers)} questions answered"
+                   + (f" ({len(check.warnings)} warnings)" if check.warnings else ""))
+        return
     dataset = read_dataset(file, skip_invalid=skip_invalid)
     for line in dataset.errors:
         echo_err(f"skipped {line}")
+    for line in dataset.repairs:
+        echo_err(f"repaired {line}")
+    for line in dataset.doubts:
+        echo_err(f"check {line}")
     click.echo(dataset.summary() + (f", {len(dataset.errors)} bad lines skipped" if dataset.errors else ""))
 
 
@@ -378,7 +399,10 @@ def score(submission, gold, trace, out_dir, subset) -> None:
     """
     from orchestrator.score import score as run_score
 
-    click.echo(run_score(submission, gold, trace, out_dir, subset=subset).table())
+    result = run_score(submission, gold, trace, out_dir, subset=subset)
+    for finding in result.findings:
+        echo_err(f"{'warning' if finding.is_warning else 'scored'}: {finding.text}")
+    click.echo(result.table())
 
 
 @cli.command()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ class Problem:
     questions: list[Question]
     line: int
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    repairs: list[str] = field(default_factory=list)  # "questions[i]: what was repaired"
+    doubts: list[str] = field(default_factory=list)  # "questions[i]: what looks wrong but was left"
 
 
 @dataclass
@@ -54,15 +58,27 @@ class Dataset:
     errors: list[str] = field(default_factory=list)  # "FILE:LINE: reason" of skipped lines
 
     @property
+    def repairs(self) -> list[str]:
+        """`FILE:LINE: questions[i]: what was repaired`, for every repaired question."""
+        return [f"{self.path}:{p.line}: {r}" for p in self.problems for r in p.repairs]
+
+    @property
+    def doubts(self) -> list[str]:
+        """`FILE:LINE: questions[i]: ...` for what looks like a quirk but was left as it is."""
+        return [f"{self.path}:{p.line}: {r}" for p in self.problems for r in p.doubts]
+
+    @property
     def questions(self) -> list[Question]:
         return [q for p in self.problems for q in p.questions]
 
     def summary(self) -> str:
         qs = self.questions
         answered = sum(q.answer is not None for q in qs)
+        repaired = len(self.repairs)
         return (
             f"{self.path}: {len(self.problems)} problems, {len(qs)} questions, "
-            f"{answered} with answers"
+            f"{answered} with answers" + (f", {repaired} questions repaired" if repaired else "")
+            + (f", {len(self.doubts)} to check" if self.doubts else "")
         )
 
 
@@ -100,6 +116,67 @@ def _options(value: Any, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# A line inside an option that starts a further option: a newline, a letter, `.` (or `．`, `、`)
+# and text, as in '西班牙\nC.日本\nD. 法国'.
+_NEXT_OPTION = re.compile(r"\n[ \t]*([A-Z])[ \t]*[.．、][ \t]*(?=\S)")
+# Trailing whitespace and literal backslash-n sequences ('不是  \n\\n').
+_LITERAL_NEWLINES = re.compile(r"(?:\s|\\n)*\\n(?:\s|\\n)*$")
+
+
+def split_merged_options(options: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """Options with a swallowed tail split apart, and what was done (None: nothing; see
+    `merged_option_doubt` for lines that look like options but were left).
+
+    Only the LAST option is split, and only when every line it starts with `X.` names the
+    letters that continue the list in order (B holding `\nC.` then `\nD.`) and each part
+    keeps some text. So an option that merely mentions a letter (`C和D都对`, `选C`), names
+    letters out of sequence, or sits before other options is never touched.
+    """
+    last = options[-1]
+    starts = list(_NEXT_OPTION.finditer(last))
+    if not starts:
+        return options, None
+    n = len(options)
+    expected = LETTERS[n : n + len(starts)]
+    if "".join(m[1] for m in starts) != expected or n + len(starts) > MAX_OPTIONS:
+        return options, None
+    ends = [m.start() for m in starts[1:]] + [len(last)]
+    parts = [last[: starts[0].start()], *(last[m.end() : end] for m, end in zip(starts, ends))]
+    if any(not part.strip() for part in parts):
+        return options, None
+    split = (*options[:-1], *(part.strip() for part in parts))
+    return split, f"options[{n - 1}] held options {', '.join(expected)}; split into {len(split)} options"
+
+
+def merged_option_doubt(options: tuple[str, ...]) -> str | None:
+    """A line in some option that starts like an option (`\nD. 金星`) which the split rule
+    left alone (out of sequence, not the last option): worth a look, never changed."""
+    for i, opt in enumerate(options):
+        m = _NEXT_OPTION.search(opt)
+        if m:
+            return f"options[{i}] holds a line starting {m[1]!r}. like a swallowed option; left as it is"
+    return None
+
+
+def clean_literal_newlines(options: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """Options without trailing literal `\\n` text (an escaped newline stored as two characters)."""
+    out, notes = [], []
+    for i, opt in enumerate(options):
+        cleaned = _LITERAL_NEWLINES.sub("", opt)
+        if cleaned != opt and cleaned:
+            notes.append(f"options[{i}] ended in a literal '\\n'; removed")
+            opt = cleaned
+        out.append(opt)
+    return tuple(out), notes
+
+
+def repair_options(options: tuple[str, ...]) -> tuple[tuple[str, ...], list[str], str | None]:
+    """The options as the question meant them, a note per repair, and a doubt (or None)."""
+    options, notes = clean_literal_newlines(options)
+    options, split = split_merged_options(options)
+    return options, notes + ([split] if split else []), None if split else merged_option_doubt(options)
+
+
 def parse_problem(obj: Any, line: int) -> Problem:
     """One decoded line into a Problem; raises _Bad with the reason."""
     if not isinstance(obj, dict):
@@ -115,12 +192,15 @@ def parse_problem(obj: Any, line: int) -> Problem:
     if not isinstance(raw_questions, list) or not raw_questions:
         raise _Bad("questions must be a non-empty list")
     questions = []
+    repairs, doubts = [], []
     for i, rq in enumerate(raw_questions):
         where = f"questions[{i}]"
         if not isinstance(rq, dict):
             raise _Bad(f"{where} must be an object")
         text = _text(rq.get("question"), f"{where}.question")
-        options = _options(rq.get("options"), where)
+        options, notes, doubt = repair_options(_options(rq.get("options"), where))
+        repairs += [f"{where}: {note}" for note in notes]
+        doubts += [f"{where}: {doubt}"] if doubt else []
         answer = rq.get("answer")
         if answer is not None:
             if not isinstance(answer, str):
@@ -134,7 +214,7 @@ def parse_problem(obj: Any, line: int) -> Problem:
                     f"{LETTERS[: len(options)]}"
                 )
         questions.append(Question(pid, i, problem, text, options, answer))
-    return Problem(pid, problem, questions, line, obj)
+    return Problem(pid, problem, questions, line, obj, repairs, doubts)
 
 
 def _constant(name: str) -> Any:
@@ -212,12 +292,13 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
 
 def read_reporting(path: str | Path, stage: str, skip_invalid: bool = False) -> Dataset:
     """read_dataset for a stage: with `skip_invalid`, each skipped line is said under the stage."""
-    dataset = read_dataset(path, skip_invalid=skip_invalid)
-    if dataset.errors:
-        from orchestrator.progress import say
+    from orchestrator.progress import say
 
-        for line in dataset.errors:
-            say(stage, f"skipped {line}")
+    dataset = read_dataset(path, skip_invalid=skip_invalid)
+    for line in dataset.errors:
+        say(stage, f"skipped {line}")
+    for line in dataset.repairs:
+        say(stage, f"repaired {line}")
     return dataset
 
 
@@ -228,9 +309,10 @@ def write_submission(path: Path, dataset: Dataset, answers: dict[str, str | None
         row = dict(p.raw)
         row["id"] = p.id
         qs = []
-        for q, rq in zip(p.questions, p.raw["questions"]):
-            rq = dict(rq)
-            rq["options"] = list(q.options)
+        for q in p.questions:
+            rq = dict(p.raw["questions"][q.index])
+            if not isinstance(rq.get("options"), list):  # a tuple-like text becomes a list; a list stays as given
+                rq["options"] = list(q.options)
             rq["answer"] = answers.get(q.qid)
             qs.append(rq)
         row["questions"] = qs
@@ -240,3 +322,9 @@ def write_submission(path: Path, dataset: Dataset, answers: dict[str, str | None
 
 def gold_answers(dataset: Dataset) -> dict[str, str]:
     return {q.qid: q.answer for q in dataset.questions if q.answer is not None}
+
+
+def letter_counts(questions: list[Question]) -> Counter[str]:
+    """How often each gold letter occurs, most frequent first (a tie: the earlier letter)."""
+    counts = Counter(q.answer for q in questions if q.answer is not None)
+    return Counter(dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))

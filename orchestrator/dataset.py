@@ -14,12 +14,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.data import Question, read_dataset
+from orchestrator.data import Question
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json
+from orchestrator.fixes import fixes_path, read_training
 from orchestrator.ledger import Ledger
 from orchestrator.llamafactory import render_dataset_info
-from orchestrator.paths import datasets_dir, project_root
+from orchestrator.paths import dataset_source, datasets_dir, project_root
 from orchestrator.prompts import answer_prompt, evaluate_prompt, evaluate_target
 from orchestrator.recipes import Loaded, PipelineRecipe, RoleRecipe
 from orchestrator.teacher_cache import cache_path, cached_reply, last_teacher
@@ -79,7 +80,8 @@ def build_dataset(
     role_recipe, pipe = role.recipe, pipeline.recipe
     teacher = last_teacher(pipe.teacher)
     source = input_path or project_root() / pipe.data.train
-    questions = [q for q in read_dataset(source).questions if q.answer is not None]
+    training, fixed = read_training(source, fixes_path(pipe.data), "dataset")
+    questions = [q for q in training.questions if q.answer is not None]
     if not questions:
         raise UserError(f"{source}: no question has an answer; the training file needs gold letters")
 
@@ -118,6 +120,11 @@ def build_dataset(
         summary.val_path = datasets_dir() / f"{role_recipe.eval_dataset_name}.json"
         atomic_write_json(summary.val_path, [rows[q.qid] for q in val_qs])
         summary.val = len(val_qs)
+    # what the set was made from, copied into the manifest of the model trained on it
+    atomic_write_json(dataset_source(role_recipe.dataset_name), {
+        "train": str(source), "fixes": fixed.record() if fixed else None,
+        "samples": summary.train, "val_samples": summary.val,
+    })
     render_dataset_info([role_recipe])
     if tokenizer:
         summary.prompt_tokens = _token_stats(train_rows, tokenizer)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Question, read_reporting
+from orchestrator.data import Question
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.fixes import fixes_path, read_training
 from orchestrator.ledger import Ledger, read_records, text_hash
 from orchestrator.paths import project_root, runs_dir
 from orchestrator.recipes import Loaded, PipelineRecipe, TeacherSection
@@ -148,7 +149,8 @@ def distill(
 
     recipe = pipeline.recipe
     teacher = recipe.teacher
-    questions = read_reporting(input_path or project_root() / recipe.data.train, "distill", skip_invalid).questions
+    train = input_path or project_root() / recipe.data.train
+    questions = read_training(train, fixes_path(recipe.data), "distill", skip_invalid)[0].questions
     if limit is not None:
         questions = questions[:limit]
     if echo:

@@ -32,6 +32,7 @@ from orchestrator.data import Dataset, Question, read_reporting, write_submissio
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
+from orchestrator.paths import project_root
 from orchestrator.progress import bar, say
 from orchestrator.prompts import answer_prompt, evaluate_prompt
 from orchestrator.recipes import InferenceSection, Loaded, PipelineRecipe, RoleRecipe
@@ -80,6 +81,7 @@ class InferSummary:
             ("  by the Evaluate Agent", self.sources["evaluate"]),
             ("  Answer letter fallback", self.sources["answer_fallback"]),
             ("  vote majority fallback", self.sources["vote_fallback"]),
+            ("  fallback letter (no answer read)", self.sources["fallback"]),
             ("without an answer (null)", self.sources["none"]),
             ("finished by an earlier run", self.resumed),
             ("failed requests (asked again next run)", self.failed),
@@ -167,6 +169,26 @@ def trace_record(
         "evaluate": None if evaluation is None else {"model": evaluate_model, **evaluation},
         "errors": problems,
     }
+
+
+def with_fallback(record: dict[str, Any], fallback: str | None, letters: str) -> dict[str, Any]:
+    """The trace record with the fallback letter as its final answer when no agent gave one
+    (`source: fallback`); a letter the question does not offer becomes A. None: no answer."""
+    if record["final"] is not None and record["source"] != "fallback":
+        return record
+    if fallback is None:
+        return {**record, "final": None, "source": "none"}
+    return {**record, "final": fallback if fallback in letters else "A", "source": "fallback"}
+
+
+def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
+    """`inference.fallback` as a letter: the training prior, a fixed letter, or None."""
+    from orchestrator.fixes import fixes_path, prior_letter
+
+    setting = recipe.inference.fallback
+    if setting != "prior":
+        return setting
+    return prior_letter(project_root() / recipe.data.train, fixes_path(recipe.data), stage)
 
 
 def _error_of(api_errors: list[dict], sample: int) -> str | None:
@@ -431,6 +453,7 @@ def infer(
         **{a.role: {"agent": a.describe(), "overrides": a.loaded.overridden() if a.loaded else {}}
            for a in (answer_agent, evaluate_agent)},
     })
+    fallback = fallback_letter(pipeline.recipe)
 
     started = time.monotonic()
     run = _Run(out, questions, inf, answer_agent, evaluate_agent)
@@ -440,7 +463,7 @@ def infer(
                      f"votes {inf.votes}; answer: {answer_agent.describe()}; evaluate: {evaluate_agent.describe()}")
         if todo:
             run.execute(todo)
-        records = [run.trace.get(run.keys[q.qid]) for q in questions]
+        records = [with_fallback(run.trace.get(run.keys[q.qid]), fallback, q.letters) for q in questions]
     _compact_trace(out / "trace.jsonl", records)
     atomic_write_jsonl(out / "errors.jsonl", [e for r in records for e in r["errors"]])
     write_submission(out / "submission.jsonl", dataset, {r["id"]: r["final"] for r in records})

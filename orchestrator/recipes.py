@@ -122,6 +122,7 @@ class DataSection(Section):
     train: str = "datasets/sample/train.jsonl"
     test: str = "datasets/sample/test.jsonl"
     gold: str | None = "datasets/sample/test_gold.jsonl"
+    fixes: str | None = None  # label corrections applied whenever data.train is read (orchestrator/fixes.py)
 
 
 def _env_name(v: str | None) -> str | None:
@@ -165,6 +166,16 @@ class InferenceSection(Section):
     answer_model: str | None = None
     evaluate_model: str | None = None
     api_key_env: str | None = None  # for remote endpoints
+    fallback: str | None = "prior"  # a question left without an answer: prior, a letter, or null
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: str | None) -> str | None:
+        if v is None or v == "prior":
+            return v
+        if len(v.strip()) == 1 and v.strip().upper() in "ABCDEFG":
+            return v.strip().upper()
+        raise ValueError(f"fallback is prior, a letter A-G, or null (no answer), got {v!r}")
 
     _api_key_env = field_validator("api_key_env")(_env_name)
 

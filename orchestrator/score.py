@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Dataset, gold_answers, read_dataset
+from orchestrator.data import Dataset, read_dataset
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_text
 from orchestrator.ledger import read_records
+from orchestrator.submission import Finding, match, read_submission, summarise
 
 PERCENTILES = (50, 90, 99)
 
@@ -38,6 +39,7 @@ class ScoreResult:
     problems: int
     problems_correct: int
     unanswered: int
+    findings: list[Finding] = field(default_factory=list)  # every case the submission departs from gold
     report: Report | None = None
     report_path: Path | None = None
 
@@ -58,8 +60,7 @@ class ScoreResult:
     def table(self) -> str:
         lines = [f"{'':<20}{'correct':>9}{'total':>8}{'accuracy':>10}"]
         lines += [f"{name:<20}{ok:>9}{total:>8}{ok / total if total else 0:>10.4f}" for name, ok, total in self.rows()]
-        if self.unanswered:
-            lines.append(f"{self.unanswered} questions have no answer (counted wrong)")
+        lines += summarise(self.findings)
         if self.report:
             lines.append(f"Evaluate Agent fixed {self.report.fixed}, broke {self.report.broken}")
         if self.report_path:
@@ -79,32 +80,13 @@ def _few(ids: list[str], n: int = 3) -> str:
     return ", ".join(ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def _check_same_questions(submission: Dataset, gold: Dataset, subset: bool = False) -> dict[str, str]:
-    """The gold letter of every question; a UserError when the two files disagree on ids.
-    With `subset`, gold questions the submission does not hold are left out."""
+def _gold(path: str | Path) -> Dataset:
+    """The gold file, strictly: every question needs its letter."""
+    gold = read_dataset(path)
     missing = [q.qid for q in gold.questions if q.answer is None]
     if missing:
-        raise UserError(
-            f"{gold.path}: {len(missing)} questions have no answer ({_few(missing)}); a gold file needs all"
-        )
-    truth = gold_answers(gold)
-    ours = [q.qid for q in submission.questions]
-    only_ours = [qid for qid in ours if qid not in truth]
-    seen = set(ours)
-    only_gold = [qid for qid in truth if qid not in seen]
-    if subset and not only_ours:
-        return {qid: letter for qid, letter in truth.items() if qid in seen}
-    if only_ours or only_gold:
-        parts = []
-        if only_ours:
-            parts.append(f"{len(only_ours)} only in the submission ({_few(only_ours)})")
-        if only_gold:
-            parts.append(f"{len(only_gold)} only in the gold file ({_few(only_gold)})")
-        hint = "; to score only the submitted questions (an `infer --limit` run), add --subset" if not only_ours else ""
-        raise UserError(
-            f"{submission.path} and {gold.path} do not hold the same questions (id#index): " + "; ".join(parts) + hint
-        )
-    return truth
+        raise UserError(f"{gold.path}: {len(missing)} questions have no answer ({_few(missing)}); a gold file needs all")
+    return gold
 
 
 def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None]) -> Report:
@@ -153,6 +135,10 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
             "A problem counts when all its questions are right. The Answer Agent alone is its letter "
             "(the vote majority with several samples) before the Evaluate Agent."
         ),
+        "",
+        "## Submission cases",
+        "",
+        *([f"- {f.text}" for f in result.findings] or ["None: every question has an offered letter."]),
         "",
         "## What the Evaluate Agent did",
         "",
@@ -221,20 +207,28 @@ def score(
     out_dir: str | Path | None = None,
     subset: bool = False,
 ) -> ScoreResult:
-    """Accuracy by question and by problem. With a trace (default: trace.jsonl beside the
-    submission, when there), also write report.md and report.png into `out_dir` (default: the
-    submission's directory)."""
-    ours, reference = read_dataset(submission), read_dataset(gold)
-    truth = _check_same_questions(ours, reference, subset)
-    final = {q.qid: q.answer for q in ours.questions}
+    """Accuracy by question and by problem, as the competition counts: a question without an
+    offered letter is wrong, a problem or question the gold lacks is not counted, and each such
+    case is a finding. With `subset`, only the submitted problems are scored. With a trace
+    (default: trace.jsonl beside the submission, when there), also write report.md and
+    report.png into `out_dir` (default: the submission's directory)."""
+    ours, reference = read_submission(submission), _gold(gold)
+    if subset:
+        submitted = {e.id for e in ours.entries}
+        reference = Dataset(reference.path, [p for p in reference.problems if p.id in submitted])
+        if not reference.problems:
+            raise UserError(f"{ours.path} holds none of the problems of {gold}: nothing to score")
+    matched = match(ours, reference)
+    truth = {q.qid: q.answer for q in reference.questions if q.answer is not None}  # all, by _gold
+    final = matched.answers
     right = {qid: final[qid] == letter for qid, letter in truth.items()}
-    problems = [p for p in reference.problems if all(q.qid in truth for q in p.questions)]
     result = ScoreResult(
         questions=len(truth),
         correct=sum(right.values()),
-        problems=len(problems),
-        problems_correct=sum(all(right[q.qid] for q in p.questions) for p in problems),
+        problems=len(reference.problems),
+        problems_correct=sum(all(right[q.qid] for q in p.questions) for p in reference.problems),
         unanswered=sum(final[qid] is None for qid in truth),
+        findings=matched.findings,
     )
 
     trace_path = Path(trace) if trace else Path(submission).parent / "trace.jsonl"

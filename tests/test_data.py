@@ -99,3 +99,89 @@ def test_shipped_sample_is_valid(cli) -> None:
     for name in ("train.jsonl", "test.jsonl", "test_gold.jsonl"):
         code, out, err = cli("data", "check", root / name)
         assert code == 0, err
+
+
+# ---------------------------------------------------------------- quirks of the real competition files
+# Each case is made up here; it mirrors a quirk listed in the competition's SOURCES.md.
+
+# (options as stored, options as read); only a last option whose lines `X.` continue the letters splits
+SPLITS = [
+    pytest.param(["英国", "西班牙\nC.日本\nD. 法国"], ("英国", "西班牙", "日本", "法国"), id="two-swallowed"),
+    pytest.param(["是", "否\nC.不确定"], ("是", "否", "不确定"), id="one-swallowed"),
+    pytest.param(["甲", "乙", "丙\nD、丁"], ("甲", "乙", "丙", "丁"), id="comma-mark-after-C"),
+    pytest.param(["甲", "乙\n C ．丙"], ("甲", "乙", "丙"), id="full-width-dot-and-spaces"),
+    pytest.param(["月球", "火卫一\nD. 金星"], ("月球", "火卫一\nD. 金星"), id="letter-out-of-sequence"),
+    pytest.param(["甲\nB. 乙", "丙"], ("甲\nB. 乙", "丙"), id="not-the-last-option"),
+    pytest.param(["甲", "乙\nC.丙\nE. 戊"], ("甲", "乙\nC.丙\nE. 戊"), id="gap-in-letters"),
+    pytest.param(["甲", "乙\nC."], ("甲", "乙\nC."), id="no-text-after-letter"),
+    pytest.param(["A和B都对", "C和D都对"], ("A和B都对", "C和D都对"), id="mentions-letters"),
+    pytest.param(["甲", "选C.因为丙"], ("甲", "选C.因为丙"), id="letter-mid-line"),
+    pytest.param(["甲", "乙\nC是错的"], ("甲", "乙\nC是错的"), id="letter-without-dot"),
+    pytest.param(["甲", "乙\nCPU. 快"], ("甲", "乙\nCPU. 快"), id="word-starting-with-letter"),
+    pytest.param(["1. 左\n2. 右", "1. 右\n2. 左"], ("1. 左\n2. 右", "1. 右\n2. 左"), id="numbered-steps-stay"),
+    pytest.param(["一", "二", "三", "四", "五", "六\nG. 七\nH. 八"], ("一", "二", "三", "四", "五", "六\nG. 七\nH. 八"),
+                 id="beyond-G"),
+]
+
+
+@pytest.mark.parametrize("stored, read", SPLITS)
+def test_merged_options_split_only_by_the_rule(tmp_path: Path, stored: list[str], read: tuple[str, ...]) -> None:
+    line = {"id": "m", "problem": "题", "questions": [{"question": "选择题 1：\n问", "options": stored}]}
+    ds = read_dataset(write_lines(tmp_path / "in.jsonl", [json.dumps(line, ensure_ascii=False)]))
+    assert ds.questions[0].options == read
+    held = ", ".join("ABCDEFG"[len(stored) : len(read)])
+    note = f"{ds.path}:1: questions[0]: options[{len(stored) - 1}] held options {held}; split into {len(read)} options"
+    assert ds.repairs == ([note] if len(read) > len(stored) else [])
+
+
+def test_repairs_are_reported_by_data_check_and_the_gold_letter_is_kept(tmp_path: Path, cli) -> None:
+    merged = {"id": "m", "problem": "题", "questions": [
+        {"question": "选择题 1：\n哪国?", "options": ["英国", "西班牙\nC.日本\nD. 法国"], "answer": "C"},
+        {"question": "选择题 2：\n对吗?", "options": ["是", "不是  \n\\n"], "answer": "B"},
+        {"question": "选择题 3：\n哪个?", "options": ["月球", "火卫一\nD. 金星"], "answer": "B"}]}
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(merged, ensure_ascii=False)])
+    code, out, err = cli("data", "check", path)
+    assert code == 0, err
+    assert err.splitlines() == [
+        f"repaired {path}:1: questions[0]: options[1] held options C, D; split into 4 options",
+        f"repaired {path}:1: questions[1]: options[1] ended in a literal '\\n'; removed",
+        f"check {path}:1: questions[2]: options[1] holds a line starting 'D'. like a swallowed option; left as it is",
+    ]
+    assert out.strip() == f"{path}: 1 problems, 3 questions, 3 with answers, 2 questions repaired, 1 to check"
+    q0, q1, _ = read_dataset(path).questions
+    assert (q0.answer, q0.letters, q1.options) == ("C", "ABCD", ("是", "不是"))
+
+
+QUIRKS = [
+    # printed number differs from the position: the list index decides, the text is kept
+    pytest.param({"question": "选择题 2：\n谁?", "options": ["甲", "乙"], "answer": "A"}, "选择题 2：\n谁?",
+                 ("甲", "乙"), id="printed-number-not-position"),
+    # duplicate options are both kept, each with its letter (the gold may name the second)
+    pytest.param({"question": "选择题 1：\n哪个?", "options": ["红", "蓝", "绿", "蓝"], "answer": "D"}, "选择题 1：\n哪个?",
+                 ("红", "蓝", "绿", "蓝"), id="duplicate-options"),
+    # half-width colon, no newline after it
+    pytest.param({"question": "选择题 1:谁?", "options": ["甲", "乙"], "answer": "B"}, "选择题 1:谁?", ("甲", "乙"),
+                 id="half-width-colon-no-newline"),
+    # Markdown leftovers and blank lines after the prefix
+    pytest.param({"question": "选择题 1：**\n\n谁?", "options": ["甲", "乙"], "answer": "B"}, "选择题 1：**\n\n谁?",
+                 ("甲", "乙"), id="markdown-leftovers"),
+    # five options: E is a real answer
+    pytest.param({"question": "选择题 1：\n几?", "options": list("12345"), "answer": "E"}, "选择题 1：\n几?",
+                 tuple("12345"), id="five-options-E"),
+]
+
+
+@pytest.mark.parametrize("question, text, options", QUIRKS)
+def test_quirks_read_as_they_are(tmp_path: Path, question: dict, text: str, options: tuple[str, ...]) -> None:
+    line = {"problem": "回答以下选择题：", "questions": [question], "id": "q_000"}  # a stub problem
+    ds = read_dataset(write_lines(tmp_path / "in.jsonl", [json.dumps(line, ensure_ascii=False)]))
+    (q,) = ds.questions
+    assert (q.qid, q.problem, q.question, q.options, q.answer) == ("q_000#0", "回答以下选择题：", text, options,
+                                                                  question["answer"])
+    assert ds.repairs == [] and ds.doubts == []
+
+
+def test_no_trailing_newline_keeps_the_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(GOOD, ensure_ascii=False) + "\n" + json.dumps({**GOOD, "id": "p2"}), encoding="utf-8")
+    assert [p.id for p in read_dataset(path).problems] == ["p1", "p2"]

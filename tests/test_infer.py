@@ -37,6 +37,14 @@ def write_competition(path: Path, shape: list[list[int]] = SHAPE) -> list[str]:
     return [f"p{i:03d}#{j}" for i, options in enumerate(shape) for j in range(len(options))]
 
 
+def sample_prior() -> str:
+    """The most frequent gold letter of the shipped sample's training file."""
+    from orchestrator.data import letter_counts
+
+    questions = read_dataset(Path(__file__).parent.parent / "datasets" / "sample" / "train.jsonl").questions
+    return next(iter(letter_counts(questions)))
+
+
 def marker(qid: str) -> str:
     """The text only question `qid` of write_competition has."""
     problem, index = qid.split("#")
@@ -178,13 +186,14 @@ def test_votes_majority_and_tie_break(project, cli, letters, winner):
         recorded = [s["letter"] for s in record["answer"]["samples"]]
         assert sorted(recorded, key=str) == sorted(letters, key=str)
         expected = winner if not isinstance(winner, set) else next(x for x in recorded if x in winner)
-        assert record["answer"]["letter"] == record["final"] == expected
+        assert record["answer"]["letter"] == expected
+        assert record["final"] == (expected or sample_prior())  # no letter at all: the training prior
         assert record["answer"]["votes"] == dict(Counter(x for x in letters if x))
         chosen = record["answer"]["samples"][record["answer"]["chosen"]]
         assert chosen["letter"] == expected
         [prompt] = [p for p in evaluate_prompts if marker(qid) in p]
         assert chosen["text"] in prompt  # what the Evaluate Agent read
-        assert record["source"] == ("vote_fallback" if expected else "none")
+        assert record["source"] == ("vote_fallback" if expected else "fallback")
     errors = Counter((x["kind"], x["stage"]) for x in read_jsonl(project / "out" / "errors.jsonl"))
     n = len(qids)
     assert errors[("unparseable", "evaluate")] == n
@@ -229,22 +238,60 @@ def test_evaluate_failure_falls_back_to_answer_letter_then_retries(project, cli,
         assert len(read_jsonl(project / "out" / "trace.jsonl")) == len(qids)
 
 
-def test_permanent_failure_of_both_stages_leaves_null_answer_listed_and_counted(project, cli):
+FALLBACKS = [
+    # (inference.fallback, the letter the unanswered question gets, the summary row that counts it)
+    pytest.param([], "prior", "  fallback letter (no answer read)", id="prior-by-default"),
+    pytest.param(["--set", "inference.fallback=d"], "D", "  fallback letter (no answer read)", id="fixed-letter"),
+    pytest.param(["--set", "inference.fallback=G"], "A", "  fallback letter (no answer read)", id="letter-not-offered-is-A"),
+    pytest.param(["--set", "inference.fallback=null"], None, "without an answer (null)", id="null-keeps-no-answer"),
+]
+
+
+@pytest.mark.parametrize("flags, letter, counted", FALLBACKS)
+def test_permanent_failure_of_both_stages_gets_the_fallback_listed_and_counted(project, cli, flags, letter, counted):
     qids = write_competition(project / "test.jsonl")
     failing = "p002#0"
+    letter = sample_prior() if letter == "prior" else letter
     with FakeOpenAI(faults=FailPrompts("问题2-0")) as a, FakeOpenAI(faults=FailPrompts("问题2-0")) as e:
-        code, out, err = cli(*infer_args(project, a, e))
+        code, out, err = cli(*infer_args(project, a, e, *flags))
     assert code == 1
-    assert row(out, "without an answer (null)") == "1"
+    assert row(out, counted) == "1"
+    if not flags:
+        assert f"fallback: {letter}, the most frequent gold letter of" in err
     submission = read_dataset(project / "out" / "submission.jsonl")
     assert [q.qid for q in submission.questions] == qids  # nothing dropped
-    assert {q.qid: q.answer for q in submission.questions}[failing] is None
+    assert {q.qid: q.answer for q in submission.questions}[failing] == letter
     errors = [(x["kind"], x["stage"]) for x in read_jsonl(project / "out" / "errors.jsonl") if x["id"] == failing]
     assert errors == [("api", "answer"), ("no_answer", "final")]
     assert not any("问题2-0" in p for p in e.prompts)  # no Answer text, nothing to evaluate
     record = by_id(project / "out" / "trace.jsonl")[failing]
-    assert record["source"] == "none" and record["evaluate"] is None
+    assert (record["final"], record["source"]) == (letter, "none" if letter is None else "fallback")
+    assert record["evaluate"] is None
     assert record["answer"]["samples"] == [{"error": "http 500"}]
+
+
+def test_the_prior_needs_no_training_file(project, cli, servers):
+    """Against endpoints, without data.train: the fallback is A, and the run says so."""
+    a, e = servers
+    write_competition(project / "test.jsonl")
+    code, _out, err = cli(*infer_args(project, a, e, "--set", "data.train=nothing/here.jsonl"))
+    assert code == 0, err
+    assert "fallback: no training file" in err and "using A" in err
+
+
+def test_the_prior_follows_the_fixes(project, cli, servers):
+    """The prior is taken after the corrections: every sample question fixed to A makes it A."""
+    from orchestrator.data import read_dataset as read
+
+    train = read(project / "datasets" / "sample" / "train.jsonl")
+    fixes = "".join(f"{q.qid}: A\n" for q in train.questions)
+    (project / "fixes.yaml").write_text(fixes, encoding="utf-8")
+    a, e = servers
+    write_competition(project / "test.jsonl")
+    code, _out, err = cli(*infer_args(project, a, e, "--set", "data.fixes=fixes.yaml"))
+    assert code == 0, err
+    n = len(train.questions)
+    assert "fallback: A, the most frequent gold letter of" in err and f"({n} of {n}, 100%)" in err
 
 
 def test_limit_takes_the_first_problems(project, cli, servers):

@@ -19,10 +19,18 @@ pytestmark = pytest.mark.slow
 
 
 def build_datasets(cli) -> None:
-    code, out, err = cli("distill")  # offline: the sample's worked solutions are preloaded
+    """The sample's sets, with one label corrected through a fixes file."""
+    from orchestrator.data import read_dataset
+    from orchestrator.paths import project_root
+
+    first = read_dataset(project_root() / "datasets/sample/train.jsonl").questions[0]
+    other = next(letter for letter in first.letters if letter != first.answer)
+    (project_root() / "fixes.yaml").write_text(f"{first.qid}: {other}\n", encoding="utf-8")
+    (project_root() / "recipes/fixed.yaml").write_text("extends: pipeline.yaml\ndata:\n  fixes: fixes.yaml\n")
+    code, out, err = cli("distill", "--recipe", "recipes/fixed.yaml")  # offline: the sample's solutions are preloaded
     assert code == 0, err
     for role in ("answer", "evaluate"):
-        code, out, err = cli("dataset", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        code, out, err = cli("dataset", role, "--recipe", f"recipes/tiny-{role}.yaml", "--pipeline", "recipes/fixed.yaml")
         assert code == 0, err
 
 
@@ -41,6 +49,7 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
         assert manifest["steps"] == 120 and manifest["final_loss"] > 0
         assert manifest["versions"]["llamafactory"] == "0.9.5"
         assert manifest["recipe"]["role"] == role
+        assert manifest["data"]["fixes"]["corrected"] == 1  # what the set was built from
         assert (run / "adapter" / "training_loss.png").exists()  # plot_loss kept
 
         code, out, err = cli("merge", role, "--recipe", f"recipes/tiny-{role}.yaml")
