@@ -4,6 +4,7 @@
 #   make demo                       the whole pipeline on the shipped sample, tiny CPU model
 #   make test                       the test suite
 #   make answer-model [RECIPE=tiny] distil -> dataset answer -> download -> train -> merge
+#   make answer-model RECIPE=recipes/answer-b.yaml   one Answer variant (runs/<its name>/)
 #   make evaluate-model [RECIPE=tiny]
 #   make infer / make score / make all [RECIPE=tiny]
 #   make webui ROLE=answer [RECIPE=tiny]
@@ -11,6 +12,8 @@
 #
 # RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
 # folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
+# RECIPE=<file>.yaml names one Answer recipe, e.g. a variant to vote over (dataset.subsample):
+# its run folder and training set come from its own name: and dataset.name.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -26,7 +29,8 @@ TEST ?= datasets/sample/test.jsonl
 GOLD ?= datasets/sample/test_gold.jsonl
 ROLE ?= answer
 
-PREFIX := $(if $(RECIPE),$(RECIPE)-,)
+VARIANT_RECIPE := $(filter %.yaml %.yml,$(RECIPE))
+PREFIX := $(if $(VARIANT_RECIPE),,$(if $(RECIPE),$(RECIPE)-,))
 PIPELINE ?= $(or $(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
 ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
 EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
@@ -41,6 +45,15 @@ PIPELINE_DEPS := $(sort $(PIPELINE) recipes/pipeline.yaml)
 
 DISTILLED := runs/distill/.done
 ANSWER_SET := datasets/train_answer_instruct.json
+ifneq ($(VARIANT_RECIPE),)
+# the variant's run name and dataset name
+VARIANT := $(shell $(BIN)/python -c 'from orchestrator.recipes import load_role as l; r = l("answer", "$(VARIANT_RECIPE)").recipe; print(r.run_name, r.dataset_name)' 2>/dev/null)
+$(if $(VARIANT),,$(error RECIPE=$(VARIANT_RECIPE) is not an Answer recipe that loads; `orchestrator check answer --recipe $(VARIANT_RECIPE)` says why))
+ANSWER_RECIPE := $(VARIANT_RECIPE)
+ANSWER_RUN := runs/$(word 1,$(VARIANT))
+ANSWER_SET := datasets/$(word 2,$(VARIANT)).json
+ANSWER_DEPS := $(sort $(VARIANT_RECIPE) $(wildcard recipes/*answer*.yaml))
+endif
 EVALUATE_SET := datasets/train_evaluate_instruct.json
 ANSWER_ADAPTER := $(ANSWER_RUN)/adapter/adapter_model.safetensors
 EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
@@ -92,6 +105,11 @@ ifeq ($(RECIPE),tiny)
 BASE := models/tiny-qwen2/config.json
 $(BASE): | $(STAMP)
 	$(ORCH) tiny-model models/tiny-qwen2
+else ifneq ($(VARIANT_RECIPE),)
+BASE := $(ANSWER_RUN)/.base-model
+$(BASE): $(ANSWER_DEPS) | $(STAMP)
+	$(ORCH) download answer --recipe $(ANSWER_RECIPE)
+	mkdir -p $(@D) && touch $@
 else
 BASE := $(ANSWER_RUN)/.base-model
 $(BASE): $(EVALUATE_DEPS) | $(STAMP)

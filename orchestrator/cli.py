@@ -332,11 +332,14 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 @pipeline_option
 @both_set_option
 @click.option("--mode", type=click.Choice(["staged", "pipelined"]), help="staged: one model up at a time; pipelined: both.")
-@click.option("--answer-url", help="Answer endpoint (OpenAI base URL); given: the Answer model is not served.")
+@click.option("--answer-url", multiple=True,
+              help="Answer endpoint (OpenAI base URL); given: not served. Repeat it: the models vote.")
 @click.option("--evaluate-url", help="Evaluate endpoint; given: the Evaluate model is not served.")
-@click.option("--answer-model", help="Model name at the Answer endpoint (default: the one it lists).")
+@click.option("--answer-model", multiple=True,
+              help="Model name at the Answer endpoint (default: the one it lists); one per --answer-url, in order.")
 @click.option("--evaluate-model", help="Model name at the Evaluate endpoint (default: the one it lists).")
-@click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
+@click.option("--answer-recipe", multiple=True, type=click.Path(dir_okay=False),
+              help="Answer role recipe to serve; repeat it: the models vote.")
 @click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight per endpoint.")
 @click.option("--votes", type=click.IntRange(1), help="Answer samples per question, majority-voted.")
@@ -351,29 +354,31 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     orchestrator infer test.jsonl --out-dir runs/infer --mode pipelined --votes 3
     orchestrator infer test.jsonl --out-dir runs/remote \\
         --answer-url http://gpu1:8000/v1 --evaluate-url http://gpu2:8000/v1
+    orchestrator infer test.jsonl --out-dir runs/vote --answer-url U1 --answer-url U2 \\
+        --answer-url U3 --evaluate-url U4           # three Answer models vote; ties to U1
     """
-    from orchestrator.infer import infer as run_infer
+    from orchestrator.infer import answer_flags, infer as run_infer
     from orchestrator.paths import project_root
     from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
+    base = load_pipeline(pipeline, pipeline_sets)
+    loaded = with_flags(base, {
         "inference.mode": ("--mode", mode),
-        "inference.answer_url": ("--answer-url", answer_url),
         "inference.evaluate_url": ("--evaluate-url", evaluate_url),
-        "inference.answer_model": ("--answer-model", answer_model),
         "inference.evaluate_model": ("--evaluate-model", evaluate_model),
         "inference.concurrency": ("--concurrency", concurrency),
         "inference.votes": ("--votes", votes),
-        "inference.answer_recipe": ("--answer-recipe", str(Path(answer_recipe).resolve()) if answer_recipe else None),
         "inference.evaluate_recipe": ("--evaluate-recipe",
                                       str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
+        # one Answer model, or several that vote (the flags repeat, paired in order)
+        **answer_flags(base.recipe.inference, answer_url, answer_model, answer_recipe),
     })
     inf = loaded.recipe.inference
-    # a role without an endpoint is served from its role recipe (role keys of --set apply to it)
-    answer = None if inf.answer_url else load_role("answer", project_root() / inf.answer_recipe, role_sets)
+    # a model without an endpoint is served from its role recipe (role keys of --set apply to it)
+    answers = [load_role("answer", project_root() / m.recipe, role_sets) if m.recipe else None for m in inf.answers]
     evaluate = None if inf.evaluate_url else load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
-    summary = run_infer(pipeline=loaded, input_path=input_path, out_dir=out_dir, answer=answer, evaluate=evaluate,
+    summary = run_infer(pipeline=loaded, input_path=input_path, out_dir=out_dir, answers=answers, evaluate=evaluate,
                         limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:

@@ -35,6 +35,7 @@ class DatasetSummary:
     val_path: Path | None = None
     missing: int = 0  # no teacher reply cached
     dropped: int = 0  # reply never reached the gold letter (keep: agreeing)
+    subsampled: tuple[int, int] | None = None  # (problems kept, problems) under dataset.subsample
     letters: Counter = field(default_factory=Counter)
     prompt_tokens: dict[str, int] | None = None
 
@@ -43,6 +44,8 @@ class DatasetSummary:
         if self.val_path:
             out.append(f"{self.val_path}: {self.val} samples (held out by problem)")
         out.append(f"skipped: {self.missing} without a teacher reply, {self.dropped} whose reply missed the gold letter")
+        if self.subsampled:
+            out.append(f"subsample: {self.subsampled[0]} of {self.subsampled[1]} problems (dataset.subsample, dataset.seed)")
         total = sum(self.letters.values()) or 1
         out.append("gold letters: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in sorted(self.letters.items())))
         if self.prompt_tokens:
@@ -62,6 +65,16 @@ def split_by_problem(questions: list[Question], val_size: float, seed: int) -> t
     return [q for q in questions if q.problem_id not in held], [q for q in questions if q.problem_id in held]
 
 
+def subsample_problems(questions: list[Question], fraction: float, seed: int) -> list[Question]:
+    """The questions of a `fraction` of the problems, chosen by `seed` (whole problems, input order)."""
+    if fraction >= 1:
+        return questions
+    problem_ids = sorted({q.problem_id for q in questions})
+    random.Random(f"subsample:{seed}").shuffle(problem_ids)
+    kept = set(problem_ids[: max(1, round(fraction * len(problem_ids)))])
+    return [q for q in questions if q.problem_id in kept]
+
+
 def _token_stats(rows: list[dict], tokenizer_path: str) -> dict[str, int]:
     from transformers import AutoTokenizer
 
@@ -78,6 +91,12 @@ def build_dataset(
     tokenizer: str | None = None,
 ) -> DatasetSummary:
     role_recipe, pipe = role.recipe, pipeline.recipe
+    if role_recipe.dataset.subsample < 1 and role_recipe.dataset_name == f"train_{role_recipe.role}_instruct":
+        raise UserError(
+            f"{role.where('dataset.subsample')}: dataset.subsample {role_recipe.dataset.subsample} needs a "
+            f"dataset.name of its own (e.g. train_{role_recipe.run_name.replace('-', '_')}), so this "
+            f"variant's subset does not overwrite {role_recipe.dataset_name}"
+        )
     teacher = last_teacher(pipe.teacher)
     source = input_path or project_root() / pipe.data.train
     training, fixed = read_training(source, fixes_path(pipe.data), "dataset")
@@ -110,9 +129,12 @@ def build_dataset(
             f"no teacher reply is cached for {source} under the current teacher settings: "
             "run `orchestrator distill` first"
         )
-    train_qs, val_qs = split_by_problem(
-        [q for q in questions if q.qid in rows], role_recipe.dataset.val_size, role_recipe.dataset.seed
-    )
+    answered = [q for q in questions if q.qid in rows]
+    chosen = subsample_problems(answered, role_recipe.dataset.subsample, role_recipe.dataset.seed)
+    if role_recipe.dataset.subsample < 1:
+        summary.subsampled = (len({q.problem_id for q in chosen}), len({q.problem_id for q in answered}))
+        summary.letters = Counter(q.answer for q in chosen)
+    train_qs, val_qs = split_by_problem(chosen, role_recipe.dataset.val_size, role_recipe.dataset.seed)
     train_rows = [rows[q.qid] for q in train_qs]
     atomic_write_json(summary.train_path, train_rows)
     summary.train = len(train_rows)

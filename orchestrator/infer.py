@@ -21,8 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import (
+    AsyncExitStack,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,26 +41,50 @@ from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
 from orchestrator.paths import project_root
 from orchestrator.progress import bar, say
 from orchestrator.prompts import answer_prompt, evaluate_prompt
-from orchestrator.recipes import InferenceSection, Loaded, PipelineRecipe, RoleRecipe
+from orchestrator.recipes import AnswerModel, InferenceSection, Loaded, PipelineRecipe, RoleRecipe
 
 REPLY_FIELDS = ("text", "letter", "latency", "attempts", "finish_reason")
 
 
 @dataclass
 class Agent:
-    """One stage's model: an endpoint we were given, or a role recipe whose merged model we serve."""
+    """One model: an endpoint we were given, or a role recipe whose model we serve."""
 
     role: str
     model: str  # the name sent in requests
-    identity: str  # the model in cache keys (a served model's includes its merge)
+    identity: str  # the model in cache keys (a served model's includes its merge or its adapter)
     api_key: str = field(repr=False)
     url: str | None = None
     loaded: Loaded[RoleRecipe] | None = None
+    label: str = ""  # the name in the trace; unique among the Answer models
+    lora: bool = False  # its adapter is served by one vLLM server with its siblings'
 
     def describe(self) -> str:
         if self.url or self.loaded is None:
             return f"{self.url} ({self.model})"
-        return f"serve runs/{self.loaded.recipe.run_name}/merged"
+        name = self.loaded.recipe.run_name
+        return f"adapter runs/{name}/adapter (vLLM)" if self.lora else f"serve runs/{name}/merged"
+
+
+@dataclass
+class Unit:
+    """Answer agents reached through one server: an endpoint, a served merged model, or one
+    vLLM server holding several adapters of one base."""
+
+    agents: list[Agent]
+
+    @contextmanager
+    def url(self) -> Iterator[str]:
+        first = self.agents[0]
+        if not first.lora:
+            with _base_url(first) as url:
+                yield url
+            return
+        from orchestrator.process import free_port
+        from orchestrator.serving import served_adapters
+
+        with served_adapters([a.loaded for a in self.agents if a.loaded], free_port()) as serving:
+            yield serving.url
 
 
 @dataclass
@@ -123,10 +153,14 @@ def chosen_sample(samples: list[dict | None]) -> int | None:
 
 def trace_record(
     q: Question, key: str, samples: list[dict | None], api_errors: list[dict],
-    evaluation: dict | None, answer_model: str, evaluate_model: str,
+    evaluation: dict | None, answer_models: list[str], evaluate_model: str,
 ) -> dict[str, Any]:
-    """The trace line of a question: final answer, its source, and every problem found."""
+    """The trace line of a question: final answer, its source, and every problem found.
+    `samples` are the Answer models' samples in the order the models are listed, the same
+    number from each; `answer_models` their labels."""
     letters = [s["letter"] if s else None for s in samples]
+    per_model = max(1, len(samples) // max(1, len(answer_models)))
+    model_of = [answer_models[min(i // per_model, len(answer_models) - 1)] for i in range(len(samples))]
     vote = majority(letters)
     chosen = chosen_sample(samples)
     eval_letter = evaluation.get("letter") if evaluation else None
@@ -137,12 +171,12 @@ def trace_record(
     else:
         final, source = None, "none"
 
-    several = len(samples) > 1
+    several, ensemble = len(samples) > 1, len(answer_models) > 1
     problems = list(api_errors)
     for i, s in enumerate(samples):
         if s and s["letter"] is None:
             problems.append({"id": q.qid, "stage": "answer", "kind": "unparseable", "text": s["text"],
-                             **({"sample": i} if several else {})})
+                             **({"sample": i} if several else {}), **({"model": model_of[i]} if ensemble else {})})
     if evaluation and "text" in evaluation and eval_letter is None:
         problems.append({"id": q.qid, "stage": "evaluate", "kind": "unparseable", "text": evaluation["text"]})
     if eval_letter and vote and eval_letter != vote:
@@ -159,12 +193,16 @@ def trace_record(
         "final": final,
         "source": source,
         "answer": {
-            "model": answer_model,
-            "samples": [{k: s[k] for k in REPLY_FIELDS} if s else {"error": _error_of(api_errors, i)}
-                        for i, s in enumerate(samples)],
+            "model": "+".join(answer_models),
+            "models": list(answer_models),
+            "samples": [{**({k: s[k] for k in REPLY_FIELDS} if s else {"error": _error_of(api_errors, i)}),
+                         "model": model_of[i]} for i, s in enumerate(samples)],
             "votes": dict(Counter(letter for letter in letters if letter)),
             "letter": vote,
             "chosen": chosen,
+            # each model's own letter: the majority of its samples
+            "by_model": {m: majority([x for x, mi in zip(letters, model_of, strict=True) if mi == m])
+                         for m in answer_models},
         },
         "evaluate": None if evaluation is None else {"model": evaluate_model, **evaluation},
         "errors": problems,
@@ -221,24 +259,93 @@ def _listed_model(url: str, api_key: str, role: str) -> str:
     return ids[0]
 
 
-def _agent(
-    role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
-) -> Agent:
-    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
+def _endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
     from orchestrator.endpoints import resolve_api_key
+
+    # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
+    api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
+    model = model or _listed_model(url, api_key, role)
+    return Agent(role, model, model, api_key, url=url, label=model)
+
+
+def _served_agent(role: str, loaded: Loaded[RoleRecipe] | None, model: str | None) -> Agent:
     from orchestrator.llamafactory import role_paths
     from orchestrator.serving import model_version
 
-    if url:
-        # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
-        api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
-        model = model or _listed_model(url, api_key, role)
-        return Agent(role, model, model, api_key, url=url)
     if loaded is None:
         raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
     name = loaded.recipe.run_name
     version = model_version(role_paths(loaded.recipe))
-    return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded)
+    return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded, label=model or name)
+
+
+def _agent(
+    role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
+) -> Agent:
+    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
+    if url:
+        return _endpoint_agent(role, url, model, api_key_env)
+    return _served_agent(role, loaded, model)
+
+
+def make_answer_agents(
+    listed: list[AnswerModel], recipes: list[Loaded[RoleRecipe] | None], api_key_env: str | None
+) -> list[Agent]:
+    """The Answer models in the order listed (`recipes[i]`: the loaded recipe of `listed[i]`,
+    None for an endpoint), each with a label unique among them; adapters of one base that vLLM
+    serves are marked to share one server."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.llamafactory import role_paths
+    from orchestrator.serving import adapter_version, check_adapters, lora_group_key
+
+    agents = [_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
+              for m, loaded in zip(listed, recipes, strict=True)]
+    labels = Counter(a.label for a in agents)
+    for a in agents:
+        if labels[a.label] > 1 and a.url:  # the same model name at two endpoints
+            a.label = f"{a.model}@{urlsplit(a.url).netloc}"
+    seen: dict[str, Agent] = {}
+    for a in agents:
+        if a.label in seen:
+            raise UserError(f"inference.answer_models: {a.describe()} is listed twice; "
+                            "list each model once (inference.votes asks each for several samples)")
+        seen[a.label] = a
+
+    groups: dict[tuple[str, str], list[Agent]] = {}
+    for a in agents:
+        key = lora_group_key(a.loaded.recipe) if a.loaded else None
+        if key:
+            groups.setdefault(key, []).append(a)
+    for group in groups.values():
+        if len(group) > 1:
+            check_adapters([a.loaded for a in group if a.loaded])
+            for a in group:
+                assert a.loaded is not None
+                a.lora = True
+                a.model = a.loaded.recipe.run_name  # the adapter's name in the vLLM server
+                a.identity = f"{a.loaded.recipe.run_name}@lora-{adapter_version(role_paths(a.loaded.recipe))}"
+    return agents
+
+
+def serving_units(agents: list[Agent]) -> list[Unit]:
+    """One unit per server to start or endpoint to reach, in the order the models are listed;
+    the adapters sharing a vLLM server form one unit, where the first of them is listed."""
+    from orchestrator.serving import lora_group_key
+
+    units: list[Unit] = []
+    shared: dict[tuple[str, str] | None, Unit] = {}
+    for a in agents:
+        if a.lora and a.loaded:
+            key = lora_group_key(a.loaded.recipe)
+            if key in shared:
+                shared[key].agents.append(a)
+                continue
+            shared[key] = Unit([a])
+            units.append(shared[key])
+        else:
+            units.append(Unit([a]))
+    return units
 
 
 @contextmanager
@@ -259,10 +366,11 @@ def _base_url(agent: Agent) -> Iterator[str]:
 
 
 class _Run:
-    def __init__(self, out_dir: Path, questions: list[Question], inference: InferenceSection, answer: Agent,
+    def __init__(self, out_dir: Path, questions: list[Question], inference: InferenceSection, answers: list[Agent],
                  evaluate: Agent):
         self.out_dir, self.inf = out_dir, inference
-        self.answer, self.evaluate = answer, evaluate
+        self.answers, self.evaluate = answers, evaluate
+        self.labels = [a.label for a in answers]
         self.temps = temperatures(inference)
         self.prompts = {q.qid: answer_prompt(q) for q in questions}
         self.keys = {q.qid: self._trace_key(q) for q in questions}
@@ -271,15 +379,19 @@ class _Run:
         self._bars: dict[str, Any] = {}
 
     def _trace_key(self, q: Question) -> str:
+        # one Answer model: the key it always had, so its finished questions stay finished
+        identities = [a.identity for a in self.answers]
         return stable_key(
             qid=q.qid, answer_prompt=text_hash(self.prompts[q.qid]),
             evaluate_prompt=text_hash(evaluate_prompt(q, "")),
-            answer_model=self.answer.identity, evaluate_model=self.evaluate.identity,
+            answer_model=identities[0] if len(identities) == 1 else identities,
+            evaluate_model=self.evaluate.identity,
             sampling={"answer": self.temps, "evaluate": self.inf.temperature, "max_tokens": self.inf.max_tokens},
         )
 
-    def sample_key(self, q: Question, i: int) -> str:
-        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[q.qid]), model=self.answer.identity,
+    def sample_key(self, q: Question, agent: Agent, i: int) -> str:
+        """A sample's key names only its own model, so adding a model reuses the others' samples."""
+        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[q.qid]), model=agent.identity,
                           sample=i, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
 
     @contextmanager
@@ -293,14 +405,17 @@ class _Run:
         record = self.trace.get(self.keys[q.qid])
         return record is not None and record.get("status") == "done"
 
-    def needs_answer(self, q: Question) -> bool:
-        return any(self.sample_key(q, i) not in self.samples for i in range(len(self.temps)))
+    def needs_answer(self, q: Question, agent: Agent) -> bool:
+        return any(self.sample_key(q, agent, i) not in self.samples for i in range(len(self.temps)))
 
-    def _api_error(self, q: Question, stage: str, e: Any, sample: int | None = None) -> dict[str, Any]:
+    def _api_error(self, q: Question, stage: str, e: Any, sample: int | None = None,
+                   model: str | None = None) -> dict[str, Any]:
+        several = len(self.temps) * len(self.answers) > 1
         error = {"id": q.qid, "stage": stage, "kind": "api", "reason": e.reason, "attempts": e.attempts,
-                 "detail": e.detail, **({"sample": sample} if sample is not None and len(self.temps) > 1 else {})}
+                 "detail": e.detail, **({"sample": sample} if sample is not None and several else {}),
+                 **({"model": model} if model and len(self.answers) > 1 else {})}
         self.live_errors.append(error)  # visible at once; errors.jsonl is rewritten at the end
-        self.failures.append(f"{q.qid} ({stage}): {e.reason}")
+        self.failures.append(f"{q.qid} ({stage}{f' {model}' if error.get('model') else ''}): {e.reason}")
         return error
 
     @asynccontextmanager
@@ -318,13 +433,19 @@ class _Run:
             finally:
                 self.requests += endpoint.requests
 
+    @asynccontextmanager
+    async def _endpoints(self, agents: list[Agent], urls: dict[str, str | None]):
+        """An endpoint for each agent (None where its unit is not up: all its samples cached)."""
+        async with AsyncExitStack() as stack:
+            yield [await stack.enter_async_context(self._endpoint(a, urls.get(a.label))) for a in agents]
+
     def _tick(self, stage: str) -> None:
         if stage in self._bars:
             self._bars[stage].update(1)
 
     @contextmanager
-    def _progress(self, *stages: str, total: int) -> Iterator[None]:
-        self._bars = {stage: bar(total, stage, "q") for stage in stages}
+    def _progress(self, *stages: str, total: int, names: dict[str, str] | None = None) -> Iterator[None]:
+        self._bars = {stage: bar(total, (names or {}).get(stage, stage), "q") for stage in stages}
         try:
             yield
         finally:
@@ -332,27 +453,33 @@ class _Run:
                 b.close()
             self._bars = {}
 
-    async def stage1(self, q: Question, endpoint: Any) -> tuple[list[dict | None], list[dict]]:
-        """The Answer samples of `q` (from stage1.jsonl when there) and the API failures."""
+    async def stage1(self, q: Question, agent: Agent, endpoint: Any) -> tuple[list[dict | None], list[dict]]:
+        """One Answer model's samples of `q` (from stage1.jsonl when there) and the API failures."""
         from orchestrator.endpoints import EndpointError
 
         prompt = self.prompts[q.qid]
+        offset = self.answers.index(agent) * len(self.temps)  # where its samples sit among all
 
         async def sample(i: int) -> tuple[dict | None, dict | None]:
-            key = self.sample_key(q, i)
+            key = self.sample_key(q, agent, i)
             if key in self.samples:
                 return self.samples.get(key), None
             try:
                 reply = await endpoint.complete(prompt, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
             except EndpointError as e:
-                return None, self._api_error(q, "answer", e, i)
-            record = {"key": key, "id": q.qid, "sample": i, **_reply_fields(reply, q)}
+                return None, self._api_error(q, "answer", e, offset + i, agent.label)
+            record = {"key": key, "id": q.qid, "model": agent.label, "sample": i, **_reply_fields(reply, q)}
             self.samples.append(record)
             return record, None
 
         pairs = await asyncio.gather(*(sample(i) for i in range(len(self.temps))))
-        self._tick("answer")
         return [s for s, _ in pairs], [e for _, e in pairs if e]
+
+    async def stage1_all(self, q: Question, endpoints: list[Any]) -> tuple[list[dict | None], list[dict]]:
+        """Every Answer model's samples of `q`, in the order the models are listed."""
+        parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(self.answers, endpoints, strict=True)))
+        self._tick("answer")
+        return [s for samples, _ in parts for s in samples], [e for _, errors in parts for e in errors]
 
     async def stage2(self, q: Question, first: tuple[list[dict | None], list[dict]], endpoint: Any) -> None:
         """Ask the Evaluate Agent about the chosen Answer text; trace the question."""
@@ -372,38 +499,62 @@ class _Run:
                 api_errors = [*api_errors, self._api_error(q, "evaluate", e)]
                 evaluation = {"error": e.reason}
         self.trace.append(trace_record(q, self.keys[q.qid], samples, api_errors, evaluation,
-                                       self.answer.model, self.evaluate.model))
+                                       self.labels, self.evaluate.model))
         self._tick("evaluate")
 
-    async def pipelined(self, todo: list[Question], answer_url: str | None, evaluate_url: str | None) -> None:
+    async def pipelined(self, todo: list[Question], urls: dict[str, str | None], evaluate_url: str | None) -> None:
         """Each question goes to stage 2 as soon as its stage 1 ends."""
-        async with self._endpoint(self.answer, answer_url) as a, self._endpoint(self.evaluate, evaluate_url) as e:
+        async with self._endpoints(self.answers, urls) as answers, self._endpoint(self.evaluate, evaluate_url) as e:
             async def one(q: Question) -> None:
-                await self.stage2(q, await self.stage1(q, a), e)
+                await self.stage2(q, await self.stage1_all(q, answers), e)
 
             with self._progress("answer", "evaluate", total=len(todo)):
                 await asyncio.gather(*(one(q) for q in todo))
 
-    async def staged_answer(self, todo: list[Question], url: str | None) -> dict[str, tuple]:
-        async with self._endpoint(self.answer, url) as a:
-            with self._progress("answer", total=len(todo)):
-                results = await asyncio.gather(*(self.stage1(q, a) for q in todo))
-        return {q.qid: r for q, r in zip(todo, results, strict=True)}
+    async def staged_answer(self, todo: list[Question], agents: list[Agent], url: str | None) -> list[list[tuple]]:
+        """Stage 1 of one unit's agents for every question: results[question][agent]."""
+        async with self._endpoints(agents, {a.label: url for a in agents}) as endpoints:
+            label = "answer" + ("" if len(self.answers) == 1 else f" ({', '.join(a.label for a in agents)})")
+            with self._progress("answer", total=len(todo), names={"answer": label}):
+                async def one(q: Question) -> list[tuple]:
+                    parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(agents, endpoints, strict=True)))
+                    self._tick("answer")
+                    return list(parts)
+
+                return list(await asyncio.gather(*(one(q) for q in todo)))
 
     async def staged_evaluate(self, todo: list[Question], first: dict[str, tuple], url: str | None) -> None:
         async with self._endpoint(self.evaluate, url) as e:
             with self._progress("evaluate", total=len(todo)):
                 await asyncio.gather(*(self.stage2(q, first[q.qid], e) for q in todo))
 
+    def _needed(self, unit: Unit, todo: list[Question]) -> bool:
+        return any(self.needs_answer(q, a) for a in unit.agents for q in todo)
+
     def execute(self, todo: list[Question]) -> None:
-        """Serve or reach what is needed (no Answer model when stage 1 is all cached), then ask."""
-        need_answer = any(self.needs_answer(q) for q in todo)
+        """Serve or reach what is needed (no Answer model whose samples are all cached), then ask.
+        Staged: the Answer models' servers one after another, then the Evaluate model's."""
+        units = serving_units(self.answers)
         if self.inf.mode == "pipelined":
-            with _base_url(self.answer) if need_answer else nullcontext() as a, _base_url(self.evaluate) as e:
-                asyncio.run(self.pipelined(todo, a, e))
+            with ExitStack() as stack:
+                urls: dict[str, str | None] = {}
+                for unit in units:  # every Answer model up at once, and the Evaluate model
+                    if self._needed(unit, todo):
+                        served = stack.enter_context(unit.url())
+                        urls.update((a.label, served) for a in unit.agents)
+                e = stack.enter_context(_base_url(self.evaluate))
+                asyncio.run(self.pipelined(todo, urls, e))
             return
-        with _base_url(self.answer) if need_answer else nullcontext() as url:
-            first = asyncio.run(self.staged_answer(todo, url))
+        by_agent: dict[str, list[tuple]] = {}
+        for unit in units:
+            with unit.url() if self._needed(unit, todo) else nullcontext() as url:
+                results = asyncio.run(self.staged_answer(todo, unit.agents, url))
+            for a, column in zip(unit.agents, zip(*results, strict=True), strict=True):
+                by_agent[a.label] = list(column)
+        first = {}
+        for n, q in enumerate(todo):
+            parts = [by_agent[a.label][n] for a in self.answers]
+            first[q.qid] = ([s for samples, _ in parts for s in samples], [e for _, errors in parts for e in errors])
         any_text = any(chosen_sample(samples) is not None for samples, _ in first.values())
         with _base_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
             asyncio.run(self.staged_evaluate(todo, first, url))
@@ -420,19 +571,65 @@ def _compact_trace(path: Path, current: list[dict[str, Any]]) -> None:
     atomic_write_jsonl(path, [*current, *others.values()])
 
 
+def _listed(value: str | Path | Sequence[str | Path] | None) -> list[str]:
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+
+
+def answer_flags(
+    inference: InferenceSection,
+    urls: str | Sequence[str] | None,
+    names: str | Sequence[str] | None,
+    recipes: str | Path | Sequence[str | Path] | None,
+) -> dict[str, tuple[str, Any]]:
+    """--answer-url / --answer-recipe / --answer-model (each given any number of times, paired in
+    order) as `with_flags` values over the recipe's `inference`: one model as answer_url /
+    answer_recipe / answer_model, as always (clearing a listed answer_models); several as
+    answer_models; names alone rename the models the recipe lists, in order."""
+    urls, names, recipes = _listed(urls), _listed(names), _listed(recipes)
+    if urls and recipes:
+        raise UserError("give the Answer models as --answer-url or as --answer-recipe, not both")
+    flag = "--answer-url" if urls else "--answer-recipe" if recipes else "--answer-model"
+    given: list[dict[str, Any]] = [{"url": u} for u in urls] or [{"recipe": str(Path(r).resolve())} for r in recipes]
+    if not given and names and inference.answer_models:
+        given = [m.model_dump(exclude_none=True, exclude={"model"}) for m in inference.answer_models]
+    if names and len(given) > 1 and len(names) != len(given):
+        raise UserError(f"--answer-model given {len(names)} times for {len(given)} Answer models: "
+                        "give one per model, in the same order (or none: each endpoint's own)")
+    if not given:
+        if len(names) > 1:
+            raise UserError(f"--answer-model given {len(names)} times for one Answer model: "
+                            "give one --answer-url per model, in the same order")
+        return {"inference.answer_model": ("--answer-model", names[0] if names else None)}
+    if len(given) == 1:
+        return {
+            "inference.answer_models": (flag, []),
+            "inference.answer_url": ("--answer-url", given[0].get("url")),
+            "inference.answer_recipe": ("--answer-recipe", given[0].get("recipe")),
+            "inference.answer_model": ("--answer-model", names[0] if names else None),
+        }
+    for m, name in zip(given, names or [""] * len(given), strict=True):
+        if name:
+            m["model"] = name
+    return {"inference.answer_models": (flag, given)}
+
+
 def infer(
     *,
     pipeline: Loaded[PipelineRecipe],
     input_path: str | Path,
     out_dir: str | Path,
     answer: Loaded[RoleRecipe] | None = None,
+    answers: Sequence[Loaded[RoleRecipe] | None] | None = None,
     evaluate: Loaded[RoleRecipe] | None = None,
     limit: int | None = None,
     skip_invalid: bool = False,
 ) -> InferSummary:
     """Answer every question of `input_path` (the first `limit` problems) into `out_dir`, with
-    the pipeline recipe's `inference:` settings (flags folded in). A role without a URL there
-    is served from its role recipe `answer` / `evaluate`."""
+    the pipeline recipe's `inference:` settings (flags folded in). A model without a URL there
+    is served from its role recipe: `answers[i]` for the i-th of `inference.answers` (or
+    `answer` for the one Answer model), `evaluate`."""
     inf = pipeline.recipe.inference
     dataset = read_reporting(input_path, "infer", skip_invalid)
     dataset = Dataset(dataset.path, dataset.problems[:limit])
@@ -440,27 +637,39 @@ def infer(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out-dir {out} is a file, not a directory")
-    answer_agent = _agent("answer", url=inf.answer_url, model=inf.answer_model, api_key_env=inf.api_key_env,
-                          loaded=answer)
+    listed = inf.answers
+    recipes = list(answers) if answers is not None else [answer] * len(listed)
+    if len(recipes) != len(listed):
+        raise UserError(f"{len(recipes)} Answer recipes for the {len(listed)} Answer models of inference.answers")
+    answer_agents = make_answer_agents(listed, recipes, inf.api_key_env)
     evaluate_agent = _agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                             api_key_env=inf.api_key_env, loaded=evaluate)
-    for line in pipeline.overridden_lines() + [f"{a.role}: {line}" for a in (answer_agent, evaluate_agent)
+    agents = [*answer_agents, evaluate_agent]
+    several = len(answer_agents) > 1
+    for line in pipeline.overridden_lines() + [f"{a.label if several and a.role == 'answer' else a.role}: {line}"
+                                              for a in agents
                                               for line in (a.loaded.overridden_lines() if a.loaded else [])]:
         say("infer", line)
+
+    def given(a: Agent) -> dict[str, Any]:
+        return {"agent": a.describe(), "overrides": a.loaded.overridden() if a.loaded else {}}
+
     # the run record: what this run was given besides the recipe files
     atomic_write_json(out / "run.json", {
         "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
-        **{a.role: {"agent": a.describe(), "overrides": a.loaded.overridden() if a.loaded else {}}
-           for a in (answer_agent, evaluate_agent)},
+        "answer": given(answer_agents[0]), "evaluate": given(evaluate_agent),
+        **({"answers": [{"label": a.label, **given(a)} for a in answer_agents]} if several else {}),
     })
     fallback = fallback_letter(pipeline.recipe)
 
     started = time.monotonic()
-    run = _Run(out, questions, inf, answer_agent, evaluate_agent)
+    run = _Run(out, questions, inf, answer_agents, evaluate_agent)
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
+        described = "; ".join(a.describe() for a in answer_agents)
         say("infer", f"{len(questions)} questions, {len(questions) - len(todo)} already done; mode {inf.mode}, "
-                     f"votes {inf.votes}; answer: {answer_agent.describe()}; evaluate: {evaluate_agent.describe()}")
+                     f"votes {inf.votes}{f' x {len(answer_agents)} models' if several else ''}; "
+                     f"answer: {described}; evaluate: {evaluate_agent.describe()}")
         if todo:
             run.execute(todo)
         records = [with_fallback(run.trace.get(run.keys[q.qid]), fallback, q.letters) for q in questions]

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.endpoints import ENV_NAME_RULE, is_env_name
 from orchestrator.errors import UserError, did_you_mean
@@ -56,7 +64,8 @@ class ModelSection(Section):
 class DatasetSection(Section):
     name: str | None = None  # default: train_<role>_instruct
     val_size: float = Field(0.0, ge=0.0, lt=1.0)  # held out by problem, never split inside one
-    seed: int = 0
+    seed: int = 0  # the held-out problems and the subsample
+    subsample: float = Field(1.0, gt=0.0, le=1.0)  # train on this fraction of the problems (a variant)
 
     @field_validator("name")
     @classmethod
@@ -150,6 +159,20 @@ class TeacherSection(Section):
     _api_key_env = field_validator("api_key_env")(_env_name)
 
 
+class AnswerModel(Section):
+    """One Answer model of an ensemble: a role recipe whose model is served, or an endpoint."""
+
+    recipe: str | None = None  # a role recipe with role: answer
+    url: str | None = None  # an OpenAI base URL: talk to it, serve nothing
+    model: str | None = None  # the name sent in requests (default: the recipe's name, or the one the URL lists)
+
+    @model_validator(mode="after")
+    def _recipe_or_url(self) -> AnswerModel:
+        if (self.recipe is None) == (self.url is None):
+            raise ValueError("an Answer model is either {recipe: PATH} or {url: URL, model: NAME}")
+        return self
+
+
 class InferenceSection(Section):
     mode: Literal["staged", "pipelined"] = "staged"
     concurrency: int = Field(8, ge=1, le=1024)
@@ -167,6 +190,23 @@ class InferenceSection(Section):
     evaluate_model: str | None = None
     api_key_env: str | None = None  # for remote endpoints
     fallback: str | None = "prior"  # a question left without an answer: prior, a letter, or null
+    answer_models: list[AnswerModel] = Field(default_factory=list)  # several: they vote (replaces answer_*)
+
+    @field_validator("answer_models")
+    @classmethod
+    def _one_way_to_name_answer_models(cls, v: list[AnswerModel], info: ValidationInfo) -> list[AnswerModel]:
+        if v and (info.data.get("answer_url") or info.data.get("answer_model")):
+            raise ValueError("lists the Answer models: leave answer_url and answer_model null (or list one model)")
+        return v
+
+    @property
+    def answers(self) -> list[AnswerModel]:
+        """The Answer models in order: answer_models, else the one answer_url or answer_recipe names."""
+        if self.answer_models:
+            return list(self.answer_models)
+        if self.answer_url:
+            return [AnswerModel(url=self.answer_url, model=self.answer_model)]
+        return [AnswerModel(recipe=self.answer_recipe, model=self.answer_model)]
 
     @field_validator("fallback")
     @classmethod

@@ -25,6 +25,9 @@ class Report:
 
     traced: int = 0
     answer_correct: int = 0  # the Answer Agent's letter (vote majority) alone
+    # each Answer model's own letter (the majority of its samples), by label in the order listed
+    model_correct: dict[str, int] = field(default_factory=dict)
+    model_traced: dict[str, int] = field(default_factory=dict)
     fixed: int = 0  # Answer wrong, final right
     broken: int = 0  # Answer right, final wrong
     sources: Counter = field(default_factory=Counter)
@@ -53,13 +56,19 @@ class ScoreResult:
 
     def rows(self) -> list[tuple[str, int, int]]:
         rows = [("by question", self.correct, self.questions), ("by problem", self.problems_correct, self.problems)]
-        if self.report:
-            rows.append(("Answer Agent alone", self.report.answer_correct, self.report.traced))
+        report = self.report
+        if report and len(report.model_correct) > 1:  # an ensemble: each model alone, then their vote
+            rows += [(f"Answer model {m}", ok, report.model_traced[m]) for m, ok in report.model_correct.items()]
+            rows.append(("Answer vote (all models)", report.answer_correct, report.traced))
+        elif report:
+            rows.append(("Answer Agent alone", report.answer_correct, report.traced))
         return rows
 
     def table(self) -> str:
-        lines = [f"{'':<20}{'correct':>9}{'total':>8}{'accuracy':>10}"]
-        lines += [f"{name:<20}{ok:>9}{total:>8}{ok / total if total else 0:>10.4f}" for name, ok, total in self.rows()]
+        rows = self.rows()
+        width = max(20, *(len(name) + 2 for name, _, _ in rows))
+        lines = [f"{'':<{width}}{'correct':>9}{'total':>8}{'accuracy':>10}"]
+        lines += [f"{name:<{width}}{ok:>9}{total:>8}{ok / total if total else 0:>10.4f}" for name, ok, total in rows]
         lines += summarise(self.findings)
         if self.report:
             lines.append(f"Evaluate Agent fixed {self.report.fixed}, broke {self.report.broken}")
@@ -89,6 +98,20 @@ def _gold(path: str | Path) -> Dataset:
     return gold
 
 
+def model_letters(answer: dict[str, Any]) -> dict[str, str | None]:
+    """Each Answer model's own letter in a trace record: the majority of its samples (ties to
+    its earliest sample); one entry, under the record's model, for a trace of one model."""
+    samples = answer.get("samples") or []
+    labels = answer.get("models") or [answer.get("model") or "answer"]
+    letters: dict[str, str | None] = {}
+    for label in labels:
+        own = [s.get("letter") for s in samples if s.get("model", labels[0]) == label]
+        counts = Counter(x for x in own if x)
+        top = max(counts.values(), default=0)
+        letters[label] = next((x for x in own if x and counts[x] == top), None)
+    return letters
+
+
 def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None]) -> Report:
     """Read the trace (the last record of each question id) against the gold letters."""
     records = {r["id"]: r for r in read_records(trace) if r.get("id") in truth}
@@ -97,6 +120,9 @@ def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None
         answer = (r.get("answer") or {}).get("letter")
         answer_right, final_right = answer == truth[qid], final[qid] == truth[qid]
         report.answer_correct += answer_right
+        for label, letter in model_letters(r.get("answer") or {}).items():
+            report.model_correct[label] = report.model_correct.get(label, 0) + (letter == truth[qid])
+            report.model_traced[label] = report.model_traced.get(label, 0) + 1
         report.fixed += final_right and not answer_right
         report.broken += answer_right and not final_right
         report.sources[r.get("source", "none")] += 1
@@ -133,7 +159,8 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "",
         (
             "A problem counts when all its questions are right. The Answer Agent alone is its letter "
-            "(the vote majority with several samples) before the Evaluate Agent."
+            "(the vote majority with several samples) before the Evaluate Agent; with several Answer "
+            "models, each model alone is the majority of its own samples, and the vote is over all of them."
         ),
         "",
         "## Submission cases",
@@ -171,9 +198,13 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
     fig = Figure(figsize=(13, 4), layout="constrained")
     acc, effect, latency = fig.subplots(1, 3)
 
-    names = ["Answer alone", "final (question)", "final (problem)"]
-    values = [report.answer_correct / report.traced if report.traced else 0, result.accuracy, result.problem_accuracy]
-    acc.bar(names, values, color=["#9aa5b1", "#2f6fb0", "#184a7a"])
+    several = len(report.model_correct) > 1
+    models = list(report.model_correct) if several else []
+    names = [*models, "Answer vote" if several else "Answer alone", "final (question)", "final (problem)"]
+    values = [*[report.model_correct[m] / report.model_traced[m] for m in models],
+              report.answer_correct / report.traced if report.traced else 0, result.accuracy, result.problem_accuracy]
+    acc.bar(names, values, color=["#c9cfd6"] * len(models) + ["#9aa5b1", "#2f6fb0", "#184a7a"])
+    acc.tick_params(axis="x", labelsize=8 if several else 10)
     acc.set_ylim(0, 1)
     acc.set_title("Accuracy")
     for x, v in enumerate(values):

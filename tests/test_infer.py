@@ -267,7 +267,7 @@ def test_permanent_failure_of_both_stages_gets_the_fallback_listed_and_counted(p
     record = by_id(project / "out" / "trace.jsonl")[failing]
     assert (record["final"], record["source"]) == (letter, "none" if letter is None else "fallback")
     assert record["evaluate"] is None
-    assert record["answer"]["samples"] == [{"error": "http 500"}]
+    assert record["answer"]["samples"] == [{"error": "http 500", "model": "ans"}]
 
 
 def test_the_prior_needs_no_training_file(project, cli, servers):
