@@ -226,22 +226,44 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @click.option("--tokenizer", help="A tokenizer path, to report prompt lengths in tokens.")
-def dataset(role, recipe, overrides, pipeline, input_path, tokenizer) -> None:
+@click.option("--answer-url", help="Answer endpoint for dataset.evaluate_source: answer_model (else it is served).")
+@click.option("--answer-model", help="Model name at the Answer endpoint (default: the one it lists).")
+def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url, answer_model) -> None:
     """Build the role's alpaca training set and register it in dataset_info.json.
 
     \b
     orchestrator dataset answer
     orchestrator dataset evaluate --set dataset.val_size=0.1
     orchestrator dataset answer --set teacher.keep=all
+    orchestrator dataset evaluate --set dataset.evaluate_source=answer_model   # the Answer model's replies
     """
     from orchestrator.dataset import build_dataset
     from orchestrator.recipes import load_pipeline, load_role, route_overrides
 
     role_sets, pipeline_sets = route_overrides(overrides)
     summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=load_pipeline(pipeline, pipeline_sets),
-                            input_path=input_path, tokenizer=tokenizer)
+                            input_path=input_path, tokenizer=tokenizer, answer_url=answer_url, answer_model=answer_model)
     for line in summary.lines():
         click.echo(line)
+
+
+@cli.command("pseudo-label")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--min-agree", required=True, type=click.IntRange(1), help="Votes that must agree on one letter.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Competition-format file to write.")
+def pseudo_label(run_dir: str, min_agree: int, out: str) -> None:
+    """Label the questions of an infer run whose Answer samples agree at least K times.
+
+    Writes OUT in competition format and OUT's .provenance.jsonl (per question: the models,
+    their letters, the count). Add OUT to data.extra_train to train on it.
+
+    \b
+    orchestrator infer datasets/sample/test.jsonl --out-dir runs/infer --votes 5
+    orchestrator pseudo-label runs/infer --min-agree 4 --out datasets/pseudo.jsonl
+    """
+    from orchestrator.pseudo_label import pseudo_label as run_pseudo_label
+
+    click.echo(run_pseudo_label(run_dir, min_agree=min_agree, out=out).table())
 
 
 # ---------------------------------------------------------------- models

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.extra_data import extra_entries
 from orchestrator.llamafactory import RolePaths, check_role, render_dataset_info, render_role
 from orchestrator.recipes import Loaded, RoleRecipe
 
@@ -21,6 +22,8 @@ class Rendered:
 def render_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
     """Render train.yaml and merge.yaml of each role recipe and register their datasets in
     datasets/dataset_info.json."""
+    for one in loaded:  # a bad dataset.extra file is named by its recipe key before anything is written
+        extra_entries(one.recipe, one.where)
     info = render_dataset_info([one.recipe for one in loaded])
     return [Rendered(one, render_role(one), info) for one in loaded]
 

@@ -5,6 +5,9 @@ gold letter when `teacher.keep` is `agreeing`). Evaluate: instruction = Evaluate
 the teacher's text as its reasoning, output = `答案是：X` with the gold X; it takes every
 reply, since a wrong reasoning paired with the gold letter teaches the correction.
 The replies are those of the last `distill` run, whatever settings it was given.
+With `dataset.evaluate_source: answer_model` the Evaluate set reads the trained Answer model's
+own replies instead (orchestrator/evaluate_data.py). Questions come from data.train and each
+of data.extra_train, counted per file in the summary and in datasets/<name>.sources.json.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from pathlib import Path
 
 from orchestrator.data import Question
 from orchestrator.errors import UserError
+from orchestrator.evaluate_data import AnswerReplies, answer_model_replies
+from orchestrator.extra_data import extra_entries
 from orchestrator.files import atomic_write_json
-from orchestrator.fixes import fixes_path, read_training
 from orchestrator.ledger import Ledger
-from orchestrator.llamafactory import render_dataset_info
-from orchestrator.paths import dataset_source, datasets_dir, project_root
+from orchestrator.llamafactory import render_dataset_info, role_paths
+from orchestrator.paths import datasets_dir
 from orchestrator.prompts import answer_prompt, evaluate_prompt, evaluate_target
 from orchestrator.recipes import Loaded, PipelineRecipe, RoleRecipe
+from orchestrator.sources import sources_path, training_sources
 from orchestrator.teacher_cache import cache_path, cached_reply, last_teacher
 
 
@@ -38,16 +43,24 @@ class DatasetSummary:
     subsampled: tuple[int, int] | None = None  # (problems kept, problems) under dataset.subsample
     letters: Counter = field(default_factory=Counter)
     prompt_tokens: dict[str, int] | None = None
+    sources: list[dict] = field(default_factory=list)  # per file: kind, questions, samples
+    answer_model: AnswerReplies | None = None  # evaluate_source: answer_model
 
     def lines(self) -> list[str]:
         out = [f"{self.train_path}: {self.train} samples"]
         if self.val_path:
             out.append(f"{self.val_path}: {self.val} samples (held out by problem)")
-        out.append(f"skipped: {self.missing} without a teacher reply, {self.dropped} whose reply missed the gold letter")
+        for s in self.sources if len(self.sources) > 1 else []:
+            out.append(f"  from {s['file']} ({s['kind']}): {s['samples']} samples of {s['questions']} questions")
+        if self.answer_model:
+            out += [self.answer_model.line(), f"skipped: {self.missing} without an Answer-model reply"]
+        else:
+            out.append(f"skipped: {self.missing} without a teacher reply, {self.dropped} whose reply missed the gold letter")
         if self.subsampled:
             out.append(f"subsample: {self.subsampled[0]} of {self.subsampled[1]} problems (dataset.subsample, dataset.seed)")
         total = sum(self.letters.values()) or 1
-        out.append("gold letters: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in sorted(self.letters.items())))
+        label = "gold letters" if all(s["kind"] == "gold" for s in self.sources) else "target letters (gold and extra_train)"
+        out.append(f"{label}: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in sorted(self.letters.items())))
         if self.prompt_tokens:
             t = self.prompt_tokens
             out.append(f"prompt tokens: min {t['min']}, mean {t['mean']}, max {t['max']}")
@@ -89,6 +102,8 @@ def build_dataset(
     pipeline: Loaded[PipelineRecipe],
     input_path: str | Path | None = None,
     tokenizer: str | None = None,
+    answer_url: str | None = None,
+    answer_model: str | None = None,
 ) -> DatasetSummary:
     role_recipe, pipe = role.recipe, pipeline.recipe
     if role_recipe.dataset.subsample < 1 and role_recipe.dataset_name == f"train_{role_recipe.role}_instruct":
@@ -97,36 +112,57 @@ def build_dataset(
             f"dataset.name of its own (e.g. train_{role_recipe.run_name.replace('-', '_')}), so this "
             f"variant's subset does not overwrite {role_recipe.dataset_name}"
         )
+    extra_entries(role_recipe, role.where)  # a bad dataset.extra file fails before any work
+    from_answer_model = role_recipe.role == "evaluate" and role_recipe.dataset.evaluate_source == "answer_model"
+    if (answer_url or answer_model) and not from_answer_model:
+        raise UserError("--answer-url and --answer-model are for `dataset evaluate` with "
+                        "dataset.evaluate_source: answer_model")
     teacher = last_teacher(pipe.teacher)
-    source = input_path or project_root() / pipe.data.train
-    training, fixed = read_training(source, fixes_path(pipe.data), "dataset")
-    questions = [q for q in training.questions if q.answer is not None]
+    sources = training_sources(pipe.data, input_path, "dataset")
+    origin = {q.qid: s for s in sources for q in s.questions}
+    questions = [q for s in sources for q in s.questions if q.answer is not None]
     if not questions:
-        raise UserError(f"{source}: no question has an answer; the training file needs gold letters")
+        raise UserError(f"{sources[0].file}: no question has an answer; the training file needs gold letters")
 
     summary = DatasetSummary(role_recipe.role, datasets_dir() / f"{role_recipe.dataset_name}.json")
-    rows: dict[str, dict] = {}
-    with Ledger(cache_path()) as cache:
+    rows: dict[str, list[dict]] = {}
+    if from_answer_model:
+        replies = answer_model_replies(
+            questions, inference=pipe.inference, samples=role_recipe.dataset.evaluate_samples,
+            ledger_path=role_paths(role_recipe).run_dir / "answer_samples.jsonl",
+            answer_url=answer_url, answer_model=answer_model,
+        )
+        summary.answer_model = replies
         for q in questions:
-            record = cached_reply(cache, q, teacher)
-            if record is None or not record.get("text"):
+            got = [r for r in replies.replies[q.qid] if r.get("text")]
+            if not got:
                 summary.missing += 1
                 continue
-            if role_recipe.role == "answer":
-                if teacher.keep == "agreeing" and not record.get("agrees"):
-                    summary.dropped += 1
-                    continue
-                rows[q.qid] = {"instruction": answer_prompt(q), "input": "", "output": record["text"]}
-            else:
-                rows[q.qid] = {
-                    "instruction": evaluate_prompt(q, record["text"]),
-                    "input": "",
-                    "output": evaluate_target(q.answer),
-                }
+            rows[q.qid] = [{"instruction": evaluate_prompt(q, r["text"]), "input": "",
+                            "output": evaluate_target(q.answer)} for r in got]
             summary.letters[q.answer] += 1
+    else:
+        with Ledger(cache_path()) as cache:
+            for q in questions:
+                record = cached_reply(cache, q, teacher)
+                if record is None or not record.get("text"):
+                    summary.missing += 1
+                    continue
+                if role_recipe.role == "answer":
+                    if teacher.keep == "agreeing" and not record.get("agrees"):
+                        summary.dropped += 1
+                        continue
+                    rows[q.qid] = [{"instruction": answer_prompt(q), "input": "", "output": record["text"]}]
+                else:
+                    rows[q.qid] = [{
+                        "instruction": evaluate_prompt(q, record["text"]),
+                        "input": "",
+                        "output": evaluate_target(q.answer),
+                    }]
+                summary.letters[q.answer] += 1
     if not rows:
         raise UserError(
-            f"no teacher reply is cached for {source} under the current teacher settings: "
+            f"no teacher reply is cached for {sources[0].file} under the current teacher settings: "
             "run `orchestrator distill` first"
         )
     answered = [q for q in questions if q.qid in rows]
@@ -135,17 +171,27 @@ def build_dataset(
         summary.subsampled = (len({q.problem_id for q in chosen}), len({q.problem_id for q in answered}))
         summary.letters = Counter(q.answer for q in chosen)
     train_qs, val_qs = split_by_problem(chosen, role_recipe.dataset.val_size, role_recipe.dataset.seed)
-    train_rows = [rows[q.qid] for q in train_qs]
+    train_rows = [row for q in train_qs for row in rows[q.qid]]
     atomic_write_json(summary.train_path, train_rows)
     summary.train = len(train_rows)
     if val_qs:
         summary.val_path = datasets_dir() / f"{role_recipe.eval_dataset_name}.json"
-        atomic_write_json(summary.val_path, [rows[q.qid] for q in val_qs])
-        summary.val = len(val_qs)
+        val_rows = [row for q in val_qs for row in rows[q.qid]]
+        atomic_write_json(summary.val_path, val_rows)
+        summary.val = len(val_rows)
+    for source in sources:
+        summary.sources.append({
+            **source.describe(),
+            "samples": sum(len(rows[q.qid]) for q in source.questions if q.qid in rows),
+            "held_out": sum(len(rows[q.qid]) for q in val_qs if origin[q.qid] is source),
+        })
     # what the set was made from, copied into the manifest of the model trained on it
-    atomic_write_json(dataset_source(role_recipe.dataset_name), {
-        "train": str(source), "fixes": fixed.record() if fixed else None,
-        "samples": summary.train, "val_samples": summary.val,
+    atomic_write_json(sources_path(role_recipe.dataset_name), {
+        "dataset": role_recipe.dataset_name,
+        "evaluate_source": role_recipe.dataset.evaluate_source if role_recipe.role == "evaluate" else None,
+        "answer_model": summary.answer_model.model if summary.answer_model else None,
+        "fixes": sources[0].fixes,
+        "sources": summary.sources,
     })
     render_dataset_info([role_recipe])
     if tokenizer:

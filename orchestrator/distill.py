@@ -17,7 +17,6 @@ from typing import Any
 from orchestrator.data import Question
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.fixes import fixes_path, read_training
 from orchestrator.ledger import Ledger, read_records, text_hash
 from orchestrator.paths import project_root, runs_dir
 from orchestrator.recipes import Loaded, PipelineRecipe, TeacherSection
@@ -56,10 +55,13 @@ class DistillSummary:
     requests: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str, int]] = field(default_factory=list)  # (file, kind, questions)
 
     def table(self) -> str:
+        several = len(self.sources) > 1
         rows = [
             ("questions", self.questions),
+            *[(f"  from {file} ({kind})", n) for file, kind, n in self.sources if several],
             ("already cached", self.cached),
             ("asked now", self.asked),
             ("agreeing at first try", self.agreeing_first),
@@ -149,15 +151,16 @@ def distill(
 
     recipe = pipeline.recipe
     teacher = recipe.teacher
-    train = input_path or project_root() / recipe.data.train
-    questions = read_training(train, fixes_path(recipe.data), "distill", skip_invalid)[0].questions
-    if limit is not None:
-        questions = questions[:limit]
+    from orchestrator.sources import training_sources
+
+    sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
+    questions = [q for s in sources for q in s.questions][:limit]
     if echo:
         for line in pipeline.overridden_lines():
             say("distill", line)
-
     summary = DistillSummary(questions=len(questions))
+    taken = {q.qid for q in questions}
+    summary.sources = [(s.file, s.kind, sum(q.qid in taken for q in s.questions)) for s in sources]
     started = time.monotonic()
     with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
         _import_preloaded(cache, teacher.preload)

@@ -26,7 +26,7 @@ from orchestrator.render import render
 DERIVED = {
     "model_name_or_path": "model.path (or model.source)",
     "template": "model.template",
-    "dataset": "dataset.name",
+    "dataset": "dataset.name (and dataset.extra for more sets)",
     "eval_dataset": "dataset.val_size",
     "dataset_dir": "nothing: it is always the project's datasets/ folder",
     "output_dir": "name (the run folder runs/<name>/)",
@@ -125,7 +125,8 @@ def _group(args: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
     """The train YAML as LLaMA-Factory's headed sections, in order."""
     groups = _group(recipe.train)
-    dataset = {"dataset": recipe.dataset_name, "template": recipe.model.template, "dataset_dir": str(datasets_dir())}
+    names = ",".join([recipe.dataset_name, *recipe.dataset.extra])  # mixed by mix_strategy (train:)
+    dataset = {"dataset": names, "template": recipe.model.template, "dataset_dir": str(datasets_dir())}
     if recipe.dataset.val_size > 0:  # the held-out problems are evaluated as training goes
         dataset["eval_dataset"] = recipe.eval_dataset_name
         groups["eval"] = {
@@ -234,9 +235,13 @@ def render_dataset_info(recipes: list[RoleRecipe]) -> Path:
             raise UserError(f"{path}: not valid JSON ({e}); fix or delete it, it is regenerated") from None
         if not isinstance(existing, dict):
             raise UserError(f"{path}: must be a JSON object; delete it, it is regenerated")
+    from orchestrator.extra_data import ALPACA_COLUMNS, extra_entries
+
     entries = {}
     for recipe in recipes:
-        entries.update(dataset_entries(recipe))
+        for name, file_name in dataset_entries(recipe).items():
+            entries[name] = {"file_name": file_name, "formatting": "alpaca", "columns": ALPACA_COLUMNS}
+        entries.update(extra_entries(recipe))
     ours = json.loads(render("llamafactory/dataset_info.json.j2", entries=entries))
     atomic_write_json(path, {**existing, **ours})
     return path
@@ -388,7 +393,7 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         info = {}
-    for name in dataset_entries(recipe):
+    for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
         if name not in info:
             problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
     return problems

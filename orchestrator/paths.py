@@ -21,11 +21,6 @@ def datasets_dir() -> Path:
     return project_root() / "datasets"
 
 
-def dataset_source(dataset_name: str) -> Path:
-    """datasets/<name>.source.json: the training file and label fixes a built set came from."""
-    return datasets_dir() / f"{dataset_name}.source.json"
-
-
 def inside(path: str | Path, base: Path, what: str) -> Path:
     """Resolve `path` against `base`; refuse anything that escapes it (`../`, absolute elsewhere)."""
     resolved = (base / path).resolve()

@@ -41,6 +41,14 @@ def _plain(v: str | None) -> bool:
     return v is None or bool(_PLAIN.fullmatch(v))
 
 
+def _dataset_name(v: str | None) -> str | None:
+    if v is not None and (not _plain(v) or v.endswith(".json")):
+        raise ValueError("a dataset name is a plain word such as train_answer_instruct (no path, no .json)")
+    if v == "dataset_info":  # datasets/dataset_info.json is the registry itself
+        raise ValueError("dataset_info is reserved for datasets/dataset_info.json; pick another name")
+    return v
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -66,15 +74,21 @@ class DatasetSection(Section):
     val_size: float = Field(0.0, ge=0.0, lt=1.0)  # held out by problem, never split inside one
     seed: int = 0  # the held-out problems and the subsample
     subsample: float = Field(1.0, gt=0.0, le=1.0)  # train on this fraction of the problems (a variant)
+    extra: dict[str, str | None] = Field(default_factory=dict)  # more training sets: name -> file; null drops a parent's
+    evaluate_source: Literal["teacher", "answer_model"] = "teacher"  # whose reasoning the Evaluate set reads
+    evaluate_samples: int = Field(4, ge=1, le=64)  # Answer-model replies per question (answer_model)
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
-        if v is not None and (not _plain(v) or v.endswith(".json")):
-            raise ValueError("a dataset name is a plain word such as train_answer_instruct (no path, no .json)")
-        if v == "dataset_info":  # datasets/dataset_info.json is the registry itself
-            raise ValueError("dataset_info is reserved for datasets/dataset_info.json; pick another name")
-        return v
+        return _dataset_name(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _plain_extra_names(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for name in v:
+            _dataset_name(name)
+        return {name: file for name, file in v.items() if file is not None}
 
 
 class ServeSection(Section):
@@ -132,6 +146,7 @@ class DataSection(Section):
     test: str = "datasets/sample/test.jsonl"
     gold: str | None = "datasets/sample/test_gold.jsonl"
     fixes: str | None = None  # label corrections applied whenever data.train is read (orchestrator/fixes.py)
+    extra_train: list[str] = Field(default_factory=list)  # more training files, e.g. `pseudo-label` output
 
 
 def _env_name(v: str | None) -> str | None:

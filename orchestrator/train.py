@@ -16,10 +16,11 @@ from orchestrator.configs import check_roles
 from orchestrator.errors import StageFailed, UserError
 from orchestrator.files import atomic_write_json
 from orchestrator.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, launch_env, model_path
-from orchestrator.paths import dataset_source, datasets_dir, project_root
+from orchestrator.paths import datasets_dir, project_root
 from orchestrator.process import run
 from orchestrator.progress import bar, say, worth_showing
 from orchestrator.recipes import Loaded, RoleRecipe, command_for
+from orchestrator.sources import training_data
 
 
 @dataclass
@@ -80,14 +81,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def _data_source(dataset_name: str) -> dict | None:
-    """What `dataset` recorded about the set: its training file and label fixes."""
-    try:
-        return json.loads(dataset_source(dataset_name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _git_commit() -> str | None:
@@ -189,7 +182,7 @@ def train(
             "steps": rows[-1].get("current_steps") if rows else None,
             "final_loss": final_loss,
             "loss_plot": str(plot) if plot.exists() else None,
-            "data": _data_source(loaded.recipe.dataset_name),
+            "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
             "versions": _versions(),
             "git_commit": _git_commit(),
         },

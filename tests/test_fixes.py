@@ -106,7 +106,7 @@ def test_distill_and_dataset_apply_the_fixes_and_record_them(project: Path, cli)
     assert f"fixes.yaml: {summary}" in err
     rows = json.loads((project / "datasets/train_evaluate_instruct.json").read_text(encoding="utf-8"))
     assert len(rows) == kept and rows[0]["output"] == f"答案是：{other}"
-    source = json.loads((project / "datasets/train_evaluate_instruct.source.json").read_text(encoding="utf-8"))
+    source = json.loads((project / "datasets/train_evaluate_instruct.sources.json").read_text(encoding="utf-8"))
     assert source["fixes"]["path"].endswith("fixes.yaml") and source["fixes"]["corrected"] == 1
     assert len(source["fixes"]["sha256"]) == 64
 

@@ -49,7 +49,7 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
         assert manifest["steps"] == 120 and manifest["final_loss"] > 0
         assert manifest["versions"]["llamafactory"] == "0.9.5"
         assert manifest["recipe"]["role"] == role
-        assert manifest["data"]["fixes"]["corrected"] == 1  # what the set was built from
+        assert manifest["data"]["dataset"]["fixes"]["corrected"] == 1  # what the set was built from
         assert (run / "adapter" / "training_loss.png").exists()  # plot_loss kept
 
         code, out, err = cli("merge", role, "--recipe", f"recipes/tiny-{role}.yaml")
