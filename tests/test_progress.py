@@ -47,7 +47,7 @@ def test_verbose_shows_every_line_but_bar_redraws(line: str, shown: bool, monkey
 def test_verbose_flag_sets_the_environment(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # quiet, and restored after the test (-v sets it for the process)
     code, _, err = cli("-v", "data", "check", "no-such-file.jsonl")
     assert code == 2 and "no-such-file.jsonl" in err
     assert os.environ.get(VERBOSE_ENV) == "1"
