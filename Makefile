@@ -7,6 +7,7 @@
 #   make answer-model RECIPE=recipes/answer-b.yaml   one Answer variant (runs/<its name>/)
 #   make evaluate-model [RECIPE=tiny]
 #   make infer / make score / make all [RECIPE=tiny]
+#   make eval [RECIPE=tiny]         answer and score the held-out problems (dataset.val_size > 0)
 #   make webui ROLE=answer [RECIPE=tiny]
 #   make sample                     regenerate the shipped synthetic sample (datasets/sample/)
 #
@@ -61,12 +62,15 @@ ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 SUBMISSION := $(INFER_DIR)/submission.jsonl
 REPORT := $(INFER_DIR)/report.md
+VAL := datasets/val.jsonl
+EVAL_DIR := runs/$(PREFIX)eval
+EVAL_REPORT := $(EVAL_DIR)/report.md
 
 .PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench clean
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
@@ -147,6 +151,14 @@ $(REPORT): $(SUBMISSION) $(GOLD)
 infer: $(SUBMISSION)
 score: $(REPORT)
 all: $(REPORT)
+
+# The held-out problems (datasets/val.jsonl, written by the dataset stage) answered by the
+# trained models; eval refuses a split that changed since they were trained.
+$(EVAL_REPORT): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) $(wildcard $(VAL))
+	$(ORCH) eval --out-dir $(EVAL_DIR) --recipe $(PIPELINE) \
+		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
+
+eval: $(EVAL_REPORT)
 
 demo: | $(STAMP)
 	$(MAKE) --no-print-directory check RECIPE=tiny

@@ -432,6 +432,83 @@ def score(submission, gold, trace, out_dir, subset) -> None:
     click.echo(result.table())
 
 
+@cli.command("eval")
+@click.option("--out-dir", type=click.Path(file_okay=False), default="runs/eval", show_default=True,
+              help="Where trace, submission and report go.")
+@pipeline_option
+@pipeline_set_option
+@click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
+@click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
+def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe) -> None:
+    """Answer and score the held-out problems (datasets/val.jsonl) with the trained models.
+
+    Refused when the split changed since the models were trained (they would be scored on
+    problems they saw). The held-out problems come from dataset.val_size > 0.
+
+    \b
+    orchestrator eval
+    orchestrator eval --recipe recipes/tiny-pipeline.yaml --out-dir runs/tiny-eval \\
+        --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
+    """
+    from orchestrator.heldout import check_split
+    from orchestrator.infer import answer_flags, infer as run_infer
+    from orchestrator.paths import project_root
+    from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
+    from orchestrator.score import score as run_score
+
+    role_sets, pipeline_sets = route_overrides(overrides)
+    base = load_pipeline(pipeline, pipeline_sets)
+    loaded = with_flags(base, {
+        "inference.evaluate_recipe": ("--evaluate-recipe",
+                                      str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
+        **answer_flags(base.recipe.inference, None, None, answer_recipe),
+    })
+    inf = loaded.recipe.inference
+    # the role recipes name the trained models, served here or already serving at an inference URL
+    # (a URL's model is taken to be the one inference.answer_recipe / evaluate_recipe trained)
+    checked = [load_role("answer", project_root() / (m.recipe or inf.answer_recipe), role_sets) for m in inf.answers]
+    evaluate = load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
+    val = check_split([a.recipe for a in checked] + [evaluate.recipe])
+    answers = [a if m.recipe else None for a, m in zip(checked, inf.answers, strict=True)]
+    inferred = run_infer(pipeline=loaded, input_path=val, out_dir=out_dir, answers=answers,
+                         evaluate=None if inf.evaluate_url else evaluate)
+    click.echo(inferred.table())
+    scored = run_score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
+    for finding in scored.findings:
+        echo_err(f"{'warning' if finding.is_warning else 'scored'}: {finding.text}")
+    click.echo(scored.table())
+    if inferred.failed:
+        raise UserError(
+            f"{inferred.failed} questions had a failed request ({inferred.failures[0]}); "
+            "the score counts their fallback answers; run the same command to ask them again",
+            exit_code=1,
+        )
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="RUN_DIR RUN_DIR...", nargs=-1, required=True,
+                type=click.Path(file_okay=False))
+@click.option("--gold", type=click.Path(dir_okay=False),
+              help="Gold answers (default: the file the runs were scored against; none: agreement only).")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Where compare.md and compare.png go (default: runs/compare).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+def compare(run_dirs, gold, out_dir, as_json) -> None:
+    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair.
+
+    \b
+    orchestrator compare runs/eval-a runs/eval-b
+    orchestrator compare runs/infer runs/infer-votes3 --gold datasets/sample/test_gold.jsonl
+    orchestrator compare runs/infer runs/strong-model          # no gold: agreement only
+    """
+    import json
+
+    from orchestrator.compare import compare as run_compare
+    from orchestrator.compare import table
+
+    result = run_compare(list(run_dirs), gold=gold, out_dir=out_dir)
+    click.echo(json.dumps(result.to_json(), ensure_ascii=False) if as_json else table(result))
+
+
 @cli.command()
 @click.argument("role", type=ROLE, default="answer")
 @recipe_option

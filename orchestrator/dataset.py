@@ -8,6 +8,12 @@ The replies are those of the last `distill` run, whatever settings it was given.
 With `dataset.evaluate_source: answer_model` the Evaluate set reads the trained Answer model's
 own replies instead (orchestrator/evaluate_data.py). Questions come from data.train and each
 of data.extra_train, counted per file in the summary and in datasets/<name>.sources.json.
+
+With `dataset.val_size > 0` whole problems of the gold training file are held out, chosen from
+that file alone (not from which replies exist), so both roles hold out the same problems for
+the same seed; they are also written with their answers as datasets/val.jsonl for
+`orchestrator eval`, and the split (seed, problem ids) goes into the sources record, which
+`train` copies into the model's manifest.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from orchestrator.data import Question
 from orchestrator.errors import UserError
 from orchestrator.evaluate_data import AnswerReplies, answer_model_replies
 from orchestrator.extra_data import extra_entries
-from orchestrator.files import atomic_write_json
+from orchestrator.files import atomic_write_json, atomic_write_jsonl, file_hash
 from orchestrator.ledger import Ledger
 from orchestrator.llamafactory import render_dataset_info, role_paths
-from orchestrator.paths import datasets_dir
+from orchestrator.paths import datasets_dir, val_path
 from orchestrator.prompts import answer_prompt, evaluate_prompt, evaluate_target
 from orchestrator.recipes import Loaded, PipelineRecipe, RoleRecipe
 from orchestrator.sources import sources_path, training_sources
@@ -86,6 +92,16 @@ def subsample_problems(questions: list[Question], fraction: float, seed: int) ->
     random.Random(f"subsample:{seed}").shuffle(problem_ids)
     kept = set(problem_ids[: max(1, round(fraction * len(problem_ids)))])
     return [q for q in questions if q.problem_id in kept]
+
+
+def _write_val(held: list[Question]) -> dict[str, str]:
+    """datasets/val.jsonl: the held-out problems in competition format, with their answers."""
+    problems: dict[str, dict] = {}
+    for q in held:
+        problem = problems.setdefault(q.problem_id, {"id": q.problem_id, "problem": q.problem, "questions": []})
+        problem["questions"].append({"question": q.question, "options": list(q.options), "answer": q.answer})
+    atomic_write_jsonl(val_path(), list(problems.values()))
+    return {"val_file": str(val_path()), "val_hash": file_hash(val_path())}
 
 
 def _token_stats(rows: list[dict], tokenizer_path: str) -> dict[str, int]:
@@ -165,12 +181,20 @@ def build_dataset(
             f"no teacher reply is cached for {sources[0].file} under the current teacher settings: "
             "run `orchestrator distill` first"
         )
-    answered = [q for q in questions if q.qid in rows]
+    # held out from the gold file alone, whatever replies exist: the same problems for both roles
+    split = role_recipe.dataset
+    gold = [q for q in sources[0].questions if q.answer is not None]
+    held = split_by_problem(gold, split.val_size, split.seed)[1]
+    held_ids = {q.qid for q in held}
+    split_record = {"val_size": split.val_size, "seed": split.seed,
+                    "val_problems": list(dict.fromkeys(q.problem_id for q in held)),
+                    **(_write_val(held) if held else {})}
+    answered = [q for q in questions if q.qid in rows and q.qid not in held_ids]
     chosen = subsample_problems(answered, role_recipe.dataset.subsample, role_recipe.dataset.seed)
     if role_recipe.dataset.subsample < 1:
         summary.subsampled = (len({q.problem_id for q in chosen}), len({q.problem_id for q in answered}))
         summary.letters = Counter(q.answer for q in chosen)
-    train_qs, val_qs = split_by_problem(chosen, role_recipe.dataset.val_size, role_recipe.dataset.seed)
+    train_qs, val_qs = chosen, [q for q in held if q.qid in rows]
     train_rows = [row for q in train_qs for row in rows[q.qid]]
     atomic_write_json(summary.train_path, train_rows)
     summary.train = len(train_rows)
@@ -192,6 +216,7 @@ def build_dataset(
         "answer_model": summary.answer_model.model if summary.answer_model else None,
         "fixes": sources[0].fixes,
         "sources": summary.sources,
+        "split": split_record,
     })
     render_dataset_info([role_recipe])
     if tokenizer:

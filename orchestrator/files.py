@@ -1,7 +1,8 @@
-"""Atomic writes: a file is complete or absent, never half-written."""
+"""Atomic writes: a file is complete or absent, never half-written; and a content hash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -35,3 +36,8 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return atomic_write_text(
         path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "backslashreplace"
     )
+
+
+def file_hash(path: Path) -> str:
+    """A short content hash: enough to tell that a file changed."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

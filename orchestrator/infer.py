@@ -9,6 +9,8 @@ the final letter; the Error Agent lists every problem. In the output directory:
                     its source, timings, and the problems found
   errors.jsonl      one record per problem: API failure, unparseable output, disagreement, no answer
   submission.jsonl  the input in competition format with every question's answer filled
+  run.json          what answered: the recipes and overrides, the input, the inference settings,
+                    each agent's model and, for a served model, its manifest's recipe and split
 
 Records are keyed by what determines them (prompts, models, sampling), so re-running the same
 command sends no request for finished questions and changed settings are never taken for done
@@ -19,6 +21,7 @@ by the next run; its submission answer falls back to the Answer letter meanwhile
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -615,6 +618,20 @@ def answer_flags(
     return {"inference.answer_models": (flag, given)}
 
 
+def _agent_record(agent: Agent) -> dict[str, Any]:
+    """The agent's model; for a served one, the recipe and split its training manifest records."""
+    record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
+    if agent.loaded and not agent.url:
+        from orchestrator.llamafactory import role_paths
+
+        manifest = role_paths(agent.loaded.recipe).manifest
+        if manifest.exists():
+            trained = json.loads(manifest.read_text(encoding="utf-8"))
+            record |= {"manifest": str(manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
+                       "split": ((trained.get("data") or {}).get("dataset") or {}).get("split")}
+    return record
+
+
 def infer(
     *,
     pipeline: Loaded[PipelineRecipe],
@@ -659,6 +676,10 @@ def infer(
         "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
         "answer": given(answer_agents[0]), "evaluate": given(evaluate_agent),
         **({"answers": [{"label": a.label, **given(a)} for a in answer_agents]} if several else {}),
+        # for `compare`: the input, the settings in effect and each model (a served one's recipe and split)
+        "input": str(dataset.path), "inference": inf.model_dump(),
+        "models": {**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
+                   "evaluate": _agent_record(evaluate_agent)},
     })
     fallback = fallback_letter(pipeline.recipe)
 

@@ -21,6 +21,11 @@ def datasets_dir() -> Path:
     return project_root() / "datasets"
 
 
+def val_path() -> Path:
+    """The held-out validation problems in competition format, with their answers."""
+    return datasets_dir() / "val.jsonl"
+
+
 def inside(path: str | Path, base: Path, what: str) -> Path:
     """Resolve `path` against `base`; refuse anything that escapes it (`../`, absolute elsewhere)."""
     resolved = (base / path).resolve()

@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator.data import Dataset, read_dataset
 from orchestrator.errors import UserError
-from orchestrator.files import atomic_write_text
+from orchestrator.files import atomic_write_json, atomic_write_text
 from orchestrator.ledger import read_records
 from orchestrator.submission import Finding, match, read_submission, summarise
 
@@ -272,4 +272,7 @@ def score(
         picture = report_picture(result, out / "report.png")
         paths: dict[str, Any] = {"submission": submission, "gold": gold, "trace": trace_path}
         result.report_path = atomic_write_text(out / "report.md", report_markdown(result, paths, picture.name))
+        # the gold this run was scored against, which `compare` uses by default
+        atomic_write_json(out / "score.json", {"submission": str(Path(submission).resolve()),
+                                               "gold": str(Path(gold).resolve()), "accuracy": result.accuracy})
     return result

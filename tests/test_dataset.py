@@ -141,3 +141,36 @@ def test_a_distill_run_that_got_nothing_changes_nothing(project: Path, cli) -> N
                          "--set", "teacher.max_retries=0")
     assert code == 1
     assert build_dataset(role=load_role("answer"), pipeline=load_pipeline()).train > 0  # still the sample's replies
+
+
+def _build(role: str, *overrides: str):
+    return build_dataset(role=load_role(role, None, overrides), pipeline=load_pipeline())
+
+
+def test_both_roles_hold_out_the_same_problems_written_as_val_jsonl(project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    split = ("dataset.val_size=0.2", "dataset.seed=3")
+    answer = _build("answer", *split)
+    _build("evaluate", *split)
+    assert answer.dropped > 0  # keep: agreeing drops replies, yet the held-out problems are the same
+    records = [json.loads((project / f"datasets/train_{role}_instruct.sources.json").read_text())["split"]
+               for role in ("answer", "evaluate")]
+    assert records[0]["val_problems"] == records[1]["val_problems"] and len(records[0]["val_problems"]) == 6
+    assert records[0]["seed"] == 3 and records[0]["val_size"] == 0.2
+
+    train = read_dataset(project / "datasets/sample/train.jsonl")
+    val = read_dataset(project / "datasets/val.jsonl")
+    assert [p.id for p in val.problems] == records[0]["val_problems"]
+    gold = {q.qid: q.answer for q in train.questions}
+    assert val.questions and all(q.answer == gold[q.qid] for q in val.questions)  # competition format, answers kept
+    held = {answer_prompt(q) for q in val.questions}
+    assert not held & {r["instruction"] for r in rows(project, "train_answer_instruct")}
+    trained_on = {r["instruction"] for r in rows(project, "train_evaluate_instruct")}
+    assert not {q.qid for q in val.questions if any(q.question in i and q.problem in i for i in trained_on)}
+
+
+def test_no_validation_split_is_recorded_too(project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    _build("answer")
+    record = json.loads((project / "datasets/train_answer_instruct.sources.json").read_text())["split"]
+    assert record["val_problems"] == [] and not (project / "datasets/val.jsonl").exists()

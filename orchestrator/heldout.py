@@ -1,0 +1,56 @@
+"""The held-out validation problems (datasets/val.jsonl) and whether they still are: a model
+trained on a problem would be scored on it, so `eval` refuses a split that changed since the
+models were trained. The split each model was trained without is in its manifest
+(`data.dataset.split`, copied from the dataset's sources record)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.data import read_dataset
+from orchestrator.errors import UserError
+from orchestrator.files import file_hash
+from orchestrator.llamafactory import role_paths
+from orchestrator.paths import val_path
+from orchestrator.recipes import RoleRecipe, display
+
+
+def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
+    manifest = role_paths(recipe).manifest
+    if not manifest.exists():
+        raise UserError(f"{display(manifest)} does not exist: train the {recipe.role} model first "
+                        f"(make {recipe.role}-model)")
+    data = json.loads(manifest.read_text(encoding="utf-8")).get("data") or {}
+    return (data.get("dataset") or {}).get("split"), manifest
+
+
+def check_split(models: list[RoleRecipe]) -> Path:
+    """datasets/val.jsonl, when it holds exactly the problems every model was trained without."""
+    val = val_path()
+    fix = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the datasets and retrain both models"
+    if not val.exists():
+        raise UserError(f"{display(val)} does not exist: no problems were held out; {fix}")
+    held = [p.id for p in read_dataset(val).problems]
+    for recipe in models:
+        role = recipe.role
+        recorded, manifest = _split_of(recipe)
+        split = recorded or {}
+        trained = split.get("val_problems") or []
+        where = f"the {role} model ({display(manifest)})"
+        if not trained:
+            raise UserError(f"{where} was trained without held-out problems, so it has seen every problem of "
+                            f"{display(val)}; {fix}")
+        if set(trained) != set(held):
+            seen = len(set(held) - set(trained))
+            raise UserError(
+                f"{display(val)} changed since {where} was trained (held out {len(trained)} problems with "
+                f"seed {split.get('seed')}, val_size {split.get('val_size')}; the file now holds {len(held)}, "
+                f"{seen} of them trained on): rebuild the datasets with the same settings for both roles "
+                f"and retrain (make answer-model evaluate-model)"
+            )
+        if split.get("val_hash") and split["val_hash"] != file_hash(val):
+            raise UserError(f"{display(val)} changed since {where} was trained (same problems, other content): "
+                            "rebuild the datasets and retrain")
+    return val
