@@ -251,10 +251,10 @@ def _json(line: str) -> Any:
     return obj
 
 
-def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
-    """Read a competition .jsonl. Every bad line is reported (`FILE:LINE: reason`), not only
-    the first; with `skip_invalid` the good lines are kept and the bad ones listed."""
-    path = Path(path)
+def jsonl_lines(path: Path) -> list[tuple[int, bytes]]:
+    """(line number, raw bytes) of each line of a .jsonl file, a BOM dropped; a file that cannot
+    be read is one Error line. Lines end at \n only: U+2028, U+0085 and the like are legal
+    inside JSON strings."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -263,11 +263,17 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
         raise UserError(f"{path}: is a directory, expected a .jsonl file") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
+
+
+def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
+    """Read a competition .jsonl. Every bad line is reported (`FILE:LINE: reason`), not only
+    the first; with `skip_invalid` the good lines are kept and the bad ones listed."""
+    path = Path(path)
     problems: list[Problem] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    # Lines end at \n only: U+2028, U+0085 and the like are legal inside JSON strings.
-    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+    for lineno, raw in jsonl_lines(path):
         try:
             line = _text_line(raw)
             if not line:

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from orchestrator.errors import UserError
+from orchestrator.errors import StageFailed, UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -325,3 +325,20 @@ def _chat_text(response: Any) -> tuple[str, str | None]:
         raise _Failure("malformed body", True, f"content is {type(content).__name__}")
     finish_reason = getattr(choice, "finish_reason", None)
     return content, (str(finish_reason) if finish_reason is not None else None)
+
+
+def listed_model(url: str, api_key: str, role: str) -> str:
+    """The one model an endpoint lists (GET /v1/models), when the user named none."""
+
+    async def ask() -> list[str]:
+        async with Endpoint(url, "", api_key, max_retries=2) as endpoint:
+            return await endpoint.models()
+
+    try:
+        ids = asyncio.run(ask())
+    except EndpointError as e:
+        raise StageFailed(f"the {role} endpoint {e}") from None
+    if len(ids) != 1:
+        raise UserError(f"the {role} endpoint {url} lists {len(ids)} models ({', '.join(ids)}): "
+                        f"choose one with --{role}-model NAME")
+    return ids[0]

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.answers import extract_choice
 from orchestrator.data import Question
-from orchestrator.errors import StageFailed, UserError
+from orchestrator.errors import StageFailed
 from orchestrator.ledger import Ledger, stable_key, text_hash
 from orchestrator.paths import project_root
 from orchestrator.prompts import answer_prompt
@@ -63,7 +63,7 @@ class _Answerer:
 
 
 def _answerer(inference: InferenceSection, answer_url: str | None, answer_model: str | None) -> _Answerer:
-    from orchestrator.endpoints import resolve_api_key
+    from orchestrator.endpoints import listed_model, resolve_api_key
     from orchestrator.llamafactory import role_paths
     from orchestrator.recipes import load_role
     from orchestrator.serving import model_version
@@ -74,28 +74,11 @@ def _answerer(inference: InferenceSection, answer_url: str | None, answer_model:
     if url:
         # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
         api_key = resolve_api_key(inference.api_key_env, url) if inference.api_key_env else "EMPTY"
-        model = model or _listed_model(url, api_key)
+        model = model or listed_model(url, api_key, "answer")
         return _Answerer(model, model, api_key, url=url)
     loaded = load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
     name = loaded.recipe.run_name
     return _Answerer(model or name, f"{name}@{model_version(role_paths(loaded.recipe))}", "EMPTY", loaded=loaded)
-
-
-def _listed_model(url: str, api_key: str) -> str:
-    from orchestrator.endpoints import Endpoint, EndpointError
-
-    async def ask() -> list[str]:
-        async with Endpoint(url, "", api_key, max_retries=2) as endpoint:
-            return await endpoint.models()
-
-    try:
-        ids = asyncio.run(ask())
-    except EndpointError as e:
-        raise StageFailed(f"the Answer endpoint {e}") from None
-    if len(ids) != 1:
-        raise UserError(f"the Answer endpoint {url} lists {len(ids)} models ({', '.join(ids)}): "
-                        "choose one with --answer-model NAME")
-    return ids[0]
 
 
 @contextmanager

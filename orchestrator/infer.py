@@ -38,7 +38,7 @@ from typing import Any
 
 from orchestrator.answers import extract_choice
 from orchestrator.data import Dataset, Question, read_reporting, write_submission
-from orchestrator.errors import StageFailed, UserError
+from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.ledger import Ledger, read_records, stable_key, text_hash
 from orchestrator.paths import project_root
@@ -244,30 +244,12 @@ def _reply_fields(reply: Any, q: Question) -> dict[str, Any]:
 # ---------------------------------------------------------------- endpoints
 
 
-def _listed_model(url: str, api_key: str, role: str) -> str:
-    """The one model an endpoint lists, when the user named none."""
-    from orchestrator.endpoints import Endpoint, EndpointError
-
-    async def ask() -> list[str]:
-        async with Endpoint(url, "", api_key, max_retries=2) as endpoint:
-            return await endpoint.models()
-
-    try:
-        ids = asyncio.run(ask())
-    except EndpointError as e:
-        raise StageFailed(f"the {role} endpoint {e}") from None
-    if len(ids) != 1:
-        raise UserError(f"the {role} endpoint {url} lists {len(ids)} models ({', '.join(ids)}): "
-                        f"choose one with --{role}-model NAME")
-    return ids[0]
-
-
 def _endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
-    from orchestrator.endpoints import resolve_api_key
+    from orchestrator.endpoints import listed_model, resolve_api_key
 
     # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
     api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
-    model = model or _listed_model(url, api_key, role)
+    model = model or listed_model(url, api_key, role)
     return Agent(role, model, model, api_key, url=url, label=model)
 
 

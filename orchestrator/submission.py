@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Dataset, _short
+from orchestrator.data import Dataset, _short, jsonl_lines
 from orchestrator.errors import UserError
 
 MAX_LISTED = 10  # bad lines named before the rest are counted
@@ -92,15 +92,10 @@ def read_submission(path: str | Path) -> Submission:
     """The lines of a submission; a line that is not a JSON object with an id and a list of
     questions makes the file unreadable (every such line listed)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     entries: list[Entry] = []
     errors: list[str] = []
-    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+    lines = jsonl_lines(path)
+    for lineno, raw in lines:
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -125,7 +120,7 @@ def read_submission(path: str | Path) -> Submission:
         raise UserError(*shown, f"{path} is not in the competition format (one JSON object per line with id and questions)")
     if not entries:
         raise UserError(f"{path}: no lines (the file is empty)")
-    return Submission(path, entries, final_newline=data.endswith(b"\n"))
+    return Submission(path, entries, final_newline=lines[-1][1] == b"")  # the text after the last \n
 
 
 def _letter(raw: Any) -> str | None:
