@@ -61,7 +61,8 @@ def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
             f"no base model in {base}: run `{command_for(loaded, 'download')}` "
             f"(or `orchestrator tiny-model {base}` for a CPU test model)"
         )
-    for name in [recipe.dataset_name]:
+    held_out = [recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else []  # train.yaml's eval_dataset
+    for name in [recipe.dataset_name, *held_out]:
         data = datasets_dir() / f"{name}.json"
         if not data.exists():
             raise UserError(f"{data} does not exist yet: run `{command_for(loaded, 'dataset')}`")

@@ -95,7 +95,7 @@ def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> N
     rows = [{"instruction": "问题", "input": "", "output": None}] * 4  # no response: LLaMA-Factory drops them
     (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
     with pytest.raises(StageFailed) as info:
-        train(load_role("answer", "recipes/tiny-answer.yaml"), echo=False)
+        train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"]), echo=False)
     lines = info.value.lines
     assert lines[0].startswith("train tiny-answer: llamafactory-cli train exited with code 1")
     assert any("valid" in line.lower() for line in lines[1:-1]), lines
@@ -133,3 +133,13 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     assert "[train tiny-answer] train.max_steps = 40  (from --set)" in err
     assert manifest["overrides"] == {"train.max_steps": {"value": 40, "from": "--set"},
                                      "train.save_steps": {"value": 2, "from": "--set"}}
+
+
+def test_train_preflight_needs_the_held_out_set(tiny_project: Path) -> None:
+    """val_size > 0 makes train.yaml name eval_dataset: its file is checked before the launch."""
+    from orchestrator.train import train
+
+    rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}]
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError, match="val_answer_instruct.json does not exist yet: run .orchestrator dataset answer"):
+        train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0.2"]), echo=False)
