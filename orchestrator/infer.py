@@ -589,7 +589,7 @@ def answer_flags(
         return {"inference.answer_model": ("--answer-model", names[0] if names else None)}
     if len(given) == 1:
         return {
-            "inference.answer_models": (flag, []),
+            "inference.answer_models": (flag, [] if inference.answer_models else None),  # a listed ensemble is cleared
             "inference.answer_url": ("--answer-url", given[0].get("url")),
             "inference.answer_recipe": ("--answer-recipe", given[0].get("recipe")),
             "inference.answer_model": ("--answer-model", names[0] if names else None),
