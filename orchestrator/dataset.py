@@ -137,6 +137,7 @@ def build_dataset(
     sources = training_sources(pipe.data, input_path, "dataset")
     origin = {q.qid: s for s in sources for q in s.questions}
     questions = [q for s in sources for q in s.questions if q.answer is not None]
+    gold_letter = {q.qid: q.answer for q in questions if q.answer is not None}  # typed str, not None
     if not questions:
         raise UserError(f"{sources[0].file}: no question has an answer; the training file needs gold letters")
 
@@ -155,7 +156,7 @@ def build_dataset(
                 summary.missing += 1
                 continue
             rows[q.qid] = [{"instruction": evaluate_prompt(q, r["text"]), "input": "",
-                            "output": evaluate_target(q.answer)} for r in got]
+                            "output": evaluate_target(gold_letter[q.qid])} for r in got]
             summary.letters[q.answer] += 1
     else:
         with Ledger(cache_path()) as cache:
@@ -173,7 +174,7 @@ def build_dataset(
                     rows[q.qid] = [{
                         "instruction": evaluate_prompt(q, record["text"]),
                         "input": "",
-                        "output": evaluate_target(q.answer),
+                        "output": evaluate_target(gold_letter[q.qid]),
                     }]
                 summary.letters[q.answer] += 1
     if not rows:

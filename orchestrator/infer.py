@@ -151,7 +151,13 @@ def chosen_sample(samples: list[dict | None]) -> int | None:
     """The index of the Answer text the Evaluate Agent reads: the first agreeing with the majority."""
     vote = majority([s["letter"] if s else None for s in samples])
     answered = [i for i, s in enumerate(samples) if s]
-    return next((i for i in answered if samples[i]["letter"] == vote), answered[0] if answered else None)
+    return next((i for i, s in enumerate(samples) if s and s["letter"] == vote), answered[0] if answered else None)
+
+
+def chosen_reply(samples: list[dict | None]) -> dict | None:
+    """The Answer sample the Evaluate Agent reads (see `chosen_sample`); None: no sample has text."""
+    chosen = chosen_sample(samples)
+    return None if chosen is None else samples[chosen]
 
 
 def trace_record(
@@ -166,6 +172,7 @@ def trace_record(
     model_of = [answer_models[min(i // per_model, len(answer_models) - 1)] for i in range(len(samples))]
     vote = majority(letters)
     chosen = chosen_sample(samples)
+    read = chosen_reply(samples)  # not None when there is a vote
     eval_letter = evaluation.get("letter") if evaluation else None
     if eval_letter:
         final, source = eval_letter, "evaluate"
@@ -182,9 +189,9 @@ def trace_record(
                              **({"sample": i} if several else {}), **({"model": model_of[i]} if ensemble else {})})
     if evaluation and "text" in evaluation and eval_letter is None:
         problems.append({"id": q.qid, "stage": "evaluate", "kind": "unparseable", "text": evaluation["text"]})
-    if eval_letter and vote and eval_letter != vote:
+    if evaluation and eval_letter and read and vote and eval_letter != vote:
         problems.append({"id": q.qid, "stage": "evaluate", "kind": "disagreement", "answer_letter": vote,
-                         "evaluate_letter": eval_letter, "answer_text": samples[chosen]["text"],
+                         "evaluate_letter": eval_letter, "answer_text": read["text"],
                          "evaluate_text": evaluation["text"]})
     if final is None:
         problems.append({"id": q.qid, "stage": "final", "kind": "no_answer"})
@@ -471,10 +478,10 @@ class _Run:
         from orchestrator.endpoints import EndpointError
 
         samples, api_errors = first
-        chosen = chosen_sample(samples)
+        chosen = chosen_reply(samples)
         evaluation = None
         if chosen is not None:
-            prompt = evaluate_prompt(q, samples[chosen]["text"])
+            prompt = evaluate_prompt(q, chosen["text"])
             try:
                 reply = await endpoint.complete(
                     prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens
@@ -549,7 +556,7 @@ def _compact_trace(path: Path, current: list[dict[str, Any]]) -> None:
     """Rewrite the trace with one line per question: this run's records in input order, then
     the latest record of any other question an earlier run traced."""
     ours = {r["id"] for r in current}
-    others: dict[str, dict] = {}
+    others: dict[str | None, dict] = {}  # keyed by id; a line without one (not ours) kept once
     for record in read_records(path):
         if record.get("id") not in ours:
             others[record.get("id")] = record
@@ -675,7 +682,8 @@ def infer(
                      f"answer: {described}; evaluate: {evaluate_agent.describe()}")
         if todo:
             run.execute(todo)
-        records = [with_fallback(run.trace.get(run.keys[q.qid]), fallback, q.letters) for q in questions]
+        # every question is traced now: done by an earlier run or by this one (failed or not)
+        records = [with_fallback(run.trace.records[run.keys[q.qid]], fallback, q.letters) for q in questions]
     _compact_trace(out / "trace.jsonl", records)
     atomic_write_jsonl(out / "errors.jsonl", [e for r in records for e in r["errors"]])
     write_submission(out / "submission.jsonl", dataset, {r["id"]: r["final"] for r in records})
