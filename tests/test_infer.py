@@ -16,7 +16,7 @@ import pytest
 from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
 
 from orchestrator.data import read_dataset
-from orchestrator.infer import majority
+from orchestrator.infer import chosen_reply, chosen_sample, majority
 from orchestrator.prompts import answer_prompt
 
 # questions per problem, options per question
@@ -140,6 +140,23 @@ def test_changed_settings_are_not_taken_for_done_work(project, cli, servers):
 ])
 def test_majority_breaks_ties_by_the_earliest_sample(letters, expected):
     assert majority(letters) == expected
+
+
+def _sample(letter, text=None):
+    return {"letter": letter, "text": text or f"reasoning for {letter}"}
+
+
+@pytest.mark.parametrize("samples, expected", [
+    ([], None), ([None, None], None),
+    ([_sample("C")], 0),
+    ([None, _sample("B"), _sample("A"), _sample("A")], 2),  # the first agreeing with the majority
+    ([_sample(None), _sample("D")], 1),
+    ([_sample(None), None, _sample(None)], 0),  # no letter read: the first sample with text
+    ([_sample("A"), _sample("B"), _sample("B"), _sample("A")], 0),  # a tie: the earliest
+])
+def test_the_evaluate_agent_reads_the_first_sample_agreeing_with_the_majority(samples, expected):
+    assert chosen_sample(samples) == expected
+    assert chosen_reply(samples) == (None if expected is None else samples[expected])
 
 
 class Scripted:
