@@ -24,7 +24,7 @@ from orchestrator.errors import StageFailed
 from orchestrator.ledger import Ledger, stable_key, text_hash
 from orchestrator.paths import project_root
 from orchestrator.prompts import answer_prompt
-from orchestrator.recipes import InferenceSection
+from orchestrator.recipes import InferenceSection, Loaded, RoleRecipe
 
 
 @dataclass
@@ -59,7 +59,7 @@ class _Answerer:
     identity: str  # in cache keys: a served model's includes its merge
     api_key: str = field(repr=False)
     url: str | None = None
-    loaded: Any = None
+    loaded: Loaded[RoleRecipe] | None = None
 
 
 def _answerer(inference: InferenceSection, answer_url: str | None, answer_model: str | None) -> _Answerer:
@@ -83,7 +83,8 @@ def _answerer(inference: InferenceSection, answer_url: str | None, answer_model:
 
 @contextmanager
 def _base_url(answerer: _Answerer) -> Iterator[str]:
-    if answerer.url:
+    if answerer.loaded is None:  # an endpoint: nothing to serve
+        assert answerer.url is not None
         yield answerer.url
         return
     from orchestrator.process import free_port
@@ -99,7 +100,7 @@ def sample_key(q: Question, prompt: str, identity: str, i: int, temperature: flo
 
 
 def answer_model_replies(
-    questions: list[Question], *, inference: Any, samples: int, ledger_path: Path,
+    questions: list[Question], *, inference: InferenceSection, samples: int, ledger_path: Path,
     answer_url: str | None = None, answer_model: str | None = None,
 ) -> AnswerReplies:
     """`samples` Answer-model replies to each question (cached in `ledger_path`); raises
@@ -128,7 +129,7 @@ def answer_model_replies(
     return out
 
 
-async def _ask_all(todo, url: str, answerer: _Answerer, inference: Any, prompts, keys, cache: Ledger,
+async def _ask_all(todo, url: str, answerer: _Answerer, inference: InferenceSection, prompts, keys, cache: Ledger,
                    out: AnswerReplies) -> None:
     from orchestrator.endpoints import Endpoint, EndpointError
     from orchestrator.progress import bar
