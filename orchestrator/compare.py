@@ -5,8 +5,10 @@ Per run: accuracy by question and by problem, each with a 95% bootstrap interval
 (seeded, so a report is reproducible), and from the trace the Answer Agent alone and what the
 Evaluate Agent fixed and broke. Per pair: the questions fixed (A wrong, B right) and broken,
 the exact McNemar p-value and how often the two agree. Without gold: agreement only (the
-offline proxy: agreement with a strong model's answers tracks the test score). Runs are
-compared on the questions they all hold (and the gold file has). What differed between the
+offline proxy: agreement with a strong model's answers tracks the test score). A submission
+is read and matched as `score` reads it (orchestrator/submission.py): with gold, a letter the
+question does not offer, null or a missing question is wrong; without gold it is no answer.
+Runs are compared on the questions they all hold (and the gold file has). What differed between the
 runs comes from each run's run.json (inference settings, and the recipes of the models it
 served, copied from their training manifests).
 """
@@ -20,13 +22,14 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import gold_answers, read_dataset
+from orchestrator.data import Dataset, gold_answers
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_text
 from orchestrator.ledger import read_records
 from orchestrator.paths import runs_dir
 from orchestrator.recipes import display
 from orchestrator.stats import bootstrap_interval, mcnemar_exact
+from orchestrator.submission import Finding, Submission, match, own_reference, read_gold, read_submission, summarise
 
 # run.json keys that differ between any two runs without telling how they differ
 _NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.val_hash", "split.source")
@@ -34,19 +37,36 @@ _NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.
 
 @dataclass
 class Run:
-    """What an `infer` output folder holds."""
+    """What an `infer` output folder holds; `answers` and `findings` once matched."""
 
     dir: Path
-    answers: dict[str, str | None]  # question id -> final letter (submission.jsonl)
-    problem_of: dict[str, str]  # question id -> problem id
+    submission: Submission
     trace: dict[str, dict[str, Any]]  # question id -> its last trace record
     gold: Path | None  # the gold file `score` used (score.json)
     record: dict[str, Any]  # run.json; {} for an older run or a bare submission
-    skipped: list[str] = field(default_factory=list)  # bad submission lines, left out
+    # question id -> the submitted letter, None when not usable (not offered, null, missing)
+    answers: dict[str, str | None] = field(default_factory=dict)
+    problem_of: dict[str, str] = field(default_factory=dict)  # question id -> problem id
+    findings: list[Finding] = field(default_factory=list)  # as `score` lists them
 
     @property
     def name(self) -> str:
         return display(self.dir)
+
+    def match(self, gold: Dataset | None) -> None:
+        """Line the submission up with the gold problems it holds, as `score --subset` does (a
+        letter not offered, null or a missing question: no answer, so wrong); without gold,
+        with its own questions (the options each line carries)."""
+        if gold is None:
+            reference = own_reference(self.submission)
+            unreadable = [Finding("unreadable", line) for line in reference.errors]
+        else:
+            held = {e.id for e in self.submission.entries}
+            reference, unreadable = Dataset(gold.path, [p for p in gold.problems if p.id in held]), []
+        matched = match(self.submission, reference)
+        self.answers = matched.answers
+        self.problem_of = {q.qid: q.problem_id for q in reference.questions}
+        self.findings = unreadable + matched.findings
 
 
 @dataclass
@@ -64,6 +84,7 @@ class RunStats:
     fixed: int | None = None  # by the Evaluate Agent: Answer wrong, final right
     broken: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # only the keys that differ between runs
+    findings: list[str] = field(default_factory=list)  # what `score` lists: answers not offered, null, ...
 
 
 @dataclass
@@ -82,11 +103,11 @@ class Comparison:
     pairs: list[PairStats]
     common: int
     gold: str | None
-    skipped: list[str] = field(default_factory=list)  # bad lines of the submissions and gold, left out
+    summaries: list[list[str]] = field(default_factory=list)  # per run, one line per kind of finding
     out_dir: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"common": self.common, "gold": self.gold, "skipped": self.skipped,
+        return {"common": self.common, "gold": self.gold,
                 "runs": [asdict(r) for r in self.runs], "pairs": [asdict(p) for p in self.pairs]}
 
 
@@ -100,17 +121,15 @@ def load_run(path: str | Path) -> Run:
     submission = d / "submission.jsonl"
     if not submission.exists():
         raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")
-    data = read_dataset(submission, skip_invalid=True)  # a letter the options lack drops its problem
-    answers = {q.qid: q.answer for q in data.questions}
     trace: dict[str, dict[str, Any]] = {}
     for record in read_records(d / "trace.jsonl") if (d / "trace.jsonl").exists() else []:
-        if record.get("id") in answers:
+        if "id" in record:
             trace[record["id"]] = record  # the last record of a question wins
     gold = None
     if (d / "score.json").exists():
         gold = Path(json.loads((d / "score.json").read_text(encoding="utf-8"))["gold"])
     record = json.loads((d / "run.json").read_text(encoding="utf-8")) if (d / "run.json").exists() else {}
-    return Run(d, answers, {q.qid: q.problem_id for q in data.questions}, trace, gold, record, data.errors)
+    return Run(d, read_submission(submission), trace, gold, record)
 
 
 def _gold_file(runs: list[Run], gold: str | Path | None) -> Path | None:
@@ -218,16 +237,11 @@ def compare(
         raise UserError("compare needs at least two run folders")
     runs = [load_run(d) for d in run_dirs]
     gold_path = _gold_file(runs, gold)
-    truth = None
-    skipped = [line for r in runs for line in r.skipped]
+    reference = read_gold(gold_path) if gold_path else None  # as strict as `score`
+    for run in runs:
+        run.match(reference)
+    truth = gold_answers(reference) if reference else None
     common = set.intersection(*(set(r.answers) for r in runs))
-    if gold_path:
-        reference = read_dataset(gold_path, skip_invalid=True)
-        skipped += reference.errors
-        truth = gold_answers(reference)
-        if not truth:
-            raise UserError(f"{gold_path}: no question has an answer; a gold file needs the answers")
-        common &= set(truth)
     order = [q for q in runs[0].answers if q in common]
     if not order:
         against = f" and {gold_path}" if gold_path else ""
@@ -239,10 +253,11 @@ def compare(
         pairs=[_pair_stats(a, b, order, truth) for a, b in combinations(runs, 2)],
         common=len(order),
         gold=str(gold_path) if gold_path else None,
-        skipped=skipped,
+        summaries=[summarise(r.findings, "counted wrong" if truth else "no answer, so no agreement") for r in runs],
     )
-    for stats, differ in zip(result.runs, differences(runs), strict=True):
+    for stats, differ, run in zip(result.runs, differences(runs), runs, strict=True):
         stats.settings = differ
+        stats.findings = [f.text for f in run.findings]
     out = Path(out_dir) if out_dir else runs_dir() / "compare"
     out.mkdir(parents=True, exist_ok=True)
     picture = compare_picture(result, out / "compare.png")
@@ -284,9 +299,14 @@ def headline(c: Comparison) -> str:
         line += " common to every run" + (" and the gold file" if c.gold else "") + " (the runs hold " + \
             ", ".join(str(r.held) for r in c.runs) + ")"
     line += f"; gold: {display(Path(c.gold))}" if c.gold else "; no gold file: agreement only (pass --gold FILE for accuracy)"
-    if c.skipped:
-        line += f"\nleft out {len(c.skipped)} bad lines: " + "; ".join(c.skipped[:3]) + ("; ..." if len(c.skipped) > 3 else "")
     return line
+
+
+def _finding_lines(c: Comparison) -> list[str]:
+    """Per run with findings, what `score` would list: one line per kind with its count."""
+    how = "as `score` counts them" if c.gold else "without gold, an unusable answer is no answer"
+    lines = [f"{r.dir}: " + "; ".join(summary) for r, summary in zip(c.runs, c.summaries, strict=True) if summary]
+    return [f"submission findings ({how}):", *[f"  {x}" for x in lines]] if lines else []
 
 
 def _run_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -328,7 +348,8 @@ def _text_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def table(c: Comparison) -> str:
-    lines = [headline(c), "", *_text_table(*_run_table(c)), "", *_text_table(*_pair_table(c))]
+    lines = [headline(c), *_finding_lines(c), "", *_text_table(*_run_table(c)), "",
+             *_text_table(*_pair_table(c))]
     differ = _differ_lines(c)
     lines += ["", "what differed:" if differ else "what differed: nothing the runs recorded (run.json)"]
     lines += [f"  {line}" for line in differ]
@@ -353,6 +374,14 @@ def compare_markdown(c: Comparison, picture: str) -> str:
              "", "## What differed", ""]
     differ = _differ_lines(c)
     lines += [f"- {line}" for line in differ] or ["Nothing the runs recorded (run.json)."]
+    lines += ["", "## Submission cases", "",
+              ("As `orchestrator score` counts them: an answer the question does not offer, null or a missing "
+               "question is wrong." if c.gold else
+               "Without gold, an answer the question does not offer, null or a missing question is no answer: "
+               "it agrees with nothing.")]
+    for r, summary in zip(c.runs, c.summaries, strict=True):
+        lines += ["", f"### {r.dir}", ""]
+        lines += ["; ".join(summary) + ":", "", *[f"- {t}" for t in r.findings]] if summary else ["None."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Dataset, read_dataset
+from orchestrator.data import Dataset
 from orchestrator.errors import UserError
 from orchestrator.files import atomic_write_json, atomic_write_text
 from orchestrator.ledger import read_records
-from orchestrator.submission import Finding, match, read_submission, summarise
+from orchestrator.submission import Finding, match, read_gold, read_submission, summarise
 
 PERCENTILES = (50, 90, 99)
 
@@ -83,19 +83,6 @@ def percentile(values: list[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def _few(ids: list[str], n: int = 3) -> str:
-    return ", ".join(ids[:n]) + (", ..." if len(ids) > n else "")
-
-
-def _gold(path: str | Path) -> Dataset:
-    """The gold file, strictly: every question needs its letter."""
-    gold = read_dataset(path)
-    missing = [q.qid for q in gold.questions if q.answer is None]
-    if missing:
-        raise UserError(f"{gold.path}: {len(missing)} questions have no answer ({_few(missing)}); a gold file needs all")
-    return gold
 
 
 def model_letters(answer: dict[str, Any]) -> dict[str, str | None]:
@@ -243,14 +230,14 @@ def score(
     case is a finding. With `subset`, only the submitted problems are scored. With a trace
     (default: trace.jsonl beside the submission, when there), also write report.md and
     report.png into `out_dir` (default: the submission's directory)."""
-    ours, reference = read_submission(submission), _gold(gold)
+    ours, reference = read_submission(submission), read_gold(gold)
     if subset:
         submitted = {e.id for e in ours.entries}
         reference = Dataset(reference.path, [p for p in reference.problems if p.id in submitted])
         if not reference.problems:
             raise UserError(f"{ours.path} holds none of the problems of {gold}: nothing to score")
     matched = match(ours, reference)
-    truth = {q.qid: q.answer for q in reference.questions if q.answer is not None}  # all, by _gold
+    truth = {q.qid: q.answer for q in reference.questions if q.answer is not None}  # all, by read_gold
     final = matched.answers
     right = {qid: final[qid] == letter for qid, letter in truth.items()}
     result = ScoreResult(

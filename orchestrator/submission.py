@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import Dataset, _short, jsonl_lines
+from orchestrator.data import Dataset, Problem, _Bad, _short, jsonl_lines, parse_problem, read_dataset
 from orchestrator.errors import UserError
 
 MAX_LISTED = 10  # bad lines named before the rest are counted
@@ -36,6 +36,7 @@ KIND_TEXT = {
     "question_text": "question texts that differ from the test file",
     "extra_keys": "extra keys (ignored)",
     "no_final_newline": "no newline at the end of the file",
+    "unreadable": "lines that are not a problem with its questions and options (left out)",
 }
 
 
@@ -82,10 +83,41 @@ class Match:
         return [f for f in self.findings if f.is_warning]
 
 
-def summarise(findings: list[Finding]) -> list[str]:
-    """One line per kind of finding: the count and what it means."""
+def summarise(findings: list[Finding], wrong: str = "counted wrong") -> list[str]:
+    """One line per kind of finding: the count and what it means (`wrong`: what an unusable
+    answer counts as)."""
     counts = Counter(f.kind for f in findings)
-    return [f"{n} {KIND_TEXT[kind]}" for kind, n in counts.items()]
+    return [f"{n} {KIND_TEXT[kind].replace('counted wrong', wrong)}" for kind, n in counts.items()]
+
+
+def read_gold(path: str | Path) -> Dataset:
+    """A gold file, strictly: every line readable and every question with its letter."""
+    gold = read_dataset(path)
+    missing = [q.qid for q in gold.questions if q.answer is None]
+    if missing:
+        few = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UserError(f"{gold.path}: {len(missing)} questions have no answer ({few}); a gold file needs all")
+    return gold
+
+
+def own_reference(submission: Submission) -> Dataset:
+    """The questions a submission holds, read from its own lines with the answers set aside:
+    what to match it against when there is no test or gold file. A line without the problem,
+    question texts and options cannot say which letters are offered: it is listed in `errors`
+    and left out (as is a repeated id: the first counts)."""
+    problems: list[Problem] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for e in submission.entries:
+        if e.id in seen:
+            continue
+        seen.add(e.id)
+        bare = [{k: v for k, v in q.items() if k != "answer"} if isinstance(q, dict) else q for q in e.questions]
+        try:
+            problems.append(parse_problem({"id": e.id, "problem": e.problem, "questions": bare}, e.line))
+        except _Bad as why:
+            errors.append(f"{submission.path}:{e.line}: {e.id}: {why}; left out")
+    return Dataset(submission.path, problems, errors)
 
 
 def read_submission(path: str | Path) -> Submission:
@@ -197,6 +229,4 @@ def match(submission: Submission, reference: Dataset) -> Match:
 
 def check_submission(path: str | Path, test: str | Path) -> Match:
     """A submission matched against the test file it answers (read with the same repairs)."""
-    from orchestrator.data import read_dataset
-
     return match(read_submission(path), read_dataset(test))

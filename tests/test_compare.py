@@ -13,6 +13,7 @@ from test_infer import marker, write_competition
 
 from orchestrator.compare import compare, table
 from orchestrator.stats import mcnemar_exact
+from orchestrator.submission import summarise
 
 # questions per problem of the real test file (143 x1, 90 x2, 63 x3, 204 x4 = 1,328)
 TEST_SHAPE = [1] * 143 + [2] * 90 + [3] * 63 + [4] * 204
@@ -121,6 +122,73 @@ def test_common_questions_only_and_said(tmp_path: Path) -> None:
     assert result.common == 5 and [r.held for r in result.runs] == [6, 5]
     assert result.runs[0].accuracy == 1.0 and result.runs[1].accuracy == 0.8
     assert "compared on 5 questions common to every run and the gold file (the runs hold 6, 5)" in table(result)
+    from orchestrator.score import score
+
+    assert score(b / "submission.jsonl", gold, subset=True).accuracy == result.runs[1].accuracy
+
+
+# One quirk in run B's submission (shape [2, 3, 1], gold all A, every other answer A): what
+# `score` counts for it, what compare finds, and the agreement with a clean run A without gold.
+def _edit(qid: str, change):
+    def edit(lines: list[dict]) -> list[dict]:
+        pid, i = qid.split("#")
+        change(next(p for p in lines if p["id"] == pid)["questions"], int(i))
+        return lines
+    return edit
+
+
+def _set(qid: str, value):
+    return _edit(qid, lambda qs, i: qs[i].__setitem__("answer", value))
+
+
+QUIRKS = [
+    # id, edit of B's lines, accuracy (= score's), finding kind, (common, agreement) without gold
+    pytest.param(_set("p000#0", "E"), 5 / 6, "not_offered", (6, 5 / 6), id="letter-not-offered"),
+    pytest.param(_set("p001#1", None), 5 / 6, "no_answer", (6, 5 / 6), id="null"),
+    pytest.param(_set("p001#1", "AB"), 5 / 6, "not_offered", (6, 5 / 6), id="two-letters"),
+    pytest.param(_set("p002#0", 1), 5 / 6, "no_answer", (6, 5 / 6), id="a-number"),
+    pytest.param(_edit("p001#0", lambda qs, i: qs[i].pop("answer")), 5 / 6, "no_answer", (6, 5 / 6),
+                 id="no-answer-key"),
+    pytest.param(_set("p000#1", " a "), 1.0, None, (6, 1.0), id="lowercase-padded"),
+    pytest.param(_edit("p001#2", lambda qs, i: qs.pop(i)), 5 / 6, "missing_question", (5, 1.0),
+                 id="missing-question"),
+    # without gold a line whose questions are not objects says nothing: its problem is left out
+    pytest.param(_edit("p001#1", lambda qs, i: qs.__setitem__(i, "A")), 5 / 6, "no_answer", (3, 1.0),
+                 id="question-not-an-object"),
+    pytest.param(lambda lines: [*lines, {**lines[0], "id": "zzz"}], 1.0, "extra_problem", (6, 1.0),
+                 id="extra-problem"),
+    pytest.param(lambda lines: lines[::-1], 1.0, "order", (6, 1.0), id="other-order"),
+    pytest.param(_edit("p000#0", lambda qs, i: qs[i].update(note="x")), 1.0, "extra_keys", (6, 1.0),
+                 id="extra-key"),
+]
+
+
+@pytest.mark.parametrize("edit, accuracy, kind, no_gold", QUIRKS)
+def test_compare_scores_a_submission_as_score_does(tmp_path: Path, cli, edit, accuracy: float, kind: str | None,
+                                                   no_gold: tuple[int, float]) -> None:
+    from orchestrator.score import score
+
+    shape = [2, 3, 1]
+    gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
+    a = make_run(tmp_path / "a", shape, set())
+    b = make_run(tmp_path / "b", shape, set())
+    lines = [json.loads(x) for x in (b / "submission.jsonl").read_text(encoding="utf-8").splitlines()]
+    (b / "submission.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in edit(lines)),
+                                        encoding="utf-8")
+    scored = score(b / "submission.jsonl", gold)
+    result = compare([a, b], gold=gold, out_dir=tmp_path / "out")
+    assert scored.accuracy == result.runs[1].accuracy == accuracy and result.common == 6
+    assert (result.runs[0].accuracy, result.runs[0].findings) == (1.0, [])
+    assert result.runs[1].findings == [f.text for f in scored.findings]
+    assert [f.kind for f in scored.findings] == ([kind] if kind else [])
+    report = (tmp_path / "out/compare.md").read_text(encoding="utf-8")
+    for line in summarise(scored.findings):  # as `score` prints them under its table
+        assert line in table(result) and line in report
+    for f in scored.findings:
+        assert f.text in report
+
+    plain = compare([a, b], out_dir=tmp_path / "plain")
+    assert (plain.common, plain.pairs[0].agreement) == no_gold
 
 
 def test_without_gold_agreement_only(tmp_path: Path, cli) -> None:
