@@ -153,10 +153,18 @@ score: $(REPORT)
 all: $(REPORT)
 
 # The held-out problems (datasets/val.jsonl, written by the dataset stage) answered by the
-# trained models; eval refuses a split that changed since they were trained.
+# trained models; eval refuses a split that changed since they were trained. Before make
+# builds anything, `eval --check-only` refuses recipes that hold no problems out (its Error
+# line printed as is), so `make eval` stops before hours of training.
+EVAL_FLAGS = --recipe $(PIPELINE) --answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
+ifneq ($(filter eval,$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(ORCH)),)
+EVAL_REFUSED := $(shell $(ORCH) eval --check-only $(EVAL_FLAGS) >/dev/null || echo refused)
+$(if $(EVAL_REFUSED),$(error make eval stopped before training: see the Error above))
+endif
+endif
 $(EVAL_REPORT): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) $(wildcard $(VAL))
-	$(ORCH) eval --out-dir $(EVAL_DIR) --recipe $(PIPELINE) \
-		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
+	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS)
 
 eval: $(EVAL_REPORT)
 

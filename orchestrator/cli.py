@@ -439,7 +439,9 @@ def score(submission, gold, trace, out_dir, subset) -> None:
 @pipeline_set_option
 @click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
 @click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
-def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe) -> None:
+@click.option("--check-only", is_flag=True,
+              help="Only check the recipes hold problems out (what `make eval` runs before training), then stop.")
+def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_only) -> None:
     """Answer and score the held-out problems (datasets/val.jsonl) with the trained models.
 
     Refused when the split changed since the models were trained (they would be scored on
@@ -449,8 +451,9 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe) -> None:
     orchestrator eval
     orchestrator eval --recipe recipes/tiny-pipeline.yaml --out-dir runs/tiny-eval \\
         --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
+    orchestrator eval --check-only      # no training needed: are problems held out?
     """
-    from orchestrator.heldout import check_split
+    from orchestrator.heldout import check_recipes, check_split
     from orchestrator.infer import answer_flags, infer as run_infer
     from orchestrator.paths import project_root
     from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
@@ -468,6 +471,11 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe) -> None:
     # (a URL's model is taken to be the one inference.answer_recipe / evaluate_recipe trained)
     checked = [load_role("answer", project_root() / (m.recipe or inf.answer_recipe), role_sets) for m in inf.answers]
     evaluate = load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
+    check_recipes([*checked, evaluate])  # before the trained models: the same refusal as before training
+    if check_only:
+        click.echo(f"eval can run: the models hold out problems (dataset.val_size {evaluate.recipe.dataset.val_size}, "
+                   f"seed {evaluate.recipe.dataset.seed})")
+        return
     val = check_split([a.recipe for a in checked] + [evaluate.recipe])
     answers = [a if m.recipe else None for a, m in zip(checked, inf.answers, strict=True)]
     inferred = run_infer(pipeline=loaded, input_path=val, out_dir=out_dir, answers=answers,

@@ -14,7 +14,28 @@ from orchestrator.errors import UserError
 from orchestrator.files import file_hash
 from orchestrator.llamafactory import role_paths
 from orchestrator.paths import val_path
-from orchestrator.recipes import RoleRecipe, display
+from orchestrator.recipes import Loaded, RoleRecipe, display
+
+FIX = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the datasets and retrain both models"
+
+
+def check_recipes(models: list[Loaded[RoleRecipe]]) -> None:
+    """What eval needs of the recipes, checked before anything is trained (`make eval` runs it
+    first, as `orchestrator eval --check-only`): every model holds problems out, and the same
+    ones (val_size and seed alike: both roles' dataset stages write datasets/val.jsonl)."""
+    for m in models:
+        if m.recipe.dataset.val_size <= 0:
+            where, recipe = m.where("dataset.val_size"), display(m.path)
+            raise UserError(f"{where}: dataset.val_size is 0 for the {m.recipe.role} model"
+                            + (f" ({recipe})" if where != recipe else "")
+                            + f", so no problems are held out to evaluate on; {FIX}")
+    splits = {(m.recipe.dataset.val_size, m.recipe.dataset.seed) for m in models}
+    if len(splits) > 1:
+        each = ", ".join(f"{display(m.path)} val_size {m.recipe.dataset.val_size} seed {m.recipe.dataset.seed}"
+                         for m in models)
+        raise UserError(f"the models would hold out different problems ({each}): give dataset.val_size and "
+                        "dataset.seed the same values in every recipe (set them in the answer recipe the others "
+                        "extend), then rebuild the datasets and retrain")
 
 
 def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
@@ -29,7 +50,7 @@ def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
 def check_split(models: list[RoleRecipe]) -> Path:
     """datasets/val.jsonl, when it holds exactly the problems every model was trained without."""
     val = val_path()
-    fix = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the datasets and retrain both models"
+    fix = FIX
     if not val.exists():
         raise UserError(f"{display(val)} does not exist: no problems were held out; {fix}")
     held = [p.id for p in read_dataset(val).problems]

@@ -65,3 +65,47 @@ def test_eval_from_a_clean_runs_folder(tiny_project: Path) -> None:
         manifest = json.loads((tiny_project / f"runs/tiny-{role}/manifest.json").read_text())
         assert manifest["data"]["dataset"]["split"]["val_problems"] == held
     assert make(tiny_project, "-q", "eval", "RECIPE=tiny").returncode == 0  # up to date
+
+
+# recipe edits that make `orchestrator eval` refuse; `make eval` must refuse before training
+EVAL_REFUSALS = [
+    pytest.param("RECIPE=tiny", "tiny-answer.yaml", "val_size: 0.2", "val_size: 0.0",
+                 "Error: recipes/tiny-answer.yaml: dataset.val_size is 0 for the answer model, so no problems "
+                 "are held out", id="tiny-val-size-0"),
+    pytest.param("RECIPE=tiny", "tiny-evaluate.yaml", "dataset:", "dataset:\n  seed: 3",
+                 "Error: the models would hold out different problems", id="tiny-other-seed"),
+    pytest.param("TRAIN=datasets/sample/train.jsonl", None, None, None,  # the shipped answer.yaml holds none out
+                 "Error: recipes/answer.yaml: dataset.val_size is 0 for the answer model", id="default-recipes"),
+]
+
+
+@pytest.mark.parametrize("variable, recipe, old, new, error", EVAL_REFUSALS)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_eval_refuses_before_training(project: Path, variable: str, recipe: str | None, old: str | None,
+                                      new: str | None, error: str, dry_run: bool) -> None:
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))
+    (project / ".venv").symlink_to(REPO / ".venv")
+    if recipe:
+        path = project / "recipes" / recipe
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    done = make(project, *(["-n"] if dry_run else []), "eval", variable, timeout=120)
+    assert done.returncode != 0
+    assert error in done.stderr and "make eval stopped before training" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "orchestrator" not in done.stdout  # nothing ran (or was planned): no distil, no training
+    assert not (project / "runs").exists()
+
+
+def test_eval_check_passes_for_the_tiny_recipes(project: Path) -> None:
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))
+    (project / ".venv").symlink_to(REPO / ".venv")
+    plan = make(project, "-n", "eval", "RECIPE=tiny", timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan.stdout
+    assert "orchestrator eval --out-dir runs/tiny-eval" in plan.stdout
