@@ -31,13 +31,40 @@ class Trained:
     resumed_from: str | None
 
 
+def is_complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: without it (readable) the save was cut short."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def checkpoints(adapter_dir: Path) -> list[Path]:
+    """The checkpoint-N folders, in step order."""
+    found = [(int(m.group(1)), p) for p in adapter_dir.glob("checkpoint-*")
+             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def set_aside_incomplete(adapter_dir: Path) -> list[Path]:
+    """Rename checkpoints whose save was cut short to incomplete-checkpoint-N: LLaMA-Factory
+    resumes from the highest checkpoint-N folder and fails on a partial one."""
+    moved = []
+    for path in checkpoints(adapter_dir):
+        if not is_complete_checkpoint(path):
+            target = path.with_name(f"incomplete-{path.name}")
+            if target.exists():
+                shutil.rmtree(target)
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
 def last_checkpoint(adapter_dir: Path) -> Path | None:
-    steps = [
-        (int(m.group(1)), p)
-        for p in adapter_dir.glob("checkpoint-*")
-        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
-    ]
-    return max(steps)[1] if steps else None
+    """The latest complete checkpoint."""
+    complete = [p for p in checkpoints(adapter_dir) if is_complete_checkpoint(p)]
+    return complete[-1] if complete else None
 
 
 def read_trainer_log(adapter_dir: Path) -> list[dict]:
@@ -136,6 +163,9 @@ def train(
     elif (paths.adapter / ADAPTER_FILE).exists():
         # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
         raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
+    if paths.adapter.exists():
+        for moved in set_aside_incomplete(paths.adapter):
+            say(stage, f"set aside {moved.name}: its save was interrupted (no trainer_state.json)")
     checkpoint = last_checkpoint(paths.adapter) if paths.adapter.exists() else None
     if checkpoint and echo:
         say(stage, f"resuming from {checkpoint.name}")

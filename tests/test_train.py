@@ -122,9 +122,12 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     # every llamafactory process of that run is gone
     ps = subprocess.run(["pgrep", "-f", str(run / "train.yaml")], capture_output=True, text=True)
     assert ps.stdout.strip() == ""
+    # as if the signal had come while the Trainer was saving: a newer checkpoint with no state yet
+    (run / "adapter" / "checkpoint-39").mkdir(exist_ok=True)
 
     code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=40", "--set", "train.save_steps=2")
     assert code == 0, err
+    assert "set aside incomplete-checkpoint-39: its save was interrupted" in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["resumed_from"].startswith("checkpoint-")
     assert "resuming from checkpoint-" in err
@@ -143,3 +146,22 @@ def test_train_preflight_needs_the_held_out_set(tiny_project: Path) -> None:
     (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
     with pytest.raises(UserError, match="val_answer_instruct.json does not exist yet: run .orchestrator dataset answer"):
         train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0.2"]), echo=False)
+
+
+def test_a_checkpoint_cut_short_is_set_aside(tmp_path: Path) -> None:
+    """A SIGTERM while the Trainer saves leaves checkpoint-N without trainer_state.json (written
+    last); LLaMA-Factory would resume from it and fail, so it is renamed and the last complete one used."""
+    from orchestrator.train import last_checkpoint, set_aside_incomplete
+
+    adapter = tmp_path / "adapter"
+    for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, "{\"global_st")):  # 6: no state; 8: torn
+        (adapter / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (adapter / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (adapter / "checkpoint-10.tmp").mkdir()  # not a checkpoint name: left alone
+    assert last_checkpoint(adapter) == adapter / "checkpoint-4"
+    moved = set_aside_incomplete(adapter)
+    assert [p.name for p in moved] == ["incomplete-checkpoint-6", "incomplete-checkpoint-8"]
+    assert sorted(p.name for p in adapter.iterdir()) == [
+        "checkpoint-10.tmp", "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8"]
+    assert last_checkpoint(adapter) == adapter / "checkpoint-4"
