@@ -183,4 +183,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_endpoints.py
 
 clean:
-	rm -rf runs datasets/*.json
+	rm -rf runs datasets/*.json datasets/val.jsonl
