@@ -70,7 +70,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
