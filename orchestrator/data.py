@@ -117,7 +117,7 @@ def _options(value: Any, where: str) -> tuple[str, ...]:
 
 
 # A line inside an option that starts a further option: a newline, a letter, `.` (or `．`, `、`)
-# and text, as in '西班牙\nC.日本\nD. 法国'.
+# and text, as in '上海\nC.广州\nD. 深圳'.
 _NEXT_OPTION = re.compile(r"\n[ \t]*([A-Z])[ \t]*[.．、][ \t]*(?=\S)")
 # Trailing whitespace and literal backslash-n sequences ('不是  \n\\n').
 _LITERAL_NEWLINES = re.compile(r"(?:\s|\\n)*\\n(?:\s|\\n)*$")
@@ -149,7 +149,7 @@ def split_merged_options(options: tuple[str, ...]) -> tuple[tuple[str, ...], str
 
 
 def merged_option_doubt(options: tuple[str, ...]) -> str | None:
-    """A line in some option that starts like an option (`\nD. 金星`) which the split rule
+    """A line in some option that starts like an option (`\nD. 绿色`) which the split rule
     left alone (out of sequence, not the last option): worth a look, never changed."""
     for i, opt in enumerate(options):
         m = _NEXT_OPTION.search(opt)

@@ -106,11 +106,11 @@ def test_shipped_sample_is_valid(cli) -> None:
 
 # (options as stored, options as read); only a last option whose lines `X.` continue the letters splits
 SPLITS = [
-    pytest.param(["英国", "西班牙\nC.日本\nD. 法国"], ("英国", "西班牙", "日本", "法国"), id="two-swallowed"),
+    pytest.param(["北京", "上海\nC.广州\nD. 深圳"], ("北京", "上海", "广州", "深圳"), id="two-swallowed"),
     pytest.param(["是", "否\nC.不确定"], ("是", "否", "不确定"), id="one-swallowed"),
     pytest.param(["甲", "乙", "丙\nD、丁"], ("甲", "乙", "丙", "丁"), id="comma-mark-after-C"),
     pytest.param(["甲", "乙\n C ．丙"], ("甲", "乙", "丙"), id="full-width-dot-and-spaces"),
-    pytest.param(["月球", "火卫一\nD. 金星"], ("月球", "火卫一\nD. 金星"), id="letter-out-of-sequence"),
+    pytest.param(["红色", "蓝色\nD. 绿色"], ("红色", "蓝色\nD. 绿色"), id="letter-out-of-sequence"),
     pytest.param(["甲\nB. 乙", "丙"], ("甲\nB. 乙", "丙"), id="not-the-last-option"),
     pytest.param(["甲", "乙\nC.丙\nE. 戊"], ("甲", "乙\nC.丙\nE. 戊"), id="gap-in-letters"),
     pytest.param(["甲", "乙\nC."], ("甲", "乙\nC."), id="no-text-after-letter"),
@@ -136,9 +136,9 @@ def test_merged_options_split_only_by_the_rule(tmp_path: Path, stored: list[str]
 
 def test_repairs_are_reported_by_data_check_and_the_gold_letter_is_kept(tmp_path: Path, cli) -> None:
     merged = {"id": "m", "problem": "题", "questions": [
-        {"question": "选择题 1：\n哪国?", "options": ["英国", "西班牙\nC.日本\nD. 法国"], "answer": "C"},
+        {"question": "选择题 1：\n哪座城市?", "options": ["北京", "上海\nC.广州\nD. 深圳"], "answer": "C"},
         {"question": "选择题 2：\n对吗?", "options": ["是", "不是  \n\\n"], "answer": "B"},
-        {"question": "选择题 3：\n哪个?", "options": ["月球", "火卫一\nD. 金星"], "answer": "B"}]}
+        {"question": "选择题 3：\n哪个?", "options": ["红色", "蓝色\nD. 绿色"], "answer": "B"}]}
     path = write_lines(tmp_path / "in.jsonl", [json.dumps(merged, ensure_ascii=False)])
     code, out, err = cli("data", "check", path)
     assert code == 0, err

@@ -147,8 +147,8 @@ def test_gold_is_still_strict(tmp_path):
 
 def test_merged_options_split_in_gold_and_submission_alike(tmp_path):
     """The gold answers C on a question whose B option swallowed C and D: counted, not refused."""
-    merged = [{"id": "m0", "problem": "哪国?", "questions": [
-        {"question": "选择题 1：\n哪个?", "options": ["英国", "西班牙\nC.日本\nD. 法国"], "answer": "C"}]}]
+    merged = [{"id": "m0", "problem": "哪座城市?", "questions": [
+        {"question": "选择题 1：\n哪个?", "options": ["北京", "上海\nC.广州\nD. 深圳"], "answer": "C"}]}]
     gold = dump(tmp_path / "gold.jsonl", merged)
     result = score(dump(tmp_path / "s.jsonl", merged), gold)
     assert (result.correct, result.findings) == (1, [])
