@@ -70,7 +70,9 @@ def test_a_server_that_stays_down_leaves_a_resumable_state(project: Path, cli) -
         assert error.endswith("asked again when you run the same command")
         assert "Traceback" not in err
         done = len((project / "runs/distill/teacher.jsonl").read_text().splitlines())
-        assert 5 <= done < 12
+        # the server counts a request when it arrives and may go down before answering it, with up to
+        # 4 in flight; the 5th is only sent once a reply came back (and was cached): at least 1 is kept
+        assert 1 <= done < 12
         server.stop()
         server.start()  # back up: the same command completes the rest
         code, out, err = cli("distill", "--input", train, *flags)
