@@ -12,19 +12,18 @@ samples, so a re-run asks nothing twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.agents import Agent, agent_url, make_agent
 from orchestrator.answers import extract_choice
 from orchestrator.data import Question
 from orchestrator.errors import StageFailed
 from orchestrator.ledger import Ledger, stable_key, text_hash
 from orchestrator.paths import project_root
 from orchestrator.prompts import answer_prompt
-from orchestrator.recipes import InferenceSection, Loaded, RoleRecipe
+from orchestrator.recipes import InferenceSection
 
 
 @dataclass
@@ -53,45 +52,15 @@ class AnswerReplies:
                 f"{self.unparseable} without a letter); {self.asked} asked now, {self.cached} cached")
 
 
-@dataclass
-class _Answerer:
-    model: str  # the name sent in requests
-    identity: str  # in cache keys: a served model's includes its merge
-    api_key: str = field(repr=False)
-    url: str | None = None
-    loaded: Loaded[RoleRecipe] | None = None
-
-
-def _answerer(inference: InferenceSection, answer_url: str | None, answer_model: str | None) -> _Answerer:
-    from orchestrator.endpoints import listed_model, resolve_api_key
-    from orchestrator.llamafactory import role_paths
+def _answerer(inference: InferenceSection, answer_url: str | None, answer_model: str | None) -> Agent:
+    """The pipeline's (first) Answer model, unless the command names an endpoint."""
     from orchestrator.recipes import load_role
-    from orchestrator.serving import model_version
 
-    first = inference.answers[0]  # the pipeline's (first) Answer model, unless the command names an endpoint
+    first = inference.answers[0]
     url = answer_url or first.url
-    model = answer_model or first.model
-    if url:
-        # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
-        api_key = resolve_api_key(inference.api_key_env, url) if inference.api_key_env else "EMPTY"
-        model = model or listed_model(url, api_key, "answer")
-        return _Answerer(model, model, api_key, url=url)
-    loaded = load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
-    name = loaded.recipe.run_name
-    return _Answerer(model or name, f"{name}@{model_version(role_paths(loaded.recipe))}", "EMPTY", loaded=loaded)
-
-
-@contextmanager
-def _base_url(answerer: _Answerer) -> Iterator[str]:
-    if answerer.loaded is None:  # an endpoint: nothing to serve
-        assert answerer.url is not None
-        yield answerer.url
-        return
-    from orchestrator.process import free_port
-    from orchestrator.serving import served
-
-    with served(answerer.loaded, free_port()) as serving:
-        yield serving.url
+    loaded = None if url else load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
+    return make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,
+                      loaded=loaded)
 
 
 def sample_key(q: Question, prompt: str, identity: str, i: int, temperature: float, max_tokens: int) -> str:
@@ -115,7 +84,7 @@ def answer_model_replies(
         todo = [(q, i) for q in questions for i in range(samples) if keys[q.qid, i] not in cache]
         out.cached = len(keys) - len(todo)
         if todo:
-            with _base_url(answerer) as url:
+            with agent_url(answerer) as url:
                 asyncio.run(_ask_all(todo, url, answerer, inference, prompts, keys, cache, out))
         for q in questions:
             got = [cache.get(keys[q.qid, i]) for i in range(samples)]
@@ -129,7 +98,7 @@ def answer_model_replies(
     return out
 
 
-async def _ask_all(todo, url: str, answerer: _Answerer, inference: InferenceSection, prompts, keys, cache: Ledger,
+async def _ask_all(todo, url: str, answerer: Agent, inference: InferenceSection, prompts, keys, cache: Ledger,
                    out: AnswerReplies) -> None:
     from orchestrator.endpoints import Endpoint, EndpointError
     from orchestrator.progress import bar

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.agents import Agent, agent_url, make_agent
 from orchestrator.answers import extract_choice
 from orchestrator.data import Dataset, Question, read_reporting, write_submission
 from orchestrator.errors import UserError
@@ -50,26 +51,6 @@ REPLY_FIELDS = ("text", "letter", "latency", "attempts", "finish_reason")
 
 
 @dataclass
-class Agent:
-    """One model: an endpoint we were given, or a role recipe whose model we serve."""
-
-    role: str
-    model: str  # the name sent in requests
-    identity: str  # the model in cache keys (a served model's includes its merge or its adapter)
-    api_key: str = field(repr=False)
-    url: str | None = None
-    loaded: Loaded[RoleRecipe] | None = None
-    label: str = ""  # the name in the trace; unique among the Answer models
-    lora: bool = False  # its adapter is served by one vLLM server with its siblings'
-
-    def describe(self) -> str:
-        if self.url or self.loaded is None:
-            return f"{self.url} ({self.model})"
-        name = self.loaded.recipe.run_name
-        return f"adapter runs/{name}/adapter (vLLM)" if self.lora else f"serve runs/{name}/merged"
-
-
-@dataclass
 class Unit:
     """Answer agents reached through one server: an endpoint, a served merged model, or one
     vLLM server holding several adapters of one base."""
@@ -80,7 +61,7 @@ class Unit:
     def url(self) -> Iterator[str]:
         first = self.agents[0]
         if not first.lora:
-            with _base_url(first) as url:
+            with agent_url(first) as url:
                 yield url
             return
         from orchestrator.process import free_port
@@ -251,35 +232,6 @@ def _reply_fields(reply: Any, q: Question) -> dict[str, Any]:
 # ---------------------------------------------------------------- endpoints
 
 
-def _endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
-    from orchestrator.endpoints import listed_model, resolve_api_key
-
-    # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
-    api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
-    model = model or listed_model(url, api_key, role)
-    return Agent(role, model, model, api_key, url=url, label=model)
-
-
-def _served_agent(role: str, loaded: Loaded[RoleRecipe] | None, model: str | None) -> Agent:
-    from orchestrator.llamafactory import role_paths
-    from orchestrator.serving import model_version
-
-    if loaded is None:
-        raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
-    name = loaded.recipe.run_name
-    version = model_version(role_paths(loaded.recipe))
-    return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded, label=model or name)
-
-
-def _agent(
-    role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
-) -> Agent:
-    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
-    if url:
-        return _endpoint_agent(role, url, model, api_key_env)
-    return _served_agent(role, loaded, model)
-
-
 def make_answer_agents(
     listed: list[AnswerModel], recipes: list[Loaded[RoleRecipe] | None], api_key_env: str | None
 ) -> list[Agent]:
@@ -291,7 +243,7 @@ def make_answer_agents(
     from orchestrator.llamafactory import role_paths
     from orchestrator.serving import adapter_version, check_adapters, lora_group_key
 
-    agents = [_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
+    agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
               for m, loaded in zip(listed, recipes, strict=True)]
     labels = Counter(a.label for a in agents)
     for a in agents:
@@ -339,19 +291,6 @@ def serving_units(agents: list[Agent]) -> list[Unit]:
             units.append(Unit([a]))
     return units
 
-
-@contextmanager
-def _base_url(agent: Agent) -> Iterator[str]:
-    """The agent's URL, serving its merged model on a free loopback port for the block if needed."""
-    if agent.url:
-        yield agent.url
-        return
-    from orchestrator.process import free_port
-    from orchestrator.serving import served
-
-    assert agent.loaded is not None  # an agent without a URL has a recipe (see _agent)
-    with served(agent.loaded, free_port()) as serving:
-        yield serving.url
 
 
 # ---------------------------------------------------------------- the run
@@ -534,7 +473,7 @@ class _Run:
                     if self._needed(unit, todo):
                         served = stack.enter_context(unit.url())
                         urls.update((a.label, served) for a in unit.agents)
-                e = stack.enter_context(_base_url(self.evaluate))
+                e = stack.enter_context(agent_url(self.evaluate))
                 asyncio.run(self.pipelined(todo, urls, e))
             return
         by_agent: dict[str, list[tuple]] = {}
@@ -548,7 +487,7 @@ class _Run:
             parts = [by_agent[a.label][n] for a in self.answers]
             first[q.qid] = ([s for samples, _ in parts for s in samples], [e for _, errors in parts for e in errors])
         any_text = any(chosen_sample(samples) is not None for samples, _ in first.values())
-        with _base_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
+        with agent_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
             asyncio.run(self.staged_evaluate(todo, first, url))
 
 
@@ -648,7 +587,7 @@ def infer(
     if len(recipes) != len(listed):
         raise UserError(f"{len(recipes)} Answer recipes for the {len(listed)} Answer models of inference.answers")
     answer_agents = make_answer_agents(listed, recipes, inf.api_key_env)
-    evaluate_agent = _agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
+    evaluate_agent = make_agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                             api_key_env=inf.api_key_env, loaded=evaluate)
     agents = [*answer_agents, evaluate_agent]
     several = len(answer_agents) > 1
