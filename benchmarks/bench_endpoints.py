@@ -63,7 +63,7 @@ def project(tmp: Path) -> Path:
 
 
 def bench_distill(url: str, tmp: Path, concurrency: int, latency: float) -> dict:
-    from orchestrator.distill import distill
+    from orchestrator.stages.distill import distill
 
     root = project(tmp)
     n = concurrency * ROUNDS
@@ -80,7 +80,7 @@ def bench_distill(url: str, tmp: Path, concurrency: int, latency: float) -> dict
 
 def bench_infer(url: str, tmp: Path, concurrency: int, latency: float) -> dict | None:
     try:
-        from orchestrator.infer import infer
+        from orchestrator.stages.infer import infer
     except ImportError:
         return None
     root = project(tmp)
@@ -114,7 +114,7 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import openai  # noqa: F401  warm imports: the benchmark measures the steady state
 
-    import orchestrator.distill, orchestrator.endpoints  # noqa: E401, F401
+    import orchestrator.stages.distill, orchestrator.core.endpoints  # noqa: E401, F401
     server, url = start_server(args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:

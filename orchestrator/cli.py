@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 
 if TYPE_CHECKING:
-    from orchestrator.recipes import Loaded, RoleRecipe
+    from orchestrator.core.recipes import Loaded, RoleRecipe
 
 ROLE = click.Choice(["answer", "evaluate"])
 recipe_option = click.option(
@@ -50,7 +50,7 @@ def echo_err(line: str) -> None:
 
 def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list[Loaded[RoleRecipe]]:
     """The role recipes of `render` and `check` (all roles when none is given)."""
-    from orchestrator.recipes import ROLES, load_role, route_overrides
+    from orchestrator.core.recipes import ROLES, load_role, route_overrides
 
     roles = roles or ROLES
     if recipe and len(roles) > 1:
@@ -61,7 +61,7 @@ def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
 
 def _role(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Loaded[RoleRecipe]:
     """The role recipe of a command that reads no pipeline recipe."""
-    from orchestrator.recipes import load_role, route_overrides
+    from orchestrator.core.recipes import load_role, route_overrides
 
     role_sets, _ = route_overrides(overrides, pipeline=False)
     return load_role(role, recipe, role_sets)
@@ -76,7 +76,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """LLaMA-Factory recipes for the Answer + Evaluate reasoning pipeline."""
     ctx.obj = {"debug": debug}
     if verbose:
-        from orchestrator.progress import VERBOSE_ENV
+        from orchestrator.core.progress import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
 
@@ -95,7 +95,7 @@ def render(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
     orchestrator render                      # both roles
     orchestrator render answer --set train.lora_rank=16
     """
-    from orchestrator.configs import render_roles
+    from orchestrator.core.role_configs import render_roles
 
     for r in render_roles(_roles(roles, recipe, overrides)):
         click.echo(r.paths.train_yaml)
@@ -114,7 +114,7 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
     orchestrator check
     orchestrator check answer --recipe recipes/tiny-answer.yaml
     """
-    from orchestrator.configs import check_roles
+    from orchestrator.core.role_configs import check_roles
 
     for r in check_roles(_roles(roles, recipe, overrides)):
         click.echo(f"ok  {r.loaded.recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
@@ -140,16 +140,16 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
     orchestrator data check datasets/sample/train.jsonl
     orchestrator data check runs/infer/submission.jsonl --against datasets/sample/test.jsonl
     """
-    from orchestrator.data import read_dataset
+    from orchestrator.core.competition import read_dataset
 
     if against:
-        from orchestrator.submission import check_submission
+        from orchestrator.core.submission import check_submission
 
         check = check_submission(file, against)
         for finding in check.findings:
             echo_err(f"{'warning' if finding.is_warning else 'problem'}: {finding.text}")
         if check.problems:
-            from orchestrator.submission import summarise
+            from orchestrator.core.submission import summarise
 
             raise UserError(f"{file} cannot be uploaded for {against}: " + "; ".join(summarise(check.problems)),
                             exit_code=2)
@@ -174,7 +174,7 @@ def tiny_model(directory: str) -> None:
     \b
     orchestrator tiny-model models/tiny-qwen2
     """
-    from orchestrator.tiny_model import build_tiny_model
+    from orchestrator.stages.tiny_model import build_tiny_model
 
     click.echo(build_tiny_model(Path(directory)))
 
@@ -199,8 +199,8 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     orchestrator distill --teacher-url http://127.0.0.1:8000/v1 --teacher-model local --limit 20
     orchestrator distill --set teacher.max_attempts=3      # re-ask when the teacher misses
     """
-    from orchestrator.distill import distill as run_distill, errors_path
-    from orchestrator.recipes import load_pipeline, route_overrides, with_flags
+    from orchestrator.stages.distill import distill as run_distill, errors_path
+    from orchestrator.core.recipes import load_pipeline, route_overrides, with_flags
 
     _, pipeline_sets = route_overrides(overrides, role=False)
     loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
@@ -237,8 +237,8 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
     orchestrator dataset answer --set teacher.keep=all
     orchestrator dataset evaluate --set dataset.evaluate_source=answer_model   # the Answer model's replies
     """
-    from orchestrator.dataset import build_dataset
-    from orchestrator.recipes import load_pipeline, load_role, route_overrides
+    from orchestrator.stages.dataset import build_dataset
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
 
     role_sets, pipeline_sets = route_overrides(overrides)
     summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=load_pipeline(pipeline, pipeline_sets),
@@ -261,7 +261,7 @@ def pseudo_label(run_dir: str, min_agree: int, out: str) -> None:
     orchestrator infer datasets/sample/test.jsonl --out-dir runs/infer --votes 5
     orchestrator pseudo-label runs/infer --min-agree 4 --out datasets/pseudo.jsonl
     """
-    from orchestrator.pseudo_label import pseudo_label as run_pseudo_label
+    from orchestrator.stages.pseudo_label import pseudo_label as run_pseudo_label
 
     click.echo(run_pseudo_label(run_dir, min_agree=min_agree, out=out).table())
 
@@ -279,7 +279,7 @@ def download(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     \b
     orchestrator download answer
     """
-    from orchestrator.download import download as run_download
+    from orchestrator.stages.download import download as run_download
 
     click.echo(run_download(_role(role, recipe, overrides)))
 
@@ -297,7 +297,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
     orchestrator train evaluate --recipe recipes/tiny-evaluate.yaml
     orchestrator train answer --set train.learning_rate=5e-5 --fresh
     """
-    from orchestrator.train import train as run_train
+    from orchestrator.stages.train import train as run_train
 
     result = run_train(_role(role, recipe, overrides), fresh=fresh)
     loss = f", last logged loss {result.final_loss:.4f}" if result.final_loss is not None else ""
@@ -315,8 +315,8 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     \b
     orchestrator merge answer
     """
-    from orchestrator.merge import merge as run_merge, needs_calibration
-    from orchestrator.recipes import load_pipeline, load_role, route_overrides
+    from orchestrator.stages.merge import merge as run_merge, needs_calibration
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
 
     role_sets, pipeline_sets = route_overrides(overrides)
     loaded = load_role(role, recipe, role_sets)
@@ -343,7 +343,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
     orchestrator serve evaluate --recipe recipes/tiny-evaluate.yaml --port 8012
     SERVE_KEY=... orchestrator serve answer --host 0.0.0.0 --api-key-env SERVE_KEY
     """
-    from orchestrator.serve import serve as run_serve
+    from orchestrator.stages.serve import serve as run_serve
 
     run_serve(_role(role, recipe, overrides), port=port, host=host, api_key_env=api_key_env)
 
@@ -379,9 +379,9 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     orchestrator infer test.jsonl --out-dir runs/vote --answer-url U1 --answer-url U2 \\
         --answer-url U3 --evaluate-url U4           # three Answer models vote; ties to U1
     """
-    from orchestrator.infer import answer_flags, infer as run_infer
-    from orchestrator.paths import project_root
-    from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
+    from orchestrator.stages.infer import answer_flags, infer as run_infer
+    from orchestrator.core.paths import project_root
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     role_sets, pipeline_sets = route_overrides(overrides)
     base = load_pipeline(pipeline, pipeline_sets)
@@ -424,7 +424,7 @@ def score(submission, gold, trace, out_dir, subset) -> None:
     \b
     orchestrator score runs/infer/submission.jsonl datasets/sample/test_gold.jsonl
     """
-    from orchestrator.score import score as run_score
+    from orchestrator.stages.score import score as run_score
 
     result = run_score(submission, gold, trace, out_dir, subset=subset)
     for finding in result.findings:
@@ -453,11 +453,11 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
         --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
     orchestrator eval --check-only      # no training needed: are problems held out?
     """
-    from orchestrator.heldout import check_recipes, check_split
-    from orchestrator.infer import answer_flags, infer as run_infer
-    from orchestrator.paths import project_root
-    from orchestrator.recipes import load_pipeline, load_role, route_overrides, with_flags
-    from orchestrator.score import score as run_score
+    from orchestrator.core.heldout import check_recipes, check_split
+    from orchestrator.stages.infer import answer_flags, infer as run_infer
+    from orchestrator.core.paths import project_root
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
+    from orchestrator.stages.score import score as run_score
 
     role_sets, pipeline_sets = route_overrides(overrides)
     base = load_pipeline(pipeline, pipeline_sets)
@@ -510,8 +510,8 @@ def compare(run_dirs, gold, out_dir, as_json) -> None:
     """
     import json
 
-    from orchestrator.compare import compare as run_compare
-    from orchestrator.compare import table
+    from orchestrator.stages.compare import compare as run_compare
+    from orchestrator.stages.compare import table
 
     result = run_compare(list(run_dirs), gold=gold, out_dir=out_dir)
     click.echo(json.dumps(result.to_json(), ensure_ascii=False) if as_json else table(result))
@@ -530,7 +530,7 @@ def webui(role, recipe, overrides, port, host) -> None:
     orchestrator webui                       # the Answer recipe at http://127.0.0.1:7860/
     orchestrator webui evaluate --port 7861 --set train.learning_rate=5e-5
     """
-    from orchestrator.webui import launch_webui
+    from orchestrator.stages.webui import launch_webui
 
     launch_webui(_role(role, recipe, overrides), port=port, host=host)
 

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data import LETTERS, read_dataset
-from orchestrator.distill import teacher_key
-from orchestrator.files import atomic_write_jsonl, atomic_write_text
-from orchestrator.ledger import text_hash
-from orchestrator.prompts import answer_prompt
+from orchestrator.core.competition import LETTERS, read_dataset
+from orchestrator.stages.distill import teacher_key
+from orchestrator.core.files import atomic_write_jsonl, atomic_write_text
+from orchestrator.core.ledger import text_hash
+from orchestrator.core.prompts import answer_prompt
 
 DEFAULT_SAMPLING: dict[str, Any] = {"temperature": 0.0, "max_tokens": 1024}
 PROBLEMS_PER_FAMILY = 4

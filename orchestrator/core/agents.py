@@ -1,0 +1,74 @@
+"""The models the inference loop and the Evaluate-set builder talk to: an endpoint we were
+given, or a role recipe whose merged model we serve on a free loopback port for a block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from orchestrator.core.errors import UserError
+from orchestrator.core.recipes import Loaded, RoleRecipe
+
+
+@dataclass
+class Agent:
+    """One model: an endpoint we were given, or a role recipe whose model we serve."""
+
+    role: str
+    model: str  # the name sent in requests
+    identity: str  # the model in cache keys (a served model's includes its merge or its adapter)
+    api_key: str = field(repr=False)
+    url: str | None = None
+    loaded: Loaded[RoleRecipe] | None = None
+    label: str = ""  # the name in the trace; unique among the Answer models
+    lora: bool = False  # its adapter is served by one vLLM server with its siblings'
+
+    def describe(self) -> str:
+        if self.url or self.loaded is None:
+            return f"{self.url} ({self.model})"
+        name = self.loaded.recipe.run_name
+        return f"adapter runs/{name}/adapter (vLLM)" if self.lora else f"serve runs/{name}/merged"
+
+
+def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
+    from orchestrator.core.endpoints import listed_model, resolve_api_key
+
+    # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
+    api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
+    model = model or listed_model(url, api_key, role)
+    return Agent(role, model, model, api_key, url=url, label=model)
+
+
+def served_agent(role: str, loaded: Loaded[RoleRecipe] | None, model: str | None) -> Agent:
+    from orchestrator.core.llamafactory import role_paths
+    from orchestrator.core.serving import model_version
+
+    if loaded is None:
+        raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
+    name = loaded.recipe.run_name
+    version = model_version(role_paths(loaded.recipe))
+    return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded, label=model or name)
+
+
+def make_agent(
+    role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
+) -> Agent:
+    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
+    if url:
+        return endpoint_agent(role, url, model, api_key_env)
+    return served_agent(role, loaded, model)
+
+
+@contextmanager
+def agent_url(agent: Agent) -> Iterator[str]:
+    """The agent's URL, serving its merged model on a free loopback port for the block if needed."""
+    if agent.url:
+        yield agent.url
+        return
+    from orchestrator.core.process import free_port
+    from orchestrator.core.serving import served
+
+    assert agent.loaded is not None  # an agent without a URL has a recipe (see make_agent)
+    with served(agent.loaded, free_port()) as serving:
+        yield serving.url

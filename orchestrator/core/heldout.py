@@ -1,0 +1,77 @@
+"""The held-out validation problems (datasets/val.jsonl) and whether they still are: a model
+trained on a problem would be scored on it, so `eval` refuses a split that changed since the
+models were trained. The split each model was trained without is in its manifest
+(`data.dataset.split`, copied from the dataset's sources record)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.competition import read_dataset
+from orchestrator.core.errors import UserError
+from orchestrator.core.files import file_hash
+from orchestrator.core.llamafactory import role_paths
+from orchestrator.core.paths import val_path
+from orchestrator.core.recipes import Loaded, RoleRecipe, display
+
+FIX = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the datasets and retrain both models"
+
+
+def check_recipes(models: list[Loaded[RoleRecipe]]) -> None:
+    """What eval needs of the recipes, checked before anything is trained (`make eval` runs it
+    first, as `orchestrator eval --check-only`): every model holds problems out, and the same
+    ones (val_size and seed alike: both roles' dataset stages write datasets/val.jsonl)."""
+    for m in models:
+        if m.recipe.dataset.val_size <= 0:
+            where, recipe = m.where("dataset.val_size"), display(m.path)
+            raise UserError(f"{where}: dataset.val_size is 0 for the {m.recipe.role} model"
+                            + (f" ({recipe})" if where != recipe else "")
+                            + f", so no problems are held out to evaluate on; {FIX}")
+    splits = {(m.recipe.dataset.val_size, m.recipe.dataset.seed) for m in models}
+    if len(splits) > 1:
+        each = ", ".join(f"{display(m.path)} val_size {m.recipe.dataset.val_size} seed {m.recipe.dataset.seed}"
+                         for m in models)
+        raise UserError(f"the models would hold out different problems ({each}): give dataset.val_size and "
+                        "dataset.seed the same values in every recipe (set them in the answer recipe the others "
+                        "extend), then rebuild the datasets and retrain")
+
+
+def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
+    manifest = role_paths(recipe).manifest
+    if not manifest.exists():
+        raise UserError(f"{display(manifest)} does not exist: train the {recipe.role} model first "
+                        f"(make {recipe.role}-model)")
+    data = json.loads(manifest.read_text(encoding="utf-8")).get("data") or {}
+    return (data.get("dataset") or {}).get("split"), manifest
+
+
+def check_split(models: list[RoleRecipe]) -> Path:
+    """datasets/val.jsonl, when it holds exactly the problems every model was trained without."""
+    val = val_path()
+    fix = FIX
+    if not val.exists():
+        raise UserError(f"{display(val)} does not exist: no problems were held out; {fix}")
+    held = [p.id for p in read_dataset(val).problems]
+    for recipe in models:
+        role = recipe.role
+        recorded, manifest = _split_of(recipe)
+        split = recorded or {}
+        trained = split.get("val_problems") or []
+        where = f"the {role} model ({display(manifest)})"
+        if not trained:
+            raise UserError(f"{where} was trained without held-out problems, so it has seen every problem of "
+                            f"{display(val)}; {fix}")
+        if set(trained) != set(held):
+            seen = len(set(held) - set(trained))
+            raise UserError(
+                f"{display(val)} changed since {where} was trained (held out {len(trained)} problems with "
+                f"seed {split.get('seed')}, val_size {split.get('val_size')}; the file now holds {len(held)}, "
+                f"{seen} of them trained on): rebuild the datasets with the same settings for both roles "
+                f"and retrain (make answer-model evaluate-model)"
+            )
+        if split.get("val_hash") and split["val_hash"] != file_hash(val):
+            raise UserError(f"{display(val)} changed since {where} was trained (same problems, other content): "
+                            "rebuild the datasets and retrain")
+    return val

@@ -1,0 +1,37 @@
+"""Where things live. Everything generated goes under runs/ and datasets/ of the project root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestrator.core.errors import UserError
+
+# The source checkout (templates/, datasets/sample/): the package's parent folder.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def project_root() -> Path:
+    """The project directory: $ORCHESTRATOR_HOME, else the working directory."""
+    return Path(os.environ.get("ORCHESTRATOR_HOME") or os.getcwd()).resolve()
+
+
+def runs_dir() -> Path:
+    return project_root() / "runs"
+
+
+def datasets_dir() -> Path:
+    return project_root() / "datasets"
+
+
+def val_path() -> Path:
+    """The held-out validation problems in competition format, with their answers."""
+    return datasets_dir() / "val.jsonl"
+
+
+def inside(path: str | Path, base: Path, what: str) -> Path:
+    """Resolve `path` against `base`; refuse anything that escapes it (`../`, absolute elsewhere)."""
+    resolved = (base / path).resolve()
+    if resolved != base.resolve() and base.resolve() not in resolved.parents:
+        raise UserError(f"{what}: {path} is outside {base} (paths may not escape it)")
+    return resolved

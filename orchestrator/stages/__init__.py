@@ -1,0 +1,1 @@
+"""One module per command of `orchestrator`: each a plain function the CLI calls."""

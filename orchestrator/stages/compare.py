@@ -1,0 +1,424 @@
+"""Stage: compare `infer` runs on the same questions: is run B more accurate than run A, and
+is the difference real?
+
+Per run: accuracy by question and by problem, each with a 95% bootstrap interval over problems
+(seeded, so a report is reproducible), and from the trace the Answer Agent alone and what the
+Evaluate Agent fixed and broke. Per pair: the questions fixed (A wrong, B right) and broken,
+the exact McNemar p-value and how often the two agree. Without gold: agreement only (the
+offline proxy: agreement with a strong model's answers tracks the test score). A submission
+is read and matched as `score` reads it (orchestrator/core/submission.py): with gold, a letter the
+question does not offer, null or a missing question is wrong; without gold it is no answer.
+Runs are compared on the questions they all hold (and the gold file has). What differed between the
+runs comes from each run's run.json (inference settings, and the recipes of the models it
+served, copied from their training manifests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.competition import Dataset, gold_answers
+from orchestrator.core.errors import UserError
+from orchestrator.core.files import atomic_write_text
+from orchestrator.core.ledger import read_records
+from orchestrator.core.paths import runs_dir
+from orchestrator.core.recipes import display
+from orchestrator.core.stats import bootstrap_interval, mcnemar_exact
+from orchestrator.core.submission import Finding, Submission, match, own_reference, read_gold, read_submission, summarise
+
+# run.json keys that differ between any two runs without telling how they differ
+_NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.val_hash", "split.source")
+
+
+@dataclass
+class Run:
+    """What an `infer` output folder holds; `answers` and `findings` once matched."""
+
+    dir: Path
+    submission: Submission
+    trace: dict[str, dict[str, Any]]  # question id -> its last trace record
+    gold: Path | None  # the gold file `score` used (score.json)
+    record: dict[str, Any]  # run.json; {} for an older run or a bare submission
+    # question id -> the submitted letter, None when not usable (not offered, null, missing)
+    answers: dict[str, str | None] = field(default_factory=dict)
+    problem_of: dict[str, str] = field(default_factory=dict)  # question id -> problem id
+    findings: list[Finding] = field(default_factory=list)  # as `score` lists them
+
+    @property
+    def name(self) -> str:
+        return display(self.dir)
+
+    def match(self, gold: Dataset | None) -> None:
+        """Line the submission up with the gold problems it holds, as `score --subset` does (a
+        letter not offered, null or a missing question: no answer, so wrong); without gold,
+        with its own questions (the options each line carries)."""
+        if gold is None:
+            reference = own_reference(self.submission)
+            unreadable = [Finding("unreadable", line) for line in reference.errors]
+        else:
+            held = {e.id for e in self.submission.entries}
+            reference, unreadable = Dataset(gold.path, [p for p in gold.problems if p.id in held]), []
+        matched = match(self.submission, reference)
+        self.answers = matched.answers
+        self.problem_of = {q.qid: q.problem_id for q in reference.questions}
+        self.findings = unreadable + matched.findings
+
+
+@dataclass
+class RunStats:
+    dir: str
+    questions: int  # compared (common) questions
+    held: int  # questions the run holds
+    accuracy: float | None = None
+    interval: tuple[float, float] | None = None
+    problems: int = 0
+    problem_accuracy: float | None = None
+    problem_interval: tuple[float, float] | None = None
+    traced: int = 0
+    answer_alone: float | None = None  # the Answer Agent's letter before the Evaluate Agent
+    fixed: int | None = None  # by the Evaluate Agent: Answer wrong, final right
+    broken: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # only the keys that differ between runs
+    findings: list[str] = field(default_factory=list)  # what `score` lists: answers not offered, null, ...
+
+
+@dataclass
+class PairStats:
+    a: str
+    b: str
+    agreement: float  # same final letter
+    fixed: int | None = None  # A wrong, B right
+    broken: int | None = None  # A right, B wrong
+    p_value: float | None = None  # exact McNemar on fixed vs broken
+
+
+@dataclass
+class Comparison:
+    runs: list[RunStats]
+    pairs: list[PairStats]
+    common: int
+    gold: str | None
+    summaries: list[list[str]] = field(default_factory=list)  # per run, one line per kind of finding
+    out_dir: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"common": self.common, "gold": self.gold,
+                "runs": [asdict(r) for r in self.runs], "pairs": [asdict(p) for p in self.pairs]}
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def load_run(path: str | Path) -> Run:
+    d = Path(path)
+    if not d.is_dir():
+        raise UserError(f"{path}: not a directory; give `orchestrator infer` output folders (--out-dir)")
+    submission = d / "submission.jsonl"
+    if not submission.exists():
+        raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")
+    trace: dict[str, dict[str, Any]] = {}
+    for record in read_records(d / "trace.jsonl") if (d / "trace.jsonl").exists() else []:
+        if "id" in record:
+            trace[record["id"]] = record  # the last record of a question wins
+    gold = None
+    if (d / "score.json").exists():
+        gold = Path(json.loads((d / "score.json").read_text(encoding="utf-8"))["gold"])
+    record = json.loads((d / "run.json").read_text(encoding="utf-8")) if (d / "run.json").exists() else {}
+    return Run(d, read_submission(submission), trace, gold, record)
+
+
+def _gold_file(runs: list[Run], gold: str | Path | None) -> Path | None:
+    """--gold, else the one gold file the runs were scored against, else none."""
+    if gold:
+        return Path(gold)
+    scored = {r.gold.resolve() for r in runs if r.gold}
+    if len(scored) > 1:
+        raise UserError("the runs were scored against different gold files (" + ", ".join(map(str, sorted(scored)))
+                        + "): choose one with --gold FILE")
+    found = scored.pop() if scored else None
+    if found and not found.exists():
+        raise UserError(f"{found}: the gold file the runs were scored against is gone; give one with --gold FILE")
+    return found
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay whole."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out |= flatten(sub, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def settings(run: Run) -> dict[str, Any]:
+    """The run's settings as dotted keys: input, inference.*, answer.* and evaluate.* (a served
+    model's recipe keys, e.g. answer.train.lora_rank, and answer.model for the model itself)."""
+    r = run.record
+    out = {"input": r.get("input"), **flatten(r.get("inference") or {}, "inference.")}
+    for role, agent in (r.get("models") or {}).items():
+        agent = dict(agent)
+        out[f"{role}.model"] = agent.pop("identity", agent.get("model"))
+        agent.pop("model", None)
+        recipe = agent.pop("recipe", None) or {}
+        out |= flatten(agent, f"{role}.") | flatten(recipe, f"{role}.")
+    return {k: v for k, v in out.items() if not any(k.endswith(n) or f".{n}." in k for n in _NOISE)}
+
+
+def differences(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per run, the settings whose values are not the same in every run."""
+    each = [settings(r) for r in runs]
+    keys = sorted({k for s in each for k in s})
+    differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in each}) > 1]
+    return [{k: s.get(k) for k in differ} for s in each]
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def _problems(run: Run, questions: list[str], right: dict[str, bool]) -> list[tuple[int, int]]:
+    """(questions right, questions) per problem, in order."""
+    per: dict[str, list[int]] = {}
+    for qid in questions:
+        counts = per.setdefault(run.problem_of[qid], [0, 0])
+        counts[0] += right[qid]
+        counts[1] += 1
+    return [(ok, n) for ok, n in per.values()]
+
+
+def _run_stats(run: Run, common: list[str], truth: dict[str, str] | None, seed: int, resamples: int) -> RunStats:
+    stats = RunStats(run.name, len(common), len(run.answers))
+    stats.problems = len({run.problem_of[q] for q in common})
+    if truth is None:
+        return stats
+    right = {q: run.answers[q] == truth[q] for q in common}
+    problems = _problems(run, common, right)
+    stats.accuracy = sum(right.values()) / len(common)
+    stats.interval = bootstrap_interval(problems, resamples=resamples, seed=seed)
+    whole = [(int(ok == n), 1) for ok, n in problems]
+    stats.problem_accuracy = sum(ok for ok, _ in whole) / len(whole)
+    stats.problem_interval = bootstrap_interval(whole, resamples=resamples, seed=seed)
+    traced = [q for q in common if q in run.trace]
+    if traced:
+        # tolerant: samples may carry a `model` (several Answer models), answer may be missing
+        letter = {q: (run.trace[q].get("answer") or {}).get("letter") for q in traced}
+        stats.traced = len(traced)
+        stats.answer_alone = sum(letter[q] == truth[q] for q in traced) / len(traced)
+        stats.fixed = sum(right[q] and letter[q] != truth[q] for q in traced)
+        stats.broken = sum(letter[q] == truth[q] and not right[q] for q in traced)
+    return stats
+
+
+def _pair_stats(a: Run, b: Run, common: list[str], truth: dict[str, str] | None) -> PairStats:
+    same = sum(a.answers[q] is not None and a.answers[q] == b.answers[q] for q in common)
+    pair = PairStats(a.name, b.name, same / len(common))
+    if truth is not None:
+        pair.fixed = sum(a.answers[q] != truth[q] and b.answers[q] == truth[q] for q in common)
+        pair.broken = sum(a.answers[q] == truth[q] and b.answers[q] != truth[q] for q in common)
+        pair.p_value = mcnemar_exact(pair.fixed, pair.broken)
+    return pair
+
+
+def compare(
+    run_dirs: list[str | Path],
+    *,
+    gold: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> Comparison:
+    """Compare the runs and write compare.md and compare.png into `out_dir` (default runs/compare)."""
+    if len(run_dirs) < 2:
+        raise UserError("compare needs at least two run folders")
+    runs = [load_run(d) for d in run_dirs]
+    gold_path = _gold_file(runs, gold)
+    reference = read_gold(gold_path) if gold_path else None  # as strict as `score`
+    for run in runs:
+        run.match(reference)
+    truth = gold_answers(reference) if reference else None
+    common = set.intersection(*(set(r.answers) for r in runs))
+    order = [q for q in runs[0].answers if q in common]
+    if not order:
+        against = f" and {gold_path}" if gold_path else ""
+        raise UserError("the runs" + against + " share no question (ids problem#index): "
+                        "were they run on the same input file?")
+
+    result = Comparison(
+        runs=[_run_stats(r, order, truth, seed, resamples) for r in runs],
+        pairs=[_pair_stats(a, b, order, truth) for a, b in combinations(runs, 2)],
+        common=len(order),
+        gold=str(gold_path) if gold_path else None,
+        summaries=[summarise(r.findings, "counted wrong" if truth else "no answer, so no agreement") for r in runs],
+    )
+    for stats, differ, run in zip(result.runs, differences(runs), runs, strict=True):
+        stats.settings = differ
+        stats.findings = [f.text for f in run.findings]
+    out = Path(out_dir) if out_dir else runs_dir() / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    picture = compare_picture(result, out / "compare.png")
+    atomic_write_text(out / "compare.md", compare_markdown(result, picture.name))
+    result.out_dir = out
+    return result
+
+
+# ---------------------------------------------------------------- output
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _p_label(p: float | None) -> str:
+    text = _p(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
+def _value(v: Any) -> str:
+    return "-" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def headline(c: Comparison) -> str:
+    held = {r.held for r in c.runs}
+    line = f"compared on {c.common} questions"
+    if held != {c.common}:
+        line += " common to every run" + (" and the gold file" if c.gold else "") + " (the runs hold " + \
+            ", ".join(str(r.held) for r in c.runs) + ")"
+    line += f"; gold: {display(Path(c.gold))}" if c.gold else "; no gold file: agreement only (pass --gold FILE for accuracy)"
+    return line
+
+
+def _finding_lines(c: Comparison) -> list[str]:
+    """Per run with findings, what `score` would list: one line per kind with its count."""
+    how = "as `score` counts them" if c.gold else "without gold, an unusable answer is no answer"
+    lines = [f"{r.dir}: " + "; ".join(summary) for r, summary in zip(c.runs, c.summaries, strict=True) if summary]
+    return [f"submission findings ({how}):", *[f"  {x}" for x in lines]] if lines else []
+
+
+def _run_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    if not c.gold:
+        return ["run", "questions held", "compared"], [[r.dir, str(r.held), str(r.questions)] for r in c.runs]
+    return RUN_HEAD, _run_rows(c)
+
+
+def _run_rows(c: Comparison) -> list[list[str]]:
+    return [[r.dir, _f(r.accuracy), _ci(r.interval), _f(r.problem_accuracy), _ci(r.problem_interval),
+             _f(r.answer_alone), "-" if r.fixed is None else str(r.fixed), "-" if r.broken is None else str(r.broken)]
+            for r in c.runs]
+
+
+RUN_HEAD = ["run", "accuracy", "95% interval", "by problem", "95% interval", "Answer alone", "Eval fixed", "Eval broke"]
+PAIR_HEAD = ["A", "B", "fixed (A wrong, B right)", "broken (A right, B wrong)", "McNemar p", "agreement"]
+
+
+def _pair_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    if not c.gold:
+        return ["A", "B", "agreement"], [[p.a, p.b, _f(p.agreement)] for p in c.pairs]
+    return PAIR_HEAD, _pair_rows(c)
+
+
+def _pair_rows(c: Comparison) -> list[list[str]]:
+    return [[p.a, p.b, "-" if p.fixed is None else str(p.fixed), "-" if p.broken is None else str(p.broken),
+             _p(p.p_value), _f(p.agreement)] for p in c.pairs]
+
+
+def _differ_lines(c: Comparison) -> list[str]:
+    keys = list(dict.fromkeys(k for r in c.runs for k in r.settings))
+    return [f"{k}: " + ", ".join(f"{r.dir} {_value(r.settings.get(k))}" for r in c.runs) for k in keys]
+
+
+def _text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    return ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+            for row in (head, *rows)]
+
+
+def table(c: Comparison) -> str:
+    lines = [headline(c), *_finding_lines(c), "", *_text_table(*_run_table(c)), "",
+             *_text_table(*_pair_table(c))]
+    differ = _differ_lines(c)
+    lines += ["", "what differed:" if differ else "what differed: nothing the runs recorded (run.json)"]
+    lines += [f"  {line}" for line in differ]
+    if c.out_dir:
+        lines += ["", f"report: {display(c.out_dir / 'compare.md')}"]
+    return "\n".join(lines)
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def compare_markdown(c: Comparison, picture: str) -> str:
+    lines = ["# Comparing runs", "", headline(c) + ".", "", f"![accuracy with intervals, flips per pair]({picture})",
+             "", "## Runs", "", *_md_table(*_run_table(c)), "",
+             ("Intervals: 95% bootstrap over problems (seeded). A problem counts when all its compared questions "
+              "are right. Answer alone is the Answer Agent's letter before the Evaluate Agent; Eval fixed/broke "
+              "count the questions the Evaluate Agent turned right/wrong (from the trace)."),
+             "", "## Pairs", "", *_md_table(*_pair_table(c)), "",
+             ("McNemar: exact two-sided test on the questions that changed; below 0.05 the difference is "
+              "unlikely to be noise. Agreement: the share of questions with the same final letter."),
+             "", "## What differed", ""]
+    differ = _differ_lines(c)
+    lines += [f"- {line}" for line in differ] or ["Nothing the runs recorded (run.json)."]
+    lines += ["", "## Submission cases", "",
+              ("As `orchestrator score` counts them: an answer the question does not offer, null or a missing "
+               "question is wrong." if c.gold else
+               "Without gold, an answer the question does not offer, null or a missing question is no answer: "
+               "it agrees with nothing.")]
+    for r, summary in zip(c.runs, c.summaries, strict=True):
+        lines += ["", f"### {r.dir}", ""]
+        lines += ["; ".join(summary) + ":", "", *[f"- {t}" for t in r.findings]] if summary else ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_picture(c: Comparison, path: Path) -> Path:
+    """Accuracy with intervals per run, and flips (or agreement) per pair; matplotlib's Agg canvas."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    names = [r.dir for r in c.runs]
+    pair_names = [f"{p.a}\nvs {p.b}" for p in c.pairs]
+    if c.gold:
+        acc = [r.accuracy or 0.0 for r in c.runs]
+        bounds = [r.interval or (a, a) for a, r in zip(acc, c.runs, strict=True)]
+        errors = [[a - low for a, (low, _) in zip(acc, bounds, strict=True)],
+                  [high - a for a, (_, high) in zip(acc, bounds, strict=True)]]
+        left.bar(names, acc, yerr=errors, capsize=6, color="#2f6fb0")
+        for x, a in enumerate(acc):
+            left.text(x, a / 2, f"{a:.3f}", ha="center", color="white")
+        left.set_ylim(0, 1)
+        left.set_title("Accuracy by question (95% interval)")
+        xs = range(len(c.pairs))
+        right.bar([x - 0.2 for x in xs], [p.fixed for p in c.pairs], 0.4, label="fixed (A wrong, B right)",
+                  color="#3a9a5b")
+        right.bar([x + 0.2 for x in xs], [p.broken for p in c.pairs], 0.4, label="broken (A right, B wrong)",
+                  color="#c0504d")
+        right.set_xticks(list(xs), [f"{n}\n{_p_label(p.p_value)}" for n, p in zip(pair_names, c.pairs)])
+        right.legend()
+        right.set_title("Questions that changed, per pair")
+    else:
+        left.bar(pair_names, [p.agreement for p in c.pairs], color="#2f6fb0")
+        left.set_ylim(0, 1)
+        left.set_title("Agreement per pair (no gold)")
+        right.axis("off")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize=7)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+    return path

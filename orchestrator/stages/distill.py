@@ -1,0 +1,218 @@
+"""Stage: distil worked solutions from a teacher LLM over the OpenAI API.
+
+Every reply is appended to runs/distill/teacher.jsonl the moment it arrives, keyed by what
+determines it, so a re-run asks nothing twice and a crash loses at most the requests in
+flight. With `max_attempts > 1` a question whose reply misses the gold letter is asked again
+at `retry_temperature` (rejection sampling); a question that ends rejected is cached as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.competition import Question
+from orchestrator.core.errors import UserError
+from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.ledger import Ledger, read_records, text_hash
+from orchestrator.core.paths import project_root, runs_dir
+from orchestrator.core.recipes import Loaded, PipelineRecipe, TeacherSection
+from orchestrator.core.teacher_cache import (
+    IDENTITY,
+    cache_path,
+    cached_reply,
+    sampling_of,
+    settings_path,
+    teacher_key,
+    teacher_prompt,
+)
+
+
+def errors_path() -> Path:
+    return runs_dir() / "distill" / "errors.jsonl"
+
+
+def is_settled(record: dict[str, Any] | None, teacher: TeacherSection) -> bool:
+    """Nothing more to ask: an accepted reply, or rejected after every allowed attempt."""
+    if record is None:
+        return False
+    return record.get("status") == "ok" or record.get("attempts", 0) >= teacher.max_attempts
+
+
+@dataclass
+class DistillSummary:
+    questions: int = 0
+    cached: int = 0
+    asked: int = 0
+    agreeing_first: int = 0
+    agreeing_after_retries: int = 0
+    rejected: int = 0
+    no_gold: int = 0
+    failed: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str, int]] = field(default_factory=list)  # (file, kind, questions)
+
+    def table(self) -> str:
+        several = len(self.sources) > 1
+        rows = [
+            ("questions", self.questions),
+            *[(f"  from {file} ({kind})", n) for file, kind, n in self.sources if several],
+            ("already cached", self.cached),
+            ("asked now", self.asked),
+            ("agreeing at first try", self.agreeing_first),
+            ("agreeing after retries", self.agreeing_after_retries),
+            ("rejected (teacher never reached the gold letter)", self.rejected),
+            ("no gold to compare", self.no_gold),
+            ("failed (in errors.jsonl, asked again next run)", self.failed),
+            ("requests sent", self.requests),
+            ("requests per second", f"{self.requests / self.seconds:.1f}" if self.seconds else "-"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _import_preloaded(cache: Ledger, files: list[str]) -> int:
+    """Copy the records of read-only cache files (e.g. the sample's worked solutions) in."""
+    added = 0
+    for name in files:
+        path = project_root() / name
+        if not path.exists():
+            raise UserError(f"teacher.preload: {name} does not exist")
+        for record in read_records(path):
+            if isinstance(record.get("key"), str) and record["key"] not in cache:
+                cache.append(record)
+                added += 1
+    return added
+
+
+def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
+    if record.get("agrees") is None:
+        summary.no_gold += 1
+    elif record["status"] == "rejected":
+        summary.rejected += 1
+    elif record.get("attempts", 1) > 1:
+        summary.agreeing_after_retries += 1
+    else:
+        summary.agreeing_first += 1
+
+
+async def _ask(q: Question, teacher: TeacherSection, endpoint: Any, cache: Ledger) -> dict[str, Any]:
+    """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
+    from orchestrator.core.answers import extract_choice
+    from orchestrator.core.endpoints import EndpointError
+
+    prompt = teacher_prompt(q, teacher)
+    sampling = sampling_of(teacher)
+    key = teacher_key(q.qid, prompt, teacher.model, sampling)
+    previous = cache.get(key)
+    record = previous or {
+        "key": key, "qid": q.qid, "model": teacher.model, "sampling": sampling,
+        "prompt_sha": text_hash(prompt), "status": "rejected", "text": None, "letter": None,
+        "gold": q.answer, "agrees": None, "attempts": 0, "source": "teacher",
+    }
+    record = dict(record)
+    start_attempts = record["attempts"]
+    while record["attempts"] < teacher.max_attempts:
+        temperature = teacher.temperature if record["attempts"] == 0 else teacher.retry_temperature
+        try:
+            reply = await endpoint.complete(prompt, temperature=temperature, max_tokens=teacher.max_tokens)
+        except EndpointError:
+            if record["attempts"] > start_attempts:
+                cache.append(record)  # keep the replies already paid for
+            raise
+        letter = extract_choice(reply.text, len(q.options))
+        agrees = None if q.answer is None else letter == q.answer
+        record["attempts"] += 1
+        if record["text"] is None or agrees or record["agrees"] is None:
+            record.update(text=reply.text, letter=letter, agrees=agrees, latency=round(reply.latency, 3))
+        if agrees is not False:
+            record["status"] = "ok"
+            break
+    cache.append(record)
+    return record
+
+
+def distill(
+    *,
+    pipeline: Loaded[PipelineRecipe],
+    input_path: str | Path | None = None,
+    limit: int | None = None,
+    echo: bool = True,
+    skip_invalid: bool = False,
+) -> DistillSummary:
+    """Ask the teacher of `pipeline` (its flags folded in) about every question of `input_path`
+    (default: data.train), the first `limit` only when given."""
+    from orchestrator.core.progress import bar, say
+
+    recipe = pipeline.recipe
+    teacher = recipe.teacher
+    from orchestrator.core.sources import training_sources
+
+    sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
+    questions = [q for s in sources for q in s.questions][:limit]
+    if echo:
+        for line in pipeline.overridden_lines():
+            say("distill", line)
+    summary = DistillSummary(questions=len(questions))
+    taken = {q.qid for q in questions}
+    summary.sources = [(s.file, s.kind, sum(q.qid in taken for q in s.questions)) for s in sources]
+    started = time.monotonic()
+    with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
+        _import_preloaded(cache, teacher.preload)
+        todo = []
+        for q in questions:
+            record = cached_reply(cache, q, teacher)
+            if record is not None and is_settled(record, teacher):
+                summary.cached += 1
+                _count(summary, record)
+            else:
+                todo.append(q)
+        if todo:
+            asyncio.run(_ask_all(todo, teacher, cache, errors, summary, bar if echo else None))
+        records = {q.qid: cached_reply(cache, q, teacher) for q in questions}
+        # errors.jsonl lists what is still failing, nothing else
+        failing = {qid for qid, record in records.items() if not is_settled(record, teacher)}
+        if any(records.values()):  # a run that got nothing changes nothing
+            atomic_write_json(settings_path(), {**{k: getattr(teacher, k) for k in IDENTITY},
+                                                "overrides": pipeline.overridden()})
+        atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _ask_all(todo: list[Question], teacher: TeacherSection, cache: Ledger, errors: Ledger, summary: DistillSummary, make_bar) -> None:
+    from orchestrator.core.endpoints import Endpoint, EndpointError, resolve_api_key
+
+    api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
+    progress = make_bar(len(todo), "distill", "q") if make_bar else None
+    started = time.monotonic()
+    async with Endpoint(
+        teacher.base_url, teacher.model, api_key, concurrency=teacher.concurrency,
+        timeout=teacher.timeout, max_retries=teacher.max_retries,
+    ) as endpoint:
+        async def one(q: Question) -> None:
+            try:
+                record = await _ask(q, teacher, endpoint, cache)
+                summary.asked += 1
+                _count(summary, record)
+            except EndpointError as e:
+                summary.failed += 1
+                summary.failures.append(f"{q.qid}: {e.reason}")
+                errors.append({"qid": q.qid, "reason": e.reason, "attempts": e.attempts, "detail": e.detail})
+            if progress is not None:
+                elapsed = max(time.monotonic() - started, 1e-9)
+                progress.set_postfix(cached=summary.cached, failed=summary.failed,
+                                     rps=f"{endpoint.requests / elapsed:.1f}", refresh=False)
+                progress.update(1)
+
+        try:
+            await asyncio.gather(*(one(q) for q in todo))
+        finally:
+            summary.requests = endpoint.requests
+            if progress is not None:
+                progress.close()

@@ -1,0 +1,265 @@
+"""Stage: score a submission against gold answers, and, from the inference trace, report what
+each agent contributed: report.md with a picture, report.png."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.competition import Dataset
+from orchestrator.core.errors import UserError
+from orchestrator.core.files import atomic_write_json, atomic_write_text
+from orchestrator.core.ledger import read_records
+from orchestrator.core.submission import Finding, match, read_gold, read_submission, summarise
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class Report:
+    """What the trace tells about the agents, over the traced questions."""
+
+    traced: int = 0
+    answer_correct: int = 0  # the Answer Agent's letter (vote majority) alone
+    # each Answer model's own letter (the majority of its samples), by label in the order listed
+    model_correct: dict[str, int] = field(default_factory=dict)
+    model_traced: dict[str, int] = field(default_factory=dict)
+    fixed: int = 0  # Answer wrong, final right
+    broken: int = 0  # Answer right, final wrong
+    sources: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # (kind, stage) -> count
+    latency: dict[str, list[float]] = field(default_factory=lambda: {"answer": [], "evaluate": []})
+
+
+@dataclass
+class ScoreResult:
+    questions: int
+    correct: int
+    problems: int
+    problems_correct: int
+    unanswered: int
+    findings: list[Finding] = field(default_factory=list)  # every case the submission departs from gold
+    report: Report | None = None
+    report_path: Path | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.questions if self.questions else 0.0
+
+    @property
+    def problem_accuracy(self) -> float:
+        return self.problems_correct / self.problems if self.problems else 0.0
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        rows = [("by question", self.correct, self.questions), ("by problem", self.problems_correct, self.problems)]
+        report = self.report
+        if report and len(report.model_correct) > 1:  # an ensemble: each model alone, then their vote
+            rows += [(f"Answer model {m}", ok, report.model_traced[m]) for m, ok in report.model_correct.items()]
+            rows.append(("Answer vote (all models)", report.answer_correct, report.traced))
+        elif report:
+            rows.append(("Answer Agent alone", report.answer_correct, report.traced))
+        return rows
+
+    def table(self) -> str:
+        rows = self.rows()
+        width = max(20, *(len(name) + 2 for name, _, _ in rows))
+        lines = [f"{'':<{width}}{'correct':>9}{'total':>8}{'accuracy':>10}"]
+        lines += [f"{name:<{width}}{ok:>9}{total:>8}{ok / total if total else 0:>10.4f}" for name, ok, total in rows]
+        lines += summarise(self.findings)
+        if self.report:
+            lines.append(f"Evaluate Agent fixed {self.report.fixed}, broke {self.report.broken}")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def model_letters(answer: dict[str, Any]) -> dict[str, str | None]:
+    """Each Answer model's own letter in a trace record: the majority of its samples (ties to
+    its earliest sample); one entry, under the record's model, for a trace of one model."""
+    samples = answer.get("samples") or []
+    labels = answer.get("models") or [answer.get("model") or "answer"]
+    letters: dict[str, str | None] = {}
+    for label in labels:
+        own = [s.get("letter") for s in samples if s.get("model", labels[0]) == label]
+        counts = Counter(x for x in own if x)
+        top = max(counts.values(), default=0)
+        letters[label] = next((x for x in own if x and counts[x] == top), None)
+    return letters
+
+
+def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None]) -> Report:
+    """Read the trace (the last record of each question id) against the gold letters."""
+    records = {r["id"]: r for r in read_records(trace) if r.get("id") in truth}
+    report = Report(traced=len(records))
+    for qid, r in records.items():
+        answer = (r.get("answer") or {}).get("letter")
+        answer_right, final_right = answer == truth[qid], final[qid] == truth[qid]
+        report.answer_correct += answer_right
+        for label, letter in model_letters(r.get("answer") or {}).items():
+            report.model_correct[label] = report.model_correct.get(label, 0) + (letter == truth[qid])
+            report.model_traced[label] = report.model_traced.get(label, 0) + 1
+        report.fixed += final_right and not answer_right
+        report.broken += answer_right and not final_right
+        report.sources[r.get("source", "none")] += 1
+        report.errors.update((e.get("kind"), e.get("stage")) for e in r.get("errors", []))
+        report.latency["answer"] += [s["latency"] for s in (r.get("answer") or {}).get("samples", []) if "latency" in s]
+        evaluation = r.get("evaluate") or {}
+        if "latency" in evaluation:
+            report.latency["evaluate"].append(evaluation["latency"])
+    return report
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -> str:
+    report = result.report
+    assert report is not None
+    lines = [
+        "# Inference report",
+        "",
+        (
+            f"Submission `{paths['submission']}`, gold `{paths['gold']}`, trace `{paths['trace']}` "
+            f"({report.traced} of {result.questions} questions traced)."
+        ),
+        "",
+        f"![accuracy, Evaluate Agent effect, errors and latency]({picture})",
+        "",
+        "## Accuracy",
+        "",
+        "| | correct | total | accuracy |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {ok} | {total} | {ok / total if total else 0:.4f} |" for name, ok, total in result.rows()],
+        "",
+        (
+            "A problem counts when all its questions are right. The Answer Agent alone is its letter "
+            "(the vote majority with several samples) before the Evaluate Agent; with several Answer "
+            "models, each model alone is the majority of its own samples, and the vote is over all of them."
+        ),
+        "",
+        "## Submission cases",
+        "",
+        *([f"- {f.text}" for f in result.findings] or ["None: every question has an offered letter."]),
+        "",
+        "## What the Evaluate Agent did",
+        "",
+        f"- fixed {report.fixed} answers (Answer Agent wrong, final answer right)",
+        f"- broke {report.broken} answers (Answer Agent right, final answer wrong)",
+        "- final answer from: " + ", ".join(f"{k} {v}" for k, v in sorted(report.sources.items())),
+        "",
+        "## Errors by kind",
+        "",
+    ]
+    if report.errors:
+        lines += ["| kind | stage | count |", "|---|---|---:|"]
+        lines += [f"| {kind} | {stage} | {n} |" for (kind, stage), n in sorted(report.errors.items(), key=str)]
+    else:
+        lines.append("None.")
+    lines += ["", "## Latency per request (seconds)", ""]
+    lines += ["| stage | requests | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
+    for stage, values in report.latency.items():
+        cells = " | ".join(_fmt(percentile(values, p)) for p in PERCENTILES)
+        lines.append(f"| {stage} | {len(values)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_picture(result: ScoreResult, path: Path) -> Path:
+    """The report's numbers as three panels, drawn with matplotlib's Agg canvas (no display)."""
+    from matplotlib.figure import Figure
+
+    report = result.report
+    assert report is not None
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    acc, effect, latency = fig.subplots(1, 3)
+
+    several = len(report.model_correct) > 1
+    models = list(report.model_correct) if several else []
+    names = [*models, "Answer vote" if several else "Answer alone", "final (question)", "final (problem)"]
+    values = [*[report.model_correct[m] / report.model_traced[m] for m in models],
+              report.answer_correct / report.traced if report.traced else 0, result.accuracy, result.problem_accuracy]
+    acc.bar(names, values, color=["#c9cfd6"] * len(models) + ["#9aa5b1", "#2f6fb0", "#184a7a"])
+    acc.tick_params(axis="x", labelsize=8 if several else 10)
+    acc.set_ylim(0, 1)
+    acc.set_title("Accuracy")
+    for x, v in enumerate(values):
+        acc.text(x, v + 0.02, f"{v:.3f}", ha="center")
+
+    labels = ["fixed", "broke", *[f"{kind}\n({stage})" for kind, stage in sorted(report.errors, key=str)]]
+    counts = [report.fixed, report.broken, *[report.errors[k] for k in sorted(report.errors, key=str)]]
+    effect.bar(labels, counts, color=["#3a9a5b", "#c0504d"] + ["#d99a3d"] * len(report.errors))
+    effect.set_title("Evaluate Agent effect and errors")
+    effect.tick_params(axis="x", labelsize=8)
+
+    width = 0.35
+    for i, (stage, vals) in enumerate(report.latency.items()):
+        ys = [percentile(vals, p) or 0 for p in PERCENTILES]
+        latency.bar([x + i * width for x in range(len(PERCENTILES))], ys, width, label=stage)
+    latency.set_xticks([x + width / 2 for x in range(len(PERCENTILES))], [f"p{p}" for p in PERCENTILES])
+    latency.set_ylabel("seconds per request")
+    latency.set_title("Latency")
+    latency.legend()
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)  # complete or absent, like every file we write
+    return path
+
+
+def score(
+    submission: str | Path,
+    gold: str | Path,
+    trace: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    subset: bool = False,
+) -> ScoreResult:
+    """Accuracy by question and by problem, as the competition counts: a question without an
+    offered letter is wrong, a problem or question the gold lacks is not counted, and each such
+    case is a finding. With `subset`, only the submitted problems are scored. With a trace
+    (default: trace.jsonl beside the submission, when there), also write report.md and
+    report.png into `out_dir` (default: the submission's directory)."""
+    ours, reference = read_submission(submission), read_gold(gold)
+    if subset:
+        submitted = {e.id for e in ours.entries}
+        reference = Dataset(reference.path, [p for p in reference.problems if p.id in submitted])
+        if not reference.problems:
+            raise UserError(f"{ours.path} holds none of the problems of {gold}: nothing to score")
+    matched = match(ours, reference)
+    truth = {q.qid: q.answer for q in reference.questions if q.answer is not None}  # all, by read_gold
+    final = matched.answers
+    right = {qid: final[qid] == letter for qid, letter in truth.items()}
+    result = ScoreResult(
+        questions=len(truth),
+        correct=sum(right.values()),
+        problems=len(reference.problems),
+        problems_correct=sum(all(right[q.qid] for q in p.questions) for p in reference.problems),
+        unanswered=sum(final[qid] is None for qid in truth),
+        findings=matched.findings,
+    )
+
+    trace_path = Path(trace) if trace else Path(submission).parent / "trace.jsonl"
+    if trace and not trace_path.exists():
+        raise UserError(f"--trace {trace_path}: no such file")
+    if trace_path.exists():
+        result.report = build_report(trace_path, truth, final)
+        out = Path(out_dir) if out_dir else Path(submission).parent
+        out.mkdir(parents=True, exist_ok=True)
+        picture = report_picture(result, out / "report.png")
+        paths: dict[str, Any] = {"submission": submission, "gold": gold, "trace": trace_path}
+        result.report_path = atomic_write_text(out / "report.md", report_markdown(result, paths, picture.name))
+        # the gold this run was scored against, which `compare` uses by default
+        atomic_write_json(out / "score.json", {"submission": str(Path(submission).resolve()),
+                                               "gold": str(Path(gold).resolve()), "accuracy": result.accuracy})
+    return result

@@ -1,0 +1,221 @@
+"""Stage: train a role's LoRA adapter with `llamafactory-cli train`, resumable."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from orchestrator.core.role_configs import check_roles
+from orchestrator.core.errors import StageFailed, UserError
+from orchestrator.core.files import atomic_write_json
+from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, launch_env, model_path
+from orchestrator.core.paths import datasets_dir, project_root
+from orchestrator.core.process import run
+from orchestrator.core.progress import bar, say, worth_showing
+from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
+from orchestrator.core.sources import training_data
+
+
+@dataclass
+class Trained:
+    paths: RolePaths
+    final_loss: float | None
+    seconds: float
+    resumed_from: str | None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: without it (readable) the save was cut short."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def checkpoints(adapter_dir: Path) -> list[Path]:
+    """The checkpoint-N folders, in step order."""
+    found = [(int(m.group(1)), p) for p in adapter_dir.glob("checkpoint-*")
+             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def set_aside_incomplete(adapter_dir: Path) -> list[Path]:
+    """Rename checkpoints whose save was cut short to incomplete-checkpoint-N: LLaMA-Factory
+    resumes from the highest checkpoint-N folder and fails on a partial one."""
+    moved = []
+    for path in checkpoints(adapter_dir):
+        if not is_complete_checkpoint(path):
+            target = path.with_name(f"incomplete-{path.name}")
+            if target.exists():
+                shutil.rmtree(target)
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
+def last_checkpoint(adapter_dir: Path) -> Path | None:
+    """The latest complete checkpoint."""
+    complete = [p for p in checkpoints(adapter_dir) if is_complete_checkpoint(p)]
+    return complete[-1] if complete else None
+
+
+def read_trainer_log(adapter_dir: Path) -> list[dict]:
+    path = adapter_dir / "trainer_log.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
+    recipe = loaded.recipe
+    base = model_path(recipe)
+    if not (base / "config.json").exists():
+        raise UserError(
+            f"no base model in {base}: run `{command_for(loaded, 'download')}` "
+            f"(or `orchestrator tiny-model {base}` for a CPU test model)"
+        )
+    held_out = [recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else []  # train.yaml's eval_dataset
+    for name in [recipe.dataset_name, *held_out]:
+        data = datasets_dir() / f"{name}.json"
+        if not data.exists():
+            raise UserError(f"{data} does not exist yet: run `{command_for(loaded, 'dataset')}`")
+        try:
+            rows = json.loads(data.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError(f"{data}: not valid JSON; rebuild it with `{command_for(loaded, 'dataset')}`") from None
+        if not rows:
+            raise UserError(f"{data} has no samples: nothing to train on (see `{command_for(loaded, 'dataset')}`)")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("orchestrator", "llamafactory", "transformers", "torch", "peft", "trl"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _watch_steps(adapter_dir: Path, stop: threading.Event, stage: str) -> None:
+    """A bar of training steps, fed by LLaMA-Factory's trainer_log.jsonl."""
+    progress = None
+    while not stop.wait(0.5):
+        rows = read_trainer_log(adapter_dir)
+        if not rows:
+            continue
+        last = rows[-1]
+        if progress is None:
+            progress = bar(last.get("total_steps") or None, stage, unit="step")
+        progress.n = last.get("current_steps", 0)
+        if last.get("loss") is not None:
+            progress.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+        progress.refresh()
+    if progress is not None:
+        progress.close()
+
+
+def train(
+    loaded: Loaded[RoleRecipe],
+    *,
+    fresh: bool = False,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> Trained:
+    """Render and check the configs, then run `llamafactory-cli train`; resume from the last
+    checkpoint unless `fresh`; write runs/<name>/manifest.json beside the adapter."""
+    paths = check_roles([loaded])[0].paths
+    stage = f"train {loaded.recipe.run_name}"
+    _preflight(loaded, paths)
+    if echo:
+        for line in loaded.overridden_lines():
+            say(stage, line)
+
+    if fresh and paths.adapter.exists():
+        shutil.rmtree(paths.adapter)
+        paths.manifest.unlink(missing_ok=True)
+    elif is_trained(paths):
+        raise UserError(f"{paths.adapter} already holds a trained adapter: use --fresh to train again")
+    elif (paths.adapter / ADAPTER_FILE).exists():
+        # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
+        raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
+    if paths.adapter.exists():
+        for moved in set_aside_incomplete(paths.adapter):
+            say(stage, f"set aside {moved.name}: its save was interrupted (no trainer_state.json)")
+    checkpoint = last_checkpoint(paths.adapter) if paths.adapter.exists() else None
+    if checkpoint and echo:
+        say(stage, f"resuming from {checkpoint.name}")
+
+    cmd = [cli_path(), "train", str(paths.train_yaml)]
+    env = {"DISABLE_VERSION_CHECK": "1", **launch_env(loaded.recipe)}
+    if echo:
+        say(stage, f"$ {' '.join(cmd)}   (log: {paths.log})")
+
+    def show(line: str) -> None:
+        if echo and worth_showing(line):
+            say(stage, line)
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_steps, args=(paths.adapter, stop, stage), daemon=True)
+    watcher.start()
+    started = time.time()
+    try:
+        finished = run(cmd, stage=stage, log_path=paths.log, env=env, cwd=paths.run_dir, timeout=timeout, on_line=show)
+    finally:
+        stop.set()
+        watcher.join()
+    if finished.returncode != 0 or not (paths.adapter / ADAPTER_FILE).exists():
+        raise StageFailed(
+            f"{stage}: llamafactory-cli train exited with code {finished.returncode}; last lines:",
+            *[f"  {line}" for line in finished.tail[-12:]],
+            f"rendered config: {paths.train_yaml}; full log: {paths.log}",
+        )
+    rows = read_trainer_log(paths.adapter)
+    losses = [r["loss"] for r in rows if r.get("loss") is not None]
+    final_loss = losses[-1] if losses else None
+    plot = paths.adapter / "training_loss.png"
+    atomic_write_json(
+        paths.manifest,
+        {
+            "role": loaded.recipe.role,
+            "recipe": loaded.raw,
+            "recipe_file": str(loaded.path),
+            "overrides": loaded.overridden(),
+            "train_yaml": str(paths.train_yaml),
+            "adapter": str(paths.adapter),
+            "resumed_from": checkpoint.name if checkpoint else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(finished.seconds, 1),
+            "steps": rows[-1].get("current_steps") if rows else None,
+            "final_loss": final_loss,
+            "loss_plot": str(plot) if plot.exists() else None,
+            "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+        },
+    )
+    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None)

@@ -1,0 +1,111 @@
+"""`make answer-model RECIPE=tiny` for real; make's own rules skip what is up to date."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def make(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
+
+
+def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -> None:
+    shutil.copy(REPO / "Makefile", tiny_project)
+    shutil.copy(REPO / "pyproject.toml", tiny_project)
+    os.utime(tiny_project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
+    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+
+    first = make(tiny_project, "answer-model", "RECIPE=tiny")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for step in ("orchestrator distill", "orchestrator dataset answer", "orchestrator train answer", "orchestrator merge answer"):
+        assert step in first.stdout
+    assert (tiny_project / "runs/tiny-answer/merged/config.json").exists()
+
+    assert make(tiny_project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # up to date
+    again = make(tiny_project, "answer-model", "RECIPE=tiny")
+    assert again.returncode == 0 and "orchestrator" not in again.stdout  # trains nothing
+
+    recipe = tiny_project / "recipes" / "tiny-answer.yaml"
+    later = time.time() + 60  # edited after the model was trained
+    os.utime(recipe, (later, later))
+    plan = make(tiny_project, "-n", "answer-model", "RECIPE=tiny").stdout
+    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml --fresh" in plan  # stale: from scratch
+    assert "orchestrator distill" not in plan  # the teacher is not asked again
+
+
+def test_eval_from_a_clean_runs_folder(tiny_project: Path) -> None:
+    shutil.copy(REPO / "Makefile", tiny_project)
+    shutil.copy(REPO / "pyproject.toml", tiny_project)
+    os.utime(tiny_project / "pyproject.toml", (0, 0))
+    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+    assert not (tiny_project / "runs").exists()
+
+    done = make(tiny_project, "eval", "RECIPE=tiny", timeout=1800)  # distil, train and merge both, infer
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "orchestrator eval --out-dir runs/tiny-eval" in done.stdout
+    report = tiny_project / "runs/tiny-eval/report.md"
+    assert report.exists() and (tiny_project / "runs/tiny-eval/report.png").exists()
+    source = json.loads((tiny_project / "datasets/train_answer_instruct.sources.json").read_text())
+    held = source["split"]["val_problems"]
+    submission = (tiny_project / "runs/tiny-eval/submission.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in submission] == held and len(held) == 6
+    for role in ("answer", "evaluate"):  # the split each model was trained without
+        manifest = json.loads((tiny_project / f"runs/tiny-{role}/manifest.json").read_text())
+        assert manifest["data"]["dataset"]["split"]["val_problems"] == held
+    assert make(tiny_project, "-q", "eval", "RECIPE=tiny").returncode == 0  # up to date
+
+
+# recipe edits that make `orchestrator eval` refuse; `make eval` must refuse before training
+EVAL_REFUSALS = [
+    pytest.param("RECIPE=tiny", "tiny-answer.yaml", "val_size: 0.2", "val_size: 0.0",
+                 "Error: recipes/tiny-answer.yaml: dataset.val_size is 0 for the answer model, so no problems "
+                 "are held out", id="tiny-val-size-0"),
+    pytest.param("RECIPE=tiny", "tiny-evaluate.yaml", "dataset:", "dataset:\n  seed: 3",
+                 "Error: the models would hold out different problems", id="tiny-other-seed"),
+    pytest.param("TRAIN=datasets/sample/train.jsonl", None, None, None,  # the shipped answer.yaml holds none out
+                 "Error: recipes/answer.yaml: dataset.val_size is 0 for the answer model", id="default-recipes"),
+]
+
+
+@pytest.mark.parametrize("variable, recipe, old, new, error", EVAL_REFUSALS)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_eval_refuses_before_training(project: Path, variable: str, recipe: str | None, old: str | None,
+                                      new: str | None, error: str, dry_run: bool) -> None:
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))
+    (project / ".venv").symlink_to(REPO / ".venv")
+    if recipe:
+        path = project / "recipes" / recipe
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    done = make(project, *(["-n"] if dry_run else []), "eval", variable, timeout=120)
+    assert done.returncode != 0
+    assert error in done.stderr and "make eval stopped before training" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "orchestrator" not in done.stdout  # nothing ran (or was planned): no distil, no training
+    assert not (project / "runs").exists()
+
+
+def test_eval_check_passes_for_the_tiny_recipes(project: Path) -> None:
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))
+    (project / ".venv").symlink_to(REPO / ".venv")
+    plan = make(project, "-n", "eval", "RECIPE=tiny", timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan.stdout
+    assert "orchestrator eval --out-dir runs/tiny-eval" in plan.stdout

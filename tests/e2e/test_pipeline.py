@@ -1,0 +1,56 @@
+"""The whole method end to end on the tiny model: distil, both datasets, both models trained
+and merged, both served by the real `llamafactory-cli api`, inference in both modes, score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.competition import read_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_sample_to_scored_submission(tiny_project: Path, cli) -> None:
+    assert cli("distill")[0] == 0
+    for role in ("answer", "evaluate"):
+        for command in ("dataset", "train", "merge"):
+            code, out, err = cli(command, role, "--recipe", f"recipes/tiny-{role}.yaml")
+            assert code == 0, f"{command} {role}: {err}"
+
+    test = tiny_project / "datasets" / "sample" / "test.jsonl"
+    gold = tiny_project / "datasets" / "sample" / "test_gold.jsonl"
+    questions = read_dataset(test).questions
+    for mode in ("staged", "pipelined"):
+        out_dir = tiny_project / "runs" / mode
+        args = ("infer", test, "--out-dir", out_dir, "--recipe", "recipes/tiny-pipeline.yaml", "--mode", mode,
+                "--set", "inference.max_tokens=24")
+        code, out, err = cli(*args)
+        assert code == 0, err
+
+        # every question is accounted for, once, in each file
+        trace = [json.loads(line) for line in (out_dir / "trace.jsonl").read_text().splitlines()]
+        assert sorted(r["id"] for r in trace) == sorted(q.qid for q in questions)
+        assert all(r["answer"]["model"] == "tiny-answer" and r["evaluate"]["model"] == "tiny-evaluate" for r in trace)
+        submission = read_dataset(out_dir / "submission.jsonl")
+        assert [q.qid for q in submission.questions] == [q.qid for q in questions]
+        final = {r["id"]: r["final"] for r in trace}
+        assert {q.qid: q.answer for q in submission.questions} == final
+        errors = [json.loads(line) for line in (out_dir / "errors.jsonl").read_text().splitlines()]
+        unanswered = {qid for qid, letter in final.items() if letter is None}
+        assert unanswered <= {e["id"] for e in errors}  # never silently dropped
+
+        # the same command again resumes: nothing is asked
+        code, out, err = cli(*args)
+        assert code == 0, err
+        assert f"{len(questions)} questions, {len(questions)} already done" in err
+
+        code, out, err = cli("score", out_dir / "submission.jsonl", gold, "--out-dir", out_dir)
+        assert code == 0, err
+        truth = {q.qid: q.answer for q in read_dataset(gold).questions}
+        correct = sum(final[qid] == letter for qid, letter in truth.items())
+        by_question = next(line.split() for line in out.splitlines() if line.startswith("by question"))
+        assert by_question[2:4] == [str(correct), str(len(truth))]  # the score agrees with the trace
+        assert (out_dir / "report.md").exists() and (out_dir / "report.png").stat().st_size > 0

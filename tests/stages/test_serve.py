@@ -1,0 +1,171 @@
+"""`orchestrator serve`: what it refuses before starting anything, and (slow) the real
+`llamafactory-cli api` serving the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.endpoints import Endpoint
+from orchestrator.core.process import free_port, port_free
+from orchestrator.stages.serve import serve
+from orchestrator.core.recipes import load_role
+
+TINY = "recipes/tiny-answer.yaml"
+KEY = "sk-SERVE-SECRET-0123456789"
+
+
+@pytest.fixture
+def merged(project: Path, tiny_model_dir: Path) -> Path:
+    """A project whose tiny-answer run has a merged model (the tiny model itself)."""
+    run = project / "runs" / "tiny-answer"
+    run.mkdir(parents=True)
+    os.symlink(tiny_model_dir, run / "merged")
+    return project
+
+
+REFUSALS = [
+    pytest.param(["answer"], "runs/answer/merged has no merged model: run `orchestrator merge answer` first",
+                 id="default-recipe"),
+    pytest.param(["evaluate", "--recipe", "recipes/tiny-evaluate.yaml"],
+                 "runs/tiny-evaluate/merged has no merged model: "
+                 "run `orchestrator merge evaluate --recipe recipes/tiny-evaluate.yaml` first", id="named-recipe"),
+]
+
+
+@pytest.mark.parametrize("args, message", REFUSALS)
+def test_refuses_without_a_merged_model(project, cli, args, message):
+    code, out, err = cli("serve", *args)
+    assert code == 2
+    assert err == f"Error: {project}/{message}\n"
+    assert not list((project / "runs").glob("*/serve.*"))  # nothing rendered, nothing started
+
+
+BAD_ARGS = [
+    pytest.param("serve.args.vllm_maxln=5",
+                 "--set: serve.args.vllm_maxln is not a LLaMA-Factory argument (did you mean vllm_maxlen?)", id="typo"),
+    pytest.param("serve.args.template=qwen",
+                 "--set: serve.args.template is filled in by the orchestrator: set model.template instead",
+                 id="derived"),
+    pytest.param("serve.args.max_new_tokens=abc",
+                 "--set: serve.args.max_new_tokens: LLaMA-Factory says: argument --max_new_tokens/--max-new-tokens: "
+                 "invalid int value: 'abc'", id="bad-value"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_ARGS)
+def test_refuses_serve_args_llamafactory_rejects(merged, cli, override, message):
+    code, out, err = cli("serve", "answer", "--recipe", TINY, "--set", override)
+    assert (code, err) == (2, f"Error: {message}\n")
+
+
+def test_refuses_an_unset_key_variable_and_a_taken_port(merged, cli, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    code, out, err = cli("serve", "answer", "--recipe", TINY, "--api-key-env", "NO_SUCH_KEY")
+    assert code == 2 and err.startswith("Error: NO_SUCH_KEY is not set")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        code, out, err = cli("serve", "answer", "--recipe", TINY, "--port", port)
+    taken_message = (
+        f"serve tiny-answer: port {port} on 127.0.0.1 is taken; "
+        "stop what uses it or pick another with --port N"
+    )
+    assert (code, err) == (2, f"Error: {taken_message}\n")
+
+
+@pytest.mark.parametrize("args", [[], ["--recipe", TINY]], ids=["no-merged-model", "merged-model"])
+def test_a_pasted_key_in_api_key_env_is_never_printed(merged, cli, args):
+    """`--api-key-env sk-...`: refused before anything else, without repeating the key."""
+    code, out, err = cli("serve", "answer", *args, "--api-key-env", KEY)
+    assert code == 2 and KEY not in out + err
+    assert err == ("Error: --api-key-env must be the NAME of an environment variable holding the key "
+                   "(e.g. DEEPSEEK_API_KEY), not the key itself\n")
+
+
+def _get(url: str, key: str | None = None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, {}
+    except OSError:  # not listening (yet)
+        return 0, {}
+
+
+async def _chat(url: str, model: str, key: str):
+    async with Endpoint(url, model, key, max_retries=0) as endpoint:
+        return await endpoint.complete("你好", max_tokens=4)
+
+
+@pytest.mark.slow
+def test_serves_the_tiny_model_behind_a_key_and_stops_it(merged, monkeypatch):
+    monkeypatch.setenv("SERVE_KEY", KEY)
+    with serve(load_role("answer", TINY), port=0, block=False, api_key_env="SERVE_KEY") as serving:
+        proc = serving.server.proc
+        assert serving.model == "tiny-answer"
+        assert _get(f"{serving.url}/models")[0] == 401
+        status, body = _get(f"{serving.url}/models", KEY)
+        assert status == 200 and [m["id"] for m in body["data"]] == ["tiny-answer"]
+        reply = asyncio.run(_chat(serving.url, serving.model, KEY))
+        assert reply.finish_reason in {"length", "stop"}
+        port = int(serving.url.rsplit(":", 1)[1].split("/")[0])
+    assert proc.poll() is not None and port_free("127.0.0.1", port)
+    run = merged / "runs" / "tiny-answer"
+    config = (run / "serve.yaml").read_text(encoding="utf-8")
+    assert f"model_name_or_path: {run / 'merged'}\ntemplate: qwen\n" in config
+    assert "infer_backend: huggingface" in config
+    for path in (run / "serve.yaml", run / "serve.log"):
+        assert KEY not in path.read_text(encoding="utf-8")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_cli_serve_runs_until_sigterm_and_leaves_no_orphan(merged):
+    port = free_port()
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(merged)}
+    cmd = [sys.executable, "-m", "orchestrator", "serve", "answer", "--recipe", TINY, "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=merged, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stderr], daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("ready: http://127.0.0.1:" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        assert _get(f"http://127.0.0.1:{port}/v1/models")[0] == 200
+        config = str(merged / "runs" / "tiny-answer" / "serve.yaml")
+        assert _processes_mentioning(config)  # llamafactory-cli api is up
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Interrupted." in "".join(lines)
+    assert port_free("127.0.0.1", port)
+    assert _processes_mentioning(config) == []

@@ -1,0 +1,167 @@
+"""Real `llamafactory-cli train` and `export` of the tiny model, both roles, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.errors import StageFailed, UserError
+from orchestrator.core.recipes import load_role
+
+pytestmark = pytest.mark.slow
+
+
+def build_datasets(cli) -> None:
+    """The sample's sets, with one label corrected through a fixes file."""
+    from orchestrator.core.competition import read_dataset
+    from orchestrator.core.paths import project_root
+
+    first = read_dataset(project_root() / "datasets/sample/train.jsonl").questions[0]
+    other = next(letter for letter in first.letters if letter != first.answer)
+    (project_root() / "fixes.yaml").write_text(f"{first.qid}: {other}\n", encoding="utf-8")
+    (project_root() / "recipes/fixed.yaml").write_text("extends: pipeline.yaml\ndata:\n  fixes: fixes.yaml\n")
+    code, out, err = cli("distill", "--recipe", "recipes/fixed.yaml")  # offline: the sample's solutions are preloaded
+    assert code == 0, err
+    for role in ("answer", "evaluate"):
+        code, out, err = cli("dataset", role, "--recipe", f"recipes/tiny-{role}.yaml", "--pipeline", "recipes/fixed.yaml")
+        assert code == 0, err
+
+
+def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
+    build_datasets(cli)
+    for role in ("answer", "evaluate"):
+        code, out, err = cli("train", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        assert code == 0, err
+        # quiet by default: the command, the training summary and the step bar, not the tool's 300 lines
+        assert "train_runtime" in err and "{'loss'" not in err and "input_ids" not in err
+        tool_lines = [line for line in err.splitlines() if " step (" not in line]  # the bar: one line per 10 s
+        assert len(tool_lines) < 5, err
+        run = tiny_project / "runs" / f"tiny-{role}"
+        assert (run / "adapter" / "adapter_model.safetensors").exists()
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["steps"] == 120 and manifest["final_loss"] > 0
+        assert manifest["versions"]["llamafactory"] == "0.9.5"
+        assert manifest["recipe"]["role"] == role
+        assert manifest["data"]["dataset"]["fixes"]["corrected"] == 1  # what the set was built from
+        assert (run / "adapter" / "training_loss.png").exists()  # plot_loss kept
+
+        code, out, err = cli("merge", role, "--recipe", f"recipes/tiny-{role}.yaml")
+        assert code == 0, err
+        merged = run / "merged"
+        assert (merged / "config.json").exists() and list(merged.glob("*.safetensors"))
+        assert not (run / ".merged.tmp").exists()
+
+    # trained already: a second train refuses instead of silently redoing hours of work
+    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    assert code == 2 and "already holds a trained adapter: use --fresh" in err
+
+
+def test_merge_without_adapter_is_refused(tiny_project: Path, cli) -> None:
+    code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    assert code == 2
+    assert err.strip() == (
+        f"Error: {tiny_project}/runs/tiny-answer/adapter has no trained adapter (no adapter_model.safetensors): "
+        "run `orchestrator train answer --recipe recipes/tiny-answer.yaml` first"
+    )
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        (None, "datasets/train_answer_instruct.json does not exist yet: run `orchestrator dataset answer`"),
+        ([], "has no samples: nothing to train on"),
+    ],
+)
+def test_train_preflight(tiny_project: Path, rows, expected: str) -> None:
+    from orchestrator.stages.train import train
+
+    if rows is not None:
+        (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError, match=expected.replace("`", ".").replace("(", ".").replace(")", ".")):
+        train(load_role("answer", "recipes/tiny-answer.yaml"), echo=False)
+
+
+def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> None:
+    from orchestrator.stages.train import train
+
+    # samples LLaMA-Factory rejects: no response at all
+    rows = [{"instruction": "问题", "input": "", "output": None}] * 4  # no response: LLaMA-Factory drops them
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(StageFailed) as info:
+        train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"]), echo=False)
+    lines = info.value.lines
+    assert lines[0].startswith("train tiny-answer: llamafactory-cli train exited with code 1")
+    assert any("valid" in line.lower() for line in lines[1:-1]), lines
+    assert lines[-1] == (
+        f"rendered config: {tiny_project}/runs/tiny-answer/train.yaml; full log: {tiny_project}/runs/tiny-answer/train.log"
+    )
+
+
+def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -> None:
+    build_datasets(cli)
+    run = tiny_project / "runs" / "tiny-answer"
+    cmd = [sys.executable, "-m", "orchestrator", "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
+           "--set", "train.max_steps=40", "--set", "train.save_steps=2"]
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tiny_project)}
+    proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "adapter" / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C or a scheduler would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not (run / "adapter" / "adapter_model.safetensors").exists()
+    # every llamafactory process of that run is gone
+    ps = subprocess.run(["pgrep", "-f", str(run / "train.yaml")], capture_output=True, text=True)
+    assert ps.stdout.strip() == ""
+    # as if the signal had come while the Trainer was saving: a newer checkpoint with no state yet
+    (run / "adapter" / "checkpoint-39").mkdir(exist_ok=True)
+
+    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=40", "--set", "train.save_steps=2")
+    assert code == 0, err
+    assert "set aside incomplete-checkpoint-39: its save was interrupted" in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["resumed_from"].startswith("checkpoint-")
+    assert "resuming from checkpoint-" in err
+    assert manifest["steps"] == 40
+    # the values the command line set: printed at start and kept in the manifest
+    assert "[train tiny-answer] train.max_steps = 40  (from --set)" in err
+    assert manifest["overrides"] == {"train.max_steps": {"value": 40, "from": "--set"},
+                                     "train.save_steps": {"value": 2, "from": "--set"}}
+
+
+def test_train_preflight_needs_the_held_out_set(tiny_project: Path) -> None:
+    """val_size > 0 makes train.yaml name eval_dataset: its file is checked before the launch."""
+    from orchestrator.stages.train import train
+
+    rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}]
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError, match="val_answer_instruct.json does not exist yet: run .orchestrator dataset answer"):
+        train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0.2"]), echo=False)
+
+
+def test_a_checkpoint_cut_short_is_set_aside(tmp_path: Path) -> None:
+    """A SIGTERM while the Trainer saves leaves checkpoint-N without trainer_state.json (written
+    last); LLaMA-Factory would resume from it and fail, so it is renamed and the last complete one used."""
+    from orchestrator.stages.train import last_checkpoint, set_aside_incomplete
+
+    adapter = tmp_path / "adapter"
+    for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, "{\"global_st")):  # 6: no state; 8: torn
+        (adapter / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (adapter / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (adapter / "checkpoint-10.tmp").mkdir()  # not a checkpoint name: left alone
+    assert last_checkpoint(adapter) == adapter / "checkpoint-4"
+    moved = set_aside_incomplete(adapter)
+    assert [p.name for p in moved] == ["incomplete-checkpoint-6", "incomplete-checkpoint-8"]
+    assert sorted(p.name for p in adapter.iterdir()) == [
+        "checkpoint-10.tmp", "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8"]
+    assert last_checkpoint(adapter) == adapter / "checkpoint-4"
