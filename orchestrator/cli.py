@@ -427,8 +427,8 @@ def score(submission, gold, trace, out_dir, subset) -> None:
     from orchestrator.stages.score import score as run_score
 
     result = run_score(submission, gold, trace, out_dir, subset=subset)
-    for finding in result.findings:
-        echo_err(f"{'warning' if finding.is_warning else 'scored'}: {finding.text}")
+    for line in result.terminal_findings():
+        echo_err(line)
     click.echo(result.table())
 
 
@@ -482,8 +482,8 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
                          evaluate=None if inf.evaluate_url else evaluate)
     click.echo(inferred.table())
     scored = run_score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
-    for finding in scored.findings:
-        echo_err(f"{'warning' if finding.is_warning else 'scored'}: {finding.text}")
+    for line in scored.terminal_findings():
+        echo_err(line)
     click.echo(scored.table())
     if inferred.failed:
         raise UserError(

@@ -49,6 +49,7 @@ class Problem:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     repairs: list[str] = field(default_factory=list)  # "questions[i]: what was repaired"
     doubts: list[str] = field(default_factory=list)  # "questions[i]: what looks wrong but was left"
+    unoffered: list[str] = field(default_factory=list)  # "questions[i]: ..." kept answers that are not offered
 
 
 @dataclass
@@ -66,6 +67,11 @@ class Dataset:
     def doubts(self) -> list[str]:
         """`FILE:LINE: questions[i]: ...` for what looks like a quirk but was left as it is."""
         return [f"{self.path}:{p.line}: {r}" for p in self.problems for r in p.doubts]
+
+    @property
+    def unoffered(self) -> list[str]:
+        """`FILE:LINE: ID questions[i]: answer 'D' is not ...`: answers kept by `keep_unoffered`."""
+        return [f"{self.path}:{p.line}: {p.id} {r}" for p in self.problems for r in p.unoffered]
 
     @property
     def questions(self) -> list[Question]:
@@ -177,8 +183,9 @@ def repair_options(options: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]
     return options, notes + ([split] if split else []), None if split else merged_option_doubt(options)
 
 
-def parse_problem(obj: Any, line: int) -> Problem:
-    """One decoded line into a Problem; raises _Bad with the reason."""
+def parse_problem(obj: Any, line: int, keep_unoffered: bool = False) -> Problem:
+    """One decoded line into a Problem; raises _Bad with the reason. With `keep_unoffered`, an
+    answer that is not an offered letter is kept (a gold label no answer can match) and listed."""
     if not isinstance(obj, dict):
         raise _Bad("a line must be a JSON object")
     pid = obj.get("id")
@@ -192,7 +199,7 @@ def parse_problem(obj: Any, line: int) -> Problem:
     if not isinstance(raw_questions, list) or not raw_questions:
         raise _Bad("questions must be a non-empty list")
     questions = []
-    repairs, doubts = [], []
+    repairs, doubts, unoffered = [], [], []
     for i, rq in enumerate(raw_questions):
         where = f"questions[{i}]"
         if not isinstance(rq, dict):
@@ -209,12 +216,12 @@ def parse_problem(obj: Any, line: int) -> Problem:
             if answer == "":
                 answer = None
             elif answer not in tuple(LETTERS[: len(options)]):  # one letter, not "AB"
-                raise _Bad(
-                    f"{where}.answer {_short(answer)} is not one of the offered letters "
-                    f"{LETTERS[: len(options)]}"
-                )
+                why = f"{where}.answer {_short(answer)} is not one of the offered letters {LETTERS[: len(options)]}"
+                if not keep_unoffered:
+                    raise _Bad(why)
+                unoffered.append(why)
         questions.append(Question(pid, i, problem, text, options, answer))
-    return Problem(pid, problem, questions, line, obj, repairs, doubts)
+    return Problem(pid, problem, questions, line, obj, repairs, doubts, unoffered)
 
 
 def _constant(name: str) -> Any:
@@ -266,9 +273,10 @@ def jsonl_lines(path: Path) -> list[tuple[int, bytes]]:
     return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
 
 
-def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
+def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: bool = False) -> Dataset:
     """Read a competition .jsonl. Every bad line is reported (`FILE:LINE: reason`), not only
-    the first; with `skip_invalid` the good lines are kept and the bad ones listed."""
+    the first; with `skip_invalid` the good lines are kept and the bad ones listed;
+    `keep_unoffered`: see parse_problem."""
     path = Path(path)
     problems: list[Problem] = []
     errors: list[str] = []
@@ -278,7 +286,7 @@ def read_dataset(path: str | Path, skip_invalid: bool = False) -> Dataset:
             line = _text_line(raw)
             if not line:
                 continue
-            problem = parse_problem(_json(line), lineno)
+            problem = parse_problem(_json(line), lineno, keep_unoffered)
             if problem.id in seen:
                 raise _Bad(f"id {_short(problem.id)} repeats line {seen[problem.id]}")
             seen[problem.id] = lineno

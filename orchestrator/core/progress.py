@@ -18,15 +18,24 @@ _WORTH_SHOWING = re.compile(
     r"|\b(?:WARNING|WARN|ERROR|CRITICAL|FATAL)\b|\w*(?:Warning|Error|Exception)\b|^Traceback"
 )
 _TQDM_LINE = re.compile(r"\d+%\|.*\|")  # a progress bar's redraw: our own bar shows progress
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal control codes, e.g. tqdm's cursor-up before a log dict
+# Known noise on every CPU run; it stays in the log file.
+_NOISE = re.compile(r"'pin_memory' argument is set as true but no accelerator is found")
 
 
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+def clean(line: str) -> str:
+    """The line without terminal control codes."""
+    return _ESCAPE.sub("", line)
+
+
 def worth_showing(line: str) -> bool:
     """Whether a line of a tool's output reaches the terminal (all of it goes to the log file)."""
-    if not line.strip() or _TQDM_LINE.search(line):
+    line = clean(line)
+    if not line.strip() or _TQDM_LINE.search(line) or _NOISE.search(line):
         return False
     return verbose() or bool(_WORTH_SHOWING.search(line))
 
@@ -38,6 +47,7 @@ class LogBar:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.postfix: dict[str, Any] = {}
         self.start = self.last = time.monotonic()
+        self.shown: tuple[int, str] | None = None  # the state last printed: the closing line is not repeated
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -52,14 +62,18 @@ class LogBar:
             self.last = now
             self._line()
 
+    def _extra(self) -> str:
+        return "".join(f", {k} {v}" for k, v in self.postfix.items())
+
     def _line(self) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
-        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
-        say(self.desc, f"{done} {self.unit} ({self.n / elapsed:.1f} {self.unit}/s{extra})")
+        say(self.desc, f"{done} {self.unit} ({self.n / elapsed:.1f} {self.unit}/s{self._extra()})")
+        self.shown = (self.n, self._extra())
 
     def close(self) -> None:
-        self._line()
+        if self.shown != (self.n, self._extra()):
+            self._line()
 
 
 def bar(total: int | None, desc: str, unit: str = "it", initial: int = 0) -> Any:

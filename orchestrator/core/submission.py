@@ -37,7 +37,9 @@ KIND_TEXT = {
     "extra_keys": "extra keys (ignored)",
     "no_final_newline": "no newline at the end of the file",
     "unreadable": "lines that are not a problem with its questions and options (left out)",
+    "gold_not_offered": "gold answers that are not an offered letter (counted, never right)",
 }
+LISTED_IDS = 5  # missing problems named on the terminal; the report lists them all
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Submission:
 class Finding:
     kind: str
     text: str  # "FILE:LINE: ..." as shown to people
+    item: str = ""  # the problem id, where the finding is about one
 
     @property
     def is_warning(self) -> bool:
@@ -91,13 +94,31 @@ def summarise(findings: list[Finding], wrong: str = "counted wrong") -> list[str
 
 
 def read_gold(path: str | Path) -> Dataset:
-    """A gold file, strictly: every line readable and every question with its letter."""
-    gold = read_dataset(path)
+    """A gold file: every line readable and every question with its letter. A letter its
+    question does not offer (a slip in hand-made labels) is kept: no answer can match it, so
+    the question counts and is never right; `gold_findings` lists each."""
+    gold = read_dataset(path, keep_unoffered=True)
     missing = [q.qid for q in gold.questions if q.answer is None]
     if missing:
         few = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise UserError(f"{gold.path}: {len(missing)} questions have no answer ({few}); a gold file needs all")
     return gold
+
+
+def gold_findings(gold: Dataset) -> list[Finding]:
+    """One finding per gold answer that is not an offered letter (file, line, question)."""
+    return [Finding("gold_not_offered", f"{text}: counted, never right") for text in gold.unoffered]
+
+
+def terminal_lines(findings: list[Finding], full_list: str) -> list[str]:
+    """The findings as said on the terminal: each one, but missing problems (an unfinished or
+    cut run leaves hundreds) as one line with the first few ids; `full_list` says where all are."""
+    missing = [f for f in findings if f.kind == "missing_problem"]
+    lines = [f"{'warning' if f.is_warning else 'scored'}: {f.text}" for f in findings if f.kind != "missing_problem"]
+    if missing:
+        few = ", ".join(f.item for f in missing[:LISTED_IDS]) + (", ..." if len(missing) > LISTED_IDS else "")
+        lines.append(f"scored: {len(missing)} problems are missing from the submission ({few}); {full_list}")
+    return lines
 
 
 def own_reference(submission: Submission) -> Dataset:
@@ -186,7 +207,7 @@ def match(submission: Submission, reference: Dataset) -> Match:
         entry = by_id.get(p.id)
         if entry is None:
             add(Finding("missing_problem", f"{ref}:{p.line}: {p.id} ({len(p.questions)} questions) "
-                                           "is missing from the submission"))
+                                           "is missing from the submission", p.id))
             continue
         e = entry
         where = f"{sub}:{e.line}"

@@ -29,7 +29,9 @@ from orchestrator.core.ledger import read_records
 from orchestrator.core.paths import runs_dir
 from orchestrator.core.recipes import display
 from orchestrator.core.stats import bootstrap_interval, mcnemar_exact
-from orchestrator.core.submission import Finding, Submission, match, own_reference, read_gold, read_submission, summarise
+from orchestrator.core.submission import (
+    KIND_TEXT, Finding, Submission, gold_findings, match, own_reference, read_gold, read_submission, summarise,
+)
 
 # run.json keys that differ between any two runs without telling how they differ
 _NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.val_hash", "split.source")
@@ -105,9 +107,10 @@ class Comparison:
     gold: str | None
     summaries: list[list[str]] = field(default_factory=list)  # per run, one line per kind of finding
     out_dir: Path | None = None
+    gold_findings: list[str] = field(default_factory=list)  # gold answers not offered: FILE:LINE: question
 
     def to_json(self) -> dict[str, Any]:
-        return {"common": self.common, "gold": self.gold,
+        return {"common": self.common, "gold": self.gold, "gold_findings": self.gold_findings,
                 "runs": [asdict(r) for r in self.runs], "pairs": [asdict(p) for p in self.pairs]}
 
 
@@ -160,7 +163,7 @@ def settings(run: Run) -> dict[str, Any]:
     """The run's settings as dotted keys: input, inference.*, answer.* and evaluate.* (a served
     model's recipe keys, e.g. answer.train.lora_rank, and answer.model for the model itself)."""
     r = run.record
-    out = {"input": r.get("input"), **flatten(r.get("inference") or {}, "inference.")}
+    out = {"input": r.get("input"), "limit": r.get("limit"), **flatten(r.get("inference") or {}, "inference.")}
     for role, agent in (r.get("models") or {}).items():
         agent = dict(agent)
         out[f"{role}.model"] = agent.pop("identity", agent.get("model"))
@@ -254,6 +257,7 @@ def compare(
         common=len(order),
         gold=str(gold_path) if gold_path else None,
         summaries=[summarise(r.findings, "counted wrong" if truth else "no answer, so no agreement") for r in runs],
+        gold_findings=[f.text for f in gold_findings(reference)] if reference else [],
     )
     for stats, differ, run in zip(result.runs, differences(runs), runs, strict=True):
         stats.settings = differ
@@ -306,7 +310,9 @@ def _finding_lines(c: Comparison) -> list[str]:
     """Per run with findings, what `score` would list: one line per kind with its count."""
     how = "as `score` counts them" if c.gold else "without gold, an unusable answer is no answer"
     lines = [f"{r.dir}: " + "; ".join(summary) for r, summary in zip(c.runs, c.summaries, strict=True) if summary]
-    return [f"submission findings ({how}):", *[f"  {x}" for x in lines]] if lines else []
+    gold = [f"{len(c.gold_findings)} {KIND_TEXT['gold_not_offered']}: {'; '.join(c.gold_findings[:3])}"
+            + ("; ..." if len(c.gold_findings) > 3 else "")] if c.gold_findings else []
+    return gold + ([f"submission findings ({how}):", *[f"  {x}" for x in lines]] if lines else [])
 
 
 def _run_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -379,6 +385,9 @@ def compare_markdown(c: Comparison, picture: str) -> str:
                "question is wrong." if c.gold else
                "Without gold, an answer the question does not offer, null or a missing question is no answer: "
                "it agrees with nothing.")]
+    if c.gold_findings:
+        lines += ["", "### the gold file", "", f"{len(c.gold_findings)} {KIND_TEXT['gold_not_offered']}:", "",
+                  *[f"- {t}" for t in c.gold_findings]]
     for r, summary in zip(c.runs, c.summaries, strict=True):
         lines += ["", f"### {r.dir}", ""]
         lines += ["; ".join(summary) + ":", "", *[f"- {t}" for t in r.findings]] if summary else ["None."]

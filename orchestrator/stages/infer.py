@@ -605,7 +605,7 @@ def infer(
         "answer": given(answer_agents[0]), "evaluate": given(evaluate_agent),
         **({"answers": [{"label": a.label, **given(a)} for a in answer_agents]} if several else {}),
         # for `compare`: the input, the settings in effect and each model (a served one's recipe and split)
-        "input": str(dataset.path), "inference": inf.model_dump(),
+        "input": str(dataset.path), "limit": limit, "inference": inf.model_dump(),
         "models": {**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
                    "evaluate": _agent_record(evaluate_agent)},
     })

@@ -13,7 +13,7 @@ from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.llamafactory import ADAPTER_FILE, calibration_texts, cli_path, is_trained
 from orchestrator.core.process import run
-from orchestrator.core.progress import say, worth_showing
+from orchestrator.core.progress import clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
 
 
@@ -61,7 +61,7 @@ def merge(
         env=env,
         cwd=paths.run_dir,
         timeout=timeout,
-        on_line=(lambda line: say(stage, line) if worth_showing(line) else None) if echo else None,
+        on_line=(lambda line: say(stage, clean(line)) if worth_showing(line) else None) if echo else None,
     )
     if finished.returncode != 0 or not (tmp / "config.json").exists():
         shutil.rmtree(tmp, ignore_errors=True)

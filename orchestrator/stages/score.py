@@ -14,7 +14,9 @@ from orchestrator.core.competition import Dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_text
 from orchestrator.core.ledger import read_records
-from orchestrator.core.submission import Finding, match, read_gold, read_submission, summarise
+from orchestrator.core.submission import (
+    Finding, gold_findings, match, read_gold, read_submission, summarise, terminal_lines,
+)
 
 PERCENTILES = (50, 90, 99)
 
@@ -45,6 +47,7 @@ class ScoreResult:
     findings: list[Finding] = field(default_factory=list)  # every case the submission departs from gold
     report: Report | None = None
     report_path: Path | None = None
+    subset_reason: str | None = None  # why only the submitted problems were scored, when not asked by --subset
 
     @property
     def accuracy(self) -> float:
@@ -63,6 +66,13 @@ class ScoreResult:
         elif report:
             rows.append(("Answer Agent alone", report.answer_correct, report.traced))
         return rows
+
+    def terminal_findings(self) -> list[str]:
+        """The findings for stderr; a long list of missing problems is one line."""
+        where = f"all are listed in {self.report_path}" if self.report_path else \
+            "`orchestrator data check SUBMISSION --against TEST` lists them all"
+        notes = [f"scored: {self.subset_reason}"] if self.subset_reason else []
+        return notes + terminal_lines(self.findings, where)
 
     def table(self) -> str:
         rows = self.rows()
@@ -218,6 +228,17 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
     return path
 
 
+def _run_limit(run_json: Path) -> int | None:
+    """The `--limit` an infer run was cut to (None: all of its input, or no run.json)."""
+    import json
+
+    try:
+        limit = json.loads(run_json.read_text(encoding="utf-8")).get("limit")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return limit if isinstance(limit, int) else None
+
+
 def score(
     submission: str | Path,
     gold: str | Path,
@@ -229,8 +250,15 @@ def score(
     offered letter is wrong, a problem or question the gold lacks is not counted, and each such
     case is a finding. With `subset`, only the submitted problems are scored. With a trace
     (default: trace.jsonl beside the submission, when there), also write report.md and
-    report.png into `out_dir` (default: the submission's directory)."""
+    report.png into `out_dir` (default: the submission's directory). A run cut by `infer --limit`
+    (its run.json says so) is scored as a subset by itself."""
     ours, reference = read_submission(submission), read_gold(gold)
+    limit = _run_limit(Path(submission).parent / "run.json")
+    reason = None
+    if limit and not subset:
+        subset = True
+        reason = (f"only the submitted problems, as a subset: the run answered the first {limit} "
+                  f"(infer --limit {limit}, in its run.json)")
     if subset:
         submitted = {e.id for e in ours.entries}
         reference = Dataset(reference.path, [p for p in reference.problems if p.id in submitted])
@@ -246,7 +274,8 @@ def score(
         problems=len(reference.problems),
         problems_correct=sum(all(right[q.qid] for q in p.questions) for p in reference.problems),
         unanswered=sum(final[qid] is None for qid in truth),
-        findings=matched.findings,
+        findings=gold_findings(reference) + matched.findings,
+        subset_reason=reason,
     )
 
     trace_path = Path(trace) if trace else Path(submission).parent / "trace.jsonl"

@@ -18,7 +18,7 @@ from orchestrator.core.files import atomic_write_json
 from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, launch_env, model_path
 from orchestrator.core.paths import datasets_dir, project_root
 from orchestrator.core.process import run
-from orchestrator.core.progress import bar, say, worth_showing
+from orchestrator.core.progress import bar, clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
 from orchestrator.core.sources import training_data
 
@@ -177,7 +177,7 @@ def train(
 
     def show(line: str) -> None:
         if echo and worth_showing(line):
-            say(stage, line)
+            say(stage, clean(line))
 
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_steps, args=(paths.adapter, stop, stage), daemon=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.progress import VERBOSE_ENV, worth_showing
+from orchestrator.core.progress import VERBOSE_ENV, clean, worth_showing
 
 LINES = [
     # (line as llamafactory-cli / transformers print it, shown when quiet)
@@ -29,6 +29,12 @@ LINES = [
     ("", False),
     ("   ", False),
     ("an error-free run", False),  # the word inside another word is not a log level
+    # as train.log holds them: tqdm's cursor-up code before the eval dict
+    ("\x1b[A{'eval_loss': '8.085', 'eval_runtime': '0.097', 'epoch': '2.727'}", True),
+    ("\x1b[A\x1b[A{'train_runtime': '9.1', 'train_loss': '8.2', 'epoch': '10.0'}", True),
+    # torch's warning on every CPU run: noise, kept in the log only
+    ("/x/torch/utils/data/dataloader.py:759: UserWarning: 'pin_memory' argument is set as true but no "
+     "accelerator is found, then device pinned memory won't be used.", False),
 ]
 
 
@@ -41,7 +47,7 @@ def test_quiet_shows_losses_warnings_and_errors(line: str, shown: bool, monkeypa
 @pytest.mark.parametrize(("line", "shown"), LINES)
 def test_verbose_shows_every_line_but_bar_redraws(line: str, shown: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(VERBOSE_ENV, "1")
-    assert worth_showing(line) is (bool(line.strip()) and "%|" not in line)
+    assert worth_showing(line) is (bool(line.strip()) and "%|" not in line and "pin_memory" not in line)
 
 
 def test_verbose_flag_sets_the_environment(cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +57,28 @@ def test_verbose_flag_sets_the_environment(cli, monkeypatch: pytest.MonkeyPatch)
     code, _, err = cli("-v", "data", "check", "no-such-file.jsonl")
     assert code == 2 and "no-such-file.jsonl" in err
     assert os.environ.get(VERBOSE_ENV) == "1"
+
+
+def test_shown_lines_lose_escape_codes() -> None:
+    assert clean("\x1b[A{'eval_loss': '8.085'}") == "{'eval_loss': '8.085'}"
+
+
+@pytest.mark.parametrize(("updates", "lines"), [
+    ([120], 1),          # the last state printed by a refresh is not printed again by close
+    ([60, 60], 2),       # 60 printed, then 120 by close
+    ([], 1),             # nothing printed yet: close prints the state
+])
+def test_log_bar_prints_its_last_state_once(updates: list[int], lines: int, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.core import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    b = progress.LogBar(120, "train", "step")
+    for n in updates[:-1]:
+        b.update(n)
+    if updates:
+        b.n += updates[-1]
+        b.refresh()
+    b.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == lines and err[-1].startswith(f"[train] {sum(updates)}/120 step")

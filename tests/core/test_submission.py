@@ -129,8 +129,9 @@ def test_score_lists_each_case_on_stderr_and_sums_them_up(tmp_path, cli):
     assert err.splitlines() == [
         f"scored: {submission}:1: questions[0]: answer 'E' is not one of the offered letters ABCD",
         f"scored: {submission}:2: questions[0]: no answer (null)",
-        f"scored: {gold}:3: p2 (3 questions) is missing from the submission",
         f"warning: {submission}: no newline after the last line (read anyway)",
+        "scored: 1 problems are missing from the submission (p2); "
+        "`orchestrator data check SUBMISSION --against TEST` lists them all",
     ]
     assert "by question                 1       6    0.1667" in out
     for line in ["1 answers not offered by the question (counted wrong)",
@@ -139,10 +140,19 @@ def test_score_lists_each_case_on_stderr_and_sums_them_up(tmp_path, cli):
         assert line in out
 
 
-def test_gold_is_still_strict(tmp_path):
+def test_gold_letter_not_offered_is_kept_and_listed(tmp_path):
+    """read_gold keeps a gold letter its question does not offer (no answer can match it) and names
+    it; any other reader of the file still refuses it."""
+    from orchestrator.core.competition import read_dataset
+    from orchestrator.core.submission import gold_findings, read_gold
+
     gold = dump(tmp_path / "gold.jsonl", answer(G, "p1", 1, "E"))
+    read = read_gold(gold)
+    assert [q.answer for q in read.questions if q.qid == "p1#1"] == ["E"]
+    assert [f.text for f in gold_findings(read)] == [
+        f"{gold}:2: p1 questions[1].answer 'E' is not one of the offered letters ABCD: counted, never right"]
     with pytest.raises(UserError, match=r"gold.jsonl:2: questions\[1\].answer 'E' is not one of the offered letters"):
-        score(dump(tmp_path / "s.jsonl", G), gold)
+        read_dataset(gold)
 
 
 def test_merged_options_split_in_gold_and_submission_alike(tmp_path):

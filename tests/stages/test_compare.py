@@ -282,3 +282,21 @@ def test_compare_real_infer_runs(project: Path, cli) -> None:
     assert guess_run["settings"]["inference.votes"] == 3 and good_run["settings"]["inference.votes"] == 1
     assert "inference.evaluate_url" in good_run["settings"]
     assert (project / "runs/compare/compare.md").exists() and (project / "runs/compare/compare.png").exists()
+
+
+def test_a_gold_letter_not_offered_is_compared_never_right(tmp_path: Path, cli) -> None:
+    """Like `score`: the gold file's slip ('F' of four options) blocks nothing; it is named with
+    file, line and question, and counts wrong for every run."""
+    shape = [2, 2, 1]
+    letters = {**gold_letters(shape), "p001#1": "F"}
+    gold = write_file(tmp_path / "gold.jsonl", shape, letters)
+    a = make_run(tmp_path / "a", shape, set())
+    b = make_run(tmp_path / "b", shape, {"p000#0"})
+    result = compare([a, b], gold=gold, out_dir=tmp_path / "out")
+    assert [r.accuracy for r in result.runs] == [4 / 5, 3 / 5]
+    named = f"{gold}:2: p001 questions[1].answer 'F' is not one of the offered letters ABCD: counted, never right"
+    assert result.gold_findings == [named]
+    code, out, err = cli("compare", str(a), str(b), "--gold", str(gold), "--out-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    assert f"1 gold answers that are not an offered letter (counted, never right): {named}" in out.splitlines()
+    assert f"- {named}" in (tmp_path / "out/compare.md").read_text(encoding="utf-8")

@@ -124,7 +124,33 @@ def test_mismatched_ids_are_scored_not_refused(tmp_path, cli, answers, correct, 
     result = score(submission, gold)
     assert (result.questions, result.correct, [f.kind for f in result.findings]) == (6, correct, kinds)
     code, _out, err = cli("score", submission, gold)
-    assert code == 0 and len(err.splitlines()) == len(kinds)
+    # each finding a line, but the missing problems one line together
+    assert code == 0 and len(err.splitlines()) == len([k for k in kinds if k != "missing_problem"]) + \
+        ("missing_problem" in kinds)
+
+
+def test_missing_problems_are_one_line_with_the_first_ids(tmp_path, cli):
+    gold = write(tmp_path / "gold.jsonl", {f"p{i}": "A" for i in range(8)})
+    submission = write(tmp_path / "submission.jsonl", {"p0": "A"})
+    code, out, err = cli("score", submission, gold)
+    assert code == 0, err
+    assert err.splitlines() == ["scored: 7 problems are missing from the submission (p1, p2, p3, p4, p5, ...); "
+                                "`orchestrator data check SUBMISSION --against TEST` lists them all"]
+    assert "7 problems missing (their questions counted wrong)" in out
+
+
+def test_gold_letter_not_offered_is_counted_never_right(tmp_path, cli):
+    """A slip in hand-made labels ('E' of four options) blocks nothing: the question counts, is
+    never right, and is named with file, line and question."""
+    gold = write(tmp_path / "gold.jsonl", GOLD, p1_1="E")
+    submission = write(tmp_path / "submission.jsonl", GOLD, p1_1="B")
+    result = score(submission, gold)
+    assert (result.questions, result.correct, result.problems_correct) == (6, 5, 2)
+    code, out, err = cli("score", submission, gold)
+    assert code == 0, err
+    named = f"scored: {gold}:2: p1 questions[1].answer 'E' is not one of the offered letters ABCD: counted, never right"
+    assert named in err.splitlines()
+    assert "1 gold answers that are not an offered letter (counted, never right)" in out.splitlines()
 
 
 def test_gold_needs_every_answer(tmp_path, cli):
@@ -150,3 +176,15 @@ def test_subset_scores_only_the_submitted_problems(tmp_path, cli):
     rows = {" ".join(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.startswith("by ")}
     assert rows["by question"] == ["2", "3", "0.6667"]
     assert rows["by problem"] == ["1", "2", "0.5000"]
+
+
+def test_a_limited_run_is_scored_as_a_subset_by_itself(tmp_path, cli):
+    """run.json of `infer --limit 2` beside the submission: no --subset needed, and it says so."""
+    gold = write(tmp_path / "gold.jsonl", GOLD)
+    submission = write(tmp_path / "submission.jsonl", {"p0": "A", "p1": "BD"})
+    (tmp_path / "run.json").write_text(json.dumps({"input": "test.jsonl", "limit": 2}), encoding="utf-8")
+    code, out, err = cli("score", submission, gold)
+    assert code == 0, err
+    assert "by question" in out and out.split("by question")[1].split()[:2] == ["2", "3"]
+    assert err.splitlines() == ["scored: only the submitted problems, as a subset: the run answered the first 2 "
+                                "(infer --limit 2, in its run.json)"]
