@@ -25,13 +25,13 @@ from typing import Any
 from orchestrator.core.competition import Dataset, gold_answers
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_text
-from orchestrator.core.ledger import read_records
 from orchestrator.core.paths import runs_dir
 from orchestrator.core.recipes import display
 from orchestrator.core.stats import bootstrap_interval, mcnemar_exact
 from orchestrator.core.submission import (
     KIND_TEXT, Finding, Submission, gold_findings, match, own_reference, read_gold, read_submission, summarise,
 )
+from orchestrator.core.trace import TraceRecord, read_trace
 
 # run.json keys that differ between any two runs without telling how they differ
 _NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.val_hash", "split.source")
@@ -43,7 +43,7 @@ class Run:
 
     dir: Path
     submission: Submission
-    trace: dict[str, dict[str, Any]]  # question id -> its last trace record
+    trace: dict[str, TraceRecord]  # question id -> its last trace record
     gold: Path | None  # the gold file `score` used (score.json)
     record: dict[str, Any]  # run.json; {} for an older run or a bare submission
     # question id -> the submitted letter, None when not usable (not offered, null, missing)
@@ -124,10 +124,7 @@ def load_run(path: str | Path) -> Run:
     submission = d / "submission.jsonl"
     if not submission.exists():
         raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")
-    trace: dict[str, dict[str, Any]] = {}
-    for record in read_records(d / "trace.jsonl") if (d / "trace.jsonl").exists() else []:
-        if "id" in record:
-            trace[record["id"]] = record  # the last record of a question wins
+    trace = read_trace(d / "trace.jsonl")  # the last record of a question wins
     gold = None
     if (d / "score.json").exists():
         gold = Path(json.loads((d / "score.json").read_text(encoding="utf-8"))["gold"])
@@ -209,7 +206,7 @@ def _run_stats(run: Run, common: list[str], truth: dict[str, str] | None, seed: 
     traced = [q for q in common if q in run.trace]
     if traced:
         # tolerant: samples may carry a `model` (several Answer models), answer may be missing
-        letter = {q: (run.trace[q].get("answer") or {}).get("letter") for q in traced}
+        letter = {q: run.trace[q].answer.letter for q in traced}
         stats.traced = len(traced)
         stats.answer_alone = sum(letter[q] == truth[q] for q in traced) / len(traced)
         stats.fixed = sum(right[q] and letter[q] != truth[q] for q in traced)

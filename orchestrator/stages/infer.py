@@ -24,7 +24,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import (
     AsyncExitStack,
     ExitStack,
@@ -39,6 +39,7 @@ from typing import Any
 from orchestrator.core.agents import Agent, agent_url, make_agent
 from orchestrator.core.answers import extract_choice
 from orchestrator.core.competition import Dataset, Question, read_reporting, write_submission
+from orchestrator.core.endpoints import Endpoint, EndpointError, Reply
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.ledger import Ledger, read_records, stable_key, text_hash
@@ -46,9 +47,7 @@ from orchestrator.core.paths import project_root
 from orchestrator.core.progress import bar, say
 from orchestrator.core.prompts import answer_prompt, evaluate_prompt
 from orchestrator.core.recipes import AnswerModel, InferenceSection, Loaded, PipelineRecipe, RoleRecipe
-
-REPLY_FIELDS = ("text", "letter", "latency", "attempts", "finish_reason")
-
+from orchestrator.core.trace import AnswerStep, Evaluation, Problem, Sample, Source, TraceRecord, chosen_reply
 
 @dataclass
 class Unit:
@@ -111,16 +110,6 @@ class InferSummary:
 # ---------------------------------------------------------------- pure rules
 
 
-def majority(letters: list[str | None]) -> str | None:
-    """The most frequent letter; a tie goes to the earliest sample among the tied (the first
-    sample's letter when it is one of them)."""
-    counts = Counter(letter for letter in letters if letter)
-    if not counts:
-        return None
-    top = max(counts.values())
-    return next(letter for letter in letters if letter and counts[letter] == top)
-
-
 def temperatures(inference: InferenceSection) -> list[float]:
     """One temperature per Answer sample: `temperature` for a single one, else `vote_temperature`."""
     if inference.votes == 1:
@@ -128,33 +117,25 @@ def temperatures(inference: InferenceSection) -> list[float]:
     return [inference.vote_temperature] * inference.votes
 
 
-def chosen_sample(samples: list[dict | None]) -> int | None:
-    """The index of the Answer text the Evaluate Agent reads: the first agreeing with the majority."""
-    vote = majority([s["letter"] if s else None for s in samples])
-    answered = [i for i, s in enumerate(samples) if s]
-    return next((i for i, s in enumerate(samples) if s and s["letter"] == vote), answered[0] if answered else None)
-
-
-def chosen_reply(samples: list[dict | None]) -> dict | None:
-    """The Answer sample the Evaluate Agent reads (see `chosen_sample`); None: no sample has text."""
-    chosen = chosen_sample(samples)
-    return None if chosen is None else samples[chosen]
+def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[list[Sample], list[Problem]]:
+    """The Answer models' samples in the order the models are listed, and their API failures,
+    each numbered by its sample's position among all (when there are several)."""
+    pairs = [pair for part in parts for pair in part]
+    several = len(pairs) > 1
+    return [s for s, _ in pairs], [p.model_copy(update={"sample": n if several else None})
+                                   for n, (_, p) in enumerate(pairs) if p]
 
 
 def trace_record(
-    q: Question, key: str, samples: list[dict | None], api_errors: list[dict],
-    evaluation: dict | None, answer_models: list[str], evaluate_model: str,
-) -> dict[str, Any]:
+    q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[Problem],
+    evaluation: Evaluation | None,
+) -> TraceRecord:
     """The trace line of a question: final answer, its source, and every problem found.
-    `samples` are the Answer models' samples in the order the models are listed, the same
-    number from each; `answer_models` their labels."""
-    letters = [s["letter"] if s else None for s in samples]
-    per_model = max(1, len(samples) // max(1, len(answer_models)))
-    model_of = [answer_models[min(i // per_model, len(answer_models) - 1)] for i in range(len(samples))]
-    vote = majority(letters)
-    chosen = chosen_sample(samples)
-    read = chosen_reply(samples)  # not None when there is a vote
-    eval_letter = evaluation.get("letter") if evaluation else None
+    `samples` are the Answer models' samples in the order the models are listed; `models` their labels."""
+    answer = AnswerStep.of(models, samples)
+    vote, read = answer.letter, chosen_reply(samples)  # read is not None when there is a vote
+    eval_letter = evaluation.letter if evaluation else None
+    source: Source
     if eval_letter:
         final, source = eval_letter, "evaluate"
     elif vote:
@@ -162,52 +143,31 @@ def trace_record(
     else:
         final, source = None, "none"
 
-    several, ensemble = len(samples) > 1, len(answer_models) > 1
+    several, ensemble = len(samples) > 1, len(models) > 1
     problems = list(api_errors)
     for i, s in enumerate(samples):
-        if s and s["letter"] is None:
-            problems.append({"id": q.qid, "stage": "answer", "kind": "unparseable", "text": s["text"],
-                             **({"sample": i} if several else {}), **({"model": model_of[i]} if ensemble else {})})
-    if evaluation and "text" in evaluation and eval_letter is None:
-        problems.append({"id": q.qid, "stage": "evaluate", "kind": "unparseable", "text": evaluation["text"]})
+        if s.answered and s.letter is None:
+            problems.append(Problem(id=q.qid, stage="answer", kind="unparseable", text=s.text,
+                                    sample=i if several else None, model=s.model if ensemble else None))
+    if evaluation and evaluation.text is not None and eval_letter is None:
+        problems.append(Problem(id=q.qid, stage="evaluate", kind="unparseable", text=evaluation.text))
     if evaluation and eval_letter and read and vote and eval_letter != vote:
-        problems.append({"id": q.qid, "stage": "evaluate", "kind": "disagreement", "answer_letter": vote,
-                         "evaluate_letter": eval_letter, "answer_text": read["text"],
-                         "evaluate_text": evaluation["text"]})
+        problems.append(Problem(id=q.qid, stage="evaluate", kind="disagreement", answer_letter=vote,
+                                evaluate_letter=eval_letter, answer_text=read.text, evaluate_text=evaluation.text))
     if final is None:
-        problems.append({"id": q.qid, "stage": "final", "kind": "no_answer"})
-
-    return {
-        "key": key,
-        "id": q.qid,
-        "status": "failed" if api_errors else "done",
-        "final": final,
-        "source": source,
-        "answer": {
-            "model": "+".join(answer_models),
-            "models": list(answer_models),
-            "samples": [{**({k: s[k] for k in REPLY_FIELDS} if s else {"error": _error_of(api_errors, i)}),
-                         "model": model_of[i]} for i, s in enumerate(samples)],
-            "votes": dict(Counter(letter for letter in letters if letter)),
-            "letter": vote,
-            "chosen": chosen,
-            # each model's own letter: the majority of its samples
-            "by_model": {m: majority([x for x, mi in zip(letters, model_of, strict=True) if mi == m])
-                         for m in answer_models},
-        },
-        "evaluate": None if evaluation is None else {"model": evaluate_model, **evaluation},
-        "errors": problems,
-    }
+        problems.append(Problem(id=q.qid, stage="final", kind="no_answer"))
+    return TraceRecord(key=key, id=q.qid, status="failed" if api_errors else "done", final=final, source=source,
+                       answer=answer, evaluate=evaluation, errors=problems)
 
 
-def with_fallback(record: dict[str, Any], fallback: str | None, letters: str) -> dict[str, Any]:
+def with_fallback(record: TraceRecord, fallback: str | None, letters: str) -> TraceRecord:
     """The trace record with the fallback letter as its final answer when no agent gave one
     (`source: fallback`); a letter the question does not offer becomes A. None: no answer."""
-    if record["final"] is not None and record["source"] != "fallback":
+    if record.final is not None and record.source != "fallback":
         return record
     if fallback is None:
-        return {**record, "final": None, "source": "none"}
-    return {**record, "final": fallback if fallback in letters else "A", "source": "fallback"}
+        return record.model_copy(update={"final": None, "source": "none"})
+    return record.model_copy(update={"final": fallback if fallback in letters else "A", "source": "fallback"})
 
 
 def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
@@ -220,11 +180,7 @@ def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
     return prior_letter(project_root() / recipe.data.train, fixes_path(recipe.data), stage)
 
 
-def _error_of(api_errors: list[dict], sample: int) -> str | None:
-    return next((e["reason"] for e in api_errors if e["stage"] == "answer" and e.get("sample", 0) == sample), None)
-
-
-def _reply_fields(reply: Any, q: Question) -> dict[str, Any]:
+def _reply_fields(reply: Reply, q: Question) -> dict[str, Any]:
     return {"text": reply.text, "letter": extract_choice(reply.text, len(q.options)),
             "latency": round(reply.latency, 3), "attempts": reply.attempts, "finish_reason": reply.finish_reason}
 
@@ -336,26 +292,26 @@ class _Run:
         record = self.trace.get(self.keys[q.qid])
         return record is not None and record.get("status") == "done"
 
+    def traced(self, q: Question) -> TraceRecord:
+        return TraceRecord.model_validate(self.trace.records[self.keys[q.qid]])
+
     def needs_answer(self, q: Question, agent: Agent) -> bool:
         return any(self.sample_key(q, agent, i) not in self.samples for i in range(len(self.temps)))
 
-    def _api_error(self, q: Question, stage: str, e: Any, sample: int | None = None,
-                   model: str | None = None) -> dict[str, Any]:
-        several = len(self.temps) * len(self.answers) > 1
-        error = {"id": q.qid, "stage": stage, "kind": "api", "reason": e.reason, "attempts": e.attempts,
-                 "detail": e.detail, **({"sample": sample} if sample is not None and several else {}),
-                 **({"model": model} if model and len(self.answers) > 1 else {})}
-        self.live_errors.append(error)  # visible at once; errors.jsonl is rewritten at the end
-        self.failures.append(f"{q.qid} ({stage}{f' {model}' if error.get('model') else ''}): {e.reason}")
+    def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> Problem:
+        """The failure as a problem (its sample's position is set by `gathered`)."""
+        model = model if len(self.answers) > 1 else None
+        error = Problem(id=q.qid, stage=stage, kind="api", reason=e.reason, attempts=e.attempts, detail=e.detail,
+                        model=model)
+        self.live_errors.append(error.line())  # visible at once; errors.jsonl is rewritten at the end
+        self.failures.append(f"{q.qid} ({stage}{f' {model}' if model else ''}): {e.reason}")
         return error
 
     @asynccontextmanager
-    async def _endpoint(self, agent: Agent, url: str | None):
+    async def _endpoint(self, agent: Agent, url: str | None) -> AsyncIterator[Endpoint | None]:
         if url is None:
             yield None
             return
-        from orchestrator.core.endpoints import Endpoint
-
         inf = self.inf
         async with Endpoint(url, agent.model, agent.api_key, concurrency=inf.concurrency,
                             timeout=inf.timeout, max_retries=inf.max_retries) as endpoint:
@@ -365,7 +321,7 @@ class _Run:
                 self.requests += endpoint.requests
 
     @asynccontextmanager
-    async def _endpoints(self, agents: list[Agent], urls: dict[str, str | None]):
+    async def _endpoints(self, agents: list[Agent], urls: dict[str, str | None]) -> AsyncIterator[list[Endpoint | None]]:
         """An endpoint for each agent (None where its unit is not up: all its samples cached)."""
         async with AsyncExitStack() as stack:
             yield [await stack.enter_async_context(self._endpoint(a, urls.get(a.label))) for a in agents]
@@ -384,53 +340,51 @@ class _Run:
                 b.close()
             self._bars = {}
 
-    async def stage1(self, q: Question, agent: Agent, endpoint: Any) -> tuple[list[dict | None], list[dict]]:
-        """One Answer model's samples of `q` (from stage1.jsonl when there) and the API failures."""
-        from orchestrator.core.endpoints import EndpointError
-
+    async def stage1(self, q: Question, agent: Agent, endpoint: Endpoint | None) -> list[tuple[Sample, Problem | None]]:
+        """One Answer model's samples of `q` (from stage1.jsonl when there), each with its API failure."""
         prompt = self.prompts[q.qid]
-        offset = self.answers.index(agent) * len(self.temps)  # where its samples sit among all
 
-        async def sample(i: int) -> tuple[dict | None, dict | None]:
+        async def sample(i: int) -> tuple[Sample, Problem | None]:
             key = self.sample_key(q, agent, i)
-            if key in self.samples:
-                return self.samples.get(key), None
+            cached = self.samples.get(key)
+            if cached is not None:
+                return Sample.model_validate({**cached, "model": agent.label, "index": i}), None
+            assert endpoint is not None, "an endpoint is up for every model with a sample to ask"
             try:
                 reply = await endpoint.complete(prompt, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
             except EndpointError as e:
-                return None, self._api_error(q, "answer", e, offset + i, agent.label)
-            record = {"key": key, "id": q.qid, "model": agent.label, "sample": i, **_reply_fields(reply, q)}
-            self.samples.append(record)
-            return record, None
+                return (Sample(model=agent.label, index=i, attempts=e.attempts, error=e.reason),
+                        self._api_error(q, "answer", e, agent.label))
+            fields = _reply_fields(reply, q)
+            self.samples.append({"key": key, "id": q.qid, "model": agent.label, "sample": i, **fields})
+            return Sample(model=agent.label, index=i, **fields), None
 
-        pairs = await asyncio.gather(*(sample(i) for i in range(len(self.temps))))
-        return [s for s, _ in pairs], [e for _, e in pairs if e]
+        return list(await asyncio.gather(*(sample(i) for i in range(len(self.temps)))))
 
-    async def stage1_all(self, q: Question, endpoints: list[Any]) -> tuple[list[dict | None], list[dict]]:
+    async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[Problem]]:
         """Every Answer model's samples of `q`, in the order the models are listed."""
         parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(self.answers, endpoints, strict=True)))
         self._tick("answer")
-        return [s for samples, _ in parts for s in samples], [e for _, errors in parts for e in errors]
+        return gathered(parts)
 
-    async def stage2(self, q: Question, first: tuple[list[dict | None], list[dict]], endpoint: Any) -> None:
+    async def stage2(self, q: Question, first: tuple[list[Sample], list[Problem]], endpoint: Endpoint | None) -> None:
         """Ask the Evaluate Agent about the chosen Answer text; trace the question."""
-        from orchestrator.core.endpoints import EndpointError
-
         samples, api_errors = first
         chosen = chosen_reply(samples)
         evaluation = None
-        if chosen is not None:
-            prompt = evaluate_prompt(q, chosen["text"])
+        if chosen is not None and chosen.text is not None:
+            assert endpoint is not None, "the Evaluate model is up when a sample has text"
+            prompt = evaluate_prompt(q, chosen.text)
             try:
                 reply = await endpoint.complete(
                     prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens
                 )
-                evaluation = _reply_fields(reply, q)
+                evaluation = Evaluation(model=self.evaluate.model, **_reply_fields(reply, q))
             except EndpointError as e:
                 api_errors = [*api_errors, self._api_error(q, "evaluate", e)]
-                evaluation = {"error": e.reason}
-        self.trace.append(trace_record(q, self.keys[q.qid], samples, api_errors, evaluation,
-                                       self.labels, self.evaluate.model))
+                evaluation = Evaluation(model=self.evaluate.model, attempts=e.attempts, error=e.reason)
+        record = trace_record(q, self.keys[q.qid], self.labels, samples, api_errors, evaluation)
+        self.trace.append(record.line())
         self._tick("evaluate")
 
     async def pipelined(self, todo: list[Question], urls: dict[str, str | None], evaluate_url: str | None) -> None:
@@ -442,19 +396,23 @@ class _Run:
             with self._progress("answer", "evaluate", total=len(todo)):
                 await asyncio.gather(*(one(q) for q in todo))
 
-    async def staged_answer(self, todo: list[Question], agents: list[Agent], url: str | None) -> list[list[tuple]]:
+    async def staged_answer(
+        self, todo: list[Question], agents: list[Agent], url: str | None
+    ) -> list[list[list[tuple[Sample, Problem | None]]]]:
         """Stage 1 of one unit's agents for every question: results[question][agent]."""
         async with self._endpoints(agents, {a.label: url for a in agents}) as endpoints:
             label = "answer" + ("" if len(self.answers) == 1 else f" ({', '.join(a.label for a in agents)})")
             with self._progress("answer", total=len(todo), names={"answer": label}):
-                async def one(q: Question) -> list[tuple]:
+                async def one(q: Question) -> list[list[tuple[Sample, Problem | None]]]:
                     parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(agents, endpoints, strict=True)))
                     self._tick("answer")
                     return list(parts)
 
                 return list(await asyncio.gather(*(one(q) for q in todo)))
 
-    async def staged_evaluate(self, todo: list[Question], first: dict[str, tuple], url: str | None) -> None:
+    async def staged_evaluate(
+        self, todo: list[Question], first: dict[str, tuple[list[Sample], list[Problem]]], url: str | None
+    ) -> None:
         async with self._endpoint(self.evaluate, url) as e:
             with self._progress("evaluate", total=len(todo)):
                 await asyncio.gather(*(self.stage2(q, first[q.qid], e) for q in todo))
@@ -476,30 +434,27 @@ class _Run:
                 e = stack.enter_context(agent_url(self.evaluate))
                 asyncio.run(self.pipelined(todo, urls, e))
             return
-        by_agent: dict[str, list[tuple]] = {}
+        by_agent: dict[str, list[list[tuple[Sample, Problem | None]]]] = {}
         for unit in units:
             with unit.url() if self._needed(unit, todo) else nullcontext() as url:
                 results = asyncio.run(self.staged_answer(todo, unit.agents, url))
             for a, column in zip(unit.agents, zip(*results, strict=True), strict=True):
                 by_agent[a.label] = list(column)
-        first = {}
-        for n, q in enumerate(todo):
-            parts = [by_agent[a.label][n] for a in self.answers]
-            first[q.qid] = ([s for samples, _ in parts for s in samples], [e for _, errors in parts for e in errors])
-        any_text = any(chosen_sample(samples) is not None for samples, _ in first.values())
+        first = {q.qid: gathered([by_agent[a.label][n] for a in self.answers]) for n, q in enumerate(todo)}
+        any_text = any(chosen_reply(samples) is not None for samples, _ in first.values())
         with agent_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
             asyncio.run(self.staged_evaluate(todo, first, url))
 
 
-def _compact_trace(path: Path, current: list[dict[str, Any]]) -> None:
+def _compact_trace(path: Path, current: list[TraceRecord]) -> None:
     """Rewrite the trace with one line per question: this run's records in input order, then
     the latest record of any other question an earlier run traced."""
-    ours = {r["id"] for r in current}
+    ours = {r.id for r in current}
     others: dict[str | None, dict] = {}  # keyed by id; a line without one (not ours) kept once
     for record in read_records(path):
         if record.get("id") not in ours:
             others[record.get("id")] = record
-    atomic_write_jsonl(path, [*current, *others.values()])
+    atomic_write_jsonl(path, [*(r.line() for r in current), *others.values()])
 
 
 def _listed(value: str | Path | Sequence[str | Path] | None) -> list[str]:
@@ -622,16 +577,16 @@ def infer(
         if todo:
             run.execute(todo)
         # every question is traced now: done by an earlier run or by this one (failed or not)
-        records = [with_fallback(run.trace.records[run.keys[q.qid]], fallback, q.letters) for q in questions]
+        records = [with_fallback(run.traced(q), fallback, q.letters) for q in questions]
     _compact_trace(out / "trace.jsonl", records)
-    atomic_write_jsonl(out / "errors.jsonl", [e for r in records for e in r["errors"]])
-    write_submission(out / "submission.jsonl", dataset, {r["id"]: r["final"] for r in records})
+    atomic_write_jsonl(out / "errors.jsonl", [e.line() for r in records for e in r.errors])
+    write_submission(out / "submission.jsonl", dataset, {r.id: r.final for r in records})
 
     summary = InferSummary(out, questions=len(questions), resumed=len(questions) - len(todo),
                            requests=run.requests, seconds=time.monotonic() - started, failures=run.failures)
     for r in records:
-        summary.answered += r["final"] is not None
-        summary.failed += r["status"] == "failed"
-        summary.sources[r["source"]] += 1
-        summary.errors.update(e["kind"] for e in r["errors"])
+        summary.answered += r.final is not None
+        summary.failed += r.status == "failed"
+        summary.sources[r.source] += 1
+        summary.errors.update(e.kind for e in r.errors)
     return summary

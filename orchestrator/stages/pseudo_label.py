@@ -17,8 +17,8 @@ from typing import Any
 from orchestrator.core.competition import read_dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_jsonl
-from orchestrator.core.ledger import read_records
 from orchestrator.core.sources import provenance_path
+from orchestrator.core.trace import read_trace
 
 
 @dataclass
@@ -48,17 +48,6 @@ class PseudoSummary:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def votes_of(record: dict[str, Any]) -> dict[str, list[str | None]]:
-    """model label -> the letters of its samples. A sample names its model (several Answer
-    models), else it is the record's one Answer model."""
-    answer = record.get("answer") or {}
-    default = answer.get("model") or "answer"
-    out: dict[str, list[str | None]] = {label: [] for label in answer.get("models") or []}
-    for sample in answer.get("samples") or []:
-        out.setdefault(sample.get("model", default), []).append(sample.get("letter"))
-    return out
-
-
 def agreement(votes: dict[str, list[str | None]]) -> tuple[str | None, int, bool]:
     """(top letter, its count, whether another letter has the same count) over all samples."""
     counts = Counter(letter for letters in votes.values() for letter in letters if letter)
@@ -78,9 +67,9 @@ def pseudo_label(run_dir: str | Path, *, min_agree: int, out: str | Path) -> Pse
         raise UserError(f"--min-agree {min_agree}: at least 1 vote must agree")
     if out.resolve() in (submission.resolve(), trace_path.resolve()):
         raise UserError(f"--out {out} would overwrite the run's own {out.name}; choose another file")
-    traces = {r["id"]: r for r in read_records(trace_path) if isinstance(r.get("id"), str)}
+    traces = read_trace(trace_path)
     dataset = read_dataset(submission)
-    most = max((sum(len(v) for v in votes_of(traces[q.qid]).values())
+    most = max((len(traces[q.qid].answer.samples)
                 for q in dataset.questions if q.qid in traces), default=0)
     if min_agree > most:
         raise UserError(f"--min-agree {min_agree}: the run has at most {most} Answer samples per question "
@@ -95,7 +84,7 @@ def pseudo_label(run_dir: str | Path, *, min_agree: int, out: str | Path) -> Pse
             if record is None:
                 summary.untraced += 1
                 continue
-            votes = votes_of(record)
+            votes = record.answer.letters_by_model()
             letter, count, tie = agreement(votes)
             if letter is None or count < min_agree:
                 summary.below += 1
@@ -108,7 +97,7 @@ def pseudo_label(run_dir: str | Path, *, min_agree: int, out: str | Path) -> Pse
             provenance.append({
                 "id": new_id, "source_id": q.qid, "letter": letter, "count": count,
                 "samples": sum(len(v) for v in votes.values()), "models": list(votes),
-                "letters": votes, "final": record.get("final"), "run": str(run), "min_agree": min_agree,
+                "letters": votes, "final": record.final, "run": str(run), "min_agree": min_agree,
             })
             summary.letters[letter] += 1
         if kept:

@@ -13,10 +13,10 @@ from typing import Any
 from orchestrator.core.competition import Dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_text
-from orchestrator.core.ledger import read_records
 from orchestrator.core.submission import (
     Finding, gold_findings, match, read_gold, read_submission, summarise, terminal_lines,
 )
+from orchestrator.core.trace import read_trace
 
 PERCENTILES = (50, 90, 99)
 
@@ -95,39 +95,23 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def model_letters(answer: dict[str, Any]) -> dict[str, str | None]:
-    """Each Answer model's own letter in a trace record: the majority of its samples (ties to
-    its earliest sample); one entry, under the record's model, for a trace of one model."""
-    samples = answer.get("samples") or []
-    labels = answer.get("models") or [answer.get("model") or "answer"]
-    letters: dict[str, str | None] = {}
-    for label in labels:
-        own = [s.get("letter") for s in samples if s.get("model", labels[0]) == label]
-        counts = Counter(x for x in own if x)
-        top = max(counts.values(), default=0)
-        letters[label] = next((x for x in own if x and counts[x] == top), None)
-    return letters
-
-
 def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None]) -> Report:
     """Read the trace (the last record of each question id) against the gold letters."""
-    records = {r["id"]: r for r in read_records(trace) if r.get("id") in truth}
+    records = {qid: r for qid, r in read_trace(trace).items() if qid in truth}
     report = Report(traced=len(records))
     for qid, r in records.items():
-        answer = (r.get("answer") or {}).get("letter")
-        answer_right, final_right = answer == truth[qid], final[qid] == truth[qid]
+        answer_right, final_right = r.answer.letter == truth[qid], final[qid] == truth[qid]
         report.answer_correct += answer_right
-        for label, letter in model_letters(r.get("answer") or {}).items():
+        for label, letter in r.answer.by_model.items():
             report.model_correct[label] = report.model_correct.get(label, 0) + (letter == truth[qid])
             report.model_traced[label] = report.model_traced.get(label, 0) + 1
         report.fixed += final_right and not answer_right
         report.broken += answer_right and not final_right
-        report.sources[r.get("source", "none")] += 1
-        report.errors.update((e.get("kind"), e.get("stage")) for e in r.get("errors", []))
-        report.latency["answer"] += [s["latency"] for s in (r.get("answer") or {}).get("samples", []) if "latency" in s]
-        evaluation = r.get("evaluate") or {}
-        if "latency" in evaluation:
-            report.latency["evaluate"].append(evaluation["latency"])
+        report.sources[r.source] += 1
+        report.errors.update((e.kind, e.stage) for e in r.errors)
+        report.latency["answer"] += [s.latency for s in r.answer.samples if s.latency is not None]
+        if r.evaluate and r.evaluate.latency is not None:
+            report.latency["evaluate"].append(r.evaluate.latency)
     return report
 
 

@@ -17,7 +17,7 @@ from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
 from helpers import by_id, marker, read_jsonl, write_competition
 
 from orchestrator.core.competition import read_dataset
-from orchestrator.stages.infer import chosen_reply, chosen_sample, majority
+from orchestrator.core.trace import Sample, chosen_reply, chosen_sample, majority
 from orchestrator.core.prompts import answer_prompt
 
 # questions per problem, options per question
@@ -115,15 +115,18 @@ def test_majority_breaks_ties_by_the_earliest_sample(letters, expected):
 
 
 def _sample(letter, text=None):
-    return {"letter": letter, "text": text or f"reasoning for {letter}"}
+    return Sample(letter=letter, text=text or f"reasoning for {letter}")
+
+
+FAILED = Sample(error="timeout")  # a failed request: no text
 
 
 @pytest.mark.parametrize("samples, expected", [
-    ([], None), ([None, None], None),
+    ([], None), ([FAILED, FAILED], None),
     ([_sample("C")], 0),
-    ([None, _sample("B"), _sample("A"), _sample("A")], 2),  # the first agreeing with the majority
+    ([FAILED, _sample("B"), _sample("A"), _sample("A")], 2),  # the first agreeing with the majority
     ([_sample(None), _sample("D")], 1),
-    ([_sample(None), None, _sample(None)], 0),  # no letter read: the first sample with text
+    ([_sample(None), FAILED, _sample(None)], 0),  # no letter read: the first sample with text
     ([_sample("A"), _sample("B"), _sample("B"), _sample("A")], 0),  # a tie: the earliest
 ])
 def test_the_evaluate_agent_reads_the_first_sample_agreeing_with_the_majority(samples, expected):
@@ -256,7 +259,8 @@ def test_permanent_failure_of_both_stages_gets_the_fallback_listed_and_counted(p
     record = by_id(project / "out" / "trace.jsonl")[failing]
     assert (record["final"], record["source"]) == (letter, "none" if letter is None else "fallback")
     assert record["evaluate"] is None
-    assert record["answer"]["samples"] == [{"error": "http 500", "model": "ans"}]
+    assert record["answer"]["samples"] == [{"model": "ans", "index": 0, "text": None, "letter": None, "latency": None,
+                                            "attempts": 2, "finish_reason": None, "error": "http 500"}]
 
 
 def test_the_prior_needs_no_training_file(project, cli, servers):

@@ -18,7 +18,8 @@ from orchestrator.core.competition import read_dataset
 from orchestrator.stages.dataset import build_dataset
 from orchestrator.stages.distill import distill
 from orchestrator.core.errors import UserError
-from orchestrator.stages.pseudo_label import agreement, pseudo_label, votes_of
+from orchestrator.core.trace import AnswerStep
+from orchestrator.stages.pseudo_label import agreement, pseudo_label
 from orchestrator.core.recipes import load_pipeline, load_role
 from orchestrator.core.sources import training_data
 
@@ -126,7 +127,7 @@ def test_several_models_count_together(project: Path) -> None:
     ],
 )
 def test_agreement_rule(record: dict, expected: tuple) -> None:
-    assert agreement(votes_of(record)) == expected
+    assert agreement(AnswerStep.model_validate(record["answer"]).letters_by_model()) == expected
 
 
 @pytest.mark.parametrize(
