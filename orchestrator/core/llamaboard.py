@@ -2,7 +2,7 @@
 
 Run by `orchestrator webui` with its working directory runs/<name>/llamaboard/, where LlamaBoard
 reads llamaboard_cache/user_config.yaml (written by the parent) and keeps saves/; host and port
-come from GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
+come from GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, a login from LLAMABOARD_USER and LLAMABOARD_PASSWORD.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+# The login LlamaBoard asks for when both are set (required by `orchestrator webui` beyond loopback).
+AUTH_ENV = ("LLAMABOARD_USER", "LLAMABOARD_PASSWORD")
 
 
 def main(argv: list[str]) -> None:
@@ -46,7 +49,9 @@ def main(argv: list[str]) -> None:
 
     interface.Engine = RecipeEngine  # create_ui() builds its engine from this name
     fix_proxy()  # gradio checks its own loopback URL: never through a proxy
+    user, password = (os.environ.get(name, "").strip() for name in AUTH_ENV)
     interface.create_ui().queue().launch(
+        auth=(user, password) if user and password else None,
         server_name=os.environ["GRADIO_SERVER_NAME"],
         server_port=int(os.environ["GRADIO_SERVER_PORT"]),
         share=False,

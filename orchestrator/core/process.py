@@ -204,10 +204,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def check_host(host: str, what: str) -> None:
-    """Warn when a server of ours is about to listen beyond loopback."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"Warning: {what} listens on {host}: reachable from other machines.", file=sys.stderr)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_host(host: str, what: str, *, guarded: bool, how: str) -> None:
+    """A server of ours beyond loopback must check who calls it (`guarded`: a key, a password):
+    else refused, `how` saying how to set one. Guarded, it still warns that it is reachable."""
+    if host in LOOPBACK:
+        return
+    if not guarded:
+        raise UserError(f"{what} would listen on {host} open to anyone who reaches it: {how}, "
+                        "or keep the default host 127.0.0.1")
+    print(f"Warning: {what} listens on {host}: reachable from other machines.", file=sys.stderr)
 
 
 class Server:

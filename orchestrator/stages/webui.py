@@ -22,6 +22,7 @@ import yaml
 from orchestrator.core.role_configs import render_roles
 from orchestrator.core.errors import StageFailed
 from orchestrator.core.files import atomic_write_text
+from orchestrator.core.llamaboard import AUTH_ENV
 from orchestrator.core.llamafactory import cli_path, flat, launch_env, role_paths, train_sections
 from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
@@ -151,7 +152,8 @@ def launch_webui(
 ) -> WebUI:
     """Start LlamaBoard prefilled from the role's recipe. block=True: serve until Ctrl-C, then
     stop it. block=False: return it running; the caller stops it (`with launch_webui(...) as ui`)."""
-    check_host(host, "LlamaBoard")
+    check_host(host, "LlamaBoard", guarded=all(os.environ.get(v, "").strip() for v in AUTH_ENV),
+               how=f"ask for a password: export {AUTH_ENV[0]}=<a user> {AUTH_ENV[1]}=<a password>")
     require_free_port(host, port, "webui")
     # as `orchestrator render`: train.yaml beside llamaboard.yaml, and the role's dataset in
     # datasets/dataset_info.json, which the page's dataset list reads

@@ -181,3 +181,19 @@ def test_port_taken_is_one_error_line(project: Path, cli) -> None:
     assert (code, out) == (2, "")
     assert err == f"Error: webui: port {port} on 127.0.0.1 is taken; stop what uses it or pick another with --port N\n"
     assert not (project / "runs").exists()
+
+
+@pytest.mark.parametrize("login", [{}, {"LLAMABOARD_USER": "me"}, {"LLAMABOARD_PASSWORD": "pw"}],
+                         ids=["none", "user-only", "password-only"])
+def test_beyond_loopback_needs_a_login(project: Path, cli, monkeypatch: pytest.MonkeyPatch, login: dict) -> None:
+    """An exposed LlamaBoard lets anyone start trainings: refused without a gradio login."""
+    for name in ("LLAMABOARD_USER", "LLAMABOARD_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in login.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = cli("webui", "answer", "--recipe", "recipes/tiny-answer.yaml", "--host", "0.0.0.0")
+    assert (code, out) == (2, "")
+    assert err == ("Error: LlamaBoard would listen on 0.0.0.0 open to anyone who reaches it: ask for a password: "
+                   "export LLAMABOARD_USER=<a user> LLAMABOARD_PASSWORD=<a password>, "
+                   "or keep the default host 127.0.0.1\n")
+    assert not (project / "runs").exists()

@@ -169,3 +169,22 @@ def test_cli_serve_runs_until_sigterm_and_leaves_no_orphan(merged):
     assert proc.returncode == 130 and "Interrupted." in "".join(lines)
     assert port_free("127.0.0.1", port)
     assert _processes_mentioning(config) == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3"])
+def test_beyond_loopback_needs_a_key(merged, cli, host, monkeypatch):
+    """An exposed `llamafactory-cli api` without a key serves anyone: refused before anything starts."""
+    code, out, err = cli("serve", "answer", "--recipe", TINY, "--host", host)
+    assert (code, out) == (2, "")
+    assert err == (f"Error: the tiny-answer model server would listen on {host} open to anyone who reaches it: "
+                   "require a key: export SERVE_KEY=<a secret> and pass --api-key-env SERVE_KEY, "
+                   "or keep the default host 127.0.0.1\n")
+    assert not (merged / "runs/tiny-answer/serve.yaml").exists()
+
+
+def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
+    from orchestrator.core.process import check_host
+
+    check_host("0.0.0.0", "the tiny-answer model server", guarded=True, how="unused")
+    assert capsys.readouterr().err == "Warning: the tiny-answer model server listens on 0.0.0.0: reachable from other machines.\n"
+    check_host("127.0.0.1", "x", guarded=False, how="unused")  # loopback: nothing to guard
