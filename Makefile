@@ -3,7 +3,7 @@
 #
 #   make demo                       the whole pipeline on the shipped sample, tiny CPU model
 #   make test                       the test suite
-#   make answer-model [RECIPE=tiny] distil -> dataset answer -> download -> train -> merge
+#   make answer-model [RECIPE=tiny] distil -> dataset answer -> download -> train -> merge (none: serve.weights adapter)
 #   make answer-model RECIPE=recipes/answer-b.yaml   one Answer variant (runs/<its name>/)
 #   make evaluate-model [RECIPE=tiny]
 #   make infer / make score / make all [RECIPE=tiny]
@@ -60,6 +60,14 @@ ANSWER_ADAPTER := $(ANSWER_RUN)/adapter/adapter_model.safetensors
 EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
 ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
+# Where each model ends: its adapter when the role serves base + adapter (serve.weights adapter,
+# or auto on a quantized base: `orchestrator weights` says which), else its merged model.
+ifneq ($(wildcard $(ORCH)),)
+ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) 2>/dev/null)
+EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) 2>/dev/null)
+endif
+ANSWER_MODEL := $(if $(filter adapter,$(ANSWER_WEIGHTS)),$(ANSWER_ADAPTER),$(ANSWER_MERGED))
+EVALUATE_MODEL := $(if $(filter adapter,$(EVALUATE_WEIGHTS)),$(EVALUATE_ADAPTER),$(EVALUATE_MERGED))
 SUBMISSION := $(INFER_DIR)/submission.jsonl
 REPORT := $(INFER_DIR)/report.md
 VAL := datasets/val.jsonl
@@ -137,11 +145,11 @@ $(ANSWER_MERGED): $(ANSWER_ADAPTER)
 $(EVALUATE_MERGED): $(EVALUATE_ADAPTER)
 	$(ORCH) merge evaluate --recipe $(EVALUATE_RECIPE)
 
-answer-model: $(ANSWER_MERGED)
-evaluate-model: $(EVALUATE_MERGED)
+answer-model: $(ANSWER_MODEL)
+evaluate-model: $(EVALUATE_MODEL)
 
 # ---------------------------------------------------------------- inference and score
-$(SUBMISSION): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(TEST) $(PIPELINE_DEPS)
+$(SUBMISSION): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(TEST) $(PIPELINE_DEPS)
 	$(ORCH) infer $(TEST) --out-dir $(INFER_DIR) --recipe $(PIPELINE) \
 		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
 
@@ -163,7 +171,7 @@ EVAL_REFUSED := $(shell $(ORCH) eval --check-only $(EVAL_FLAGS) >/dev/null || ec
 $(if $(EVAL_REFUSED),$(error make eval stopped before training: see the Error above))
 endif
 endif
-$(EVAL_REPORT): $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) $(wildcard $(VAL))
+$(EVAL_REPORT): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(PIPELINE_DEPS) $(wildcard $(VAL))
 	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS)
 
 eval: $(EVAL_REPORT)

@@ -310,7 +310,8 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @recipe_option
 @both_set_option
 def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
-    """Merge the trained adapter into the base model (runs/<name>/merged/).
+    """Merge the trained adapter into the base model (runs/<name>/merged/); skipped when the
+    role serves its adapter (serve.weights adapter, or auto on a quantized base).
 
     \b
     orchestrator merge answer
@@ -332,11 +333,29 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
 @click.argument("role", type=ROLE)
 @recipe_option
 @set_option
+def weights(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
+    """Print what serving the role loads: `merged` or `adapter` (the base + the adapter).
+
+    serve.weights decides; auto is `adapter` when the base's config.json declares a
+    quantization (LLaMA-Factory cannot merge into it). make asks this to know where a model ends.
+
+    \b
+    orchestrator weights answer --recipe recipes/answer-32b-gptq.yaml
+    """
+    from orchestrator.core.llamafactory import served_weights
+
+    click.echo(served_weights(_role(role, recipe, overrides).recipe))
+
+
+@cli.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default: serve.port; 0: any free port).")
 @click.option("--host", help="Interface to listen on (default: serve.host, 127.0.0.1).")
 @click.option("--api-key-env", metavar="NAME", help="Require the key held in this environment variable.")
 def serve(role, recipe, overrides, port, host, api_key_env) -> None:
-    """Serve the role's merged model over the OpenAI API until Ctrl-C (llamafactory-cli api).
+    """Serve the role's model (merged, or base + adapter) over the OpenAI API until Ctrl-C.
 
     \b
     orchestrator serve answer

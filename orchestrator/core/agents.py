@@ -1,5 +1,6 @@
 """The models the inference loop and the Evaluate-set builder talk to: an endpoint we were
-given, or a role recipe whose merged model we serve on a free loopback port for a block."""
+given, or a role recipe whose model (merged, or base + adapter) we serve on a free loopback port
+for a block."""
 
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ class Agent:
     def describe(self) -> str:
         if self.url or self.loaded is None:
             return f"{self.url} ({self.model})"
+        from orchestrator.core.llamafactory import served_weights
+
         name = self.loaded.recipe.run_name
-        return f"adapter runs/{name}/adapter (vLLM)" if self.lora else f"serve runs/{name}/merged"
+        if self.lora:
+            return f"adapter runs/{name}/adapter (vLLM)"
+        return f"serve runs/{name}/{'adapter on its base' if served_weights(self.loaded.recipe) == 'adapter' else 'merged'}"
 
 
 def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
@@ -41,20 +46,19 @@ def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | No
 
 
 def served_agent(role: str, loaded: Loaded[RoleRecipe] | None, model: str | None) -> Agent:
-    from orchestrator.core.llamafactory import role_paths
     from orchestrator.core.serving import model_version
 
     if loaded is None:
         raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
     name = loaded.recipe.run_name
-    version = model_version(role_paths(loaded.recipe))
+    version = model_version(loaded.recipe)
     return Agent(role, model or name, f"{name}@{version}", "EMPTY", loaded=loaded, label=model or name)
 
 
 def make_agent(
     role: str, *, url: str | None, model: str | None, api_key_env: str | None, loaded: Loaded[RoleRecipe] | None
 ) -> Agent:
-    """The endpoint at `url`, else the merged model of the role recipe `loaded`, to be served."""
+    """The endpoint at `url`, else the model of the role recipe `loaded`, to be served."""
     if url:
         return endpoint_agent(role, url, model, api_key_env)
     return served_agent(role, loaded, model)
@@ -62,7 +66,7 @@ def make_agent(
 
 @contextmanager
 def agent_url(agent: Agent) -> Iterator[str]:
-    """The agent's URL, serving its merged model on a free loopback port for the block if needed."""
+    """The agent's URL, serving its model on a free loopback port for the block if needed."""
     if agent.url:
         yield agent.url
         return

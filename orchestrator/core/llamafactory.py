@@ -99,6 +99,67 @@ def model_path(recipe: RoleRecipe) -> Path:
     return (project_root() / recipe.model.models_dir / recipe.model.source).resolve()
 
 
+# What LLaMA-Factory needs installed to load a pre-quantized base, by the quant_method of its
+# config.json (model/model_utils/quantization.py: configure_quantization, check_version mandatory).
+QUANTIZED_REQUIRES = {"gptq": "gptqmodel>=2.0.0", "awq": "autoawq", "aqlm": "aqlm>=1.1.0"}
+# LLaMA-Factory's refusal to merge into such a base (train/tuner.py: export_model).
+CANNOT_MERGE = "Cannot merge adapters to a quantized model."
+
+
+def base_quantization(recipe: RoleRecipe) -> str | None:
+    """The quantization the base model's config.json declares (its quant_method, e.g. gptq);
+    None when it declares none or is not downloaded yet. Reads one file: no model, no GPU."""
+    try:
+        config = json.loads((model_path(recipe) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    if not quantization:
+        return None
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    return str(method or "unknown").lower()
+
+
+def served_weights(recipe: RoleRecipe) -> str:
+    """What serving the role loads: `merged` (runs/<name>/merged/) or `adapter` (the base with
+    runs/<name>/adapter/ on top). serve.weights auto: the adapter on a quantized base."""
+    if recipe.serve.weights != "auto":
+        return recipe.serve.weights
+    return "adapter" if base_quantization(recipe) else "merged"
+
+
+def _model_key(recipe: RoleRecipe) -> str:
+    return "model.path" if recipe.model.path else "model.source"
+
+
+def quantization_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
+    """A quantized base asked to be merged, or missing the package LLaMA-Factory loads it with."""
+    recipe = loaded.recipe
+    method = base_quantization(recipe)
+    if method is None:
+        return []
+    base = model_path(recipe)
+    problems = []
+    if recipe.serve.weights == "merged":
+        problems.append(f"{loaded.where('serve.weights')}: serve.weights merged: LLaMA-Factory says: {CANNOT_MERGE} "
+                        f"({base} is {method.upper()}-quantized); set serve.weights: adapter (or auto) to serve "
+                        "the base with the adapter on top")
+    requirement = QUANTIZED_REQUIRES.get(method)
+    if requirement:
+        import_parser()  # its quiet logging first
+        from llamafactory.extras.misc import check_version
+
+        try:
+            check_version(requirement, mandatory=True)
+        except ImportError as e:
+            message = str(e.args[0] if e.args else e)  # PackageNotFoundError's str() prefixes its own words
+            said = " ".join(line.strip() for line in message.splitlines() if line.strip())
+            key = _model_key(recipe)
+            problems.append(f"{loaded.where(key)}: {key}: {base} is {method.upper()}-quantized (its config.json); "
+                            f"LLaMA-Factory needs {requirement} to load it: {said}")
+    return problems
+
+
 def _refuse_derived(loaded: Loaded[RoleRecipe], section: str, args: dict[str, Any]) -> list[str]:
     problems = []
     for key in args:
@@ -396,7 +457,7 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
     for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
         if name not in info:
             problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
-    return problems
+    return problems + quantization_problems(loaded)
 
 
 def cli_path() -> str:

@@ -93,6 +93,9 @@ class DatasetSection(Section):
 
 class ServeSection(Section):
     infer_backend: Literal["huggingface", "vllm", "sglang"] = "huggingface"
+    # what is served: the merged model, or the base with the adapter on top (auto: the adapter
+    # when the base's config.json declares a quantization, which LLaMA-Factory cannot merge into)
+    weights: Literal["merged", "adapter", "auto"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_concurrent: int = Field(4, ge=1)  # the huggingface backend's semaphore (MAX_CONCURRENT)

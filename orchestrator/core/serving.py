@@ -1,5 +1,7 @@
-"""Serving a role's merged model over the OpenAI API with `llamafactory-cli api`: used by the
-`serve` stage, and by `infer` for each model it has no endpoint for.
+"""Serving a role's model over the OpenAI API with `llamafactory-cli api`: used by the `serve`
+stage, and by `infer` for each model it has no endpoint for. What is served follows
+serve.weights: the merged model runs/<name>/merged/, or the base with runs/<name>/adapter/ on
+top (`adapter_name_or_path`; what a quantized base needs, since nothing merges into it).
 
 The model, template and backend go into runs/<name>/serve.yaml (checked by LLaMA-Factory's own
 parser first); host, port, model name, concurrency and the API key go into the environment,
@@ -7,7 +9,8 @@ where LLaMA-Factory reads them, so the key is never written to a file.
 
 Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
 vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
-each request naming its adapter.
+each request naming its adapter; so are all the models of an infer run (Answer and Evaluate)
+when every one is served as an adapter of the same base (see `one_server`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from orchestrator.core.endpoints import check_env_name
 from orchestrator.core.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.files import atomic_write_text
 from orchestrator.core.ledger import text_hash
-from orchestrator.core.llamafactory import RolePaths, cli_path, flat, model_path, role_paths
+from orchestrator.core.llamafactory import (
+    ADAPTER_FILE,
+    RolePaths,
+    cli_path,
+    flat,
+    is_trained,
+    model_path,
+    role_paths,
+    served_weights,
+)
 from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for, display
@@ -35,8 +47,9 @@ from orchestrator.core.render import render
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
-    "model_name_or_path": "the merged model runs/<name>/merged/ is always served",
-    "adapter_name_or_path": "the merged model runs/<name>/merged/ is always served",
+    "model_name_or_path": "set model.path (serve.weights chooses the merged model or the base + adapter)",
+    "adapter_name_or_path": "set serve.weights: adapter to serve runs/<name>/adapter/ on the base",
+    "finetuning_type": "set train.finetuning_type instead",
     "template": "set model.template instead",
     "infer_backend": "set serve.infer_backend instead",
 }
@@ -65,18 +78,23 @@ class Serving:
 def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
     """The api YAML as LLaMA-Factory's headed sections."""
     extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
+    if served_weights(recipe) == "adapter":
+        weights = {"model_name_or_path": str(model_path(recipe)), "adapter_name_or_path": str(paths.adapter),
+                   "finetuning_type": recipe.train.get("finetuning_type") or "lora"}
+    else:
+        weights = {"model_name_or_path": str(paths.merged)}
     return {
-        "model": {
-            "model_name_or_path": str(paths.merged),
-            "template": recipe.model.template,
-            "trust_remote_code": True,
-        },
+        "model": {**weights, "template": recipe.model.template, "trust_remote_code": True},
         "inference": {"infer_backend": recipe.serve.infer_backend, **extra},
     }
 
 
-def model_version(paths: RolePaths) -> str:
-    """A short id of the merged model that changes with every merge (infer keys its cache on it)."""
+def model_version(recipe: RoleRecipe) -> str:
+    """A short id of what is served that changes with every merge, or with every training when
+    the adapter is served (infer keys its cache on it)."""
+    paths = role_paths(recipe)
+    if served_weights(recipe) == "adapter":
+        return f"adapter-{adapter_version(paths)}"
     stamp = paths.merged / "orchestrator.json"  # written by each merge
     if stamp.exists():
         return text_hash(stamp.read_text(encoding="utf-8"))
@@ -85,11 +103,18 @@ def model_version(paths: RolePaths) -> str:
 
 
 def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
-    """Refuse a missing merged model and serve.args that LLaMA-Factory's parser rejects."""
+    """Refuse a missing merged model (or adapter) and serve.args that LLaMA-Factory's parser rejects."""
     from orchestrator.core.llamafactory import blame, import_parser, known_arguments, parse_args
 
     recipe = loaded.recipe
-    if not (paths.merged / "config.json").exists():
+    if served_weights(recipe) == "adapter":
+        if not is_trained(paths):
+            raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
+                            f"run `{command_for(loaded, 'train')}` first")
+        if not (model_path(recipe) / "config.json").exists():
+            raise UserError(f"no base model in {model_path(recipe)} to serve the adapter on: "
+                            f"run `{command_for(loaded, 'download')}`")
+    elif not (paths.merged / "config.json").exists():
         raise UserError(f"{paths.merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
     problems = []
     valid: set[str] | None = None
@@ -135,7 +160,7 @@ def _connect_host(host: str) -> str:
 def served(
     loaded: Loaded[RoleRecipe], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
 ) -> Iterator[Serving]:
-    """Serve the merged model of a role recipe until the block ends (Ctrl-C included)."""
+    """Serve the model of a role recipe (merged, or base + adapter) until the block ends (Ctrl-C included)."""
     recipe = loaded.recipe
     paths = role_paths(recipe)
     if api_key_env is not None:
@@ -160,7 +185,9 @@ def served(
     base = f"http://{_connect_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"
     log = paths.run_dir / "serve.log"
-    say(stage, f"loading {paths.merged} with llamafactory-cli api on {host}:{port} (log: {log})")
+    what = (f"{paths.adapter} on the base {model_path(recipe)}" if served_weights(recipe) == "adapter"
+            else str(paths.merged))
+    say(stage, f"loading {what} with llamafactory-cli api on {host}:{port} (log: {log})")
     with Server(
         [cli_path(), "api", str(config)],
         stage=stage,

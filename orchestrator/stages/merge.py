@@ -1,7 +1,8 @@
 """Stage: merge a role's adapter into its base model with `llamafactory-cli export`.
 
 The export goes to a temporary folder renamed to runs/<name>/merged/ only on success, so a
-half-written model is never taken as done."""
+half-written model is never taken as done. A role that serves its adapter (serve.weights
+adapter, or auto on a quantized base) is not merged: the merge says why and stops."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from pathlib import Path
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.core.llamafactory import ADAPTER_FILE, calibration_texts, cli_path, is_trained
+from orchestrator.core.llamafactory import (
+    ADAPTER_FILE,
+    base_quantization,
+    calibration_texts,
+    cli_path,
+    is_trained,
+    model_path,
+    role_paths,
+    served_weights,
+)
 from orchestrator.core.process import run
 from orchestrator.core.progress import clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
@@ -22,6 +32,17 @@ def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
     return bool(loaded.recipe.merge.get("export_quantization_bit"))
 
 
+def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
+    """Why a role that serves its adapter is not merged (serve.weights adapter, or auto)."""
+    recipe, where = loaded.recipe, loaded.where("serve.weights")
+    adapter = role_paths(recipe).adapter
+    method = base_quantization(recipe)
+    if method:
+        return (f"skipped: {model_path(recipe)} is {method.upper()}-quantized, which LLaMA-Factory cannot merge "
+                f"into; {adapter} is served on it (serve.weights {recipe.serve.weights}, {where})")
+    return f"skipped: serve.weights adapter ({where}): {adapter} is served on its base; --set serve.weights=merged merges it"
+
+
 def merge(
     loaded: Loaded[RoleRecipe],
     *,
@@ -29,13 +50,19 @@ def merge(
     timeout: float | None = None,
     echo: bool = True,
 ) -> Path:
-    paths = check_roles([loaded])[0].paths
+    """Merge the adapter into runs/<name>/merged/ and return it; a role that serves its adapter
+    is not merged (one line says why) and its adapter is returned."""
     stage = f"merge {loaded.recipe.run_name}"
+    paths = role_paths(loaded.recipe)
     if not is_trained(paths):
         what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
         raise UserError(
             f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `{command_for(loaded, 'train')}` first"
         )
+    if served_weights(loaded.recipe) == "adapter":
+        say(stage, skip_reason(loaded))
+        return paths.adapter
+    paths = check_roles([loaded])[0].paths
     if needs_calibration(loaded):
         from orchestrator.core.competition import read_dataset
 

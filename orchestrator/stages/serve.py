@@ -1,4 +1,5 @@
-"""Stage: serve a role's merged model over the OpenAI API with `llamafactory-cli api`, until Ctrl-C.
+"""Stage: serve a role's model (merged, or base + adapter) over the OpenAI API with
+`llamafactory-cli api`, until Ctrl-C.
 
 The work is in orchestrator.core.serving, which `infer` uses too.
 """
@@ -21,7 +22,7 @@ def serve(
     block: bool = True,
     api_key_env: str | None = None,
 ) -> AbstractContextManager[Serving] | None:
-    """Serve a role's merged model. Port and host default to the recipe's `serve:` section
+    """Serve a role's model. Port and host default to the recipe's `serve:` section
     (port 0: any free port). block: run until Ctrl-C or the server dies; else return the
     `served(...)` context manager for the caller to enter."""
     host = host or loaded.recipe.serve.host

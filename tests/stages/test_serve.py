@@ -42,11 +42,14 @@ REFUSALS = [
     pytest.param(["evaluate", "--recipe", "recipes/tiny-evaluate.yaml"],
                  "runs/tiny-evaluate/merged has no merged model: "
                  "run `orchestrator merge evaluate --recipe recipes/tiny-evaluate.yaml` first", id="named-recipe"),
+    pytest.param(["answer", "--recipe", TINY, "--set", "serve.weights=adapter"],
+                 "runs/tiny-answer/adapter has no trained adapter (no adapter_model.safetensors) to serve on the "
+                 "base: run `orchestrator train answer --recipe recipes/tiny-answer.yaml` first", id="adapter"),
 ]
 
 
 @pytest.mark.parametrize("args, message", REFUSALS)
-def test_refuses_without_a_merged_model(project, cli, args, message):
+def test_refuses_without_a_model_to_serve(project, cli, args, message):
     code, out, err = cli("serve", *args)
     assert code == 2
     assert err == f"Error: {project}/{message}\n"

@@ -1,0 +1,95 @@
+"""`orchestrator merge` and `check` on a role that serves its adapter: a quantized base is not
+merged (one line says why), an explicit merge into one is refused with LLaMA-Factory's reason,
+and `check` names what LLaMA-Factory needs installed to load it. No model is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_llamafactory import GPTQ, write_base
+
+from orchestrator.core.llamafactory import CANNOT_MERGE
+
+RECIPE = "recipes/quant.yaml"
+
+
+def quantized_role(project: Path, quantization: dict | None, weights: str = "auto", trained: bool = True) -> Path:
+    """recipes/quant.yaml: the tiny Answer recipe on a base declaring `quantization`, with a
+    finished training on disk (an adapter file and its manifest) when `trained`."""
+    write_base(project, quantization)
+    (project / RECIPE).write_text(f"extends: tiny-answer.yaml\nname: quant\nmodel:\n  path: models/base\n"
+                                  f"serve:\n  weights: {weights}\n", encoding="utf-8")
+    run = project / "runs" / "quant"
+    if trained:
+        (run / "adapter").mkdir(parents=True)
+        (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+        (run / "manifest.json").write_text(json.dumps({"recipe": RECIPE}), encoding="utf-8")
+    return run
+
+
+# (the base's quantization_config, serve.weights, the one line merge prints)
+SKIPS = [
+    pytest.param(GPTQ, "auto", "skipped: {base} is GPTQ-quantized, which LLaMA-Factory cannot merge into; "
+                 "{adapter} is served on it (serve.weights auto, recipes/quant.yaml)", id="gptq-auto"),
+    pytest.param({"quant_method": "awq"}, "adapter", "skipped: {base} is AWQ-quantized, which LLaMA-Factory cannot "
+                 "merge into; {adapter} is served on it (serve.weights adapter, recipes/quant.yaml)", id="awq-adapter"),
+    pytest.param(None, "adapter", "skipped: serve.weights adapter (recipes/quant.yaml): {adapter} is served on its "
+                 "base; --set serve.weights=merged merges it", id="plain-adapter"),
+]
+
+
+@pytest.mark.parametrize("quantization, weights, line", SKIPS)
+def test_merge_is_skipped_when_the_adapter_is_served(project, cli, quantization, weights, line):
+    run = quantized_role(project, quantization, weights)
+    code, out, err = cli("merge", "answer", "--recipe", RECIPE)
+    assert code == 0, err
+    adapter, base = run / "adapter", project / "models" / "base"
+    assert err.strip() == f"[merge quant] {line.format(base=base, adapter=adapter)}"
+    assert out == f"{adapter}\n"
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "manifest.json"]  # nothing exported, no log
+
+
+def test_merge_of_an_untrained_adapter_is_still_refused(project, cli):
+    run = quantized_role(project, GPTQ, trained=False)
+    code, _, err = cli("merge", "answer", "--recipe", RECIPE)
+    assert (code, err) == (2, f"Error: {run}/adapter has no trained adapter (no adapter_model.safetensors): "
+                              f"run `orchestrator train answer --recipe {RECIPE}` first\n")
+
+
+MISSING_GPTQ = ("recipes/quant.yaml: model.path: {base} is GPTQ-quantized (its config.json); LLaMA-Factory "
+                "needs gptqmodel>=2.0.0 to load it: The 'gptqmodel>=2.0.0' distribution was not found and is "
+                "required by this application. To fix: run `pip install gptqmodel>=2.0.0`.")
+MISSING_AWQ = ("recipes/quant.yaml: model.path: {base} is AWQ-quantized (its config.json); LLaMA-Factory "
+               "needs autoawq to load it: The 'autoawq' distribution was not found and is required by this "
+               "application. To fix: run `pip install autoawq --no-build-isolation`.")
+MERGED = (f"recipes/quant.yaml: serve.weights merged: LLaMA-Factory says: {CANNOT_MERGE} ({{base}} is "
+          "GPTQ-quantized); set serve.weights: adapter (or auto) to serve the base with the adapter on top")
+
+# (the base's quantization_config, serve.weights, the Error lines of `check` and of `merge`)
+CHECKS = [
+    pytest.param(GPTQ, "auto", [MISSING_GPTQ], None, id="gptq-needs-gptqmodel"),
+    pytest.param({"quant_method": "awq", "bits": 4}, "auto", [MISSING_AWQ], None, id="awq-needs-autoawq"),
+    pytest.param(GPTQ, "merged", [MERGED, MISSING_GPTQ], [MERGED, MISSING_GPTQ], id="gptq-merged-explicitly"),
+    pytest.param({"quant_method": "fp8"}, "auto", [], None, id="fp8-needs-nothing-more"),
+]
+
+
+@pytest.mark.parametrize("quantization, weights, check_errors, merge_errors", CHECKS)
+def test_check_says_what_a_quantized_base_needs(project, cli, quantization, weights, check_errors, merge_errors):
+    quantized_role(project, quantization, weights)
+    base = project / "models" / "base"
+    code, out, err = cli("check", "answer", "--recipe", RECIPE)
+    expected = [f"Error: {line.format(base=base)}" for line in check_errors]
+    assert (code, err.splitlines()) == ((2, expected) if check_errors else (0, [])), err
+    if merge_errors:  # asked to merge into it: refused before anything runs
+        code, out, err = cli("merge", "answer", "--recipe", RECIPE)
+        assert code == 2 and err.splitlines() == expected
+        assert not (project / "runs" / "quant" / "merged").exists()
+
+
+def test_the_shipped_gptq_recipe_passes_check(project, cli):
+    code, out, err = cli("check", "answer", "--recipe", "recipes/answer-32b-gptq.yaml")
+    assert code == 0, err
+    assert out.startswith("ok  answer:")
