@@ -114,10 +114,19 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
     orchestrator check
     orchestrator check answer --recipe recipes/tiny-answer.yaml
     """
+    from orchestrator.core.fewshot import longest_prompt
+    from orchestrator.core.recipes import load_pipeline
     from orchestrator.core.role_configs import check_roles
 
     for r in check_roles(_roles(roles, recipe, overrides)):
         click.echo(f"ok  {r.loaded.recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
+        longest = longest_prompt(load_pipeline().recipe, r.loaded.recipe)
+        cutoff = r.loaded.recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
+        if longest and longest[0] > cutoff:
+            n, unit, qid = longest
+            echo_err(f"Warning: {r.loaded.where('fewshot.k')}: with fewshot.k={r.loaded.recipe.fewshot.k} the longest "
+                     f"Answer prompt ({qid}) is {n} {unit}, over train.cutoff_len {cutoff}: training cuts it; "
+                     "lower fewshot.k or raise train.cutoff_len")
 
 
 # ---------------------------------------------------------------- data
@@ -200,7 +209,8 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     orchestrator distill --set teacher.max_attempts=3      # re-ask when the teacher misses
     """
     from orchestrator.stages.distill import distill as run_distill, errors_path
-    from orchestrator.core.recipes import load_pipeline, route_overrides, with_flags
+    from orchestrator.core.paths import project_root
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     _, pipeline_sets = route_overrides(overrides, role=False)
     loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
@@ -208,7 +218,11 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
         "teacher.model": ("--teacher-model", teacher_model),
         "teacher.concurrency": ("--concurrency", concurrency),
     })
-    summary = run_distill(pipeline=loaded, input_path=input_path, limit=limit, skip_invalid=skip_invalid)
+    # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
+    answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answers
+               if m.recipe and (path := project_root() / m.recipe).is_file()]
+    summary = run_distill(pipeline=loaded, input_path=input_path, limit=limit, skip_invalid=skip_invalid,
+                          answers=answers)
     click.echo(summary.table())
     if summary.failed:
         raise UserError(

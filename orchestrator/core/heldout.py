@@ -6,10 +6,11 @@ models were trained. The split each model was trained without is in its manifest
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.competition import Question, read_dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import file_hash
 from orchestrator.core.llamafactory import role_paths
@@ -75,3 +76,14 @@ def check_split(models: list[RoleRecipe]) -> Path:
             raise UserError(f"{display(val)} changed since {where} was trained (same problems, other content): "
                             "rebuild the datasets and retrain")
     return val
+
+
+def split_by_problem(questions: list[Question], val_size: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """Hold out whole problems: the questions of one problem never straddle the split."""
+    if val_size <= 0:
+        return questions, []
+    problem_ids = sorted({q.problem_id for q in questions})
+    random.Random(seed).shuffle(problem_ids)
+    n_val = min(len(problem_ids) - 1, max(1, round(val_size * len(problem_ids))))
+    held = set(problem_ids[:n_val])
+    return [q for q in questions if q.problem_id not in held], [q for q in questions if q.problem_id in held]

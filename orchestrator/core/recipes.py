@@ -91,6 +91,13 @@ class DatasetSection(Section):
         return {name: file for name, file in v.items() if file is not None}
 
 
+class FewshotSection(Section):
+    """Worked examples of similar training problems in the Answer prompt (orchestrator/core/fewshot.py)."""
+
+    k: int = Field(0, ge=0, le=8)  # examples per prompt; 0: none (the plain prompt)
+    pool: Literal["train"] = "train"  # where they come from: data.train's distilled, agreeing replies
+
+
 class ServeSection(Section):
     infer_backend: Literal["huggingface", "vllm", "sglang"] = "huggingface"
     # what is served: the merged model, or the base with the adapter on top (auto: the adapter
@@ -119,6 +126,7 @@ class RoleRecipe(Section):
     name: str | None = None  # run folder runs/<name>/; default: the role
     model: ModelSection = ModelSection()
     dataset: DatasetSection = DatasetSection()
+    fewshot: FewshotSection = FewshotSection()  # read for the Answer role only
     train: dict[str, Any] = Field(default_factory=dict)
     merge: dict[str, Any] = Field(default_factory=dict)
     serve: ServeSection = ServeSection()

@@ -5,13 +5,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.competition import Question
 from orchestrator.core.ledger import Ledger, stable_key, text_hash
 from orchestrator.core.paths import runs_dir
 from orchestrator.core.recipes import TeacherSection
+
+if TYPE_CHECKING:
+    from orchestrator.core.fewshot import Example
 
 
 def teacher_key(qid: str, prompt: str, model: str, sampling: dict[str, Any]) -> str:
@@ -23,10 +27,10 @@ def sampling_of(teacher: TeacherSection) -> dict[str, Any]:
     return {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
 
 
-def teacher_prompt(q: Question, teacher: TeacherSection) -> str:
+def teacher_prompt(q: Question, teacher: TeacherSection, examples: Sequence[Example] = ()) -> str:
     from orchestrator.core.prompts import answer_prompt
 
-    return answer_prompt(q, hint_gold=q.answer if teacher.hint_gold else None)
+    return answer_prompt(q, hint_gold=q.answer if teacher.hint_gold else None, examples=examples)
 
 
 def cache_path() -> Path:
@@ -53,6 +57,8 @@ def last_teacher(teacher: TeacherSection) -> TeacherSection:
     return teacher.model_copy(update={k: last[k] for k in IDENTITY if k in last})
 
 
-def cached_reply(cache: Ledger, q: Question, teacher: TeacherSection) -> dict[str, Any] | None:
-    """The cached record of `q` under the current teacher settings, if any."""
-    return cache.get(teacher_key(q.qid, teacher_prompt(q, teacher), teacher.model, sampling_of(teacher)))
+def cached_reply(
+    cache: Ledger, q: Question, teacher: TeacherSection, examples: Sequence[Example] = ()
+) -> dict[str, Any] | None:
+    """The cached record of `q` under the current teacher settings (and few-shot examples), if any."""
+    return cache.get(teacher_key(q.qid, teacher_prompt(q, teacher, examples), teacher.model, sampling_of(teacher)))

@@ -27,7 +27,9 @@ from orchestrator.core.competition import Question
 from orchestrator.core.errors import UserError
 from orchestrator.core.answer_replies import AnswerReplies, answer_model_replies
 from orchestrator.core.extra_datasets import extra_entries
+from orchestrator.core.fewshot import examples_for
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash
+from orchestrator.core.heldout import split_by_problem
 from orchestrator.core.ledger import Ledger
 from orchestrator.core.llamafactory import render_dataset_info, role_paths
 from orchestrator.core.paths import datasets_dir, val_path
@@ -71,17 +73,6 @@ class DatasetSummary:
             t = self.prompt_tokens
             out.append(f"prompt tokens: min {t['min']}, mean {t['mean']}, max {t['max']}")
         return out
-
-
-def split_by_problem(questions: list[Question], val_size: float, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out whole problems: the questions of one problem never straddle the split."""
-    if val_size <= 0:
-        return questions, []
-    problem_ids = sorted({q.problem_id for q in questions})
-    random.Random(seed).shuffle(problem_ids)
-    n_val = min(len(problem_ids) - 1, max(1, round(val_size * len(problem_ids))))
-    held = set(problem_ids[:n_val])
-    return [q for q in questions if q.problem_id not in held], [q for q in questions if q.problem_id in held]
 
 
 def subsample_problems(questions: list[Question], fraction: float, seed: int) -> list[Question]:
@@ -143,6 +134,7 @@ def build_dataset(
 
     summary = DatasetSummary(role_recipe.role, datasets_dir() / f"{role_recipe.dataset_name}.json")
     rows: dict[str, list[dict]] = {}
+    shots = examples_for([], pipe, None)
     if from_answer_model:
         replies = answer_model_replies(
             questions, inference=pipe.inference, samples=role_recipe.dataset.evaluate_samples,
@@ -159,9 +151,10 @@ def build_dataset(
                             "output": evaluate_target(gold_letter[q.qid])} for r in got]
             summary.letters[q.answer] += 1
     else:
+        shots = examples_for(questions, pipe, role_recipe, teacher)
         with Ledger(cache_path()) as cache:
             for q in questions:
-                record = cached_reply(cache, q, teacher)
+                record = cached_reply(cache, q, teacher, shots.get(q))
                 if record is None or not record.get("text"):
                     summary.missing += 1
                     continue
@@ -169,7 +162,8 @@ def build_dataset(
                     if teacher.keep == "agreeing" and not record.get("agrees"):
                         summary.dropped += 1
                         continue
-                    rows[q.qid] = [{"instruction": answer_prompt(q), "input": "", "output": record["text"]}]
+                    rows[q.qid] = [{"instruction": answer_prompt(q, examples=shots.get(q)), "input": "",
+                                    "output": record["text"]}]
                 else:
                     rows[q.qid] = [{
                         "instruction": evaluate_prompt(q, record["text"]),
@@ -179,8 +173,9 @@ def build_dataset(
                 summary.letters[q.answer] += 1
     if not rows:
         raise UserError(
-            f"no teacher reply is cached for {sources[0].file} under the current teacher settings: "
-            "run `orchestrator distill` first"
+            f"no teacher reply is cached for {sources[0].file} under the current teacher settings"
+            + (f" with fewshot.k={shots.setting.k} examples" if shots.setting.k else "")
+            + ": run `orchestrator distill` first"
         )
     # held out from the gold file alone, whatever replies exist: the same problems for both roles
     split = role_recipe.dataset
@@ -218,6 +213,9 @@ def build_dataset(
         "fixes": sources[0].fixes,
         "sources": summary.sources,
         "split": split_record,
+        # the worked examples in each training prompt (fewshot.k > 0): the pool and the ids
+        "fewshot": None if not shots.setting.k else {
+            **shots.record(), "examples": {q.qid: shots.ids(q) for q in train_qs + val_qs}},
     })
     render_dataset_info([role_recipe])
     if tokenizer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.ledger import Ledger, read_records, text_hash
 from orchestrator.core.paths import project_root, runs_dir
-from orchestrator.core.recipes import Loaded, PipelineRecipe, TeacherSection
+from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, TeacherSection
 from orchestrator.core.teacher_cache import (
     IDENTITY,
     cache_path,
@@ -56,12 +57,14 @@ class DistillSummary:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     sources: list[tuple[str, str, int]] = field(default_factory=list)  # (file, kind, questions)
+    fewshot: list[str] = field(default_factory=list)  # one line per few-shot pass
 
     def table(self) -> str:
         several = len(self.sources) > 1
         rows = [
             ("questions", self.questions),
             *[(f"  from {file} ({kind})", n) for file, kind, n in self.sources if several],
+            *[(f"  {line}", "") for line in self.fewshot],
             ("already cached", self.cached),
             ("asked now", self.asked),
             ("agreeing at first try", self.agreeing_first),
@@ -101,12 +104,13 @@ def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
         summary.agreeing_first += 1
 
 
-async def _ask(q: Question, teacher: TeacherSection, endpoint: Any, cache: Ledger) -> dict[str, Any]:
+async def _ask(q: Question, teacher: TeacherSection, endpoint: Any, cache: Ledger, examples: Sequence[Any] = ()
+               ) -> dict[str, Any]:
     """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
     from orchestrator.core.answers import extract_choice
     from orchestrator.core.endpoints import EndpointError
 
-    prompt = teacher_prompt(q, teacher)
+    prompt = teacher_prompt(q, teacher, examples)
     sampling = sampling_of(teacher)
     key = teacher_key(q.qid, prompt, teacher.model, sampling)
     previous = cache.get(key)
@@ -144,15 +148,18 @@ def distill(
     limit: int | None = None,
     echo: bool = True,
     skip_invalid: bool = False,
+    answers: Sequence[RoleRecipe] = (),
 ) -> DistillSummary:
     """Ask the teacher of `pipeline` (its flags folded in) about every question of `input_path`
-    (default: data.train), the first `limit` only when given."""
+    (default: data.train), the first `limit` only when given. For each of `answers` (Answer
+    recipes) with `fewshot.k > 0`, a second pass asks the prompts with their worked examples,
+    which come from the first pass's replies: what the dataset trains on and infer asks."""
+    from orchestrator.core.fewshot import examples_for
     from orchestrator.core.progress import bar, say
+    from orchestrator.core.sources import training_sources
 
     recipe = pipeline.recipe
     teacher = recipe.teacher
-    from orchestrator.core.sources import training_sources
-
     sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
     questions = [q for s in sources for q in s.questions][:limit]
     if echo:
@@ -162,21 +169,33 @@ def distill(
     taken = {q.qid for q in questions}
     summary.sources = [(s.file, s.kind, sum(q.qid in taken for q in s.questions)) for s in sources]
     started = time.monotonic()
-    with Ledger(cache_path()) as cache, Ledger(errors_path(), key_field="qid") as errors:
-        _import_preloaded(cache, teacher.preload)
-        todo = []
-        for q in questions:
-            record = cached_reply(cache, q, teacher)
-            if record is not None and is_settled(record, teacher):
-                summary.cached += 1
-                _count(summary, record)
-            else:
-                todo.append(q)
-        if todo:
-            asyncio.run(_ask_all(todo, teacher, cache, errors, summary, bar if echo else None))
-        records = {q.qid: cached_reply(cache, q, teacher) for q in questions}
+    shot_roles = list({r.fewshot: r for r in answers if r.role == "answer" and r.fewshot.k > 0}.values())
+    passes: list[dict[str, tuple]] = [{}]
+    records: dict[tuple[str, int], dict[str, Any] | None] = {}
+    with Ledger(errors_path(), key_field="qid") as errors:
+        for n in range(1 + len(shot_roles)):
+            if n:  # the examples come from the replies of the first pass
+                shots = examples_for(questions, recipe, shot_roles[n - 1], teacher)
+                passes.append(shots.examples)
+                summary.fewshot.append(f"fewshot.k={shots.setting.k}: {len(questions)} prompts with examples "
+                                       f"from a pool of {shots.pool}")
+            examples = passes[n]
+            with Ledger(cache_path()) as cache:
+                if n == 0:
+                    _import_preloaded(cache, teacher.preload)
+                todo = []
+                for q in questions:
+                    record = cached_reply(cache, q, teacher, examples.get(q.qid, ()))
+                    if record is not None and is_settled(record, teacher):
+                        summary.cached += 1
+                        _count(summary, record)
+                    else:
+                        todo.append(q)
+                if todo:
+                    asyncio.run(_ask_all(todo, teacher, examples, cache, errors, summary, bar if echo else None))
+                records |= {(q.qid, n): cached_reply(cache, q, teacher, examples.get(q.qid, ())) for q in questions}
         # errors.jsonl lists what is still failing, nothing else
-        failing = {qid for qid, record in records.items() if not is_settled(record, teacher)}
+        failing = {qid for (qid, _), record in records.items() if not is_settled(record, teacher)}
         if any(records.values()):  # a run that got nothing changes nothing
             atomic_write_json(settings_path(), {**{k: getattr(teacher, k) for k in IDENTITY},
                                                 "overrides": pipeline.overridden()})
@@ -185,7 +204,8 @@ def distill(
     return summary
 
 
-async def _ask_all(todo: list[Question], teacher: TeacherSection, cache: Ledger, errors: Ledger, summary: DistillSummary, make_bar) -> None:
+async def _ask_all(todo: list[Question], teacher: TeacherSection, examples: dict[str, tuple], cache: Ledger,
+                   errors: Ledger, summary: DistillSummary, make_bar) -> None:
     from orchestrator.core.endpoints import Endpoint, EndpointError, resolve_api_key
 
     api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
@@ -197,7 +217,7 @@ async def _ask_all(todo: list[Question], teacher: TeacherSection, cache: Ledger,
     ) as endpoint:
         async def one(q: Question) -> None:
             try:
-                record = await _ask(q, teacher, endpoint, cache)
+                record = await _ask(q, teacher, endpoint, cache, examples.get(q.qid, ()))
                 summary.asked += 1
                 _count(summary, record)
             except EndpointError as e:
