@@ -313,9 +313,19 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
     """
     from orchestrator.stages.train import train as run_train
 
-    result = run_train(_role(role, recipe, overrides), fresh=fresh)
+    from orchestrator.core.launch import describe
+
+    loaded = _role(role, recipe, overrides)
+    result = run_train(loaded, fresh=fresh)
+    ran = f"; {describe(result.distributed)}" if result.distributed else ""
+    if not result.saved_here:
+        ds = loaded.recipe.distributed
+        click.echo(f"trained this node's share in {result.seconds:.0f} s{ran}")
+        click.echo(f"rank 0 (node 0, {ds.master_addr}) saved the model in its runs/{loaded.recipe.run_name}/adapter; "
+                   "this node holds no adapter and no manifest")
+        return
     loss = f", last logged loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-    click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}")
+    click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}{ran}")
     click.echo(f"manifest: {result.paths.manifest}")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.core.errors import UserError, did_you_mean
 from orchestrator.core.files import atomic_write_json, atomic_write_text
+from orchestrator.core.launch import missing_extras
 from orchestrator.core.paths import datasets_dir, inside, project_root, runs_dir
 from orchestrator.core.recipes import Loaded, RoleRecipe
 from orchestrator.core.render import render
@@ -208,6 +209,8 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
         sections["method"]["deepspeed"] = str(paths.deepspeed)
     if recipe.distributed.ray_workers:
         sections["train"]["ray_num_workers"] = recipe.distributed.ray_workers
+    if recipe.distributed.nnodes > 1:  # each node its own disk: its checkpoints are what it resumes from
+        sections["train"].setdefault("save_on_each_node", True)
     return {name: keys for name, keys in sections.items() if keys}
 
 
@@ -418,6 +421,7 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
             f"{loaded.where('model.template')}: model.template {recipe.model.template} is not a LLaMA-Factory "
             f"chat template{did_you_mean(recipe.model.template, TEMPLATES)}"
         )
+    problems += missing_extras(loaded)
     if problems:
         return problems
 
@@ -469,23 +473,3 @@ def cli_path() -> str:
     if not found:
         raise UserError("llamafactory-cli is not installed in this environment: run `make setup`")
     return found
-
-
-def launch_env(recipe: RoleRecipe) -> dict[str, str]:
-    """LLaMA-Factory's own launcher variables for the recipe's `distributed:` section."""
-    ds = recipe.distributed
-    env: dict[str, str] = {}
-    if ds.ray_workers:
-        env["USE_RAY"] = "1"
-        return env
-    if ds.gpus_per_node > 1 or ds.nnodes > 1 or ds.deepspeed:
-        env["FORCE_TORCHRUN"] = "1"
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(ds.gpus_per_node))
-    if ds.nnodes > 1:
-        env.update(
-            NNODES=str(ds.nnodes),
-            NODE_RANK=str(ds.node_rank),
-            MASTER_ADDR=ds.master_addr,
-            MASTER_PORT=str(ds.master_port),
-        )
-    return env

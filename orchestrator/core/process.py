@@ -82,9 +82,18 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def env_bin() -> str:
+    """This Python environment's bin/ (where torchrun and llamafactory-cli live), unresolved:
+    a virtualenv's python is a link out of it."""
+    return os.path.dirname(os.path.abspath(sys.executable))
+
+
 def _clean_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """Our environment for a subprocess, with this environment's bin/ first on PATH: LLaMA-Factory's
+    launcher runs `torchrun` by name, and `make` runs .venv/bin/orchestrator without activating."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PATH"] = os.pathsep.join([env_bin(), *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     env.update(extra or {})
     return env
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json
-from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, launch_env, model_path
+from orchestrator.core.launch import launch_env, launch_line, visible_gpus, what_ran
+from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path
 from orchestrator.core.paths import datasets_dir, project_root
 from orchestrator.core.process import run
 from orchestrator.core.progress import bar, clean, say, worth_showing
@@ -29,6 +30,12 @@ class Trained:
     final_loss: float | None
     seconds: float
     resumed_from: str | None
+    distributed: dict | None = None  # what the launch did (core/launch.py what_ran)
+
+    @property
+    def saved_here(self) -> bool:
+        """Rank 0 saves the model: a node of node_rank > 0 trained its share and holds none."""
+        return not self.distributed or self.distributed["node_rank"] == 0
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -171,11 +178,16 @@ def train(
         say(stage, f"resuming from {checkpoint.name}")
 
     cmd = [cli_path(), "train", str(paths.train_yaml)]
-    env = {"DISABLE_VERSION_CHECK": "1", **launch_env(loaded.recipe)}
+    gpus = visible_gpus()
+    # INFO: each process logs its rank and world size, read back into the manifest
+    env = {"DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "INFO", **launch_env(loaded, gpus)}
     if echo:
+        say(stage, f"launching {launch_line(loaded, gpus)}")
         say(stage, f"$ {' '.join(cmd)}   (log: {paths.log})")
+    lines: list[str] = []
 
     def show(line: str) -> None:
+        lines.append(line)
         if echo and worth_showing(line):
             say(stage, clean(line))
 
@@ -194,6 +206,12 @@ def train(
             *[f"  {line}" for line in finished.tail[-12:]],
             f"rendered config: {paths.train_yaml}; full log: {paths.log}",
         )
+    ran = what_ran(lines)
+    if ran and ran["node_rank"] > 0:
+        # save_on_each_node left this node a copy of the final adapter; rank 0 holds the model
+        for name in (ADAPTER_FILE, "adapter_config.json"):
+            (paths.adapter / name).unlink(missing_ok=True)
+        return Trained(paths, None, finished.seconds, checkpoint.name if checkpoint else None, ran)
     rows = read_trainer_log(paths.adapter)
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     final_loss = losses[-1] if losses else None
@@ -212,10 +230,11 @@ def train(
             "seconds": round(finished.seconds, 1),
             "steps": rows[-1].get("current_steps") if rows else None,
             "final_loss": final_loss,
+            "distributed": ran,  # as the training's processes reported it
             "loss_plot": str(plot) if plot.exists() else None,
             "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
             "versions": _versions(),
             "git_commit": _git_commit(),
         },
     )
-    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None)
+    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran)

@@ -22,8 +22,9 @@ import yaml
 from orchestrator.core.role_configs import render_roles
 from orchestrator.core.errors import StageFailed
 from orchestrator.core.files import atomic_write_text
+from orchestrator.core.launch import launch_env
 from orchestrator.core.llamaboard import AUTH_ENV
-from orchestrator.core.llamafactory import cli_path, flat, launch_env, role_paths, train_sections
+from orchestrator.core.llamafactory import flat, role_paths, train_sections
 from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
 from orchestrator.core.recipes import Loaded, RoleRecipe, display
@@ -170,9 +171,7 @@ def launch_webui(
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "DISABLE_VERSION_CHECK": "1",
-        # LlamaBoard starts a training as a bare `llamafactory-cli`: the one of this environment
-        "PATH": os.pathsep.join([str(Path(cli_path()).parent), os.environ.get("PATH", "")]),
-        **launch_env(loaded.recipe),  # a training started from the page launches like `orchestrator train`
+        **launch_env(loaded),  # a training started from the page launches like `orchestrator train`
     }
     server = Server(
         [sys.executable, "-m", "orchestrator.core.llamaboard", str(values_path)],

@@ -10,7 +10,7 @@ import yaml
 
 from orchestrator.core.role_configs import check_roles, render_roles
 from orchestrator.core.errors import UserError
-from orchestrator.core.llamafactory import deepspeed_config, launch_env
+from orchestrator.core.llamafactory import deepspeed_config
 from orchestrator.core.recipes import load_role
 
 
@@ -107,25 +107,6 @@ def test_val_size_registers_eval_dataset(project: Path) -> None:
     assert train["eval_dataset"] == "val_evaluate_instruct"
     assert (train["eval_strategy"], train["eval_steps"], train["per_device_eval_batch_size"]) == ("steps", 100, 1)
     assert "val_evaluate_instruct" in json.loads((project / "datasets" / "dataset_info.json").read_text())
-
-
-LAUNCH = [
-    # (overrides, expected environment)
-    ([], {}),
-    (["distributed.gpus_per_node=8"], {"FORCE_TORCHRUN": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}),
-    (
-        ["distributed.gpus_per_node=8", "distributed.nnodes=2", "distributed.node_rank=1",
-         "distributed.master_addr=10.0.0.1", "distributed.master_port=29501", "distributed.deepspeed=3"],
-        {"FORCE_TORCHRUN": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "NNODES": "2", "NODE_RANK": "1",
-         "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501"},
-    ),
-    (["distributed.ray_workers=4"], {"USE_RAY": "1"}),
-]
-
-
-@pytest.mark.parametrize("overrides, env", LAUNCH)
-def test_launch_environment(project: Path, overrides: list[str], env: dict[str, str]) -> None:
-    assert launch_env(load_role("answer", None, overrides).recipe) == env
 
 
 @pytest.mark.parametrize("stage, offload", [(2, False), (3, False), (3, True)])

@@ -1,0 +1,133 @@
+"""The launch of a training across processes and nodes: LLaMA-Factory's launcher variables,
+the machine checks, the extras a recipe needs, and what a launch did, read from its log."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.errors import UserError
+from orchestrator.core.launch import describe, launch_env, launch_line, missing_extras, visible_gpus, what_ran
+from orchestrator.core.recipes import load_role
+
+EIGHT = [str(i) for i in range(8)]
+CLUSTER = ["distributed.gpus_per_node=8", "distributed.nnodes=2", "distributed.node_rank=1",
+           "distributed.master_addr=10.0.0.1", "distributed.master_port=29501"]
+
+LAUNCH = [
+    # (overrides, the GPUs the machine shows, expected environment)
+    pytest.param([], EIGHT, {}, id="one-process"),
+    pytest.param(["distributed.gpus_per_node=8"], EIGHT, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}, id="8-gpus"),
+    pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}, id="2-cpu-procs"),
+    pytest.param(
+        [*CLUSTER, "distributed.deepspeed=3"], EIGHT,
+        {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",
+         "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29501"}, id="2-nodes-zero3",
+    ),
+    pytest.param(["distributed.ray_workers=4"], EIGHT, {"USE_RAY": "1"}, id="ray"),
+]
+
+
+@pytest.mark.parametrize("overrides, gpus, env", LAUNCH)
+def test_launch_environment(project: Path, overrides: list[str], gpus: list[str], env: dict[str, str]) -> None:
+    assert launch_env(load_role("answer", None, overrides), gpus) == env
+
+
+REFUSED = [
+    # (overrides, CUDA_VISIBLE_DEVICES or None, the GPUs shown, the one Error line)
+    pytest.param(["distributed.ray_workers=2"], None, [],
+                 "--set: distributed.ray_workers is 2 but this machine shows no GPU: LLaMA-Factory's Ray path "
+                 "reserves a GPU (and 10 CPUs) per worker and would wait forever; set it to 0 and use "
+                 "distributed.gpus_per_node for CPU processes", id="ray-on-cpu"),
+    pytest.param(["distributed.gpus_per_node=2"], "3", ["3"],
+                 "--set: distributed.gpus_per_node is 2 but CUDA_VISIBLE_DEVICES=3 lists 1 GPU(s); list at least "
+                 "2 devices or lower gpus_per_node", id="visible-devices-short"),
+    pytest.param(["distributed.gpus_per_node=8"], None, ["0", "1"],
+                 "--set: distributed.gpus_per_node is 8 but this machine has 2 GPU(s); list at least 8 devices "
+                 "or lower gpus_per_node", id="machine-short"),
+]
+
+
+@pytest.mark.parametrize("overrides, visible, gpus, error", REFUSED)
+def test_launch_refused_in_one_line(project: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str],
+                                    visible: str | None, gpus: list[str], error: str) -> None:
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(UserError) as info:
+        launch_env(load_role("answer", None, overrides), gpus)
+    assert info.value.lines == [error]
+
+
+@pytest.mark.parametrize("visible, listed", [("0,1", ["0", "1"]), ("", []), (" 2 , 5,", ["2", "5"])])
+def test_users_visible_devices_are_what_a_launch_sees(monkeypatch: pytest.MonkeyPatch, visible: str,
+                                                      listed: list[str]) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus() == listed
+
+
+def test_user_visible_devices_are_kept(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    env = launch_env(load_role("answer", None, ["distributed.gpus_per_node=2"]))
+    assert "CUDA_VISIBLE_DEVICES" not in env  # the subprocess inherits the user's 4,5
+
+
+@pytest.mark.parametrize("overrides, gpus, line", [
+    (["distributed.gpus_per_node=2"], [], "2 processes on CPU (gloo; no GPU here)"),
+    (["distributed.gpus_per_node=2"], ["4", "5", "6"], "2 processes on GPU(s) 4,5 (nccl)"),
+    (CLUSTER, EIGHT, "8 processes on GPU(s) 0,1,2,3,4,5,6,7 (nccl), node 1 of 2 (rank 0 at 10.0.0.1:29501)"),
+])
+def test_launch_line(project: Path, overrides: list[str], gpus: list[str], line: str) -> None:
+    assert launch_line(load_role("answer", None, overrides), gpus) == line
+
+
+@pytest.mark.parametrize("key, module", [("deepspeed", "deepspeed"), ("ray_workers", "ray")])
+def test_missing_extra_named(project: Path, key: str, module: str) -> None:
+    loaded = load_role("answer", None, [f"distributed.{key}=3"])
+    installed = importlib.util.find_spec(module) is not None
+    expected = [] if installed else [f"--set: distributed.{key} needs the {module} package, not installed here: "
+                                     f"pip install -e '.[{module}]'"]
+    assert missing_extras(loaded) == expected
+    assert missing_extras(load_role("answer")) == []
+
+
+def test_check_names_the_missing_extra(project: Path, cli) -> None:
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here")
+    (project / "recipes" / "zero3.yaml").write_text("extends: answer.yaml\ndistributed:\n  gpus_per_node: 8\n  deepspeed: 3\n")
+    code, _, err = cli("check", "answer", "--recipe", "recipes/zero3.yaml")
+    assert code == 2
+    assert err == ("Error: recipes/zero3.yaml: distributed.deepspeed needs the deepspeed package, not installed here: "
+                   "pip install -e '.[deepspeed]'\n")
+
+
+def rank_line(rank: int, world: int, device: str) -> str:
+    return (f"[INFO|2026-12-01 09:43:15] llamafactory.hparams.parser:523 >> Process rank: {rank}, world size: {world}, "
+            f"device: {device}, distributed training: {world > 1}, compute dtype: None")
+
+
+WHAT_RAN = [
+    # (this node's log lines, the record)
+    pytest.param([rank_line(0, 1, "cpu")], {"world_size": 1, "nnodes": 1, "nproc_per_node": 1, "node_rank": 0,
+                                            "backend": None}, id="one-process"),
+    pytest.param(["noise", rank_line(1, 2, "cpu:0"), rank_line(0, 2, "cpu:0")],
+                 {"world_size": 2, "nnodes": 1, "nproc_per_node": 2, "node_rank": 0, "backend": "gloo"}, id="2-cpu"),
+    pytest.param([rank_line(r, 16, f"cuda:{r - 8}") for r in range(8, 16)],
+                 {"world_size": 16, "nnodes": 2, "nproc_per_node": 8, "node_rank": 1, "backend": "nccl"},
+                 id="second-of-2-nodes-x-8"),
+    pytest.param(["no rank lines at all"], None, id="nothing-logged"),
+]
+
+
+@pytest.mark.parametrize("lines, record", WHAT_RAN)
+def test_what_ran_is_read_from_the_log(lines: list[str], record: dict | None) -> None:
+    assert what_ran(lines) == record
+
+
+def test_describe() -> None:
+    ran = what_ran([rank_line(r, 16, "cuda:0") for r in range(8)])
+    assert ran is not None
+    assert describe(ran) == "world size 16 (2 node(s) x 8 process(es), nccl), node rank 0"
