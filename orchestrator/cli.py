@@ -422,29 +422,20 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     orchestrator infer test.jsonl --out-dir runs/vote --answer-url U1 --answer-url U2 \\
         --answer-url U3 --evaluate-url U4           # three Answer models vote; ties to U1
     """
-    from orchestrator.stages.infer import answer_flags, infer as run_infer
-    from orchestrator.core.paths import project_root
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
+    from orchestrator.core.inference_models import resolve_models
+    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.stages.infer import infer as run_infer
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    base = load_pipeline(pipeline, pipeline_sets)
-    loaded = with_flags(base, {
-        "inference.mode": ("--mode", mode),
-        "inference.evaluate_url": ("--evaluate-url", evaluate_url),
-        "inference.evaluate_model": ("--evaluate-model", evaluate_model),
-        "inference.concurrency": ("--concurrency", concurrency),
-        "inference.votes": ("--votes", votes),
-        "inference.evaluate_recipe": ("--evaluate-recipe",
-                                      str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
-        # one Answer model, or several that vote (the flags repeat, paired in order)
-        **answer_flags(base.recipe.inference, answer_url, answer_model, answer_recipe),
-    })
-    inf = loaded.recipe.inference
-    # a model without an endpoint is served from its role recipe (role keys of --set apply to it)
-    answers = [load_role("answer", project_root() / m.recipe, role_sets) if m.recipe else None for m in inf.answers]
-    evaluate = None if inf.evaluate_url else load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
-    summary = run_infer(pipeline=loaded, input_path=input_path, out_dir=out_dir, answers=answers, evaluate=evaluate,
-                        limit=limit, skip_invalid=skip_invalid)
+    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_urls=answer_url,
+                            answer_names=answer_model, answer_recipes=answer_recipe, evaluate_recipe=evaluate_recipe,
+                            flags={"inference.mode": ("--mode", mode),
+                                   "inference.evaluate_url": ("--evaluate-url", evaluate_url),
+                                   "inference.evaluate_model": ("--evaluate-model", evaluate_model),
+                                   "inference.concurrency": ("--concurrency", concurrency),
+                                   "inference.votes": ("--votes", votes)})
+    summary = run_infer(pipeline=models.pipeline, input_path=input_path, out_dir=out_dir, answers=models.answers,
+                        evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
         raise UserError(
@@ -497,32 +488,25 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     orchestrator eval --check-only      # no training needed: are problems held out?
     """
     from orchestrator.core.heldout import check_recipes, check_split
-    from orchestrator.stages.infer import answer_flags, infer as run_infer
-    from orchestrator.core.paths import project_root
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
+    from orchestrator.core.inference_models import resolve_models
+    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.stages.infer import infer as run_infer
     from orchestrator.stages.score import score as run_score
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    base = load_pipeline(pipeline, pipeline_sets)
-    loaded = with_flags(base, {
-        "inference.evaluate_recipe": ("--evaluate-recipe",
-                                      str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
-        **answer_flags(base.recipe.inference, None, None, answer_recipe),
-    })
-    inf = loaded.recipe.inference
     # the role recipes name the trained models, served here or already serving at an inference URL
-    # (a URL's model is taken to be the one inference.answer_recipe / evaluate_recipe trained)
-    checked = [load_role("answer", project_root() / (m.recipe or inf.answer_recipe), role_sets) for m in inf.answers]
-    evaluate = load_role("evaluate", project_root() / inf.evaluate_recipe, role_sets)
-    check_recipes([*checked, evaluate])  # before the trained models: the same refusal as before training
+    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets,
+                            answer_recipes=[answer_recipe] if answer_recipe else [], evaluate_recipe=evaluate_recipe,
+                            trained=True)
+    check_recipes(models.trained)  # before the trained models: the same refusal as before training
     if check_only:
-        click.echo(f"eval can run: the models hold out problems (dataset.val_size {evaluate.recipe.dataset.val_size}, "
-                   f"seed {evaluate.recipe.dataset.seed})")
+        evaluate = models.trained[-1].recipe
+        click.echo(f"eval can run: the models hold out problems (dataset.val_size {evaluate.dataset.val_size}, "
+                   f"seed {evaluate.dataset.seed})")
         return
-    val = check_split([a.recipe for a in checked] + [evaluate.recipe])
-    answers = [a if m.recipe else None for a, m in zip(checked, inf.answers, strict=True)]
-    inferred = run_infer(pipeline=loaded, input_path=val, out_dir=out_dir, answers=answers,
-                         evaluate=None if inf.evaluate_url else evaluate)
+    val = check_split([a.recipe for a in models.trained])
+    inferred = run_infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,
+                         evaluate=models.evaluate)
     click.echo(inferred.table())
     scored = run_score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
     for line in scored.terminal_findings():

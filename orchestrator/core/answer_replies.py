@@ -56,7 +56,7 @@ def _answerer(inference: InferenceSection, answer_url: str | None, answer_model:
     """The pipeline's (first) Answer model, unless the command names an endpoint."""
     from orchestrator.core.recipes import load_role
 
-    first = inference.answers[0]
+    first = inference.answer_models[0]
     url = answer_url or first.url
     loaded = None if url else load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
     return make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,

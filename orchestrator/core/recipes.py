@@ -21,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,6 +46,15 @@ def _dataset_name(v: str | None) -> str | None:
     if v == "dataset_info":  # datasets/dataset_info.json is the registry itself
         raise ValueError("dataset_info is reserved for datasets/dataset_info.json; pick another name")
     return v
+
+
+def invalid(key: str, message: str, value: Any) -> ValidationError:
+    """A model validator's error at the dotted `key` (from the model validated), so the error
+    line names the key a cross-field check is about."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=tuple(key.split(".")), input=value)
+    return ValidationError.from_exception_data("recipe", [detail])
 
 
 class Section(BaseModel):
@@ -139,6 +147,14 @@ class RoleRecipe(Section):
             raise ValueError("a run name is a plain word (no path): the run goes to runs/<name>/")
         return v
 
+    @model_validator(mode="after")
+    def _subsample_has_its_own_dataset(self) -> RoleRecipe:
+        if self.dataset.subsample < 1 and self.dataset_name == f"train_{self.role}_instruct":
+            raise invalid("dataset.subsample", f"{self.dataset.subsample} needs a dataset.name of its own (e.g. "
+                          f"train_{self.run_name.replace('-', '_')}), so this variant's subset does not overwrite "
+                          f"{self.dataset_name}", self.dataset.subsample)
+        return self
+
     @property
     def run_name(self) -> str:
         return self.name or self.role
@@ -208,7 +224,10 @@ class InferenceSection(Section):
     max_tokens: int = Field(512, ge=1)
     timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)
-    answer_recipe: str = "recipes/answer.yaml"
+    # the Answer models, in order; several vote. One model may be written as the shorthand
+    # answer_url (+ answer_model) or answer_recipe (+ answer_model), folded in here
+    answer_models: list[AnswerModel] = Field(default_factory=list)
+    answer_recipe: str = "recipes/answer.yaml"  # also the recipe taken to have trained an endpoint's model
     evaluate_recipe: str = "recipes/evaluate.yaml"
     answer_url: str | None = None  # given: talk to this endpoint, serve nothing
     evaluate_url: str | None = None
@@ -216,23 +235,20 @@ class InferenceSection(Section):
     evaluate_model: str | None = None
     api_key_env: str | None = None  # for remote endpoints
     fallback: str | None = "prior"  # a question left without an answer: prior, a letter, or null
-    answer_models: list[AnswerModel] = Field(default_factory=list)  # several: they vote (replaces answer_*)
 
-    @field_validator("answer_models")
+    @model_validator(mode="before")
     @classmethod
-    def _one_way_to_name_answer_models(cls, v: list[AnswerModel], info: ValidationInfo) -> list[AnswerModel]:
-        if v and (info.data.get("answer_url") or info.data.get("answer_model")):
-            raise ValueError("lists the Answer models: leave answer_url and answer_model null (or list one model)")
-        return v
-
-    @property
-    def answers(self) -> list[AnswerModel]:
-        """The Answer models in order: answer_models, else the one answer_url or answer_recipe names."""
-        if self.answer_models:
-            return list(self.answer_models)
-        if self.answer_url:
-            return [AnswerModel(url=self.answer_url, model=self.answer_model)]
-        return [AnswerModel(recipe=self.answer_recipe, model=self.answer_model)]
+    def _fold_the_shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("answer_models"):
+            if data.get("answer_url") or data.get("answer_model"):
+                raise invalid("answer_models", "lists the Answer models: leave answer_url and answer_model null "
+                              "(or list one model)", data["answer_models"])
+            return data
+        url, model = data.get("answer_url"), data.get("answer_model")
+        recipe = data.get("answer_recipe", cls.model_fields["answer_recipe"].default)
+        return {**data, "answer_models": [{"url": url, "model": model} if url else {"recipe": recipe, "model": model}]}
 
     @field_validator("fallback")
     @classmethod

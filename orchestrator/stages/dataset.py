@@ -113,12 +113,6 @@ def build_dataset(
     answer_model: str | None = None,
 ) -> DatasetSummary:
     role_recipe, pipe = role.recipe, pipeline.recipe
-    if role_recipe.dataset.subsample < 1 and role_recipe.dataset_name == f"train_{role_recipe.role}_instruct":
-        raise UserError(
-            f"{role.where('dataset.subsample')}: dataset.subsample {role_recipe.dataset.subsample} needs a "
-            f"dataset.name of its own (e.g. train_{role_recipe.run_name.replace('-', '_')}), so this "
-            f"variant's subset does not overwrite {role_recipe.dataset_name}"
-        )
     extra_entries(role_recipe, role.where)  # a bad dataset.extra file fails before any work
     from_answer_model = role_recipe.role == "evaluate" and role_recipe.dataset.evaluate_source == "answer_model"
     if (answer_url or answer_model) and not from_answer_model:

@@ -457,50 +457,6 @@ def _compact_trace(path: Path, current: list[TraceRecord]) -> None:
     atomic_write_jsonl(path, [*(r.line() for r in current), *others.values()])
 
 
-def _listed(value: str | Path | Sequence[str | Path] | None) -> list[str]:
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
-
-
-def answer_flags(
-    inference: InferenceSection,
-    urls: str | Sequence[str] | None,
-    names: str | Sequence[str] | None,
-    recipes: str | Path | Sequence[str | Path] | None,
-) -> dict[str, tuple[str, Any]]:
-    """--answer-url / --answer-recipe / --answer-model (each given any number of times, paired in
-    order) as `with_flags` values over the recipe's `inference`: one model as answer_url /
-    answer_recipe / answer_model, as always (clearing a listed answer_models); several as
-    answer_models; names alone rename the models the recipe lists, in order."""
-    urls, names, recipes = _listed(urls), _listed(names), _listed(recipes)
-    if urls and recipes:
-        raise UserError("give the Answer models as --answer-url or as --answer-recipe, not both")
-    flag = "--answer-url" if urls else "--answer-recipe" if recipes else "--answer-model"
-    given: list[dict[str, Any]] = [{"url": u} for u in urls] or [{"recipe": str(Path(r).resolve())} for r in recipes]
-    if not given and names and inference.answer_models:
-        given = [m.model_dump(exclude_none=True, exclude={"model"}) for m in inference.answer_models]
-    if names and len(given) > 1 and len(names) != len(given):
-        raise UserError(f"--answer-model given {len(names)} times for {len(given)} Answer models: "
-                        "give one per model, in the same order (or none: each endpoint's own)")
-    if not given:
-        if len(names) > 1:
-            raise UserError(f"--answer-model given {len(names)} times for one Answer model: "
-                            "give one --answer-url per model, in the same order")
-        return {"inference.answer_model": ("--answer-model", names[0] if names else None)}
-    if len(given) == 1:
-        return {
-            "inference.answer_models": (flag, [] if inference.answer_models else None),  # a listed ensemble is cleared
-            "inference.answer_url": ("--answer-url", given[0].get("url")),
-            "inference.answer_recipe": ("--answer-recipe", given[0].get("recipe")),
-            "inference.answer_model": ("--answer-model", names[0] if names else None),
-        }
-    for m, name in zip(given, names or [""] * len(given), strict=True):
-        if name:
-            m["model"] = name
-    return {"inference.answer_models": (flag, given)}
-
-
 def _agent_record(agent: Agent) -> dict[str, Any]:
     """The agent's model; for a served one, the recipe and split its training manifest records."""
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
@@ -528,7 +484,7 @@ def infer(
 ) -> InferSummary:
     """Answer every question of `input_path` (the first `limit` problems) into `out_dir`, with
     the pipeline recipe's `inference:` settings (flags folded in). A model without a URL there
-    is served from its role recipe: `answers[i]` for the i-th of `inference.answers` (or
+    is served from its role recipe: `answers[i]` for the i-th of `inference.answer_models` (or
     `answer` for the one Answer model), `evaluate`."""
     inf = pipeline.recipe.inference
     dataset = read_reporting(input_path, "infer", skip_invalid)
@@ -537,10 +493,10 @@ def infer(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out-dir {out} is a file, not a directory")
-    listed = inf.answers
+    listed = inf.answer_models
     recipes = list(answers) if answers is not None else [answer] * len(listed)
     if len(recipes) != len(listed):
-        raise UserError(f"{len(recipes)} Answer recipes for the {len(listed)} Answer models of inference.answers")
+        raise UserError(f"{len(recipes)} Answer recipes for the {len(listed)} Answer models of inference.answer_models")
     answer_agents = make_answer_agents(listed, recipes, inf.api_key_env)
     evaluate_agent = make_agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                             api_key_env=inf.api_key_env, loaded=evaluate)

@@ -114,3 +114,18 @@ def test_cli_typo_exit_2(project: Path, cli) -> None:
 def test_the_other_kind_of_recipe_is_named(project: Path, cli, args: list[str], expected: str) -> None:
     code, out, err = cli(*args)
     assert (code, err.strip()) == (2, expected)
+
+
+@pytest.mark.parametrize("inference, listed", [
+    ({}, [{"recipe": "recipes/answer.yaml", "url": None, "model": None}]),
+    ({"answer_recipe": "recipes/a2.yaml", "answer_model": "m"}, [{"recipe": "recipes/a2.yaml", "url": None, "model": "m"}]),
+    ({"answer_url": "http://h:1/v1"}, [{"recipe": None, "url": "http://h:1/v1", "model": None}]),
+    ({"answer_url": "http://h:1/v1", "answer_model": "m", "answer_models": []},
+     [{"recipe": None, "url": "http://h:1/v1", "model": "m"}]),
+    ({"answer_models": [{"url": "http://h:1/v1"}, {"recipe": "r.yaml", "model": "b"}]},
+     [{"recipe": None, "url": "http://h:1/v1", "model": None}, {"recipe": "r.yaml", "url": None, "model": "b"}]),
+])
+def test_the_answer_shorthand_is_folded_into_answer_models(inference, listed):
+    from orchestrator.core.recipes import InferenceSection
+
+    assert [m.model_dump() for m in InferenceSection.model_validate(inference).answer_models] == listed
