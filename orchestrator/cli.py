@@ -219,7 +219,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
         "teacher.concurrency": ("--concurrency", concurrency),
     })
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
-    answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answers
+    answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answer_models
                if m.recipe and (path := project_root() / m.recipe).is_file()]
     summary = run_distill(pipeline=loaded, input_path=input_path, limit=limit, skip_invalid=skip_invalid,
                           answers=answers)
