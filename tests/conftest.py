@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO  # noqa: E402
+from helpers import REPO, install_fake_vllm  # noqa: E402
 
 
 @pytest.fixture
@@ -50,3 +50,12 @@ def cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return invoke
+
+
+@pytest.fixture
+def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `vllm` first on PATH (helpers.FAKE_VLLM); returns the file noting its calls."""
+    calls = tmp_path / "vllm-calls.jsonl"
+    install_fake_vllm(tmp_path / "bin", calls)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return calls

@@ -79,3 +79,63 @@ def write_file(path: Path, shape: list[int], answers: dict[str, str | None]) -> 
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
+
+
+def adapter_variant(project: Path, name: str, rank: int, backend: str = "vllm", extends: str = "tiny-answer.yaml",
+                    serve: dict | None = None, **serve_args: object) -> Path:
+    """recipes/<name>.yaml extending `extends`, served by `backend` (more serve: keys in `serve`),
+    with an adapter of rank `rank` on disk (its config and a weights file, no real weights)."""
+    import yaml
+
+    recipe = {"extends": extends, "name": name, "dataset": {"name": f"train_{name.replace('-', '_')}"},
+              "train": {"lora_rank": rank}, "serve": {"infer_backend": backend, "args": serve_args, **(serve or {})}}
+    path = project / "recipes" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    adapter = project / "runs" / name / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": rank, "peft_type": "LORA"}), encoding="utf-8")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights of " + name.encode())
+    return path
+
+
+# A stand-in for `vllm serve`: a loopback OpenAI server listing the adapters it was given; each
+# adapter answers its own fixed letter (A for the first listed, B for the next...); every command
+# line it was started with is noted in CALLS, the model each request named in CALLS-models.
+FAKE_VLLM = """#!{python}
+import json, sys, threading
+sys.path.insert(0, {tests!r})
+from fake_openai import FakeOpenAI
+args = sys.argv[1:]
+with open({calls!r}, "a") as f:
+    f.write(json.dumps(args) + "\\n")
+port = int(args[args.index("--port") + 1])
+start = args.index("--lora-modules") + 1
+names = [m.split("=")[0] for m in args[start:] if "=" in m and not m.startswith("--")]
+letters = dict(zip(names, "ABCDEFG"))
+def reply(prompt, request):
+    with open({calls!r}.replace(".jsonl", "-models.jsonl"), "a") as f:
+        f.write(json.dumps(request["model"]) + "\\n")
+    return "### 可能的结果:\\n答案是：" + letters[request["model"]]
+server = FakeOpenAI(port=port, models=names, reply=reply).start()
+threading.Event().wait()
+"""
+
+
+def install_fake_vllm(bin_dir: Path, calls: Path) -> Path:
+    """Write the stand-in `vllm` into bin_dir (put it first on PATH); it notes its calls in `calls`."""
+    import stat
+    import sys
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "vllm"
+    script.write_text(FAKE_VLLM.format(python=sys.executable, tests=str(REPO / "tests"), calls=str(calls)),
+                      encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def vllm_calls(calls: Path) -> tuple[list[list[str]], list[str]]:
+    """The stand-in's command lines, and the model each request to it named, in order."""
+    models = calls.with_name(calls.name.replace(".jsonl", "-models.jsonl"))
+    return ([json.loads(x) for x in calls.read_text(encoding="utf-8").splitlines()] if calls.exists() else [],
+            [json.loads(x) for x in models.read_text(encoding="utf-8").splitlines()] if models.exists() else [])

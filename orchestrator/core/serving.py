@@ -239,6 +239,13 @@ def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
     return str(model_path(recipe)), recipe.model.template
 
 
+def one_server(recipes: list[RoleRecipe]) -> bool:
+    """Whether one vLLM server can serve all these role recipes (every model of an infer run):
+    each serves its adapter (serve.weights) on the same base with serve.infer_backend vllm."""
+    keys = {lora_group_key(recipe) for recipe in recipes}
+    return len(keys) == 1 and None not in keys and all(served_weights(r) == "adapter" for r in recipes)
+
+
 def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
     config = paths.adapter / "adapter_config.json"
     try:
@@ -308,7 +315,8 @@ def served_adapters(
     base = f"http://{_connect_host(host)}:{port}/v1"
     paths = role_paths(loadeds[0].recipe)
     log = paths.run_dir / "serve-lora.log"
-    say(stage, f"loading {len(loadeds)} adapters of {cmd[2]} in one vLLM server on {host}:{port} (log: {log})")
+    say(stage, f"loading {len(loadeds)} adapters that share the base {cmd[2]} in one vLLM server on "
+               f"{host}:{port}: {names} (log: {log})")
     with Server(
         cmd,
         stage=stage,

@@ -51,7 +51,7 @@ from orchestrator.core.trace import AnswerStep, Evaluation, Problem, Sample, Sou
 
 @dataclass
 class Unit:
-    """Answer agents reached through one server: an endpoint, a served merged model, or one
+    """Answer agents reached through one server: an endpoint, a served model, or one
     vLLM server holding several adapters of one base."""
 
     agents: list[Agent]
@@ -228,6 +228,23 @@ def make_answer_agents(
     return agents
 
 
+def share_one_server(answers: list[Agent], evaluate: Agent) -> bool:
+    """When every model is served as an adapter of one base with vLLM (see serving.one_server),
+    mark them all to be served by one vLLM server: the whole run is pipelined on it."""
+    from orchestrator.core.serving import check_adapters, one_server
+
+    agents = [*answers, evaluate]
+    loadeds = [a.loaded for a in agents if a.loaded and not a.url]
+    if len(loadeds) < len(agents) or not one_server([x.recipe for x in loadeds]):
+        return False
+    check_adapters(loadeds)
+    for a in agents:
+        assert a.loaded is not None
+        a.lora = True
+        a.model = a.loaded.recipe.run_name  # the adapter's name in the vLLM server
+    return True
+
+
 def serving_units(agents: list[Agent]) -> list[Unit]:
     """One unit per server to start or endpoint to reach, in the order the models are listed;
     the adapters sharing a vLLM server form one unit, where the first of them is listed."""
@@ -257,6 +274,7 @@ class _Run:
                  evaluate: Agent):
         self.out_dir, self.inf = out_dir, inference
         self.answers, self.evaluate = answers, evaluate
+        self.one_server = all(a.lora for a in [*answers, evaluate])  # see share_one_server
         self.labels = [a.label for a in answers]
         self.temps = temperatures(inference)
         self.prompts = {q.qid: answer_prompt(q) for q in questions}
@@ -422,7 +440,16 @@ class _Run:
 
     def execute(self, todo: list[Question]) -> None:
         """Serve or reach what is needed (no Answer model whose samples are all cached), then ask.
-        Staged: the Answer models' servers one after another, then the Evaluate model's."""
+        Staged: the Answer models' servers one after another, then the Evaluate model's. Every
+        model an adapter of one base (`one_server`): one vLLM server for all, pipelined."""
+        if self.one_server:
+            from orchestrator.core.process import free_port
+            from orchestrator.core.serving import served_adapters
+
+            every = [a.loaded for a in [*self.answers, self.evaluate] if a.loaded]
+            with served_adapters(every, free_port()) as serving:
+                asyncio.run(self.pipelined(todo, {a.label: serving.url for a in self.answers}, serving.url))
+            return
         units = serving_units(self.answers)
         if self.inf.mode == "pipelined":
             with ExitStack() as stack:
@@ -501,6 +528,8 @@ def infer(
     evaluate_agent = make_agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                             api_key_env=inf.api_key_env, loaded=evaluate)
     agents = [*answer_agents, evaluate_agent]
+    shared = share_one_server(answer_agents, evaluate_agent)
+    mode = "pipelined on one vLLM server" if shared else inf.mode
     several = len(answer_agents) > 1
     for line in pipeline.overridden_lines() + [f"{a.label if several and a.role == 'answer' else a.role}: {line}"
                                               for a in agents
@@ -527,7 +556,7 @@ def infer(
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
         described = "; ".join(a.describe() for a in answer_agents)
-        say("infer", f"{len(questions)} questions, {len(questions) - len(todo)} already done; mode {inf.mode}, "
+        say("infer", f"{len(questions)} questions, {len(questions) - len(todo)} already done; mode {mode}, "
                      f"votes {inf.votes}{f' x {len(answer_agents)} models' if several else ''}; "
                      f"answer: {described}; evaluate: {evaluate_agent.describe()}")
         if todo:

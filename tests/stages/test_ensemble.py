@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,14 +14,13 @@ import pytest
 import yaml
 from helpers import REPO
 from fake_openai import FailPrompts, FakeOpenAI
-from helpers import by_id, marker, read_jsonl, write_competition
+from helpers import adapter_variant, by_id, marker, read_jsonl, vllm_calls, write_competition
 
 from orchestrator.core.competition import read_dataset
 from orchestrator.core.prompts import answer_prompt
 from orchestrator.core.recipes import load_role
 from orchestrator.core.serving import vllm_lora_command, vllm_lora_env
 
-TESTS = Path(__file__).resolve().parents[1]
 FAIL = "fail"  # an endpoint that answers 500 to everything
 SHAPE = [[4], [3, 5]]
 
@@ -251,55 +248,8 @@ def test_score_reports_each_model_the_vote_and_the_final_answer(project, cli):
 # ---------------------------------------------------------------- several adapters, one vLLM server
 
 
-def _variant(project: Path, name: str, rank: int, backend: str = "vllm", **serve_args) -> Path:
-    """A tiny Answer recipe `name` served by `backend`, with an adapter of rank `rank` on disk."""
-    recipe = {"extends": "tiny-answer.yaml", "name": name, "dataset": {"name": f"train_{name.replace('-', '_')}"},
-              "train": {"lora_rank": rank}, "serve": {"infer_backend": backend, "args": serve_args}}
-    path = project / "recipes" / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    adapter = project / "runs" / name / "adapter"
-    adapter.mkdir(parents=True)
-    (adapter / "adapter_config.json").write_text(json.dumps({"r": rank, "peft_type": "LORA"}), encoding="utf-8")
-    (adapter / "adapter_model.safetensors").write_bytes(b"weights of " + name.encode())
-    return path
-
-
-# A stand-in for `vllm serve`: a loopback OpenAI server listing the adapters it was given; each
-# adapter answers its own fixed letter; every command line it was started with is noted.
-FAKE_VLLM = """#!{python}
-import json, sys, threading
-sys.path.insert(0, {tests!r})
-from fake_openai import FakeOpenAI
-args = sys.argv[1:]
-with open({calls!r}, "a") as f:
-    f.write(json.dumps(args) + "\\n")
-port = int(args[args.index("--port") + 1])
-start = args.index("--lora-modules") + 1
-names = [m.split("=")[0] for m in args[start:] if "=" in m and not m.startswith("--")]
-letters = dict(zip(names, "ABCDEFG"))
-def reply(prompt, request):
-    with open({calls!r}.replace(".jsonl", "-models.jsonl"), "a") as f:
-        f.write(json.dumps(request["model"]) + "\\n")
-    return "### 可能的结果:\\n答案是：" + letters[request["model"]]
-server = FakeOpenAI(port=port, models=names, reply=reply).start()
-threading.Event().wait()
-"""
-
-
-@pytest.fixture
-def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "vllm-calls.jsonl"
-    script = bin_dir / "vllm"
-    script.write_text(FAKE_VLLM.format(python=sys.executable, tests=str(TESTS), calls=str(calls)), encoding="utf-8")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return calls
-
-
 def test_vllm_command_serves_every_adapter_of_one_base(project, fake_vllm):
-    paths = [_variant(project, "vote-a", 4, vllm_maxlen=4096), _variant(project, "vote-b", 24)]
+    paths = [adapter_variant(project, "vote-a", 4, vllm_maxlen=4096), adapter_variant(project, "vote-b", 24)]
     loadeds = [load_role("answer", p) for p in paths]
     cmd = vllm_lora_command(loadeds, "127.0.0.1", 8123)
     assert cmd[1:] == [
@@ -316,7 +266,7 @@ def test_adapters_of_one_base_share_one_vllm_server(project, cli, fake_vllm):
     """Staged: one `vllm serve` holds both adapters; each request names its adapter; a third
     model on the huggingface backend would be served on its own, so it is an endpoint here."""
     qids = write_competition(project / "test.jsonl", SHAPE)
-    _variant(project, "vote-a", 8), _variant(project, "vote-b", 8)
+    adapter_variant(project, "vote-a", 8), adapter_variant(project, "vote-b", 8)
     with FakeOpenAI(models=("m2",), reply=fixed("B")) as third, FakeOpenAI(models=("ev",), reply=no_letter) as e:
         listed = ('inference.answer_models=[{recipe: recipes/vote-a.yaml}, {recipe: recipes/vote-b.yaml}, '
                   f'{{url: "{third.url}"}}]')
@@ -341,7 +291,7 @@ def test_adapters_of_one_base_share_one_vllm_server(project, cli, fake_vllm):
 
 def test_adapters_must_be_trained_and_share_a_base(project, cli, fake_vllm):
     write_competition(project / "test.jsonl", [[4]])
-    _variant(project, "vote-a", 8), _variant(project, "vote-b", 8)
+    adapter_variant(project, "vote-a", 8), adapter_variant(project, "vote-b", 8)
     (project / "runs" / "vote-b" / "adapter" / "adapter_config.json").unlink()
     listed = 'inference.answer_models=[{recipe: recipes/vote-a.yaml}, {recipe: recipes/vote-b.yaml}]'
     code, _, err = cli("infer", project / "test.jsonl", "--out-dir", project / "out",
@@ -351,6 +301,63 @@ def test_adapters_must_be_trained_and_share_a_base(project, cli, fake_vllm):
                            "run `orchestrator train answer --recipe recipes/vote-b.yaml` first")
     assert not fake_vllm.exists()
 
+
+
+ADAPTER = {"weights": "adapter"}
+
+
+@pytest.mark.parametrize("answers", [["one-a"], ["one-a", "one-b"]], ids=["one-answer", "two-answers"])
+def test_answer_and_evaluate_adapters_of_one_base_share_one_vllm_server(project, cli, fake_vllm, answers):
+    """Every model an adapter of the tiny base on vLLM: one `vllm serve` holds the Answer and the
+    Evaluate adapters, the run is pipelined on it, and no other server starts."""
+    qids = write_competition(project / "test.jsonl", SHAPE)
+    for name, rank in (("one-a", 8), ("one-b", 16)):
+        adapter_variant(project, name, rank, serve=ADAPTER)
+    adapter_variant(project, "one-ev", 4, extends="tiny-evaluate.yaml", serve=ADAPTER)
+    listed = "[" + ", ".join(f"{{recipe: recipes/{a}.yaml}}" for a in answers) + "]"
+    args = ["infer", project / "test.jsonl", "--out-dir", project / "out", "--mode", "staged",
+            "--evaluate-recipe", "recipes/one-ev.yaml", "--set", f"inference.answer_models={listed}"]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    [call], asked = vllm_calls(fake_vllm)
+    models = [*answers, "one-ev"]
+    start = call.index("--lora-modules") + 1
+    assert call[start:start + len(models)] == [f"{m}={project}/runs/{m}/adapter" for m in models]
+    assert call[call.index("--max-loras") + 1] == str(len(models))
+    assert call[call.index("--max-lora-rank") + 1] == ("16" if "one-b" in answers else "8")
+    assert Counter(asked) == {m: len(qids) for m in models}
+    letters = dict(zip(models, "ABC", strict=False))  # the stand-in's letter for each adapter
+    for r in read_jsonl(project / "out" / "trace.jsonl"):
+        assert r["answer"]["models"] == answers and r["evaluate"]["model"] == "one-ev"
+        assert r["final"] == letters["one-ev"] and r["source"] == "evaluate"
+    assert f"loading {len(models)} adapters that share the base {project}/models/tiny-qwen2 in one vLLM server" in err
+    assert "mode pipelined on one vLLM server" in err
+    logs = sorted(str(p.relative_to(project)) for p in project.glob("runs/*/serve*.log"))
+    assert logs == [f"runs/{answers[0]}/serve-lora.log"]  # no llamafactory-cli api, no second vLLM
+
+    code, _, err = cli(*args)  # everything cached: no server started
+    assert code == 0 and len(vllm_calls(fake_vllm)[0]) == 1
+
+
+# (what the Evaluate recipe changes from the Answer adapters' vllm + serve.weights adapter; one server?)
+ONE_SERVER = [
+    pytest.param([], True, id="same-base-backend-and-weights"),
+    pytest.param(["serve.infer_backend=huggingface"], False, id="evaluate-on-huggingface"),
+    pytest.param(["serve.weights=merged"], False, id="evaluate-served-merged"),
+    pytest.param(["serve.weights=auto"], False, id="auto-on-a-plain-base-is-merged"),
+    pytest.param(["model.path=models/other"], False, id="another-base"),
+    pytest.param(["model.template=llama3"], False, id="another-template"),
+]
+
+
+@pytest.mark.parametrize("changes, shared", ONE_SERVER)
+def test_one_server_only_for_adapters_of_one_base(project, changes, shared):
+    from orchestrator.core.serving import one_server
+
+    answer = load_role("answer", adapter_variant(project, "one-a", 8, serve=ADAPTER))
+    evaluate = load_role("evaluate", adapter_variant(project, "one-ev", 8, extends="tiny-evaluate.yaml",
+                                                     serve=ADAPTER), changes)
+    assert one_server([answer.recipe, evaluate.recipe]) is shared
 
 
 # ---------------------------------------------------------------- variants to vote over
