@@ -44,6 +44,16 @@ def echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
+def _given_path(path: str | None) -> str | None:
+    """A file named on the command line, as a data.* value (which is relative to the project)."""
+    if path is None:
+        return None
+    from orchestrator.core.paths import project_root
+
+    p = Path(path)
+    return path if p.is_absolute() or Path.cwd().resolve() == project_root() else str(p.resolve())
+
+
 # Each command loads and validates its recipes here, once, folds its flags in, and hands the
 # typed objects to the stage.
 
@@ -217,11 +227,12 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
         "teacher.base_url": ("--teacher-url", teacher_url),
         "teacher.model": ("--teacher-model", teacher_model),
         "teacher.concurrency": ("--concurrency", concurrency),
+        "data.train": ("--input", _given_path(input_path)),
     })
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
     answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answer_models
                if m.recipe and (path := project_root() / m.recipe).is_file()]
-    summary = run_distill(pipeline=loaded, input_path=input_path, limit=limit, skip_invalid=skip_invalid,
+    summary = run_distill(pipeline=loaded, limit=limit, skip_invalid=skip_invalid,
                           answers=answers)
     click.echo(summary.table())
     if summary.failed:
@@ -252,11 +263,12 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
     orchestrator dataset evaluate --set dataset.evaluate_source=answer_model   # the Answer model's replies
     """
     from orchestrator.stages.dataset import build_dataset
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=load_pipeline(pipeline, pipeline_sets),
-                            input_path=input_path, tokenizer=tokenizer, answer_url=answer_url, answer_model=answer_model)
+    pipe = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.train": ("--input", _given_path(input_path))})
+    summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=pipe,
+                            tokenizer=tokenizer, answer_url=answer_url, answer_model=answer_model)
     for line in summary.lines():
         click.echo(line)
 
@@ -392,7 +404,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(dir_okay=False))
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where trace, errors and submission go.")
 @pipeline_option
 @both_set_option
@@ -412,7 +424,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 @skip_option
 def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_url, answer_model, evaluate_model,
           answer_recipe, evaluate_recipe, concurrency, votes, limit, skip_invalid) -> None:
-    """Answer every question with the Answer and Evaluate agents (resumable).
+    """Answer every question of INPUT (default: data.test) with the Answer and Evaluate agents (resumable).
 
     \b
     orchestrator infer datasets/sample/test.jsonl --out-dir runs/infer
@@ -429,12 +441,16 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     role_sets, pipeline_sets = route_overrides(overrides)
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_urls=answer_url,
                             answer_names=answer_model, answer_recipes=answer_recipe, evaluate_recipe=evaluate_recipe,
-                            flags={"inference.mode": ("--mode", mode),
+                            flags={"data.test": ("INPUT", _given_path(input_path)),
+                                   "inference.mode": ("--mode", mode),
                                    "inference.evaluate_url": ("--evaluate-url", evaluate_url),
                                    "inference.evaluate_model": ("--evaluate-model", evaluate_model),
                                    "inference.concurrency": ("--concurrency", concurrency),
                                    "inference.votes": ("--votes", votes)})
-    summary = run_infer(pipeline=models.pipeline, input_path=input_path, out_dir=out_dir, answers=models.answers,
+    test = models.pipeline.data_file("data.test")
+    if input_path is None:  # not typed here: say which file, and who chose it
+        echo_err(f"[infer] {models.pipeline.data_line('data.test')}")
+    summary = run_infer(pipeline=models.pipeline, input_path=test, out_dir=out_dir, answers=models.answers,
                         evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
@@ -448,19 +464,31 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
 
 @cli.command()
 @click.argument("submission", type=click.Path(dir_okay=False))
-@click.argument("gold", type=click.Path(dir_okay=False))
+@click.argument("gold", metavar="[GOLD]", required=False, type=click.Path(dir_okay=False))
+@pipeline_option
+@pipeline_set_option
 @click.option("--trace", type=click.Path(dir_okay=False), help="Inference trace (default: trace.jsonl beside SUBMISSION).")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where report.md and report.png go (default: beside SUBMISSION).")
 @click.option("--subset", is_flag=True, help="Score only the submission's questions (an `infer --limit` run).")
-def score(submission, gold, trace, out_dir, subset) -> None:
-    """Accuracy by question and by problem; with a trace, a report of what each agent did.
+def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None:
+    """Accuracy by question and by problem against GOLD (default: data.gold); with a trace, a
+    report of what each agent did.
 
     \b
     orchestrator score runs/infer/submission.jsonl datasets/sample/test_gold.jsonl
+    orchestrator score runs/infer/submission.jsonl --set data.gold=data/gold.jsonl
     """
+    from orchestrator.core.recipes import load_pipeline, route_overrides, with_flags
     from orchestrator.stages.score import score as run_score
 
-    result = run_score(submission, gold, trace, out_dir, subset=subset)
+    _, pipeline_sets = route_overrides(overrides, role=False)
+    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.gold": ("GOLD", _given_path(gold))})
+    if loaded.recipe.data.gold is None:
+        raise UserError(f"{loaded.where('data.gold')}: data.gold is null: name the gold file (score SUBMISSION GOLD)")
+    gold_file = loaded.data_file("data.gold")
+    if gold is None:  # not typed here: say which file, and who chose it
+        echo_err(f"[score] {loaded.data_line('data.gold')}")
+    result = run_score(submission, gold_file, trace, out_dir, subset=subset)
     for line in result.terminal_findings():
         echo_err(line)
     click.echo(result.table())

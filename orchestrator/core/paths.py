@@ -11,9 +11,16 @@ from orchestrator.core.errors import UserError
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+HOME_ENV = "ORCHESTRATOR_HOME"
+
+
 def project_root() -> Path:
-    """The project directory: $ORCHESTRATOR_HOME, else the working directory."""
-    return Path(os.environ.get("ORCHESTRATOR_HOME") or os.getcwd()).resolve()
+    """The project directory: $ORCHESTRATOR_HOME, else the nearest folder from the working
+    directory up that holds recipes/pipeline.yaml, else the working directory."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "recipes" / "pipeline.yaml").is_file()), cwd)
 
 
 def runs_dir() -> Path:

@@ -9,6 +9,7 @@ passed through verbatim; a null value removes a key a parent set.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pydantic import (
 
 from orchestrator.core.endpoints import ENV_NAME_RULE, is_env_name
 from orchestrator.core.errors import UserError, did_you_mean
-from orchestrator.core.paths import project_root
+from orchestrator.core.paths import HOME_ENV, project_root
 
 ROLES = ("answer", "evaluate")
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
@@ -281,16 +282,29 @@ class Loaded(Generic[R]):
     origin: dict[str, str] = field(default_factory=dict)  # dotted key -> file, "--set" or "--some-flag"
 
     def overridden(self) -> dict[str, dict[str, Any]]:
-        """The values the command line set (--set and flags): dotted key -> value and origin."""
+        """The values the command line set (--set, flags, make variables): dotted key -> value and origin."""
         out = {}
         for dotted, source in self.origin.items():
-            if source.startswith("--") and not any(self.origin.get(p) == source for p in _parents(dotted)):
+            if _from_command_line(source) and not any(self.origin.get(p) == source for p in _parents(dotted)):
                 out[dotted] = {"value": _get(self.raw, dotted), "from": source}
         return out
 
     def overridden_lines(self) -> list[str]:
-        """`key = value  (from --flag)` for each value the command line set, to print at start."""
-        return [f"{k} = {v['value']!r}  (from {v['from']})" for k, v in self.overridden().items()]
+        """`key = value  (from --flag)` for each value the command line set, to print at start;
+        data paths are left to `data_line`, which every command reading one prints."""
+        return [f"{k} = {v['value']!r}  (from {v['from']})" for k, v in self.overridden().items()
+                if not k.startswith("data.")]
+
+    def data_line(self, dotted: str) -> str:
+        """`data.train = FILE (from WHERE)`: the data file a command reads and who chose it."""
+        return f"{dotted} = {_get(self.recipe.model_dump(), dotted)} (from {self.where(dotted)})"
+
+    def data_file(self, dotted: str) -> Path:
+        """The file a data key names (relative to the project), which must exist."""
+        path = project_root() / str(_get(self.recipe.model_dump(), dotted))
+        if not path.is_file():
+            raise UserError(f"{self.data_line(dotted)}: no such file (looked for {path})")
+        return path
 
     def where(self, dotted: str) -> str:
         """The file (or --set, or the flag) that set `dotted` or its closest parent."""
@@ -336,7 +350,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"{name}: no such recipe") from None
+        home = "" if os.environ.get(HOME_ENV) else (
+            f" (no project found from {Path.cwd()} up: run from the project folder or set {HOME_ENV}=/path/to/project)")
+        raise UserError(f"{name}: no such recipe{home}") from None
     except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
         raise UserError(f"{name}: cannot read ({e})") from None
     try:
@@ -445,6 +461,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+MAKE_VARIABLES_ENV = "ORCHESTRATOR_MAKE_VARIABLES"  # "data.train=TRAIN ...": the --set items make passes
+
+
+def make_variables() -> dict[str, str]:
+    """dotted key -> the make variable whose value make passed as `--set KEY=...`, so the value's
+    origin reads `TRAIN` rather than `--set`."""
+    pairs = (item.partition("=") for item in os.environ.get(MAKE_VARIABLES_ENV, "").split())
+    return {key: name for key, _, name in pairs if key and name.isidentifier()}
+
+
+def _from_command_line(source: str) -> bool:
+    return source.startswith("--") or source in make_variables().values()
+
+
 def _apply_override(data: dict[str, Any], key: str, value: Any, origin: dict[str, str], source: str = "--set") -> None:
     node = data
     parts = key.split(".")
@@ -528,9 +558,10 @@ def load(
     path = Path(path)
     origin: dict[str, str] = {}
     data = _load_chain(path, origin)
+    by_make = make_variables()
     for item in overrides:
         key, value = parse_override(item)
-        _apply_override(data, key, value, origin)
+        _apply_override(data, key, value, origin, source=by_make.get(key, "--set"))
     _refuse_other_kind(cls, data, path)
     recipe = validate(cls, data, path, origin)
     return Loaded(recipe, path, data, origin)

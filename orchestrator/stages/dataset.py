@@ -32,6 +32,7 @@ from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_
 from orchestrator.core.heldout import split_by_problem
 from orchestrator.core.ledger import Ledger
 from orchestrator.core.llamafactory import render_dataset_info, role_paths
+from orchestrator.core.progress import say
 from orchestrator.core.paths import datasets_dir, val_path
 from orchestrator.core.prompts import answer_prompt, evaluate_prompt, evaluate_target
 from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe
@@ -119,6 +120,9 @@ def build_dataset(
         raise UserError("--answer-url and --answer-model are for `dataset evaluate` with "
                         "dataset.evaluate_source: answer_model")
     teacher = last_teacher(pipe.teacher)
+    if input_path is None:
+        pipeline.data_file("data.train")
+        say("dataset", pipeline.data_line("data.train"))
     sources = training_sources(pipe.data, input_path, "dataset")
     origin = {q.qid: s for s in sources for q in s.questions}
     questions = [q for s in sources for q in s.questions if q.answer is not None]

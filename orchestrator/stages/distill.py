@@ -32,6 +32,15 @@ from orchestrator.core.teacher_cache import (
 )
 
 
+OTHER_TEACHER = ("or point at another teacher: teacher.base_url in your pipeline recipe, `--teacher-url URL` "
+                 "(with --teacher-model), or `make TEACHER_URL=URL TEACHER_MODEL=NAME TEACHER_KEY_ENV=VAR`")
+
+
+def done_path() -> Path:
+    """Written when a run without --limit settled every question: `make` takes distillation as done."""
+    return runs_dir() / "distill" / ".done"
+
+
 def errors_path() -> Path:
     return runs_dir() / "distill" / "errors.jsonl"
 
@@ -160,6 +169,10 @@ def distill(
 
     recipe = pipeline.recipe
     teacher = recipe.teacher
+    if input_path is None:
+        pipeline.data_file("data.train")
+        if echo:
+            say("distill", pipeline.data_line("data.train"))
     sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
     questions = [q for s in sources for q in s.questions][:limit]
     if echo:
@@ -200,6 +213,9 @@ def distill(
             atomic_write_json(settings_path(), {**{k: getattr(teacher, k) for k in IDENTITY},
                                                 "overrides": pipeline.overridden()})
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
+    done_path().unlink(missing_ok=True)
+    if not failing and limit is None:  # every question settled: make's distill target is done
+        done_path().touch()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -208,7 +224,10 @@ async def _ask_all(todo: list[Question], teacher: TeacherSection, examples: dict
                    errors: Ledger, summary: DistillSummary, make_bar) -> None:
     from orchestrator.core.endpoints import Endpoint, EndpointError, resolve_api_key
 
-    api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
+    try:
+        api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
+    except UserError as e:
+        raise UserError(*e.lines[:-1], f"{e.lines[-1]}; {OTHER_TEACHER}") from None
     progress = make_bar(len(todo), "distill", "q") if make_bar else None
     started = time.monotonic()
     async with Endpoint(

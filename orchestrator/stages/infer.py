@@ -549,6 +549,8 @@ def infer(
         "models": {**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
                    "evaluate": _agent_record(evaluate_agent)},
     })
+    if pipeline.recipe.inference.fallback == "prior":
+        say("infer", pipeline.data_line("data.train"))
     fallback = fallback_letter(pipeline.recipe)
 
     started = time.monotonic()

@@ -142,3 +142,22 @@ def test_user_files_may_be_anywhere(project: Path, tmp_path_factory: pytest.Temp
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_the_project_is_found_from_a_folder_below_it(project, monkeypatch, tmp_path_factory) -> None:
+    from orchestrator.core.paths import project_root
+
+    monkeypatch.delenv("ORCHESTRATOR_HOME")
+    (project / "data" / "round1").mkdir(parents=True)
+    monkeypatch.chdir(project / "data" / "round1")
+    assert project_root() == project.resolve()
+
+
+def test_outside_a_project_the_error_names_orchestrator_home(cli, monkeypatch, tmp_path_factory) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.delenv("ORCHESTRATOR_HOME", raising=False)
+    monkeypatch.chdir(elsewhere)
+    code, _out, err = cli("check", "answer")
+    assert code == 2
+    assert err == (f"Error: recipes/answer.yaml: no such recipe (no project found from {elsewhere.resolve()} up: "
+                   "run from the project folder or set ORCHESTRATOR_HOME=/path/to/project)\n")

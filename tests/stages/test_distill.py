@@ -114,7 +114,9 @@ def test_remote_teacher_without_key_is_one_clear_error(project: Path, monkeypatc
     with pytest.raises(UserError) as info:
         distill(pipeline=load_pipeline(None, ("teacher.preload=[]",)), input_path=str(train), echo=False)
     assert info.value.lines == [
-        "DEEPSEEK_API_KEY is not set: the endpoint https://api.deepseek.com/v1 needs an API key; export DEEPSEEK_API_KEY=..."
+        "DEEPSEEK_API_KEY is not set: the endpoint https://api.deepseek.com/v1 needs an API key; export DEEPSEEK_API_KEY=...; "
+        "or point at another teacher: teacher.base_url in your pipeline recipe, `--teacher-url URL` (with --teacher-model), "
+        "or `make TEACHER_URL=URL TEACHER_MODEL=NAME TEACHER_KEY_ENV=VAR`"
     ]
 
 
@@ -204,8 +206,37 @@ def test_skip_invalid_distils_the_good_lines(project: Path, cli) -> None:
     with FakeOpenAI() as server:
         flags = [f"--set={f}" for f in teacher_flags(server.url)]
         code, out, err = cli("distill", "--input", train, *flags)
-        assert code == 2 and err.strip() == f"Error: {train}:3: not valid JSON (Expecting value, column 1)"
+        assert code == 2 and err.splitlines() == [f"[distill] data.train = {train} (from --input)",
+                                                  f"Error: {train}:3: not valid JSON (Expecting value, column 1)"]
         code, out, err = cli("distill", "--input", train, *flags, "--skip-invalid")
         assert code == 0, err
         assert f"[distill] skipped {train}:3: not valid JSON" in err
         assert server.completions == 4
+
+
+@pytest.mark.parametrize("args, origin", [
+    (["--input", "mine.jsonl"], "--input"),
+    (["--set", "data.train=mine.jsonl"], "--set"),
+])
+def test_the_training_file_is_named_with_its_origin(project: Path, cli, args: list[str], origin: str) -> None:
+    """A run names the file it reads and who chose it; a missing one is the tool's own error."""
+    make_train(project / "mine.jsonl", problems=1, per_problem=2)
+    with FakeOpenAI() as server:
+        code, out, err = cli("distill", *args, *[f"--set={f}" for f in teacher_flags(server.url)])
+        assert code == 0, err
+        assert err.count("data.train = ") == 1 and f"[distill] data.train = mine.jsonl (from {origin})" in err
+        assert (project / "runs/distill/.done").exists()  # a completed hand run counts for make
+        code, out, err = cli("distill", "--set", "data.train=nope.jsonl", *[f"--set={f}" for f in teacher_flags(server.url)])
+    assert (code, err) == (2, f"Error: data.train = nope.jsonl (from --set): no such file (looked for {project}/nope.jsonl)\n")
+
+
+def test_a_make_variable_is_named_as_the_origin(project: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_train(project / "mine.jsonl", problems=1, per_problem=1)
+    monkeypatch.setenv("ORCHESTRATOR_MAKE_VARIABLES", "data.train=TRAIN teacher.base_url=TEACHER_URL")
+    with FakeOpenAI() as server:
+        code, out, err = cli("distill", "--set", "data.train=mine.jsonl", "--set", f"teacher.base_url={server.url}",
+                             "--limit", "1")
+    assert code == 0, err
+    assert "[distill] data.train = mine.jsonl (from TRAIN)" in err
+    assert f"teacher.base_url = '{server.url}'  (from TEACHER_URL)" in err
+    assert not (project / "runs/distill/.done").exists()  # --limit: not every question

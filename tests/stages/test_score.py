@@ -188,3 +188,15 @@ def test_a_limited_run_is_scored_as_a_subset_by_itself(tmp_path, cli):
     assert "by question" in out and out.split("by question")[1].split()[:2] == ["2", "3"]
     assert err.splitlines() == ["scored: only the submitted problems, as a subset: the run answered the first 2 "
                                 "(infer --limit 2, in its run.json)"]
+
+
+def test_gold_from_the_pipeline_recipe_is_named(project, cli):
+    """No GOLD argument: data.gold of the pipeline recipe (make passes GOLD as --set data.gold=)."""
+    write(project / "gold.jsonl", GOLD)
+    submission = write(project / "submission.jsonl", GOLD)
+    code, out, err = cli("score", submission, "--set", "data.gold=gold.jsonl")
+    assert code == 0, err
+    assert err.splitlines() == ["[score] data.gold = gold.jsonl (from --set)"]
+    assert out.split("by question")[1].split()[:2] == ["6", "6"]
+    code, out, err = cli("score", submission, "--set", "data.gold=null")
+    assert (code, err) == (2, "Error: --set: data.gold is null: name the gold file (score SUBMISSION GOLD)\n")
