@@ -54,6 +54,14 @@ def _given_path(path: str | None) -> str | None:
     return path if p.is_absolute() or Path.cwd().resolve() == project_root() else str(p.resolve())
 
 
+def _failed_requests(counted: str, failures: list[str], errors: Path, meanwhile: str = "") -> UserError:
+    """The one line for requests that failed after retries: how many, the first, where they
+    are listed, and that the same command asks them again (exit code 1)."""
+    more = ", ..." if len(failures) > 1 else ""
+    return UserError(f"{counted} ({failures[0]}{more}); they are in {errors} and are asked again when you run "
+                     f"the same command" + (f"; {meanwhile}" if meanwhile else ""), exit_code=1)
+
+
 # Each command loads and validates its recipes here, once, folds its flags in, and hands the
 # typed objects to the stage.
 
@@ -81,10 +89,9 @@ def _role(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Loaded[R
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream all of llamafactory-cli's output (default: losses, warnings, errors).")
 @click.version_option(package_name="orchestrator")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+def cli(debug: bool, verbose: bool) -> None:
     """LLaMA-Factory recipes for the Answer + Evaluate reasoning pipeline."""
-    ctx.obj = {"debug": debug}
+    # --debug is read by run(), around click: an error raised before this group runs is shown too
     if verbose:
         from orchestrator.core.progress import VERBOSE_ENV
 
@@ -105,12 +112,10 @@ def render(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
     orchestrator render                      # both roles
     orchestrator render answer --set train.lora_rank=16
     """
-    from orchestrator.core.role_configs import render_roles
+    from orchestrator.stages.check import render as run_render
 
-    for r in render_roles(_roles(roles, recipe, overrides)):
-        click.echo(r.paths.train_yaml)
-        click.echo(r.paths.merge_yaml)
-    click.echo(r.dataset_info)
+    for line in run_render(_roles(roles, recipe, overrides)):
+        click.echo(line)
 
 
 @cli.command()
@@ -124,19 +129,14 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
     orchestrator check
     orchestrator check answer --recipe recipes/tiny-answer.yaml
     """
-    from orchestrator.core.fewshot import longest_prompt
     from orchestrator.core.recipes import load_pipeline
-    from orchestrator.core.role_configs import check_roles
+    from orchestrator.stages.check import check as run_check
 
-    for r in check_roles(_roles(roles, recipe, overrides)):
-        click.echo(f"ok  {r.loaded.recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
-        longest = longest_prompt(load_pipeline().recipe, r.loaded.recipe)
-        cutoff = r.loaded.recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
-        if longest and longest[0] > cutoff:
-            n, unit, qid = longest
-            echo_err(f"Warning: {r.loaded.where('fewshot.k')}: with fewshot.k={r.loaded.recipe.fewshot.k} the longest "
-                     f"Answer prompt ({qid}) is {n} {unit}, over train.cutoff_len {cutoff}: training cuts it; "
-                     "lower fewshot.k or raise train.cutoff_len")
+    result = run_check(_roles(roles, recipe, overrides), load_pipeline().recipe)
+    for line in result.lines:
+        click.echo(line)
+    for line in result.warnings:
+        echo_err(f"Warning: {line}")
 
 
 # ---------------------------------------------------------------- data
@@ -159,30 +159,14 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
     orchestrator data check datasets/sample/train.jsonl
     orchestrator data check runs/infer/submission.jsonl --against datasets/sample/test.jsonl
     """
-    from orchestrator.core.competition import read_dataset
+    from orchestrator.stages.data import check_file
 
-    if against:
-        from orchestrator.core.submission import check_submission
-
-        check = check_submission(file, against)
-        for finding in check.findings:
-            echo_err(f"{'warning' if finding.is_warning else 'problem'}: {finding.text}")
-        if check.problems:
-            from orchestrator.core.submission import summarise
-
-            raise UserError(f"{file} cannot be uploaded for {against}: " + "; ".join(summarise(check.problems)),
-                            exit_code=2)
-        click.echo(f"{file}: ready to upload for {against}: {len(check.answers)} questions answered"
-                   + (f" ({len(check.warnings)} warnings)" if check.warnings else ""))
-        return
-    dataset = read_dataset(file, skip_invalid=skip_invalid)
-    for line in dataset.errors:
-        echo_err(f"skipped {line}")
-    for line in dataset.repairs:
-        echo_err(f"repaired {line}")
-    for line in dataset.doubts:
-        echo_err(f"check {line}")
-    click.echo(dataset.summary() + (f", {len(dataset.errors)} bad lines skipped" if dataset.errors else ""))
+    result = check_file(file, skip_invalid=skip_invalid, against=against)
+    for line in result.notes:
+        echo_err(line)
+    if result.refusal:
+        raise UserError(result.refusal, exit_code=2)
+    click.echo(result.summary)
 
 
 @cli.command("tiny-model")
@@ -236,12 +220,8 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
                           answers=answers)
     click.echo(summary.table())
     if summary.failed:
-        raise UserError(
-            f"{summary.failed} of {summary.questions} questions failed "
-            f"({summary.failures[0]}{', ...' if summary.failed > 1 else ''}); they are in {errors_path()} "
-            "and are asked again when you run the same command",
-            exit_code=1,
-        )
+        raise _failed_requests(f"{summary.failed} of {summary.questions} questions failed", summary.failures,
+                               errors_path())
 
 
 @cli.command()
@@ -378,9 +358,9 @@ def weights(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     \b
     orchestrator weights answer --recipe recipes/answer-32b-gptq.yaml
     """
-    from orchestrator.core.llamafactory import served_weights
+    from orchestrator.stages.weights import weights as run_weights
 
-    click.echo(served_weights(_role(role, recipe, overrides).recipe))
+    click.echo(run_weights(_role(role, recipe, overrides)))
 
 
 @cli.command()
@@ -454,12 +434,8 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
                         evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid)
     click.echo(summary.table())
     if summary.failed:
-        raise UserError(
-            f"{summary.failed} questions had a failed request ({summary.failures[0]}"
-            f"{', ...' if len(summary.failures) > 1 else ''}); they are in {Path(out_dir) / 'errors.jsonl'} "
-            "and are asked again when you run the same command",
-            exit_code=1,
-        )
+        raise _failed_requests(f"{summary.failed} questions had a failed request", summary.failures,
+                               Path(out_dir) / "errors.jsonl")
 
 
 @cli.command()
@@ -515,37 +491,27 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
         --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
     orchestrator eval --check-only      # no training needed: are problems held out?
     """
-    from orchestrator.core.heldout import check_recipes, check_split
     from orchestrator.core.inference_models import resolve_models
     from orchestrator.core.recipes import load_pipeline, route_overrides
-    from orchestrator.stages.infer import infer as run_infer
-    from orchestrator.stages.score import score as run_score
+    from orchestrator.stages.evaluate import evaluate
 
     role_sets, pipeline_sets = route_overrides(overrides)
     # the role recipes name the trained models, served here or already serving at an inference URL
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets,
                             answer_recipes=[answer_recipe] if answer_recipe else [], evaluate_recipe=evaluate_recipe,
                             trained=True)
-    check_recipes(models.trained)  # before the trained models: the same refusal as before training
-    if check_only:
-        evaluate = models.trained[-1].recipe
-        click.echo(f"eval can run: the models hold out problems (dataset.val_size {evaluate.dataset.val_size}, "
-                   f"seed {evaluate.dataset.seed})")
+    result = evaluate(models, out_dir, check_only=check_only)
+    if result.inferred is None or result.scored is None:
+        click.echo(f"eval can run: the models hold out problems (dataset.val_size {result.val_size}, "
+                   f"seed {result.seed})")
         return
-    val = check_split([a.recipe for a in models.trained])
-    inferred = run_infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,
-                         evaluate=models.evaluate)
-    click.echo(inferred.table())
-    scored = run_score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
-    for line in scored.terminal_findings():
+    click.echo(result.inferred.table())
+    for line in result.scored.terminal_findings():
         echo_err(line)
-    click.echo(scored.table())
-    if inferred.failed:
-        raise UserError(
-            f"{inferred.failed} questions had a failed request ({inferred.failures[0]}); "
-            "the score counts their fallback answers; run the same command to ask them again",
-            exit_code=1,
-        )
+    click.echo(result.scored.table())
+    if result.inferred.failed:
+        raise _failed_requests(f"{result.inferred.failed} questions had a failed request", result.inferred.failures,
+                               Path(out_dir) / "errors.jsonl", "the score counts their fallback answers meanwhile")
 
 
 @cli.command()

@@ -70,3 +70,15 @@ def test_make_test_fails_on_a_lint_error_before_running_the_tests(tmp_path: Path
     result = run(project, "make", "--no-print-directory", "test")
     assert result.returncode != 0
     assert "F401" in result.stdout and "pytest" not in result.stdout
+
+
+# commands whose stage module is named otherwise: `render` is the first half of `check`
+STAGE_OF = {"render": "check", "eval": "evaluate"}
+
+
+def test_one_stage_module_per_command() -> None:
+    """`ls orchestrator/stages` is the commands of `orchestrator --help`."""
+    from orchestrator.cli import cli
+
+    modules = {p.stem for p in (REPO / "orchestrator" / "stages").glob("*.py")} - {"__init__"}
+    assert modules == {STAGE_OF.get(name, name.replace("-", "_")) for name in cli.commands}

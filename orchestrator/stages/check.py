@@ -1,0 +1,43 @@
+"""Stages `render` and `check`, one module because `check` is `render` followed by
+LLaMA-Factory's own parser: write runs/<role>/train.yaml, merge.yaml and
+datasets/dataset_info.json from the role recipes; `check` also validates every file (no GPU,
+no model) and warns where a few-shot prompt outgrows train.cutoff_len."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe
+from orchestrator.core.role_configs import check_roles, render_roles
+
+
+def render(loaded: list[Loaded[RoleRecipe]]) -> list[str]:
+    """Each role's train.yaml and merge.yaml, then dataset_info.json: the files written."""
+    rendered = render_roles(loaded)
+    return [str(p) for r in rendered for p in (r.paths.train_yaml, r.paths.merge_yaml)] + \
+        [str(rendered[-1].dataset_info)]
+
+
+@dataclass
+class Checked:
+    lines: list[str] = field(default_factory=list)  # one `ok` line per role
+    warnings: list[str] = field(default_factory=list)
+
+
+def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked:
+    """Render and check every role's configs (all problems at once, as one UserError)."""
+    from orchestrator.core.fewshot import longest_prompt
+
+    result = Checked()
+    for r in check_roles(loaded):
+        recipe = r.loaded.recipe
+        result.lines.append(f"ok  {recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
+        longest = longest_prompt(pipeline, recipe)
+        cutoff = recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
+        if longest and longest[0] > cutoff:
+            n, unit, qid = longest
+            result.warnings.append(
+                f"{r.loaded.where('fewshot.k')}: with fewshot.k={recipe.fewshot.k} the longest Answer prompt ({qid}) "
+                f"is {n} {unit}, over train.cutoff_len {cutoff}: training cuts it; lower fewshot.k or raise "
+                "train.cutoff_len")
+    return result

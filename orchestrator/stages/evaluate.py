@@ -1,0 +1,41 @@
+"""Stage: `eval`, answer and score the held-out problems (datasets/val.jsonl) with the trained
+models, refused when the split changed since they were trained (they would be scored on
+problems they saw).
+
+The one stage built of others: it runs `infer`, then `score` on what infer wrote, declared as
+the exception to "stages do not import each other" in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.core.heldout import check_recipes, check_split
+from orchestrator.core.inference_models import Models
+from orchestrator.stages.infer import InferSummary, infer
+from orchestrator.stages.score import ScoreResult, score
+
+
+@dataclass
+class EvalResult:
+    val_size: float  # the held-out share and its seed, the same in every recipe
+    seed: int
+    inferred: InferSummary | None = None  # None: --check-only
+    scored: ScoreResult | None = None
+
+
+def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False) -> EvalResult:
+    """Check the recipes hold problems out (before anything is trained: `check_only`), then
+    answer the held-out problems with `models` (each with its training recipe, `trained=True`)
+    into `out_dir` and score them there."""
+    check_recipes(models.trained)
+    dataset = models.trained[-1].recipe.dataset
+    result = EvalResult(dataset.val_size, dataset.seed)
+    if check_only:
+        return result
+    val = check_split([m.recipe for m in models.trained])
+    result.inferred = infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,
+                            evaluate=models.evaluate)
+    result.scored = score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
+    return result

@@ -1,0 +1,11 @@
+"""Stage: `weights`, what serving a role loads: `merged` or `adapter` (the base + the adapter).
+serve.weights decides; make asks it to know where a model ends."""
+
+from __future__ import annotations
+
+from orchestrator.core.llamafactory import served_weights
+from orchestrator.core.recipes import Loaded, RoleRecipe
+
+
+def weights(loaded: Loaded[RoleRecipe]) -> str:
+    return served_weights(loaded.recipe)
