@@ -8,6 +8,7 @@
 #   make evaluate-model [RECIPE=tiny]
 #   make infer / make score / make all [RECIPE=tiny]
 #   make eval [RECIPE=tiny]         answer and score the held-out problems (dataset.val_size > 0)
+#   make package [RECIPE=tiny]      the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 #   make webui ROLE=answer [RECIPE=tiny]
 #   make sample                     regenerate the shipped synthetic sample (datasets/sample/)
 #
@@ -74,11 +75,11 @@ VAL := datasets/val.jsonl
 EVAL_DIR := runs/$(PREFIX)eval
 EVAL_REPORT := $(EVAL_DIR)/report.md
 
-.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench clean
+.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench clean package
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
@@ -175,6 +176,13 @@ $(EVAL_REPORT): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(PIPELINE_DEPS) $(wildcard $(
 	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS)
 
 eval: $(EVAL_REPORT)
+
+# The submission image as a folder: the merged models the pipeline recipe's inference serves,
+# the wheel, requirements.txt, Dockerfile, run.sh, MANIFEST. Packaging again copies nothing
+# unchanged. Then: docker build -t submission $(OUT)
+OUT ?= runs/$(PREFIX)image
+package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS)
+	$(ORCH) package --out $(OUT) --recipe $(PIPELINE)
 
 demo: | $(STAMP)
 	$(MAKE) --no-print-directory check RECIPE=tiny

@@ -439,6 +439,29 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
 
 
 @cli.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The image folder to write (new, or one made by package).")
+@pipeline_option
+@both_set_option
+def package(out: str, pipeline: str | None, overrides: tuple[str, ...]) -> None:
+    """Write the submission image's folder: the models inference serves, the wheel, Dockerfile, run.sh.
+
+    \b
+    orchestrator package --out runs/image
+    orchestrator package --out runs/tiny-image --recipe recipes/tiny-pipeline.yaml
+    docker build -t submission runs/image
+    """
+    from orchestrator.core.inference_models import resolve_models
+    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.stages.package import package as run_package
+
+    role_sets, pipeline_sets = route_overrides(overrides)
+    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets)
+    summary = run_package(pipeline=models.pipeline, answers=models.answers, evaluate=models.evaluate, out=out)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@cli.command()
 @click.argument("submission", type=click.Path(dir_okay=False))
 @click.argument("gold", metavar="[GOLD]", required=False, type=click.Path(dir_okay=False))
 @pipeline_option

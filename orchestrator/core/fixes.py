@@ -18,12 +18,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from orchestrator.core.competition import LETTERS, Dataset, Problem, letter_counts, read_reporting
 from orchestrator.core.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestrator.core.recipes import PipelineRecipe
 
 _KEY = re.compile(r"(?P<pid>[^#\s]+)(?:#(?P<index>\d+))?")
 DROP = "drop"
@@ -197,3 +200,13 @@ def prior_letter(train: str | Path, fixes: str | Path | None, stage: str) -> str
     total = sum(counts.values())
     say(stage, f"fallback: {letter}, the most frequent gold letter of {train} ({n} of {total}, {n / total:.0%})")
     return letter
+
+
+def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
+    """A pipeline recipe's `inference.fallback` as a letter: the training prior, a fixed letter, or None."""
+    from orchestrator.core.paths import project_root
+
+    setting = recipe.inference.fallback
+    if setting != "prior":
+        return setting
+    return prior_letter(project_root() / recipe.data.train, fixes_path(recipe.data), stage)

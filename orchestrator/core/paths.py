@@ -7,8 +7,9 @@ from pathlib import Path
 
 from orchestrator.core.errors import UserError
 
-# The source checkout (templates/, datasets/sample/): the package's parent folder.
-SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
+# The source checkout (templates/, datasets/sample/): the package's parent folder, or
+# $ORCHESTRATOR_SOURCE where the package is installed from a wheel (the submission image).
+SOURCE_ROOT = Path(os.environ.get("ORCHESTRATOR_SOURCE") or Path(__file__).resolve().parent.parent.parent)
 
 
 HOME_ENV = "ORCHESTRATOR_HOME"

@@ -263,10 +263,27 @@ class InferenceSection(Section):
     _api_key_env = field_validator("api_key_env")(_env_name)
 
 
+class PackageSection(Section):
+    """The submission image `orchestrator package` writes: where it reads and writes, its limits."""
+
+    base_image: str = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"  # FROM: Python, CUDA and the torch vllm 0.11 pins
+    input: str = "/tcdata/round2_test_data.jsonl"  # the test file the image answers (INPUT overrides)
+    output: str = "/app/results.jsonl"  # the submission it writes (OUTPUT overrides)
+    gpu_memory_gb: float = Field(32.0, gt=0)  # the target GPU (one V100 32 GB): larger estimates are refused
+
+    @field_validator("input", "output")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"a path inside the image is absolute, such as /app/results.jsonl, got {v!r}")
+        return v
+
+
 class PipelineRecipe(Section):
     data: DataSection = DataSection()
     teacher: TeacherSection = TeacherSection()
     inference: InferenceSection = InferenceSection()
+    package: PackageSection = PackageSection()
 
 
 R = TypeVar("R", RoleRecipe, PipelineRecipe)

@@ -42,8 +42,8 @@ from orchestrator.core.competition import Dataset, Question, read_reporting, wri
 from orchestrator.core.endpoints import Endpoint, EndpointError, Reply
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.fixes import fallback_letter
 from orchestrator.core.ledger import Ledger, read_records, stable_key, text_hash
-from orchestrator.core.paths import project_root
 from orchestrator.core.progress import bar, say
 from orchestrator.core.prompts import answer_prompt, evaluate_prompt
 from orchestrator.core.recipes import AnswerModel, InferenceSection, Loaded, PipelineRecipe, RoleRecipe
@@ -168,16 +168,6 @@ def with_fallback(record: TraceRecord, fallback: str | None, letters: str) -> Tr
     if fallback is None:
         return record.model_copy(update={"final": None, "source": "none"})
     return record.model_copy(update={"final": fallback if fallback in letters else "A", "source": "fallback"})
-
-
-def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
-    """`inference.fallback` as a letter: the training prior, a fixed letter, or None."""
-    from orchestrator.core.fixes import fixes_path, prior_letter
-
-    setting = recipe.inference.fallback
-    if setting != "prior":
-        return setting
-    return prior_letter(project_root() / recipe.data.train, fixes_path(recipe.data), stage)
 
 
 def _reply_fields(reply: Reply, q: Question) -> dict[str, Any]:

@@ -1,0 +1,464 @@
+"""Stage: the submission image as a folder, `orchestrator package --out DIR`.
+
+DIR holds what a Docker image needs to answer a test file on a GPU machine with no network,
+and nothing else:
+
+  Dockerfile        FROM package.base_image, WORKDIR /app, CMD ["sh", "run.sh"]
+  run.sh            answers INPUT into OUTPUT with `orchestrator infer`, then checks OUTPUT
+  requirements.txt  exact versions of what the project runs on (the torch stack is the base
+                    image's, or vllm's pin when a model is served with vLLM)
+  wheels/           the project's own wheel
+  recipes/          the pipeline and role recipes, frozen: no extends, paths inside the image
+  templates/        the prompts and LLaMA-Factory templates the recipes were trained with
+  runs/, models/    the models the recipes serve: merged models, or a base and its adapters
+                    (hard links where the file system allows, else copies)
+  .dockerignore     keeps what a local try of run.sh writes (runs/infer, logs) out of the image
+  MANIFEST          every file's sha256 (`sha256sum -c MANIFEST`) and the models' sizes
+
+The GPU memory of serving is estimated first (core/memory.py) and a package that would not fit
+package.gpu_memory_gb is refused before anything is copied. Packaging again copies nothing
+unchanged and removes what it wrote before that is no longer needed; a DIR without our
+MANIFEST is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.core.errors import StageFailed, UserError
+from orchestrator.core.files import atomic_write_text
+from orchestrator.core.memory import ConfigError, ServerEstimate, budget_problem, peak_gb, server_estimate
+from orchestrator.core.paths import SOURCE_ROOT
+from orchestrator.core.progress import say
+from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, command_for, display
+from orchestrator.core.render import render
+
+MANIFEST_HEADER = "# orchestrator package:"
+VLLM_DEFAULT_MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen when serve.args does not set it
+# Provided by the base image (or pinned by vllm): a CPU build pinned here would replace them.
+TORCH_STACK = re.compile(r"(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-.+)")
+SOURCE_FILES = ("pyproject.toml", "README.md")  # besides orchestrator/: what the wheel is built from
+WHEEL_EPOCH = "315532800"  # SOURCE_DATE_EPOCH: the same sources build the same wheel bytes
+
+
+@dataclass(frozen=True)
+class ImageServer:
+    """One model server in the image: a merged model, or a base with the adapters vLLM serves."""
+
+    name: str
+    model: Path  # the directory with config.json
+    recipes: tuple[Loaded[RoleRecipe], ...]
+    adapters: tuple[Path, ...] = ()
+
+
+@dataclass
+class PackageSummary:
+    out: Path
+    files: int = 0
+    linked: int = 0
+    copied: int = 0
+    written: int = 0  # generated files (recipes, run.sh, wheel, ...) new or changed
+    unchanged: int = 0
+    removed: int = 0
+    total_bytes: int = 0
+    folders: dict[str, int] = field(default_factory=dict)  # model folder -> bytes
+    memory: list[ServerEstimate] = field(default_factory=list)
+    peak_gb: float = 0.0
+    budget_gb: float = 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            *(f"model {folder}: {_size(n)}" for folder, n in self.folders.items()),
+            *(f"memory {s.describe()}" for s in self.memory),
+            f"memory peak {self.peak_gb:.1f} GB of package.gpu_memory_gb {self.budget_gb:g}",
+            f"{self.files} files, {_size(self.total_bytes)}: {self.linked} hard-linked, {self.copied} copied, "
+            f"{self.written} written, {self.unchanged} unchanged, {self.removed} removed",
+            f"image folder: {self.out} (docker build -t submission {self.out})",
+        ]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------- what the image serves
+
+
+def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe]) -> list[ImageServer]:
+    """The servers `orchestrator infer` starts for these recipes, as it groups them: Answer
+    adapters of one base with serve.infer_backend vllm share one server; every other model is
+    its merged model. Refuses a model that is not trained or merged yet."""
+    from orchestrator.core.llamafactory import model_path, role_paths
+    from orchestrator.core.serving import check_adapters, lora_group_key
+
+    groups: dict[Any, list[Loaded[RoleRecipe]]] = {}
+    for loaded in answers:
+        groups.setdefault(lora_group_key(loaded.recipe) or id(loaded), []).append(loaded)
+    servers = []
+    for group in groups.values():
+        if len(group) > 1:
+            check_adapters(group)
+            base = model_path(group[0].recipe)
+            names = "+".join(x.recipe.run_name for x in group)
+            servers.append(ImageServer(names, base, tuple(group), tuple(role_paths(x.recipe).adapter for x in group)))
+        else:
+            servers.append(_merged(group[0]))
+    servers.append(_merged(evaluate))
+    for s in servers:
+        if not (s.model / "config.json").exists():
+            raise UserError(f"{s.model} has no config.json: the base model of {s.name} is not there "
+                            f"(run `{command_for(s.recipes[0], 'download')}`)")
+    return servers
+
+
+def _merged(loaded: Loaded[RoleRecipe]) -> ImageServer:
+    from orchestrator.core.llamafactory import role_paths
+
+    merged = role_paths(loaded.recipe).merged
+    if not (merged / "config.json").exists():
+        raise UserError(f"{merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
+    return ImageServer(loaded.recipe.run_name, merged, (loaded,))
+
+
+def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
+    """Each server's GPU memory from its config.json, the recipe's vllm_maxlen, the requests in
+    flight (inference.concurrency; the huggingface backend runs serve.max_concurrent at once)."""
+    estimates = []
+    for s in servers:
+        recipe = s.recipes[0].recipe
+        config_path = s.model / "config.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ConfigError("is not a JSON object")
+            max_len = int(recipe.serve.args.get("vllm_maxlen") or VLLM_DEFAULT_MAXLEN)
+            sequences = pipeline.inference.concurrency
+            if recipe.serve.infer_backend == "huggingface":
+                sequences = min(sequences, recipe.serve.max_concurrent)
+            adapters = [(a / "adapter_model.safetensors").stat().st_size for a in s.adapters]
+            estimates.append(server_estimate(s.name, config, max_len=max_len, sequences=sequences,
+                                             adapter_bytes=adapters))
+        except (OSError, ValueError) as e:  # ConfigError is a ValueError, as is bad JSON
+            raise UserError(f"{config_path}: {e} (the memory estimate reads the model's shape from it)") from None
+    return estimates
+
+
+# ---------------------------------------------------------------- the files
+
+
+def _model_files(s: ImageServer) -> tuple[dict[str, Path], dict[str, str]]:
+    """Where each model file goes in DIR -> its source, and each role recipe's model.path there."""
+    from orchestrator.core.llamafactory import role_paths
+
+    files: dict[str, Path] = {}
+    model_paths: dict[str, str] = {}
+    if not s.adapters:
+        (loaded,) = s.recipes
+        folder = f"runs/{loaded.recipe.run_name}/merged"
+        files |= _tree(s.model, folder)
+        model_paths[loaded.recipe.run_name] = folder
+        return files, model_paths
+    base = f"models/{s.model.name}"
+    files |= _tree(s.model, base)
+    for loaded in s.recipes:
+        adapter = role_paths(loaded.recipe).adapter
+        # the adapter's own files; checkpoint-N/ folders are training state
+        files |= {f"runs/{loaded.recipe.run_name}/adapter/{f.name}": f.resolve()
+                  for f in sorted(adapter.iterdir()) if f.is_file()}
+        model_paths[loaded.recipe.run_name] = base
+    return files, model_paths
+
+
+def _tree(root: Path, dest: str) -> dict[str, Path]:
+    """Every file under `root` (followed through a symlinked root), hidden ones left out."""
+    root = root.resolve()
+    return {f"{dest}/{f.relative_to(root).as_posix()}": f.resolve()
+            for f in sorted(root.rglob("*"))
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)}
+
+
+def _frozen_role(loaded: Loaded[RoleRecipe], model_dir: str) -> str:
+    raw = copy.deepcopy(loaded.raw)
+    raw.setdefault("model", {})["path"] = model_dir
+    header = (f"# {loaded.recipe.role} recipe frozen by `orchestrator package` from {display(loaded.path)}:\n"
+              f"# no extends, paths inside the image (model.path is the model it serves).\n")
+    return header + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
+
+
+def _frozen_pipeline(loaded: Loaded[PipelineRecipe], answers: list[Loaded[RoleRecipe]],
+                     evaluate: Loaded[RoleRecipe], fallback: str | None) -> str:
+    recipe = loaded.recipe
+    inference = copy.deepcopy(loaded.raw.get("inference") or {})
+    names = [f"recipes/{a.recipe.run_name}.yaml" for a in answers]
+    inference["answer_models"] = [{"recipe": name, **({"model": m.model} if m.model else {})}
+                                  for name, m in zip(names, recipe.inference.answer_models, strict=True)]
+    for shorthand in ("answer_url", "answer_model", "answer_recipe"):  # folded into answer_models
+        inference.pop(shorthand, None)
+    inference["evaluate_recipe"] = f"recipes/{evaluate.recipe.run_name}.yaml"
+    inference["fallback"] = fallback  # the prior, read now: the image holds no training data
+    inference["api_key_env"] = None
+    raw = {"data": {"test": recipe.package.input, "gold": None}, "inference": inference,
+           "package": recipe.package.model_dump()}
+    header = (f"# The pipeline recipe frozen by `orchestrator package` from {display(loaded.path)}:\n"
+              f"# its inference and package sections, the role recipes and paths inside the image.\n")
+    return header + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
+
+
+def _requirement_names(requires: list[str] | None, extra: str = "") -> list[Any]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for line in requires or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": extra}):
+            out.append(req)
+    return out
+
+
+def pinned_requirements(vllm: bool) -> list[str]:
+    """`name==version` of everything the project needs, as installed here (the torch stack
+    left to the base image), and vllm at the version the project's `.[vllm]` extra allows."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    todo = _requirement_names(metadata.requires("orchestrator"))
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in pins or TORCH_STACK.fullmatch(name) or name == "orchestrator":
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency this environment does without
+        pins[name] = dist.version
+        todo += _requirement_names(dist.requires)
+        for extra in req.extras:
+            todo += _requirement_names(dist.requires, extra)
+    lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
+    if vllm:
+        lines.append(f"vllm=={vllm_version()}")
+    return lines
+
+
+def vllm_version() -> str:
+    """The installed vllm, else the newest version the project's vllm extra accepts."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        pass
+    for req in _requirement_names(metadata.requires("orchestrator"), "vllm"):
+        if req.name == "vllm":
+            top = [s.version for s in req.specifier if s.operator in ("<=", "==")]
+            if top:
+                return top[0]
+    raise UserError("serve.infer_backend vllm: no vllm installed and no `vllm<=X` in the project's vllm extra "
+                    "to pin; pip install -e '.[vllm]'")
+
+
+def build_wheel(into: Path) -> Path:
+    """The project's wheel, built from a copy of its sources (the checkout stays clean) with
+    setuptools' own PEP 517 hook, offline; the same sources give the same bytes."""
+    with tempfile.TemporaryDirectory(prefix="orchestrator-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(SOURCE_ROOT / "orchestrator", src / "orchestrator",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in SOURCE_FILES:
+            shutil.copy2(SOURCE_ROOT / name, src / name)
+        out = Path(tmp) / "dist"
+        code = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
+        done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, capture_output=True, text=True,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": WHEEL_EPOCH})
+        if done.returncode != 0:
+            raise StageFailed("package: building the project's wheel failed:",
+                              *[f"  {line}" for line in (done.stdout + done.stderr).splitlines()[-12:]])
+        wheel = out / done.stdout.split()[-1]
+        into.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(wheel, into / wheel.name))
+
+
+def _docker_ignore(folders: list[str]) -> str:
+    keep = ["Dockerfile", "run.sh", "MANIFEST", "requirements.txt", "wheels", "templates", "recipes", *folders]
+    return ("# generated by `orchestrator package`: only what the image needs goes into the build context\n"
+            "*\n" + "".join(f"!{k}\n" for k in keep))
+
+
+# ---------------------------------------------------------------- writing DIR
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ours(out: Path) -> set[str] | None:
+    """The files an earlier `orchestrator package` wrote into `out`; None when `out` is new.
+    Refuses a DIR that is not one of ours."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the image")
+    manifest = out / "MANIFEST"
+    if manifest.is_file():
+        lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+        if lines and lines[0].startswith(MANIFEST_HEADER):
+            return {line.split("  ", 1)[1] for line in lines if line and not line.startswith("#") and "  " in line}
+    if any(out.iterdir()):
+        raise UserError(f"--out {out} is a folder that `orchestrator package` did not make (no MANIFEST of ours); "
+                        "give a new or empty folder")
+    return None
+
+
+def _place(src: Path, dest: Path, summary: PackageSummary) -> None:
+    """`dest` as the same bytes as `src`: a hard link where possible, else a copy; a file
+    already the same (the same inode, or size and modification time of a copy) is left."""
+    if dest.exists():
+        a, b = src.stat(), dest.stat()
+        if (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev) or (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns):
+            summary.unchanged += 1
+            return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        summary.linked += 1
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, tmp)
+        summary.copied += 1
+    os.replace(tmp, dest)
+
+
+def _write(dest: Path, data: bytes, summary: PackageSummary, mode: int | None = None) -> None:
+    if dest.is_file() and dest.read_bytes() == data:
+        summary.unchanged += 1
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(data)
+    if mode is not None:
+        tmp.chmod(mode)
+    os.replace(tmp, dest)
+    summary.written += 1
+
+
+def package(
+    *,
+    pipeline: Loaded[PipelineRecipe],
+    answers: list[Loaded[RoleRecipe] | None],
+    evaluate: Loaded[RoleRecipe] | None,
+    out: str | Path,
+) -> PackageSummary:
+    """Write the image folder `out` for the pipeline recipe's inference (`answers[i]`: the loaded
+    recipe of `inference.answer_models[i]`, None for an endpoint, which an image cannot reach)."""
+    from orchestrator.core.fixes import fallback_letter
+
+    recipe = pipeline.recipe
+    inf = recipe.inference
+    for m, loaded in zip(inf.answer_models, answers, strict=True):
+        if loaded is None:
+            raise UserError(f"{pipeline.where('inference')}: the Answer model {m.url} is an endpoint; the image has "
+                            "no network: list role recipes whose models it serves")
+    if evaluate is None:
+        raise UserError(f"{pipeline.where('inference.evaluate_url')}: inference.evaluate_url {inf.evaluate_url}: "
+                        "the image has no network; set it to null so the Evaluate model is served")
+    served = [a for a in answers if a is not None]
+    out = Path(out)
+    earlier = _ours(out)
+
+    servers = image_servers(served, evaluate)
+    estimates = memory_estimates(servers, recipe)
+    together = inf.mode == "pipelined"
+    problem = budget_problem(estimates, together=together, budget_gb=recipe.package.gpu_memory_gb)
+    if problem:
+        raise UserError(f"{pipeline.where('package.gpu_memory_gb')}: {problem}; use a smaller or quantized model "
+                        "(merge.export_quantization_bit), a lower serve.args.vllm_maxlen or inference.concurrency, "
+                        "or mode staged")
+    summary = PackageSummary(out, memory=estimates, peak_gb=peak_gb(estimates, together=together),
+                             budget_gb=recipe.package.gpu_memory_gb)
+
+    files: dict[str, Path] = {}
+    model_dirs: dict[str, str] = {}
+    for s in servers:
+        placed, paths = _model_files(s)
+        files |= placed
+        model_dirs |= paths
+    # runs/<name>/merged, runs/<name>/adapter, models/<base>: each model folder and its size
+    folders = sorted({"/".join(k.split("/")[:3 if k.startswith("runs/") else 2]) for k in files})
+    summary.folders = {f: sum(src.stat().st_size for k, src in files.items() if k.startswith(f + "/"))
+                       for f in folders}
+    files |= _tree(SOURCE_ROOT / "templates", "templates")
+
+    generated: dict[str, bytes] = {}
+    for loaded in [*served, evaluate]:
+        generated[f"recipes/{loaded.recipe.run_name}.yaml"] = _frozen_role(
+            loaded, model_dirs[loaded.recipe.run_name]).encode()
+    generated["recipes/pipeline.yaml"] = _frozen_pipeline(pipeline, served, evaluate,
+                                                          fallback_letter(recipe, "package")).encode()
+    vllm = any(x.recipe.serve.infer_backend == "vllm" for x in [*served, evaluate])
+    generated["requirements.txt"] = (
+        "# generated by `orchestrator package`: the versions this project was tested with; torch comes\n"
+        "# from the base image" + (" (vllm pins its own)" if vllm else "") + "\n"
+        + "".join(f"{line}\n" for line in pinned_requirements(vllm))).encode()
+    copied = ["templates", "recipes", *sorted({f.split("/")[0] for f in folders})]  # COPY lines
+    with tempfile.TemporaryDirectory(prefix="orchestrator-package-") as tmp:
+        wheel = build_wheel(Path(tmp))
+        generated[f"wheels/{wheel.name}"] = wheel.read_bytes()
+    values: dict[str, Any] = {"source": display(pipeline.path), "out": out, "input": recipe.package.input,
+              "output": recipe.package.output}
+    generated["Dockerfile"] = render("package/Dockerfile.j2", base_image=recipe.package.base_image,
+                                     wheel=wheel.name, folders=copied, **values).encode()
+    generated["run.sh"] = render("package/run.sh.j2", **values).encode()
+    generated[".dockerignore"] = _docker_ignore(folders).encode()
+
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, src in files.items():
+        _place(src, out / rel, summary)
+    for rel, data in generated.items():
+        _write(out / rel, data, summary, 0o755 if rel == "run.sh" else None)
+    for rel in sorted((earlier or set()) - set(files) - set(generated)):  # what an earlier package needed
+        (out / rel).unlink(missing_ok=True)
+        summary.removed += 1
+        for parent in (out / rel).parents:
+            if parent == out or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+    listed = sorted([*files, *generated])
+    sums = [(rel, _sha256(out / rel)) for rel in listed]
+    summary.files = len(listed) + 1
+    summary.total_bytes = sum((out / rel).stat().st_size for rel in listed)
+    manifest = [f"{MANIFEST_HEADER} the submission image of {display(pipeline.path)}; "
+                "check it with `sha256sum -c MANIFEST`",
+                *(f"# {folder}: {_size(n)}" for folder, n in summary.folders.items()),
+                f"# {len(listed)} files, {_size(summary.total_bytes)}",
+                *(f"{digest}  {rel}" for rel, digest in sums)]
+    atomic_write_text(out / "MANIFEST", "\n".join(manifest) + "\n").chmod(0o644)
+    say("package", f"{out}: {summary.files} files")
+    return summary

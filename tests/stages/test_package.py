@@ -1,0 +1,242 @@
+"""`orchestrator package`: the image folder of the tiny pipeline, checked as Docker and the image
+would read it (COPY sources, CMD, .dockerignore, MANIFEST by `sha256sum -c`); packaging again
+copies nothing; foreign folders and models too large for the GPU are refused before any copy.
+The slow test runs DIR/run.sh as the image would, on the tiny models served by llamafactory-cli."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, read_jsonl
+
+PIPELINE = "recipes/tiny-pipeline.yaml"
+NETWORK = re.compile(r"https?://|curl|wget|\bpip\b|\bgit\b|/dev/tcp|\bnc\b|ssh|modelscope|huggingface\.co")
+
+
+def _merged(project: Path, model: Path, *names: str) -> None:
+    for name in names:
+        (project / "runs" / name).mkdir(parents=True)
+        os.symlink(model, project / "runs" / name / "merged")
+
+
+@pytest.fixture
+def merged_project(project: Path, tiny_model_dir: Path) -> Path:
+    """The tiny recipes' models merged (the tiny model itself stands for both)."""
+    _merged(project, tiny_model_dir, "tiny-answer", "tiny-evaluate")
+    return project
+
+
+def _package(cli, out: Path, *sets: str) -> tuple[int, str, str]:
+    return cli("package", "--out", out, "--recipe", PIPELINE, *[a for s in sets for a in ("--set", s)])
+
+
+def _copy_sources(dockerfile: str) -> list[str]:
+    sources = []
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *srcs, _dest = shlex.split(line)[1:]
+            sources += srcs
+    return sources
+
+
+def test_the_image_folder_is_what_docker_and_the_image_read(merged_project: Path, cli) -> None:
+    out = merged_project / "image"
+    code, stdout, err = _package(cli, out)
+    assert code == 0, err
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "\nFROM pytorch/pytorch:" in dockerfile and "\nWORKDIR /app\n" in dockerfile
+    assert dockerfile.rstrip().endswith('CMD ["sh", "run.sh"]')
+    sources = _copy_sources(dockerfile)
+    assert {"requirements.txt", "wheels", "templates", "recipes", "runs", "run.sh", "MANIFEST"} <= set(sources)
+    assert all((out / s).exists() for s in sources), [s for s in sources if not (out / s).exists()]
+    wheel = re.search(r"wheels/(orchestrator-[\w.]+-py3-none-any\.whl)", dockerfile)
+    assert wheel and (out / "wheels" / wheel.group(1)).is_file()
+
+    run_sh = (out / "run.sh").read_text()
+    assert not NETWORK.findall(run_sh)  # served on 127.0.0.1 by infer; nothing fetched
+    assert "orchestrator data check \"$OUTPUT\" --against \"$INPUT\"" in run_sh
+    assert "sleep" not in run_sh  # readiness is polled by infer
+    assert subprocess.run(["sh", "-n", out / "run.sh"]).returncode == 0
+
+    # every file listed with its sha256, as sha256sum checks it; the models' sizes in comments
+    manifest = (out / "MANIFEST").read_text()
+    check = subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST"], cwd=out, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {line.split("  ", 1)[1] for line in manifest.splitlines() if not line.startswith("#")}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"MANIFEST"}
+    assert listed == on_disk
+    assert "# runs/tiny-answer/merged: " in manifest and "model runs/tiny-evaluate/merged: " in stdout
+    # the models hard-linked from the runs (same inode), not copied
+    weights = merged_project / "runs" / "tiny-answer" / "merged" / "model.safetensors"
+    assert (out / "runs/tiny-answer/merged/model.safetensors").stat().st_ino == weights.resolve().stat().st_ino
+
+    # only what the image needs goes into the build context
+    ignore = (out / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore and {"!runs/tiny-answer/merged", "!runs/tiny-evaluate/merged", "!recipes"} <= set(ignore)
+
+    # exact versions, no torch build of this (CPU) machine
+    requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*==[\w.+!-]+", line) for line in requirements), requirements
+    assert "llamafactory==0.9.5" in requirements
+    assert not [line for line in requirements if re.match(r"(torch|torchvision|torchaudio|triton)==|nvidia-", line)]
+
+
+def test_the_frozen_recipes_load_inside_the_folder_with_no_source_project(merged_project: Path, cli) -> None:
+    out = merged_project / "image"
+    assert _package(cli, out)[0] == 0
+    code = (
+        "from orchestrator.core.recipes import load_pipeline, load_role\n"
+        "from orchestrator.core.llamafactory import model_path, role_paths\n"
+        "from orchestrator.core.fixes import fallback_letter\n"
+        "p = load_pipeline('recipes/pipeline.yaml').recipe\n"
+        "a = load_role('answer', p.inference.answer_recipe).recipe\n"
+        "e = load_role('evaluate', p.inference.evaluate_recipe).recipe\n"
+        "print(fallback_letter(p), p.data.test, p.package.output, model_path(a), role_paths(e).merged)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
+                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
+    assert done.returncode == 0, done.stderr
+    fallback, test, output, answer_model, evaluate_model = done.stdout.split()
+    assert re.fullmatch("[A-G]", fallback)  # the prior frozen: the image has no training file
+    assert (test, output) == ("/tcdata/round2_test_data.jsonl", "/app/results.jsonl")
+    assert Path(answer_model) == out.resolve() / "runs/tiny-answer/merged"
+    assert (Path(evaluate_model) / "config.json").is_file()
+    assert "\nextends:" not in (out / "recipes" / "tiny-answer.yaml").read_text()
+
+
+def test_packaging_again_copies_nothing_and_removes_what_is_no_longer_needed(
+    merged_project: Path, tiny_model_dir: Path, cli
+) -> None:
+    _merged(merged_project, tiny_model_dir, "tiny-answer-b")
+    out = merged_project / "image"
+    two = "inference.answer_models=[{recipe: recipes/tiny-answer.yaml}, {recipe: recipes/tiny-answer-b.yaml}]"
+    code, first, err = _package(cli, out, two)
+    assert code == 0, err
+    assert (out / "runs/tiny-answer-b/merged/config.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST"}
+
+    code, again, err = _package(cli, out, two)
+    assert code == 0, err
+    assert "0 hard-linked, 0 copied, 0 written" in again and " 0 removed" in again
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    code, fewer, err = _package(cli, out)  # one Answer model now: tiny-answer-b's files go
+    assert code == 0, err
+    assert not (out / "runs" / "tiny-answer-b").exists()
+    removed = int(re.search(r"(\d+) removed", fewer).group(1))
+    assert removed == sum(1 for p in before if "tiny-answer-b" in str(p))
+    assert subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST"], cwd=out).returncode == 0
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda d: (d / "notes.txt").write_text("mine"), "did not make (no MANIFEST of ours)"),
+    (lambda d: (d / "MANIFEST").write_text("abc  notes.txt\n"), "did not make (no MANIFEST of ours)"),
+])
+def test_a_folder_it_did_not_make_is_refused_untouched(merged_project: Path, cli, setup, message) -> None:
+    out = merged_project / "mine"
+    out.mkdir()
+    setup(out)
+    before = sorted(p.name for p in out.iterdir())
+    code, _, err = _package(cli, out)
+    assert code != 0 and f"Error: --out {out} is a folder that `orchestrator package` {message}" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_file_as_the_folder_is_refused(merged_project: Path, cli) -> None:
+    (merged_project / "image").write_text("x")
+    code, _, err = _package(cli, merged_project / "image")
+    assert code != 0 and "Error: " in err and "is a file" in err
+
+
+QWEN2_72B_AWQ = {  # Qwen/Qwen2-72B-Instruct-AWQ
+    "architectures": ["Qwen2ForCausalLM"], "hidden_size": 8192, "intermediate_size": 29568,
+    "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8, "vocab_size": 152064,
+    "tie_word_embeddings": False, "torch_dtype": "float16",
+    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True},
+}
+
+
+@pytest.mark.parametrize(("sets", "refused"), [
+    ((), True),  # 41 GB of weights on a 32 GB GPU
+    (("package.gpu_memory_gb=80",), False),
+])
+def test_a_model_too_large_for_the_gpu_is_refused_before_any_copy(
+    project: Path, tiny_model_dir: Path, cli, sets, refused
+) -> None:
+    _merged(project, tiny_model_dir, "tiny-answer")
+    big = project / "runs" / "tiny-evaluate" / "merged"
+    big.mkdir(parents=True)  # only its config: a refused package reads nothing else
+    (big / "config.json").write_text(json.dumps(QWEN2_72B_AWQ))
+    code, out, err = _package(cli, project / "image", *sets)
+    if refused:
+        assert code != 0 and not (project / "image").exists()
+        line = next(line for line in err.splitlines() if line.startswith("Error: "))
+        assert "package.gpu_memory_gb 32" in line and "tiny-evaluate: " in line
+        assert re.search(r"about (\d+\.\d) GB", line) and float(re.search(r"about (\d+\.\d) GB", line)[1]) > 41
+        assert "weights 41." in line
+    else:
+        assert code == 0, err
+        assert re.search(r"memory tiny-evaluate: \d+\.\d GB = weights 41\.\d", out)
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (("inference.answer_url=http://127.0.0.1:9/v1", "inference.answer_model=m"), "is an endpoint; the image has no network"),
+    (("inference.evaluate_url=http://127.0.0.1:9/v1", "inference.evaluate_model=m"), "the image has no network"),
+])
+def test_endpoints_are_refused_the_image_has_no_network(merged_project: Path, cli, sets, message) -> None:
+    code, _, err = _package(cli, merged_project / "image", *sets)
+    assert code != 0 and message in err and not (merged_project / "image").exists()
+
+
+def test_a_model_not_merged_yet_names_the_command(project: Path, tiny_model_dir: Path, cli) -> None:
+    _merged(project, tiny_model_dir, "tiny-answer")
+    code, _, err = _package(cli, project / "image")
+    assert code != 0
+    assert "runs/tiny-evaluate/merged has no merged model: run `orchestrator merge evaluate --recipe " \
+           "recipes/tiny-evaluate.yaml` first" in err
+
+
+@pytest.mark.parametrize(("vllm", "pinned"), [(False, None), (True, "vllm==0.11.0")])
+def test_vllm_is_pinned_in_the_range_llamafactory_accepts(vllm: bool, pinned: str | None) -> None:
+    from orchestrator.stages.package import pinned_requirements
+
+    lines = pinned_requirements(vllm)
+    assert [line for line in lines if line.startswith("vllm==")] == ([pinned] if pinned else [])
+    assert "transformers==" + __import__("transformers").__version__ in lines
+
+
+@pytest.mark.slow
+def test_run_sh_answers_ten_problems_as_the_image_would(merged_project: Path, cli, tmp_path: Path) -> None:
+    """DIR/run.sh with the project's venv on PATH (the HF backend through llamafactory-cli api):
+    OUTPUT passes `data check --against INPUT`, and run.sh said so."""
+    out = merged_project / "image"
+    assert _package(cli, out, "inference.max_tokens=8")[0] == 0
+    lines = (REPO / "datasets" / "sample" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:10]
+    test = tmp_path / "tcdata" / "test.jsonl"
+    test.parent.mkdir()
+    test.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "app" / "results.jsonl"
+    env = {**os.environ, "INPUT": str(test), "OUTPUT": str(output),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("ORCHESTRATOR_HOME")  # run.sh sets its own: the folder it lives in
+    started = time.time()
+    done = subprocess.run(["sh", str(out / "run.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{output}: ready to upload for {test}" in done.stdout
+    assert output.stat().st_mtime > started
+    rows = read_jsonl(output)
+    assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in lines]
+    assert all(q["answer"] in "ABCDEFG" for r in rows for q in r["questions"])
+    check = subprocess.run([Path(sys.executable).parent / "orchestrator", "data", "check", output, "--against", test],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
