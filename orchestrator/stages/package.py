@@ -103,7 +103,8 @@ def _size(n: int) -> str:
 def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe]) -> list[ImageServer]:
     """The servers `orchestrator infer` starts for these recipes, as it groups them: Answer
     adapters of one base with serve.infer_backend vllm share one server; every other model is
-    its merged model. Refuses a model that is not trained or merged yet."""
+    served as serve.weights says (its merged model, or its base with the adapter on top).
+    Refuses a model that is not trained, merged or downloaded yet."""
     from orchestrator.core.llamafactory import model_path, role_paths
     from orchestrator.core.serving import check_adapters, lora_group_key
 
@@ -118,22 +119,28 @@ def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe
             names = "+".join(x.recipe.run_name for x in group)
             servers.append(ImageServer(names, base, tuple(group), tuple(role_paths(x.recipe).adapter for x in group)))
         else:
-            servers.append(_merged(group[0]))
-    servers.append(_merged(evaluate))
+            servers.append(_single(group[0]))
+    servers.append(_single(evaluate))
     for s in servers:
         if not (s.model / "config.json").exists():
-            raise UserError(f"{s.model} has no config.json: the base model of {s.name} is not there "
-                            f"(run `{command_for(s.recipes[0], 'download')}`)")
+            raise UserError(f"no base model in {s.model} to serve the adapter of {s.name} on: "
+                            f"run `{command_for(s.recipes[0], 'download')}`")
     return servers
 
 
-def _merged(loaded: Loaded[RoleRecipe]) -> ImageServer:
-    from orchestrator.core.llamafactory import role_paths
+def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
+    """The server of one role's model: its merged model, or its base with the adapter on top."""
+    from orchestrator.core.llamafactory import ADAPTER_FILE, is_trained, model_path, role_paths, served_weights
 
-    merged = role_paths(loaded.recipe).merged
-    if not (merged / "config.json").exists():
-        raise UserError(f"{merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
-    return ImageServer(loaded.recipe.run_name, merged, (loaded,))
+    paths = role_paths(loaded.recipe)
+    if served_weights(loaded.recipe) == "adapter":
+        if not is_trained(paths):
+            raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
+                            f"run `{command_for(loaded, 'train')}` first")
+        return ImageServer(loaded.recipe.run_name, model_path(loaded.recipe), (loaded,), (paths.adapter,))
+    if not (paths.merged / "config.json").exists():
+        raise UserError(f"{paths.merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
+    return ImageServer(loaded.recipe.run_name, paths.merged, (loaded,))
 
 
 def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
@@ -163,24 +170,21 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
 
 
 def _model_files(s: ImageServer) -> tuple[dict[str, Path], dict[str, str]]:
-    """Where each model file goes in DIR -> its source, and each role recipe's model.path there."""
+    """Where each model file goes in DIR -> its source, and each role recipe's model.path there.
+    A role's manifest.json goes too: serving an adapter takes it as the sign of a finished training."""
     from orchestrator.core.llamafactory import role_paths
 
     files: dict[str, Path] = {}
     model_paths: dict[str, str] = {}
-    if not s.adapters:
-        (loaded,) = s.recipes
-        folder = f"runs/{loaded.recipe.run_name}/merged"
-        files |= _tree(s.model, folder)
-        model_paths[loaded.recipe.run_name] = folder
-        return files, model_paths
-    base = f"models/{s.model.name}"
+    base = f"runs/{s.recipes[0].recipe.run_name}/merged" if not s.adapters else f"models/{s.model.name}"
     files |= _tree(s.model, base)
     for loaded in s.recipes:
-        adapter = role_paths(loaded.recipe).adapter
-        # the adapter's own files; checkpoint-N/ folders are training state
-        files |= {f"runs/{loaded.recipe.run_name}/adapter/{f.name}": f.resolve()
-                  for f in sorted(adapter.iterdir()) if f.is_file()}
+        paths = role_paths(loaded.recipe)
+        run = f"runs/{loaded.recipe.run_name}"
+        if paths.manifest.is_file():
+            files[f"{run}/manifest.json"] = paths.manifest.resolve()
+        if s.adapters:  # the adapter's own files; checkpoint-N/ folders are training state
+            files |= {f"{run}/adapter/{f.name}": f.resolve() for f in sorted(paths.adapter.iterdir()) if f.is_file()}
         model_paths[loaded.recipe.run_name] = base
     return files, model_paths
 
@@ -193,9 +197,10 @@ def _tree(root: Path, dest: str) -> dict[str, Path]:
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)}
 
 
-def _frozen_role(loaded: Loaded[RoleRecipe], model_dir: str) -> str:
+def _frozen_role(loaded: Loaded[RoleRecipe], model_dir: str, weights: str) -> str:
     raw = copy.deepcopy(loaded.raw)
     raw.setdefault("model", {})["path"] = model_dir
+    raw.setdefault("serve", {})["weights"] = weights  # as decided here: auto would read the merged model's config
     header = (f"# {loaded.recipe.role} recipe frozen by `orchestrator package` from {display(loaded.path)}:\n"
               f"# no extends, paths inside the image (model.path is the model it serves).\n")
     return header + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
@@ -300,8 +305,8 @@ def build_wheel(into: Path) -> Path:
         return Path(shutil.copy2(wheel, into / wheel.name))
 
 
-def _docker_ignore(folders: list[str]) -> str:
-    keep = ["Dockerfile", "run.sh", "MANIFEST", "requirements.txt", "wheels", "templates", "recipes", *folders]
+def _docker_ignore(files: list[str]) -> str:
+    keep = ["Dockerfile", "run.sh", "MANIFEST", "requirements.txt", "wheels", "templates", "recipes", *files]
     return ("# generated by `orchestrator package`: only what the image needs goes into the build context\n"
             "*\n" + "".join(f"!{k}\n" for k in keep))
 
@@ -405,20 +410,23 @@ def package(
 
     files: dict[str, Path] = {}
     model_dirs: dict[str, str] = {}
+    weights: dict[str, str] = {}
     for s in servers:
         placed, paths = _model_files(s)
         files |= placed
         model_dirs |= paths
+        weights |= {name: "adapter" if s.adapters else "merged" for name in paths}
     # runs/<name>/merged, runs/<name>/adapter, models/<base>: each model folder and its size
-    folders = sorted({"/".join(k.split("/")[:3 if k.startswith("runs/") else 2]) for k in files})
+    folders = sorted({"/".join(k.split("/")[:3 if k.startswith("runs/") else 2]) for k in files
+                      if not k.endswith("/manifest.json")})
     summary.folders = {f: sum(src.stat().st_size for k, src in files.items() if k.startswith(f + "/"))
                        for f in folders}
     files |= _tree(SOURCE_ROOT / "templates", "templates")
 
     generated: dict[str, bytes] = {}
     for loaded in [*served, evaluate]:
-        generated[f"recipes/{loaded.recipe.run_name}.yaml"] = _frozen_role(
-            loaded, model_dirs[loaded.recipe.run_name]).encode()
+        name = loaded.recipe.run_name
+        generated[f"recipes/{name}.yaml"] = _frozen_role(loaded, model_dirs[name], weights[name]).encode()
     generated["recipes/pipeline.yaml"] = _frozen_pipeline(pipeline, served, evaluate,
                                                           fallback_letter(recipe, "package")).encode()
     vllm = any(x.recipe.serve.infer_backend == "vllm" for x in [*served, evaluate])
@@ -435,7 +443,8 @@ def package(
     generated["Dockerfile"] = render("package/Dockerfile.j2", base_image=recipe.package.base_image,
                                      wheel=wheel.name, folders=copied, **values).encode()
     generated["run.sh"] = render("package/run.sh.j2", **values).encode()
-    generated[".dockerignore"] = _docker_ignore(folders).encode()
+    manifests = sorted(k for k in files if k.endswith("/manifest.json"))
+    generated[".dockerignore"] = _docker_ignore([*folders, *manifests]).encode()
 
     out.mkdir(parents=True, exist_ok=True)
     for rel, src in files.items():

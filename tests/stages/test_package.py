@@ -28,6 +28,33 @@ def _merged(project: Path, model: Path, *names: str) -> None:
         os.symlink(model, project / "runs" / name / "merged")
 
 
+def _adapter(project: Path, model: Path, name: str) -> None:
+    """runs/<name>/adapter: a LoRA adapter of the tiny model as training leaves it (peft's files,
+    the manifest `orchestrator train` writes last)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    run = project / "runs" / name
+    peft_model.save_pretrained(run / "adapter")
+    (run / "manifest.json").write_text(json.dumps({"recipe": name}))
+
+
+def _serve_adapter(project: Path) -> None:
+    """The tiny Answer recipe serves its adapter on the base; the Evaluate recipe (which extends
+    it) its merged model."""
+    import yaml
+
+    for name, weights in (("tiny-answer.yaml", "adapter"), ("tiny-evaluate.yaml", "merged")):
+        path = project / "recipes" / name
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recipe.setdefault("serve", {})["weights"] = weights
+        path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+
+
 @pytest.fixture
 def merged_project(project: Path, tiny_model_dir: Path) -> Path:
     """The tiny recipes' models merged (the tiny model itself stands for both)."""
@@ -205,6 +232,41 @@ def test_a_model_not_merged_yet_names_the_command(project: Path, tiny_model_dir:
            "recipes/tiny-evaluate.yaml` first" in err
 
 
+def test_an_adapter_on_its_base_ships_the_base_and_the_adapter(tiny_project: Path, tiny_model_dir: Path, cli) -> None:
+    _adapter(tiny_project, tiny_model_dir, "tiny-answer")
+    _serve_adapter(tiny_project)
+    _merged(tiny_project, tiny_model_dir, "tiny-evaluate")
+    out = tiny_project / "image"
+    code, stdout, err = _package(cli, out)
+    assert code == 0, err
+    for rel in ("models/tiny-qwen2/model.safetensors", "runs/tiny-answer/adapter/adapter_model.safetensors",
+                "runs/tiny-answer/adapter/adapter_config.json", "runs/tiny-answer/manifest.json",
+                "runs/tiny-evaluate/merged/model.safetensors"):
+        assert (out / rel).is_file(), rel
+    assert not (out / "runs/tiny-answer/merged").exists()
+    assert re.search(r"memory tiny-answer: .* adapters 0\.0", stdout)  # counted (a few KB)
+    assert "model models/tiny-qwen2: " in stdout and "model runs/tiny-answer/adapter: " in stdout
+    ignore = (out / ".dockerignore").read_text().splitlines()
+    assert {"!models/tiny-qwen2", "!runs/tiny-answer/adapter", "!runs/tiny-answer/manifest.json"} <= set(ignore)
+    assert "COPY models /app/models" in (out / "Dockerfile").read_text()
+    # inside the folder, the frozen recipe serves the shipped base with the shipped adapter
+    code = (
+        "import json\n"
+        "from orchestrator.core.recipes import load_role\n"
+        "from orchestrator.core.llamafactory import role_paths\n"
+        "from orchestrator.core.serving import check_serve, serve_sections\n"
+        "loaded = load_role('answer', 'recipes/tiny-answer.yaml')\n"
+        "check_serve(loaded, role_paths(loaded.recipe))\n"
+        "print(json.dumps(serve_sections(loaded.recipe, role_paths(loaded.recipe))['model']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
+                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)
+    assert model["model_name_or_path"] == str(out.resolve() / "models" / "tiny-qwen2")
+    assert model["adapter_name_or_path"] == str(out.resolve() / "runs" / "tiny-answer" / "adapter")
+
+
 @pytest.mark.parametrize(("vllm", "pinned"), [(False, None), (True, "vllm==0.11.0")])
 def test_vllm_is_pinned_in_the_range_llamafactory_accepts(vllm: bool, pinned: str | None) -> None:
     from orchestrator.stages.package import pinned_requirements
@@ -215,10 +277,16 @@ def test_vllm_is_pinned_in_the_range_llamafactory_accepts(vllm: bool, pinned: st
 
 
 @pytest.mark.slow
-def test_run_sh_answers_ten_problems_as_the_image_would(merged_project: Path, cli, tmp_path: Path) -> None:
-    """DIR/run.sh with the project's venv on PATH (the HF backend through llamafactory-cli api):
-    OUTPUT passes `data check --against INPUT`, and run.sh said so."""
-    out = merged_project / "image"
+def test_run_sh_answers_ten_problems_as_the_image_would(
+    tiny_project: Path, tiny_model_dir: Path, cli, tmp_path: Path
+) -> None:
+    """DIR/run.sh with the project's venv on PATH (the HF backend through llamafactory-cli api),
+    the Answer model an adapter on its base, the Evaluate model merged: OUTPUT passes
+    `data check --against INPUT`, and run.sh said so."""
+    _adapter(tiny_project, tiny_model_dir, "tiny-answer")
+    _serve_adapter(tiny_project)
+    _merged(tiny_project, tiny_model_dir, "tiny-evaluate")
+    out = tiny_project / "image"
     assert _package(cli, out, "inference.max_tokens=8")[0] == 0
     lines = (REPO / "datasets" / "sample" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:10]
     test = tmp_path / "tcdata" / "test.jsonl"
@@ -233,6 +301,7 @@ def test_run_sh_answers_ten_problems_as_the_image_would(merged_project: Path, cl
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{output}: ready to upload for {test}" in done.stdout
+    assert f"loading {out.resolve()}/runs/tiny-answer/adapter on the base {out.resolve()}/models/tiny-qwen2" in done.stderr
     assert output.stat().st_mtime > started
     rows = read_jsonl(output)
     assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in lines]
