@@ -101,13 +101,17 @@ def _size(n: int) -> str:
 
 
 def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe]) -> list[ImageServer]:
-    """The servers `orchestrator infer` starts for these recipes, as it groups them: Answer
-    adapters of one base with serve.infer_backend vllm share one server; every other model is
-    served as serve.weights says (its merged model, or its base with the adapter on top).
+    """The servers `orchestrator infer` starts for these recipes, as it groups them: every model
+    an adapter of one base with serve.infer_backend vllm: one server; else Answer adapters of one
+    base on vLLM share one server, and every other model is served as serve.weights says (its
+    merged model, or its base with the adapter on top).
     Refuses a model that is not trained, merged or downloaded yet."""
-    from orchestrator.core.llamafactory import model_path, role_paths
-    from orchestrator.core.serving import check_adapters, lora_group_key
+    from orchestrator.core.serving import check_adapters, lora_group_key, one_server
 
+    every = [*answers, evaluate]
+    if one_server([x.recipe for x in every]):  # every model an adapter of one base: one vLLM server
+        check_adapters(every)
+        return [_base_server(every)]
     groups: dict[Any, list[Loaded[RoleRecipe]]] = {}
     for loaded in answers:
         groups.setdefault(lora_group_key(loaded.recipe) or id(loaded), []).append(loaded)
@@ -115,9 +119,7 @@ def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe
     for group in groups.values():
         if len(group) > 1:
             check_adapters(group)
-            base = model_path(group[0].recipe)
-            names = "+".join(x.recipe.run_name for x in group)
-            servers.append(ImageServer(names, base, tuple(group), tuple(role_paths(x.recipe).adapter for x in group)))
+            servers.append(_base_server(group))
         else:
             servers.append(_single(group[0]))
     servers.append(_single(evaluate))
@@ -126,6 +128,14 @@ def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe
             raise UserError(f"no base model in {s.model} to serve the adapter of {s.name} on: "
                             f"run `{command_for(s.recipes[0], 'download')}`")
     return servers
+
+
+def _base_server(group: list[Loaded[RoleRecipe]]) -> ImageServer:
+    """One vLLM server of a base with the adapters of `group`."""
+    from orchestrator.core.llamafactory import model_path, role_paths
+
+    return ImageServer("+".join(x.recipe.run_name for x in group), model_path(group[0].recipe), tuple(group),
+                       tuple(role_paths(x.recipe).adapter for x in group))
 
 
 def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
@@ -213,7 +223,8 @@ def _frozen_pipeline(loaded: Loaded[PipelineRecipe], answers: list[Loaded[RoleRe
     names = [f"recipes/{a.recipe.run_name}.yaml" for a in answers]
     inference["answer_models"] = [{"recipe": name, **({"model": m.model} if m.model else {})}
                                   for name, m in zip(names, recipe.inference.answer_models, strict=True)]
-    for shorthand in ("answer_url", "answer_model", "answer_recipe"):  # folded into answer_models
+    inference["answer_recipe"] = names[0]
+    for shorthand in ("answer_url", "answer_model"):  # folded into answer_models
         inference.pop(shorthand, None)
     inference["evaluate_recipe"] = f"recipes/{evaluate.recipe.run_name}.yaml"
     inference["fallback"] = fallback  # the prior, read now: the image holds no training data

@@ -125,7 +125,7 @@ def test_the_frozen_recipes_load_inside_the_folder_with_no_source_project(merged
         "from orchestrator.core.llamafactory import model_path, role_paths\n"
         "from orchestrator.core.fixes import fallback_letter\n"
         "p = load_pipeline('recipes/pipeline.yaml').recipe\n"
-        "a = load_role('answer', p.inference.answer_recipe).recipe\n"
+        "a = load_role('answer', p.inference.answer_models[0].recipe).recipe\n"
         "e = load_role('evaluate', p.inference.evaluate_recipe).recipe\n"
         "print(fallback_letter(p), p.data.test, p.package.output, model_path(a), role_paths(e).merged)\n"
     )
@@ -265,6 +265,26 @@ def test_an_adapter_on_its_base_ships_the_base_and_the_adapter(tiny_project: Pat
     model = json.loads(done.stdout)
     assert model["model_name_or_path"] == str(out.resolve() / "models" / "tiny-qwen2")
     assert model["adapter_name_or_path"] == str(out.resolve() / "runs" / "tiny-answer" / "adapter")
+
+
+def test_every_model_an_adapter_of_one_base_on_vllm_is_one_server(tiny_project: Path, tiny_model_dir: Path, cli) -> None:
+    for name in ("tiny-answer", "tiny-evaluate"):
+        _adapter(tiny_project, tiny_model_dir, name)
+    out = tiny_project / "image"
+    code, stdout, err = _package(cli, out, "serve.infer_backend=vllm", "serve.weights=adapter")
+    assert code == 0, err
+    assert re.findall(r"^memory (\S+):", stdout, re.M) == ["tiny-answer+tiny-evaluate"]  # one server, both adapters
+    assert [p.name for p in (out / "models").iterdir()] == ["tiny-qwen2"]
+    assert not list(out.glob("runs/*/merged"))
+    assert "vllm==0.11.0" in (out / "requirements.txt").read_text().splitlines()
+    code = (
+        "from orchestrator.core.recipes import load_role\n"
+        "from orchestrator.core.serving import one_server\n"
+        "print(one_server([load_role(r, f'recipes/tiny-{r}.yaml').recipe for r in ('answer', 'evaluate')]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
+                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
 
 
 @pytest.mark.parametrize(("vllm", "pinned"), [(False, None), (True, "vllm==0.11.0")])
