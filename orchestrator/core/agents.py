@@ -37,7 +37,8 @@ class Agent:
 
 
 def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
-    from orchestrator.core.endpoints import listed_model, resolve_api_key
+    from orchestrator.core.api_keys import resolve_api_key
+    from orchestrator.core.endpoints import listed_model
 
     # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
     api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path, text: str, errors: str = "strict") -> Path:
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -24,6 +24,10 @@ def atomic_write_text(path: Path, text: str, errors: str = "strict") -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: Path, text: str, errors: str = "strict") -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8", errors))
 
 
 # JSON: a lone surrogate can only sit inside a string, where backslashreplace writes the

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.core.endpoints import ENV_NAME_RULE, is_env_name
+from orchestrator.core.api_keys import ENV_NAME_RULE, is_env_name
 from orchestrator.core.errors import UserError, did_you_mean
 from orchestrator.core.paths import HOME_ENV, project_root
 

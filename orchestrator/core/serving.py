@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.endpoints import check_env_name
+from orchestrator.core.api_keys import check_env_name
 from orchestrator.core.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.files import atomic_write_text
 from orchestrator.core.ledger import text_hash

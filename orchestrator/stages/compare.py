@@ -16,7 +16,6 @@ served, copied from their training manifests).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -27,6 +26,7 @@ from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_text
 from orchestrator.core.paths import runs_dir
 from orchestrator.core.recipes import display
+from orchestrator.core.report import md_table, save_png, text_table
 from orchestrator.core.stats import bootstrap_interval, mcnemar_exact
 from orchestrator.core.submission import (
     KIND_TEXT, Finding, Submission, gold_findings, match, own_reference, read_gold, read_submission, summarise,
@@ -344,15 +344,9 @@ def _differ_lines(c: Comparison) -> list[str]:
     return [f"{k}: " + ", ".join(f"{r.dir} {_value(r.settings.get(k))}" for r in c.runs) for k in keys]
 
 
-def _text_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-    return ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
-            for row in (head, *rows)]
-
-
 def table(c: Comparison) -> str:
-    lines = [headline(c), *_finding_lines(c), "", *_text_table(*_run_table(c)), "",
-             *_text_table(*_pair_table(c))]
+    lines = [headline(c), *_finding_lines(c), "", *text_table(*_run_table(c)), "",
+             *text_table(*_pair_table(c))]
     differ = _differ_lines(c)
     lines += ["", "what differed:" if differ else "what differed: nothing the runs recorded (run.json)"]
     lines += [f"  {line}" for line in differ]
@@ -361,17 +355,13 @@ def table(c: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in rows]]
-
-
 def compare_markdown(c: Comparison, picture: str) -> str:
     lines = ["# Comparing runs", "", headline(c) + ".", "", f"![accuracy with intervals, flips per pair]({picture})",
-             "", "## Runs", "", *_md_table(*_run_table(c)), "",
+             "", "## Runs", "", *md_table(*_run_table(c)), "",
              ("Intervals: 95% bootstrap over problems (seeded). A problem counts when all its compared questions "
               "are right. Answer alone is the Answer Agent's letter before the Evaluate Agent; Eval fixed/broke "
               "count the questions the Evaluate Agent turned right/wrong (from the trace)."),
-             "", "## Pairs", "", *_md_table(*_pair_table(c)), "",
+             "", "## Pairs", "", *md_table(*_pair_table(c)), "",
              ("McNemar: exact two-sided test on the questions that changed; below 0.05 the difference is "
               "unlikely to be noise. Agreement: the share of questions with the same final letter."),
              "", "## What differed", ""]
@@ -424,7 +414,4 @@ def compare_picture(c: Comparison, path: Path) -> Path:
         right.axis("off")
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=7)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)

@@ -222,7 +222,8 @@ def distill(
 
 async def _ask_all(todo: list[Question], teacher: TeacherSection, examples: dict[str, tuple], cache: Ledger,
                    errors: Ledger, summary: DistillSummary, make_bar) -> None:
-    from orchestrator.core.endpoints import Endpoint, EndpointError, resolve_api_key
+    from orchestrator.core.api_keys import resolve_api_key
+    from orchestrator.core.endpoints import Endpoint, EndpointError
 
     try:
         api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)

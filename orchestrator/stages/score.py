@@ -4,7 +4,6 @@ each agent contributed: report.md with a picture, report.png."""
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from orchestrator.core.competition import Dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_text
+from orchestrator.core.report import md_table, save_png
 from orchestrator.core.submission import (
     Finding, gold_findings, match, read_gold, read_submission, summarise, terminal_lines,
 )
@@ -134,9 +134,9 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "",
         "## Accuracy",
         "",
-        "| | correct | total | accuracy |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {ok} | {total} | {ok / total if total else 0:.4f} |" for name, ok, total in result.rows()],
+        *md_table(["", "correct", "total", "accuracy"],
+                  [[name, str(ok), str(total), f"{ok / total if total else 0:.4f}"] for name, ok, total in result.rows()],
+                  "lrrr"),
         "",
         (
             "A problem counts when all its questions are right. The Answer Agent alone is its letter "
@@ -158,15 +158,14 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "",
     ]
     if report.errors:
-        lines += ["| kind | stage | count |", "|---|---|---:|"]
-        lines += [f"| {kind} | {stage} | {n} |" for (kind, stage), n in sorted(report.errors.items(), key=str)]
+        lines += md_table(["kind", "stage", "count"],
+                          [[kind, stage, str(n)] for (kind, stage), n in sorted(report.errors.items(), key=str)], "llr")
     else:
         lines.append("None.")
     lines += ["", "## Latency per request (seconds)", ""]
-    lines += ["| stage | requests | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
-    for stage, values in report.latency.items():
-        cells = " | ".join(_fmt(percentile(values, p)) for p in PERCENTILES)
-        lines.append(f"| {stage} | {len(values)} | {cells} |")
+    lines += md_table(["stage", "requests", *(f"p{p}" for p in PERCENTILES)],
+                      [[stage, str(len(values)), *(_fmt(percentile(values, p)) for p in PERCENTILES)]
+                       for stage, values in report.latency.items()], "lrrrr")
     return "\n".join(lines) + "\n"
 
 
@@ -206,10 +205,7 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
     latency.set_title("Latency")
     latency.legend()
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)  # complete or absent, like every file we write
-    return path
+    return save_png(fig, path)
 
 
 def _run_limit(run_json: Path) -> int | None:

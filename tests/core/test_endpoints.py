@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fake_openai import Chain, FailPrompts, FakeOpenAI, RandomFaults, Script, expected_letter  # noqa: E402
 
-from orchestrator.core.endpoints import Endpoint, EndpointError, Reply, resolve_api_key  # noqa: E402
-from orchestrator.core.errors import UserError  # noqa: E402
+from orchestrator.core.endpoints import Endpoint, EndpointError, Reply  # noqa: E402
 
 KEY = "sk-TOPSECRET-0123456789"
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
@@ -238,29 +237,6 @@ def test_request_shape_system_top_p_and_models():
     assert seen[0]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
     assert (seen[0]["temperature"], seen[0]["max_tokens"], seen[0]["top_p"]) == (0.7, 12, 0.9)
     assert seen[1]["messages"] == [{"role": "user", "content": "again"}] and "top_p" not in seen[1]
-
-
-def test_resolve_api_key(monkeypatch):
-    monkeypatch.delenv("FAKE_KEY_VAR", raising=False)
-    for url in ["http://127.0.0.1:8000/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1", "http://127.4.5.6/v1"]:
-        assert resolve_api_key("FAKE_KEY_VAR", url) == "EMPTY"
-        assert resolve_api_key(None, url) == "EMPTY"
-    with pytest.raises(UserError) as info:
-        resolve_api_key("FAKE_KEY_VAR", "https://api.deepseek.com/v1")
-    assert str(info.value) == (
-        "FAKE_KEY_VAR is not set: the endpoint https://api.deepseek.com/v1 needs an API key; export FAKE_KEY_VAR=..."
-    )
-    monkeypatch.setenv("FAKE_KEY_VAR", "")
-    with pytest.raises(UserError):
-        resolve_api_key("FAKE_KEY_VAR", "https://api.deepseek.com/v1")
-    monkeypatch.setenv("FAKE_KEY_VAR", KEY + "\n")
-    assert resolve_api_key("FAKE_KEY_VAR", "https://api.deepseek.com/v1") == KEY
-    assert resolve_api_key("FAKE_KEY_VAR", "http://127.0.0.1:8000/v1") == KEY
-    with pytest.raises(UserError) as info:
-        resolve_api_key(KEY, "https://api.deepseek.com/v1")  # a key pasted where the name belongs
-    assert KEY not in str(info.value)
-    with pytest.raises(UserError):
-        resolve_api_key(None, "https://api.deepseek.com/v1")
 
 
 def test_import_is_light():
