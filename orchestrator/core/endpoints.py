@@ -129,7 +129,7 @@ class Endpoint:
 
     def __init__(self, base_url: str, model: str, api_key: str, *, concurrency: int = 16, timeout: float = 120.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         import openai  # heavy (~0.5 s): only commands that talk to an endpoint pay for it
 
         if concurrency < 1:
@@ -142,6 +142,7 @@ class Endpoint:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
+        self.sleep = sleep  # waits out each backoff delay (tests record the delays instead)
         self.requests = 0  # HTTP attempts sent
         self.retries = 0  # attempts that were retried
         self._secret = api_key or "EMPTY"
@@ -225,7 +226,7 @@ class Endpoint:
             delay = min(delay, self.backoff_max)
             self.retries += 1
             log.debug("%s: %s; retry %d in %.2fs", self._scrub(self.base_url), failure.reason, n, delay)
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
         raise AssertionError("unreachable")
 
     def _classify(self, exc: Exception) -> _Failure:

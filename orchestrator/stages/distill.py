@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.competition import Question
+from orchestrator.core.endpoints import Endpoint, EndpointError
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.ledger import Ledger, read_records, text_hash
@@ -30,6 +31,9 @@ from orchestrator.core.teacher_cache import (
     teacher_key,
     teacher_prompt,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.core.fewshot import Example
 
 
 OTHER_TEACHER = ("or point at another teacher: teacher.base_url in your pipeline recipe, `--teacher-url URL` "
@@ -113,11 +117,10 @@ def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
         summary.agreeing_first += 1
 
 
-async def _ask(q: Question, teacher: TeacherSection, endpoint: Any, cache: Ledger, examples: Sequence[Any] = ()
-               ) -> dict[str, Any]:
+async def _ask(q: Question, teacher: TeacherSection, endpoint: Endpoint, cache: Ledger,
+               examples: Sequence[Example] = ()) -> dict[str, Any]:
     """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
     from orchestrator.core.answers import extract_choice
-    from orchestrator.core.endpoints import EndpointError
 
     prompt = teacher_prompt(q, teacher, examples)
     sampling = sampling_of(teacher)
@@ -223,7 +226,6 @@ def distill(
 async def _ask_all(todo: list[Question], teacher: TeacherSection, examples: dict[str, tuple], cache: Ledger,
                    errors: Ledger, summary: DistillSummary, make_bar) -> None:
     from orchestrator.core.api_keys import resolve_api_key
-    from orchestrator.core.endpoints import Endpoint, EndpointError
 
     try:
         api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)

@@ -319,10 +319,10 @@ BOMBS = [
 def test_alias_bombs_are_refused_quickly(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    start = time.monotonic()
+    start = time.process_time()  # CPU seconds of this process: other load on the machine does not count
     with pytest.raises(UserError) as info:
         load(path, RoleRecipe)
-    assert time.monotonic() - start < 2
+    assert time.process_time() - start < 2
     assert len(info.value.lines) == 1 and reason in info.value.lines[0] and info.value.lines[0].startswith(str(path))
 
 
