@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 from fake_openai import expected_letter
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+# the property tests' budget: many examples, no per-example deadline on a loaded machine
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def make_train(path: Path, problems: int = 4, per_problem: int = 3) -> Path:

@@ -2,7 +2,7 @@
 competition-data reader gets arbitrary bytes, arbitrary JSON per line and near-valid problems
 with one field mutated; the recipe loader gets arbitrary YAML, mappings and `--set` strings,
 including alias bombs; templates try to leave the sandbox; the ledger gets any text and is cut
-at any byte."""
+at any byte (tests/core/test_ledger.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import FUZZ
+
 from orchestrator.core.competition import Dataset, read_dataset
 from orchestrator.core.errors import UserError
 from orchestrator.core.recipes import (
@@ -27,7 +29,6 @@ from orchestrator.core.recipes import (
     parse_override,
 )
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 GOOD = {"id": "p1", "problem": "有一些事实。", "questions": [{"question": "选择题 1：\n谁?", "options": ["甲", "乙", "丙"], "answer": "B"}]}
 
@@ -401,41 +402,6 @@ def test_template_values_are_not_templates(tmp_path: Path) -> None:
 
     (tmp_path / "t.j2").write_text("{{ problem }}")
     assert render("t.j2", templates_dir=tmp_path, problem="{{ 7 * 7 }}{% raw %}") == "{{ 7 * 7 }}{% raw %}"
-
-
-# ---------------------------------------------------------------- ledger: what was computed is kept
-
-ANY_TEXT = st.one_of(st.text(max_size=20), st.text(st.characters(categories=["Cs", "L", "So"]), max_size=5))  # lone surrogates too
-RECORD_VALUE = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(ANY_TEXT, inner, max_size=3)),
-    max_leaves=8,
-)
-
-
-@FUZZ
-@given(values=st.lists(RECORD_VALUE, min_size=1, max_size=5), cut=st.integers(min_value=0))
-def test_ledger_keeps_every_complete_record(tmp_path: Path, values: list[Any], cut: int) -> None:
-    """Any reply text survives a write and a re-read (before the fix a lone surrogate raised
-    UnicodeEncodeError in append); a crash mid-line loses that line only."""
-    from orchestrator.core.ledger import Ledger
-
-    path = tmp_path / "ledger.jsonl"
-    path.unlink(missing_ok=True)
-    sizes = []
-    with Ledger(path) as ledger:
-        for i, value in enumerate(values):
-            ledger.append({"key": f"k{i}", "value": value})
-            sizes.append(path.stat().st_size)
-    assert {k: r["value"] for k, r in Ledger(path).records.items()} == {f"k{i}": v for i, v in enumerate(values)}
-    cut %= sizes[-1] + 1  # a crash after `cut` bytes
-    with path.open("rb+") as f:
-        f.truncate(cut)
-    complete = sum(size <= cut for size in sizes)
-    reopened = Ledger(path)
-    assert sorted(reopened.records) == sorted(f"k{i}" for i in range(complete))
-    reopened.append({"key": "after", "value": 1})  # appends go on a clean line
-    assert "after" in Ledger(path).records and len(Ledger(path)) == complete + 1
 
 
 @pytest.mark.parametrize("writer", ["json", "jsonl"])

@@ -3,7 +3,6 @@ distillation, and every gold answer re-derived here by an independent solver per
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.answers import extract_choice
 from orchestrator.core.competition import LETTERS, read_dataset
 from orchestrator.stages.distill import teacher_key
 from orchestrator.core.ledger import text_hash
@@ -141,11 +141,7 @@ def test_custom_model_and_sampling_change_the_keys(tmp_path: Path) -> None:
         assert r["key"] == teacher_key(r["qid"], answer_prompt(questions[r["qid"]]), "qwen-max", sampling)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("orchestrator.core.answers") is None,
-                    reason="orchestrator/core/answers.py not written yet")
 def test_extract_choice_reads_every_teacher_reply(sample: tuple[Path, dict]) -> None:
-    from orchestrator.core.answers import extract_choice
-
     out, _ = sample
     n_options = {q.qid: len(q.options) for q in read_dataset(out / "train.jsonl").questions}
     for r in records(out / "teacher.jsonl"):
