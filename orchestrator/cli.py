@@ -415,7 +415,8 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
         --answer-url U3 --evaluate-url U4           # three Answer models vote; ties to U1
     """
     from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.core.paths import project_root
+    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
     from orchestrator.stages.infer import infer as run_infer
 
     role_sets, pipeline_sets = route_overrides(overrides)
@@ -430,8 +431,13 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     test = models.pipeline.data_file("data.test")
     if input_path is None:  # not typed here: say which file, and who chose it
         echo_err(f"[infer] {models.pipeline.data_line('data.test')}")
+    # an Answer endpoint is asked the prompts (fewshot) of the recipe taken to have trained it
+    trained_from = project_root() / models.pipeline.recipe.inference.answer_recipe
+    endpoint_recipe = load_role("answer", trained_from, role_sets) \
+        if None in models.answers and trained_from.is_file() else None
     summary = run_infer(pipeline=models.pipeline, input_path=test, out_dir=out_dir, answers=models.answers,
-                        evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid)
+                        evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid,
+                        endpoint_recipe=endpoint_recipe)
     click.echo(summary.table())
     if summary.failed:
         raise _failed_requests(f"{summary.failed} questions had a failed request", summary.failures,

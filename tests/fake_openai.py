@@ -259,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = request.get("model") or fake.models[0]
         text = fake.reply(prompt, request)
+        # several choices (`n`) only when told to: many servers ignore it, which infer must notice
+        several = int(request.get("n") or 1) if fake.honour_n else 1
+        texts = [text] + [fake.reply(prompt, {**request, "choice": i}) for i in range(1, several)]
         body = {
             "id": f"chatcmpl-fake-{n}",
             "object": "chat.completion",
@@ -266,10 +269,11 @@ class _Handler(BaseHTTPRequestHandler):
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None if kind == "null_content" else text},
+                    "index": i,
+                    "message": {"role": "assistant", "content": None if kind == "null_content" else t},
                     "finish_reason": "stop",
                 }
+                for i, t in enumerate(texts)
             ],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text),
                       "total_tokens": len(prompt) + len(text)},
@@ -328,8 +332,9 @@ class FakeOpenAI:
 
     def __init__(self, port: int = 0, latency: float = 0.0, reply: ReplyFn | None = None,
                  faults: FaultSource | None = None, *, models: Sequence[str] = ("fake-model",),
-                 api_key: str | None = None, host: str = "127.0.0.1"):
+                 api_key: str | None = None, host: str = "127.0.0.1", honour_n: bool = False):
         self.host = host
+        self.honour_n = honour_n  # answer a request's `n` with that many choices (else one, as if ignored)
         self.port = port
         self.latency = latency
         self.reply = reply or default_reply

@@ -144,6 +144,7 @@ class Endpoint:
         self.rng = rng or random.Random()
         self.sleep = sleep  # waits out each backoff delay (tests record the delays instead)
         self.requests = 0  # HTTP attempts sent
+        self.honours_n: bool | None = None  # several choices per request (`n`): None until a request finds out
         self.retries = 0  # attempts that were retried
         self._secret = api_key or "EMPTY"
         self._sem = asyncio.Semaphore(concurrency)
@@ -193,6 +194,38 @@ class Endpoint:
 
         (text, finish_reason), latency, attempts = await self._call(attempt)
         return Reply(text=text, latency=latency, attempts=attempts, finish_reason=finish_reason)
+
+    async def complete_n(self, prompt: str, n: int, *, temperature: float = 0.0,
+                         max_tokens: int = 1024) -> tuple[list[Reply], int]:
+        """`n` samples of one prompt and the requests they took: one request with `n` where the
+        endpoint returns that many choices, else one request per sample (what the first
+        several-sample request found out is kept in `honours_n`)."""
+        if n == 1 or self.honours_n is False:
+            replies = await asyncio.gather(*(self.complete(prompt, temperature=temperature, max_tokens=max_tokens)
+                                             for _ in range(n)))
+            return list(replies), n
+        messages: list[Any] = [{"role": "user", "content": prompt}]
+
+        async def attempt() -> list[tuple[str, str | None]]:
+            response = await self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n)
+            return _chat_texts(response)
+
+        try:
+            texts, latency, attempts = await self._call(attempt)
+        except EndpointError as e:
+            if self.honours_n is not None or e.retryable or not e.kind.startswith("http 4"):
+                raise
+            self.honours_n = False  # refused: a server that does not take `n`
+            replies, requests = await self.complete_n(prompt, n, temperature=temperature, max_tokens=max_tokens)
+            return replies, requests + 1
+        got = [Reply(text=t, latency=latency, attempts=attempts, finish_reason=f) for t, f in texts[:n]]
+        if len(got) < n:  # `n` ignored: the rest one request each
+            self.honours_n = False
+            rest, requests = await self.complete_n(prompt, n - len(got), temperature=temperature, max_tokens=max_tokens)
+            return got + rest, 1 + requests
+        self.honours_n = True
+        return got, 1
 
     async def models(self) -> list[str]:
         """The model ids the endpoint serves (GET /v1/models)."""
@@ -259,6 +292,12 @@ class Endpoint:
 
 def _chat_text(response: Any) -> tuple[str, str | None]:
     """(text, finish_reason) of the first choice, or a retryable _Failure for a malformed body."""
+    return _chat_texts(response, first_only=True)[0]
+
+
+def _chat_texts(response: Any, first_only: bool = False) -> list[tuple[str, str | None]]:
+    """(text, finish_reason) of every choice (the first only, with `first_only`); a retryable
+    _Failure for a malformed body."""
     if isinstance(response, (str, bytes)):
         # The SDK hands back the raw text when a 200 is not JSON (e.g. an HTML error page).
         raw = response.decode("utf-8", "replace") if isinstance(response, bytes) else response
@@ -268,7 +307,10 @@ def _chat_text(response: Any) -> tuple[str, str | None]:
         raise _Failure("malformed body", True, f"no choices: {_trim(repr(response), 120)}")
     if not choices:
         raise _Failure("empty choices", True)
-    choice = choices[0]
+    return [_choice_text(choice) for choice in (choices[:1] if first_only else choices)]
+
+
+def _choice_text(choice: Any) -> tuple[str, str | None]:
     message = getattr(choice, "message", None)
     content = getattr(message, "content", None)
     if message is None:

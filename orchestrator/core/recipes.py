@@ -222,6 +222,9 @@ class InferenceSection(Section):
     votes: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     vote_temperature: float = Field(0.7, gt=0.0, le=2.0)
+    extra_votes: int = Field(0, ge=0)  # more Answer samples per model, only for the questions extra_when picks
+    extra_when: Literal["split", "no_majority"] = "split"  # split: the first `votes` samples are not unanimous
+    extra_temperature: float = Field(0.9, gt=0.0, le=2.0)
     max_tokens: int = Field(512, ge=1)
     timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)

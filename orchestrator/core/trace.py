@@ -32,6 +32,7 @@ class Sample(BaseModel):
 
     model: str = "answer"
     index: int = 0
+    round: int = 0  # 1: an extra vote (inference.extra_votes), asked because the first round was split
     text: str | None = None
     letter: str | None = None
     latency: float | None = None
@@ -112,6 +113,8 @@ class AnswerStep(BaseModel):
     letter: str | None = None  # the vote over every sample
     chosen: int | None = None  # the sample the Evaluate Agent read
     by_model: dict[str, str | None] = {}  # each model's own letter: the majority of its samples
+    extra_rounds: int = 0  # 1: the first samples were split (inference.extra_when), extra votes were asked
+    few_shot: dict[str, list[str]] = {}  # model label -> the worked examples' question ids in its prompt
 
     @classmethod
     def of(cls, models: list[str], samples: list[Sample]) -> AnswerStep:

@@ -41,6 +41,7 @@ from orchestrator.core.answers import extract_choice
 from orchestrator.core.competition import Dataset, Question, read_reporting, write_submission
 from orchestrator.core.endpoints import Endpoint, EndpointError, Reply
 from orchestrator.core.errors import UserError
+from orchestrator.core.fewshot import Fewshot, examples_for
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.fixes import fallback_letter
 from orchestrator.core.ledger import Ledger, read_records, stable_key, text_hash
@@ -82,6 +83,9 @@ class InferSummary:
     requests: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    # per Answer round (the first `votes`, then extra_votes): questions and Answer requests of this run
+    rounds: list[tuple[int, int]] = field(default_factory=list)
+    extra: str = ""  # how the extra round was chosen, e.g. "+2 votes where split"
 
     @property
     def questions_per_second(self) -> float:
@@ -99,6 +103,8 @@ class InferSummary:
             ("finished by an earlier run", self.resumed),
             ("failed requests (asked again next run)", self.failed),
             ("errors", ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"),
+            *[(f"answer round {n + 1}{f' ({self.extra})' if n else ''}", f"{q} questions, {r} requests")
+              for n, (q, r) in enumerate(self.rounds) if self.extra],
             ("requests sent", self.requests),
             ("questions per second", f"{self.questions_per_second:.2f}"),
             ("submission", self.out_dir / "submission.jsonl"),
@@ -117,6 +123,18 @@ def temperatures(inference: InferenceSection) -> list[float]:
     return [inference.vote_temperature] * inference.votes
 
 
+def wants_extra(letters: Sequence[str | None], rule: str) -> bool:
+    """Whether a question's first samples leave it open: `split`, they are not unanimous (a
+    sample without a letter differs from every letter); `no_majority`, no letter has more than
+    half of them."""
+    if not letters:
+        return False
+    if rule == "split":
+        return len(set(letters)) > 1 or letters[0] is None
+    top = Counter(x for x in letters if x).most_common(1)
+    return not top or top[0][1] * 2 <= len(letters)
+
+
 def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[list[Sample], list[Problem]]:
     """The Answer models' samples in the order the models are listed, and their API failures,
     each numbered by its sample's position among all (when there are several)."""
@@ -128,11 +146,13 @@ def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[
 
 def trace_record(
     q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[Problem],
-    evaluation: Evaluation | None,
+    evaluation: Evaluation | None, extra_rounds: int = 0, few_shot: dict[str, list[str]] | None = None,
 ) -> TraceRecord:
     """The trace line of a question: final answer, its source, and every problem found.
-    `samples` are the Answer models' samples in the order the models are listed; `models` their labels."""
-    answer = AnswerStep.of(models, samples)
+    `samples` are the Answer models' samples (the first round's in the order the models are
+    listed, then the extra round's); `models` their labels."""
+    answer = AnswerStep.of(models, samples).model_copy(update={"extra_rounds": extra_rounds,
+                                                                "few_shot": few_shot or {}})
     vote, read = answer.letter, chosen_reply(samples)  # read is not None when there is a vote
     eval_letter = evaluation.letter if evaluation else None
     source: Source
@@ -261,32 +281,55 @@ def serving_units(agents: list[Agent]) -> list[Unit]:
 
 class _Run:
     def __init__(self, out_dir: Path, questions: list[Question], inference: InferenceSection, answers: list[Agent],
-                 evaluate: Agent):
+                 evaluate: Agent, fewshot: dict[str, Fewshot] | None = None):
         self.out_dir, self.inf = out_dir, inference
         self.answers, self.evaluate = answers, evaluate
         self.one_server = all(a.lora for a in [*answers, evaluate])  # see share_one_server
         self.labels = [a.label for a in answers]
-        self.temps = temperatures(inference)
-        self.prompts = {q.qid: answer_prompt(q) for q in questions}
+        # the first `votes` samples of each model, then the extra round's
+        self.temps = temperatures(inference) + [inference.extra_temperature] * inference.extra_votes
+        self.rounds = [range(inference.votes), range(inference.votes, len(self.temps))]
+        self.fewshot = fewshot or {}
+        self.prompts = {a.label: {q.qid: answer_prompt(q, examples=self._shots(a.label, q)) for q in questions}
+                        for a in answers}
         self.keys = {q.qid: self._trace_key(q) for q in questions}
         self.requests = 0
+        self.round_requests = [0, 0]  # Answer requests sent per round
+        self.round_questions = [0, 0]  # questions asked (or read from stage1.jsonl) per round
+        self.honours_n: dict[str, bool] = {}  # Answer model label -> whether its endpoint took `n`
         self.failures: list[str] = []
         self._bars: dict[str, Any] = {}
 
+    def sampling_lines(self) -> list[str]:
+        """How each Answer endpoint took several samples, as found out by asking."""
+        return [f"{label}: {'several samples in one request (n)' if took else 'one request per sample (the endpoint ignores n)'}"
+                for label, took in self.honours_n.items()]
+
+    def _shots(self, label: str, q: Question) -> tuple:
+        shots = self.fewshot.get(label)
+        return shots.get(q) if shots else ()
+
     def _trace_key(self, q: Question) -> str:
-        # one Answer model: the key it always had, so its finished questions stay finished
+        # one Answer model (or one prompt), no extra votes: the key it always had, so its
+        # finished questions stay finished
         identities = [a.identity for a in self.answers]
+        prompts = list(dict.fromkeys(text_hash(self.prompts[a.label][q.qid]) for a in self.answers))
+        sampling: dict[str, Any] = {"answer": self.temps[: self.inf.votes], "evaluate": self.inf.temperature,
+                                    "max_tokens": self.inf.max_tokens}
+        if self.inf.extra_votes:
+            sampling["extra"] = {"votes": self.inf.extra_votes, "when": self.inf.extra_when,
+                                 "temperature": self.inf.extra_temperature}
         return stable_key(
-            qid=q.qid, answer_prompt=text_hash(self.prompts[q.qid]),
+            qid=q.qid, answer_prompt=prompts[0] if len(prompts) == 1 else prompts,
             evaluate_prompt=text_hash(evaluate_prompt(q, "")),
             answer_model=identities[0] if len(identities) == 1 else identities,
             evaluate_model=self.evaluate.identity,
-            sampling={"answer": self.temps, "evaluate": self.inf.temperature, "max_tokens": self.inf.max_tokens},
+            sampling=sampling,
         )
 
     def sample_key(self, q: Question, agent: Agent, i: int) -> str:
         """A sample's key names only its own model, so adding a model reuses the others' samples."""
-        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[q.qid]), model=agent.identity,
+        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[agent.label][q.qid]), model=agent.identity,
                           sample=i, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
 
     @contextmanager
@@ -303,8 +346,19 @@ class _Run:
     def traced(self, q: Question) -> TraceRecord:
         return TraceRecord.model_validate(self.trace.records[self.keys[q.qid]])
 
-    def needs_answer(self, q: Question, agent: Agent) -> bool:
-        return any(self.sample_key(q, agent, i) not in self.samples for i in range(len(self.temps)))
+    def needs_answer(self, q: Question, agent: Agent, indices: Sequence[int]) -> bool:
+        return any(self.sample_key(q, agent, i) not in self.samples for i in indices)
+
+    def cached_letters(self, q: Question, indices: Sequence[int]) -> list[str | None] | None:
+        """Every model's letters of those samples from stage1.jsonl; None: one is not there."""
+        records = [self.samples.get(self.sample_key(q, a, i)) for a in self.answers for i in indices]
+        return None if any(r is None for r in records) else [r["letter"] for r in records if r is not None]
+
+    def extra_questions(self, questions: Sequence[Question], first: dict[str, list[Sample]]) -> list[Question]:
+        """The questions whose first-round samples (all models pooled) call for extra votes."""
+        if not self.inf.extra_votes:
+            return []
+        return [q for q in questions if wants_extra([s.letter for s in first[q.qid]], self.inf.extra_when)]
 
     def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> Problem:
         """The failure as a problem (its sample's position is set by `gathered`)."""
@@ -327,6 +381,8 @@ class _Run:
                 yield endpoint
             finally:
                 self.requests += endpoint.requests
+                if endpoint.honours_n is not None and agent.role == "answer":
+                    self.honours_n[agent.label] = endpoint.honours_n
 
     @asynccontextmanager
     async def _endpoints(self, agents: list[Agent], urls: dict[str, str | None]) -> AsyncIterator[list[Endpoint | None]]:
@@ -348,30 +404,53 @@ class _Run:
                 b.close()
             self._bars = {}
 
-    async def stage1(self, q: Question, agent: Agent, endpoint: Endpoint | None) -> list[tuple[Sample, Problem | None]]:
-        """One Answer model's samples of `q` (from stage1.jsonl when there), each with its API failure."""
-        prompt = self.prompts[q.qid]
-
-        async def sample(i: int) -> tuple[Sample, Problem | None]:
-            key = self.sample_key(q, agent, i)
-            cached = self.samples.get(key)
+    async def stage1(self, q: Question, agent: Agent, endpoint: Endpoint | None, indices: Sequence[int],
+                     round_: int = 0) -> list[tuple[Sample, Problem | None]]:
+        """One Answer model's samples `indices` of `q` (from stage1.jsonl when there), each with its
+        API failure. The samples to ask at one temperature go in one request (`n`) where the
+        endpoint takes it."""
+        prompt = self.prompts[agent.label][q.qid]
+        done: dict[int, tuple[Sample, Problem | None]] = {}
+        todo: dict[float, list[int]] = {}
+        for i in indices:
+            cached = self.samples.get(self.sample_key(q, agent, i))
             if cached is not None:
-                return Sample.model_validate({**cached, "model": agent.label, "index": i}), None
+                done[i] = Sample.model_validate({**cached, "model": agent.label, "index": i, "round": round_}), None
+            else:
+                todo.setdefault(self.temps[i], []).append(i)
+
+        async def ask(temperature: float, numbers: list[int]) -> None:
             assert endpoint is not None, "an endpoint is up for every model with a sample to ask"
             try:
-                reply = await endpoint.complete(prompt, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
+                replies, requests = await endpoint.complete_n(prompt, len(numbers), temperature=temperature,
+                                                              max_tokens=self.inf.max_tokens)
             except EndpointError as e:
-                return (Sample(model=agent.label, index=i, attempts=e.attempts, error=e.reason),
-                        self._api_error(q, "answer", e, agent.label))
-            fields = _reply_fields(reply, q)
-            self.samples.append({"key": key, "id": q.qid, "model": agent.label, "sample": i, **fields})
-            return Sample(model=agent.label, index=i, **fields), None
+                self.round_requests[round_] += 1
+                problem = self._api_error(q, "answer", e, agent.label)
+                for i in numbers:
+                    done[i] = Sample(model=agent.label, index=i, round=round_, attempts=e.attempts,
+                                     error=e.reason), problem
+                return
+            self.round_requests[round_] += requests
+            for i, reply in zip(numbers, replies, strict=True):
+                fields = _reply_fields(reply, q)
+                self.samples.append({"key": self.sample_key(q, agent, i), "id": q.qid, "model": agent.label,
+                                     "sample": i, **fields})
+                done[i] = Sample(model=agent.label, index=i, round=round_, **fields), None
 
-        return list(await asyncio.gather(*(sample(i) for i in range(len(self.temps)))))
+        await asyncio.gather(*(ask(t, numbers) for t, numbers in todo.items()))
+        return [done[i] for i in indices]
 
     async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[Problem]]:
-        """Every Answer model's samples of `q`, in the order the models are listed."""
-        parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(self.answers, endpoints, strict=True)))
+        """Every Answer model's samples of `q`: the first round in the order the models are
+        listed, then the extra round's where the first round calls for it."""
+        parts = list(await asyncio.gather(*(self.stage1(q, a, e, self.rounds[0])
+                                            for a, e in zip(self.answers, endpoints, strict=True))))
+        self.round_questions[0] += 1
+        if self.extra_questions([q], {q.qid: gathered(parts)[0]}):
+            self.round_questions[1] += 1
+            parts += await asyncio.gather(*(self.stage1(q, a, e, self.rounds[1], 1)
+                                            for a, e in zip(self.answers, endpoints, strict=True)))
         self._tick("answer")
         return gathered(parts)
 
@@ -391,7 +470,9 @@ class _Run:
             except EndpointError as e:
                 api_errors = [*api_errors, self._api_error(q, "evaluate", e)]
                 evaluation = Evaluation(model=self.evaluate.model, attempts=e.attempts, error=e.reason)
-        record = trace_record(q, self.keys[q.qid], self.labels, samples, api_errors, evaluation)
+        extra = int(len(samples) > len(self.answers) * self.inf.votes)
+        few_shot = {label: shots.ids(q) for label, shots in self.fewshot.items() if shots.setting.k}
+        record = trace_record(q, self.keys[q.qid], self.labels, samples, api_errors, evaluation, extra, few_shot)
         self.trace.append(record.line())
         self._tick("evaluate")
 
@@ -405,14 +486,16 @@ class _Run:
                 await asyncio.gather(*(one(q) for q in todo))
 
     async def staged_answer(
-        self, todo: list[Question], agents: list[Agent], url: str | None
+        self, todo: list[Question], agents: list[Agent], url: str | None, round_: int = 0
     ) -> list[list[list[tuple[Sample, Problem | None]]]]:
-        """Stage 1 of one unit's agents for every question: results[question][agent]."""
+        """Stage 1 (one round) of one unit's agents for every question: results[question][agent]."""
         async with self._endpoints(agents, {a.label: url for a in agents}) as endpoints:
             label = "answer" + ("" if len(self.answers) == 1 else f" ({', '.join(a.label for a in agents)})")
+            label += " (extra votes)" if round_ else ""
             with self._progress("answer", total=len(todo), names={"answer": label}):
                 async def one(q: Question) -> list[list[tuple[Sample, Problem | None]]]:
-                    parts = await asyncio.gather(*(self.stage1(q, a, e) for a, e in zip(agents, endpoints, strict=True)))
+                    parts = await asyncio.gather(*(self.stage1(q, a, e, self.rounds[round_], round_)
+                                                   for a, e in zip(agents, endpoints, strict=True)))
                     self._tick("answer")
                     return list(parts)
 
@@ -425,8 +508,52 @@ class _Run:
             with self._progress("evaluate", total=len(todo)):
                 await asyncio.gather(*(self.stage2(q, first[q.qid], e) for q in todo))
 
-    def _needed(self, unit: Unit, todo: list[Question]) -> bool:
-        return any(self.needs_answer(q, a) for a in unit.agents for q in todo)
+    def _needed(self, unit: Unit, todo: Sequence[Question], round_: int = 0) -> bool:
+        return any(self.needs_answer(q, a, self.rounds[round_]) for a in unit.agents for q in todo)
+
+    def _needed_in_any_round(self, unit: Unit, todo: Sequence[Question]) -> bool:
+        """A sample of the first round to ask, or of the extra round where the first is cached
+        and calls for it (where it is not, the first round's asking needs the server anyway)."""
+        if self._needed(unit, todo):
+            return True
+        open_ = [q for q in todo if (letters := self.cached_letters(q, self.rounds[0])) is not None
+                 and self.inf.extra_votes and wants_extra(letters, self.inf.extra_when)]
+        return self._needed(unit, open_, 1)
+
+    def _staged_rounds(self, todo: list[Question], units: list[Unit]) -> dict[str, tuple[list[Sample], list[Problem]]]:
+        """Stage 1 unit by unit: the first round, then the extra round for the questions it
+        leaves open. One unit stays up for both rounds; several are served again for the second."""
+        parts: dict[tuple[str, str], list[list[tuple[Sample, Problem | None]]]] = {}
+
+        def ask(unit: Unit, url: str | None, questions: list[Question], round_: int) -> None:
+            results = asyncio.run(self.staged_answer(questions, unit.agents, url, round_))
+            for q, per_agent in zip(questions, results, strict=True):
+                for a, part in zip(unit.agents, per_agent, strict=True):
+                    parts.setdefault((q.qid, a.label), []).append(part)
+
+        def samples(questions: Sequence[Question]) -> dict[str, list[Sample]]:
+            return {q.qid: gathered([p for a in self.answers for p in parts[(q.qid, a.label)]])[0] for q in questions}
+
+        more: list[Question] = []
+        if len(units) == 1:
+            unit = units[0]
+            with unit.url() if self._needed_in_any_round(unit, todo) else nullcontext() as url:
+                ask(unit, url, todo, 0)
+                more = self.extra_questions(todo, samples(todo))
+                if more:
+                    ask(unit, url, more, 1)
+        else:
+            for unit in units:
+                with unit.url() if self._needed(unit, todo) else nullcontext() as url:
+                    ask(unit, url, todo, 0)
+            more = self.extra_questions(todo, samples(todo))
+            for unit in units if more else []:
+                with unit.url() if self._needed(unit, more, 1) else nullcontext() as url:
+                    ask(unit, url, more, 1)
+        self.round_questions = [len(todo), len(more)]
+        # per question: the first round's samples of every model, then the extra round's
+        return {q.qid: gathered([parts[(q.qid, a.label)][r] for r in range(len(parts[(q.qid, self.labels[0])]))
+                                 for a in self.answers]) for q in todo}
 
     def execute(self, todo: list[Question]) -> None:
         """Serve or reach what is needed (no Answer model whose samples are all cached), then ask.
@@ -445,19 +572,13 @@ class _Run:
             with ExitStack() as stack:
                 urls: dict[str, str | None] = {}
                 for unit in units:  # every Answer model up at once, and the Evaluate model
-                    if self._needed(unit, todo):
+                    if self._needed_in_any_round(unit, todo):
                         served = stack.enter_context(unit.url())
                         urls.update((a.label, served) for a in unit.agents)
                 e = stack.enter_context(agent_url(self.evaluate))
                 asyncio.run(self.pipelined(todo, urls, e))
             return
-        by_agent: dict[str, list[list[tuple[Sample, Problem | None]]]] = {}
-        for unit in units:
-            with unit.url() if self._needed(unit, todo) else nullcontext() as url:
-                results = asyncio.run(self.staged_answer(todo, unit.agents, url))
-            for a, column in zip(unit.agents, zip(*results, strict=True), strict=True):
-                by_agent[a.label] = list(column)
-        first = {q.qid: gathered([by_agent[a.label][n] for a in self.answers]) for n, q in enumerate(todo)}
+        first = self._staged_rounds(todo, units)
         any_text = any(chosen_reply(samples) is not None for samples, _ in first.values())
         with agent_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
             asyncio.run(self.staged_evaluate(todo, first, url))
@@ -498,11 +619,13 @@ def infer(
     evaluate: Loaded[RoleRecipe] | None = None,
     limit: int | None = None,
     skip_invalid: bool = False,
+    endpoint_recipe: Loaded[RoleRecipe] | None = None,
 ) -> InferSummary:
     """Answer every question of `input_path` (the first `limit` problems) into `out_dir`, with
     the pipeline recipe's `inference:` settings (flags folded in). A model without a URL there
     is served from its role recipe: `answers[i]` for the i-th of `inference.answer_models` (or
-    `answer` for the one Answer model), `evaluate`."""
+    `answer` for the one Answer model), `evaluate`. An Answer model at an endpoint is asked the
+    prompts of `endpoint_recipe`'s fewshot setting (inference.answer_recipe: what it was trained on)."""
     inf = pipeline.recipe.inference
     dataset = read_reporting(input_path, "infer", skip_invalid)
     dataset = Dataset(dataset.path, dataset.problems[:limit])
@@ -529,6 +652,10 @@ def infer(
     def given(a: Agent) -> dict[str, Any]:
         return {"agent": a.describe(), "overrides": a.loaded.overridden() if a.loaded else {}}
 
+    shots: dict[str, Fewshot] = {}  # each Answer model's worked examples (its recipe's fewshot)
+    for a in answer_agents:
+        follows = a.loaded or endpoint_recipe
+        shots[a.label] = examples_for(questions, pipeline.recipe, follows.recipe if follows else None)
     # the run record: what this run was given besides the recipe files
     atomic_write_json(out / "run.json", {
         "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
@@ -536,6 +663,7 @@ def infer(
         **({"answers": [{"label": a.label, **given(a)} for a in answer_agents]} if several else {}),
         # for `compare`: the input, the settings in effect and each model (a served one's recipe and split)
         "input": str(dataset.path), "limit": limit, "inference": inf.model_dump(),
+        "fewshot": {label: f.record() for label, f in shots.items()},
         "models": {**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
                    "evaluate": _agent_record(evaluate_agent)},
     })
@@ -544,15 +672,23 @@ def infer(
     fallback = fallback_letter(pipeline.recipe)
 
     started = time.monotonic()
-    run = _Run(out, questions, inf, answer_agents, evaluate_agent)
+    run = _Run(out, questions, inf, answer_agents, evaluate_agent, shots)
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
         described = "; ".join(a.describe() for a in answer_agents)
+        extra = f"+{inf.extra_votes} votes where {inf.extra_when}" if inf.extra_votes else ""
+        k = sorted({f.setting.k for f in shots.values() if f.setting.k})
         say("infer", f"{len(questions)} questions, {len(questions) - len(todo)} already done; mode {mode}, "
-                     f"votes {inf.votes}{f' x {len(answer_agents)} models' if several else ''}; "
-                     f"answer: {described}; evaluate: {evaluate_agent.describe()}")
+                     f"votes {inf.votes}{f' ({extra} at {inf.extra_temperature})' if extra else ''}"
+                     f"{f' x {len(answer_agents)} models' if several else ''}"
+                     f"{f'; fewshot.k {k[0]}' if len(k) == 1 else f'; fewshot.k {k}' if k else ''}; "
+                     f"answer: {described}; evaluate: {evaluate_agent.describe()}"
+                     + ("; several samples go in one request (n) where the endpoint returns them, else one "
+                        "request each" if len(run.temps) > 1 else ""))
         if todo:
             run.execute(todo)
+        for line in run.sampling_lines():
+            say("infer", line)
         # every question is traced now: done by an earlier run or by this one (failed or not)
         records = [with_fallback(run.traced(q), fallback, q.letters) for q in questions]
     _compact_trace(out / "trace.jsonl", records)
@@ -560,7 +696,8 @@ def infer(
     write_submission(out / "submission.jsonl", dataset, {r.id: r.final for r in records})
 
     summary = InferSummary(out, questions=len(questions), resumed=len(questions) - len(todo),
-                           requests=run.requests, seconds=time.monotonic() - started, failures=run.failures)
+                           requests=run.requests, seconds=time.monotonic() - started, failures=run.failures,
+                           rounds=list(zip(run.round_questions, run.round_requests, strict=True)), extra=extra)
     for r in records:
         summary.answered += r.final is not None
         summary.failed += r.status == "failed"

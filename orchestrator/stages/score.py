@@ -35,6 +35,16 @@ class Report:
     sources: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)  # (kind, stage) -> count
     latency: dict[str, list[float]] = field(default_factory=lambda: {"answer": [], "evaluate": []})
+    # Answer rounds (inference.extra_votes): [first round, extra round] each as (questions, samples, vote right)
+    rounds: list[list[int]] = field(default_factory=lambda: [[0, 0, 0], [0, 0, 0]])
+
+    def rounds_line(self) -> str | None:
+        """The questions and samples of each Answer round; None when no question had extra votes."""
+        (q1, s1, ok1), (q2, s2, ok2) = self.rounds
+        if not q2:
+            return None
+        return (f"Answer rounds: {q1} questions got {s1} first samples; {q2} ({q2 / q1:.0%}) left open got "
+                f"{s2} extra samples, their vote then right on {ok2} ({ok2 / q2:.0%})")
 
 
 @dataclass
@@ -82,6 +92,7 @@ class ScoreResult:
         lines += summarise(self.findings)
         if self.report:
             lines.append(f"Evaluate Agent fixed {self.report.fixed}, broke {self.report.broken}")
+            lines += [line for line in [self.report.rounds_line()] if line]
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
@@ -110,6 +121,10 @@ def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None
         report.sources[r.source] += 1
         report.errors.update((e.kind, e.stage) for e in r.errors)
         report.latency["answer"] += [s.latency for s in r.answer.samples if s.latency is not None]
+        for n in range(1 + r.answer.extra_rounds):
+            report.rounds[n][0] += 1
+            report.rounds[n][1] += sum(s.round == n for s in r.answer.samples)
+            report.rounds[n][2] += answer_right
         if r.evaluate and r.evaluate.latency is not None:
             report.latency["evaluate"].append(r.evaluate.latency)
     return report
@@ -144,6 +159,7 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
             "models, each model alone is the majority of its own samples, and the vote is over all of them."
         ),
         "",
+        *([f"{report.rounds_line()} (inference.extra_votes).", ""] if report.rounds_line() else []),
         "## Submission cases",
         "",
         *([f"- {f.text}" for f in result.findings] or ["None: every question has an offered letter."]),

@@ -156,6 +156,17 @@ def test_fewshot_k2_training_prompts_show_two_other_training_problems(project: P
         examples_part = r["instruction"].rpartition("### 题目:")[0]
         assert test_text not in examples_part and not any(t in examples_part for t in val_texts)
 
+    # infer asks the Answer model the very prompts the set trains on, and traces the same examples
+    with FakeOpenAI(models=("ans",)) as answer, FakeOpenAI(models=("ev",)) as evaluate:
+        code, out, err = cli("infer", project / "datasets" / "sample" / "train.jsonl", "--out-dir", project / "out",
+                             "--recipe", pipeline, "--answer-url", answer.url, "--evaluate-url", evaluate.url)
+        assert code == 0, err
+        inferred = set(answer.prompts)
+    assert "fewshot.k 2" in err
+    assert {r["instruction"] for r in rows + val_rows} <= inferred
+    trace = {r["id"]: r for r in read_jsonl(project / "out" / "trace.jsonl")}
+    assert all(trace[qid]["answer"]["few_shot"] == {"ans": ids} for qid, ids in shots["examples"].items())
+
 
 @pytest.mark.parametrize(("cutoff", "warned"), [(64, True), (100000, False)])
 def test_check_warns_when_the_longest_fewshot_prompt_exceeds_cutoff_len(tiny_project: Path, cli, cutoff: int,

@@ -259,7 +259,7 @@ def test_permanent_failure_of_both_stages_gets_the_fallback_listed_and_counted(p
     record = by_id(project / "out" / "trace.jsonl")[failing]
     assert (record["final"], record["source"]) == (letter, "none" if letter is None else "fallback")
     assert record["evaluate"] is None
-    assert record["answer"]["samples"] == [{"model": "ans", "index": 0, "text": None, "letter": None, "latency": None,
+    assert record["answer"]["samples"] == [{"model": "ans", "index": 0, "round": 0, "text": None, "letter": None, "latency": None,
                                             "attempts": 2, "finish_reason": None, "error": "http 500"}]
 
 
