@@ -214,13 +214,30 @@ class Fewshot:
         return {"k": self.setting.k, "pool": self.setting.pool, "pool_size": self.pool, "pool_hash": self.pool_hash}
 
 
+def trained_pool(role: RoleRecipe) -> list[Example] | None:
+    """The pool the role's built training set drew its examples from (its sources record names
+    it by hash, kept under runs/fewshot/), or None when there is none to read."""
+    from orchestrator.core.ledger import read_records
+    from orchestrator.core.sources import read_sources
+
+    recorded = ((read_sources(role.dataset_name) or {}).get("fewshot") or {}).get("pool_hash")
+    path = runs_dir() / "fewshot" / str(recorded) / "pool.jsonl"
+    if not recorded or not path.is_file():
+        return None
+    pool = [Example(r["qid"], r["problem"], r["question"], tuple(r["options"]), r["solution"])
+            for r in read_records(path)]
+    return pool if pool_hash(pool) == recorded else None
+
+
 def examples_for(questions: Sequence[Question], pipe: PipelineRecipe, role: RoleRecipe | None,
-                 teacher: TeacherSection | None = None) -> Fewshot:
-    """The worked examples of each question under `role`'s `fewshot` (none when k is 0)."""
+                 teacher: TeacherSection | None = None, trained: bool = False) -> Fewshot:
+    """The worked examples of each question under `role`'s `fewshot` (none when k is 0). With
+    `trained` (inference), from the pool the role's training set used, so a question's prompt is
+    the one it had in training whatever file is answered now (infer's INPUT is data.test)."""
     setting = role.fewshot if role is not None and role.role == "answer" else FewshotSection()
     if setting.k == 0:
         return Fewshot(setting, {})
-    pool = train_pool(pipe, role, teacher) if role is not None else []
+    pool = (trained and role is not None and trained_pool(role)) or (train_pool(pipe, role, teacher) if role else [])
     if not pool:
         raise UserError(f"fewshot.k is {setting.k} but the pool has no worked example: no teacher reply that "
                         f"reached the gold letter is cached for {pipe.data.train}; run `orchestrator distill` first")

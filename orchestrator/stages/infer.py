@@ -655,7 +655,8 @@ def infer(
     shots: dict[str, Fewshot] = {}  # each Answer model's worked examples (its recipe's fewshot)
     for a in answer_agents:
         follows = a.loaded or endpoint_recipe
-        shots[a.label] = examples_for(questions, pipeline.recipe, follows.recipe if follows else None)
+        shots[a.label] = examples_for(questions, pipeline.recipe, follows.recipe if follows else None,
+                                      trained=True)
     # the run record: what this run was given besides the recipe files
     atomic_write_json(out / "run.json", {
         "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
