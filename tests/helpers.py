@@ -142,3 +142,17 @@ def vllm_calls(calls: Path) -> tuple[list[list[str]], list[str]]:
     models = calls.with_name(calls.name.replace(".jsonl", "-models.jsonl"))
     return ([json.loads(x) for x in calls.read_text(encoding="utf-8").splitlines()] if calls.exists() else [],
             [json.loads(x) for x in models.read_text(encoding="utf-8").splitlines()] if models.exists() else [])
+
+
+def write_base(project: Path, quantization: dict | None, name: str = "base") -> Path:
+    """A base model folder with only a config.json (Qwen2 keys; a quantization_config if given)."""
+    base = project / "models" / name
+    base.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64}
+    if quantization is not None:
+        config["quantization_config"] = quantization
+    (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return base
+
+
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128}

@@ -3,27 +3,12 @@ as such, with no model loaded and no GPU, and its adapter is served instead of a
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from helpers import GPTQ, write_base
 
 from orchestrator.core.llamafactory import base_quantization, served_weights
 from orchestrator.core.recipes import load_role
 
-
-def write_base(project: Path, quantization: dict | None, name: str = "base") -> Path:
-    """A base model folder with only a config.json (Qwen2 keys; a quantization_config if given)."""
-    base = project / "models" / name
-    base.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64}
-    if quantization is not None:
-        config["quantization_config"] = quantization
-    (base / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    return base
-
-
-GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128}
 
 # (the base's quantization_config, serve.weights, the quant_method read, what is served)
 WEIGHTS = [
@@ -54,6 +39,7 @@ def test_a_base_not_downloaded_yet_is_served_merged_unless_told(project):
     assert (base_quantization(recipe), served_weights(recipe)) == (None, "merged")
 
 
-def test_the_shipped_gptq_recipe_serves_its_adapter(project, cli):
-    code, out, err = cli("weights", "answer", "--recipe", "recipes/answer-32b-gptq.yaml")
+@pytest.mark.parametrize("role", ["answer", "evaluate"])
+def test_the_shipped_gptq_recipes_serve_their_adapters(project, cli, role):
+    code, out, err = cli("weights", role, "--recipe", f"recipes/{role}-32b-gptq.yaml")
     assert (code, out) == (0, "adapter\n"), err

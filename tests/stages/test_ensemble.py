@@ -360,6 +360,13 @@ def test_one_server_only_for_adapters_of_one_base(project, changes, shared):
     assert one_server([answer.recipe, evaluate.recipe]) is shared
 
 
+def test_the_shipped_gptq_recipes_share_one_server(project):
+    from orchestrator.core.serving import one_server
+
+    recipes = [load_role(role, f"recipes/{role}-32b-gptq.yaml").recipe for role in ("answer", "evaluate")]
+    assert one_server(recipes)
+
+
 # ---------------------------------------------------------------- variants to vote over
 
 

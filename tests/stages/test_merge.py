@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_llamafactory import GPTQ, write_base
+from helpers import GPTQ, write_base
 
 from orchestrator.core.llamafactory import CANNOT_MERGE
 
@@ -89,7 +89,8 @@ def test_check_says_what_a_quantized_base_needs(project, cli, quantization, weig
         assert not (project / "runs" / "quant" / "merged").exists()
 
 
-def test_the_shipped_gptq_recipe_passes_check(project, cli):
-    code, out, err = cli("check", "answer", "--recipe", "recipes/answer-32b-gptq.yaml")
+@pytest.mark.parametrize("role", ["answer", "evaluate"])
+def test_the_shipped_gptq_recipes_pass_check(project, cli, role):
+    code, out, err = cli("check", role, "--recipe", f"recipes/{role}-32b-gptq.yaml")
     assert code == 0, err
-    assert out.startswith("ok  answer:")
+    assert out.startswith(f"ok  {role}:")

@@ -1,0 +1,82 @@
+"""Serving base + adapter for real on the tiny model: `make infer RECIPE=tiny` with
+serve.weights adapter goes from training to a submission with no merge, and the adapter served
+on its base by `llamafactory-cli api` answers exactly as the merged model does at temperature 0
+(the models are trained once, for both)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+from orchestrator.core.competition import read_dataset
+from orchestrator.core.endpoints import Endpoint
+from orchestrator.core.process import free_port
+from orchestrator.core.prompts import answer_prompt
+from orchestrator.core.recipes import load_role
+from orchestrator.core.serving import served
+
+pytestmark = pytest.mark.slow
+
+TINY = "recipes/tiny-answer.yaml"
+
+
+def make(project: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
+
+
+async def _replies(url: str, model: str, prompts: list[str]) -> list[str]:
+    async with Endpoint(url, model, "EMPTY", max_retries=0) as endpoint:
+        return [(await endpoint.complete(p, temperature=0.0, max_tokens=24)).text for p in prompts]
+
+
+def _served_replies(sets: list[str], prompts: list[str]) -> tuple[list[str], str]:
+    loaded = load_role("answer", TINY, sets)
+    with served(loaded, free_port()) as serving:
+        replies = asyncio.run(_replies(serving.url, serving.model, prompts))
+    return replies, (Path("runs/tiny-answer/serve.yaml")).read_text(encoding="utf-8")
+
+
+def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(tiny_project: Path, cli) -> None:
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, tiny_project)
+    os.utime(tiny_project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
+    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+    recipe = tiny_project / TINY  # tiny-evaluate.yaml extends it: both roles serve their adapters
+    text = recipe.read_text(encoding="utf-8")
+    assert "serve:\n  port: 8011\n" in text
+    recipe.write_text(text.replace("serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n"),
+                      encoding="utf-8")
+
+    done = make(tiny_project, "infer", "RECIPE=tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "orchestrator train evaluate" in done.stdout and "orchestrator merge" not in done.stdout
+    assert not list(tiny_project.rglob("merged")), "a merged model was written"
+    submission = read_dataset(tiny_project / "runs/tiny-infer/submission.jsonl")
+    test = read_dataset(tiny_project / "datasets/sample/test.jsonl")
+    assert [q.qid for q in submission.questions] == [q.qid for q in test.questions]
+    run = json.loads((tiny_project / "runs/tiny-infer/run.json").read_text(encoding="utf-8"))
+    assert run["answer"]["agent"] == "serve runs/tiny-answer/adapter on its base"
+    assert run["evaluate"]["agent"] == "serve runs/tiny-evaluate/adapter on its base"
+    assert make(tiny_project, "-q", "infer", "RECIPE=tiny").returncode == 0  # up to date: the adapters end it
+
+    # the same adapter served both ways: on its base, then merged into it
+    prompts = [answer_prompt(q) for q in test.questions[:4]]
+    on_base, config = _served_replies([], prompts)
+    base = (tiny_project / "models" / "tiny-qwen2").resolve()  # model.path, resolved
+    adapter = tiny_project / "runs" / "tiny-answer" / "adapter"
+    assert f"model_name_or_path: {base}\nadapter_name_or_path: {adapter}\n" in config
+    code, out, err = cli("merge", "answer", "--recipe", TINY, "--set", "serve.weights=merged")
+    assert code == 0, err
+    merged, config = _served_replies(["serve.weights=merged"], prompts)
+    assert f"model_name_or_path: {tiny_project / 'runs/tiny-answer/merged'}\n" in config
+    assert "adapter_name_or_path" not in config
+    assert on_base == merged
+    assert len(set(on_base)) > 1 or on_base[0].strip()  # real replies, not one empty string
