@@ -66,8 +66,9 @@ def make_agent(
 
 
 @contextmanager
-def agent_url(agent: Agent) -> Iterator[str]:
-    """The agent's URL, serving its model on a free loopback port for the block if needed."""
+def agent_url(agent: Agent, startup_timeout: float | None = None) -> Iterator[str]:
+    """The agent's URL, serving its model on a free loopback port for the block if needed
+    (waiting at most `startup_timeout` seconds for it, when given, else serve.startup_timeout)."""
     if agent.url:
         yield agent.url
         return
@@ -75,5 +76,5 @@ def agent_url(agent: Agent) -> Iterator[str]:
     from orchestrator.core.serving import served
 
     assert agent.loaded is not None  # an agent without a URL has a recipe (see make_agent)
-    with served(agent.loaded, free_port()) as serving:
+    with served(agent.loaded, free_port(), startup_timeout=startup_timeout) as serving:
         yield serving.url

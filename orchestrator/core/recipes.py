@@ -239,6 +239,7 @@ class InferenceSection(Section):
     evaluate_model: str | None = None
     api_key_env: str | None = None  # for remote endpoints
     fallback: str | None = "prior"  # a question left without an answer: prior, a letter, or null
+    deadline_s: float | None = Field(None, gt=0)  # from infer's start: then nothing more is asked, the submission is written
 
     @model_validator(mode="before")
     @classmethod
@@ -272,6 +273,7 @@ class PackageSection(Section):
     base_image: str = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"  # FROM: Python, CUDA and the torch vllm 0.11 pins
     input: str = "/tcdata/round2_test_data.jsonl"  # the test file the image answers (INPUT overrides)
     output: str = "/app/results.jsonl"  # the submission it writes (OUTPUT overrides)
+    deadline_s: float | None = Field(None, gt=0)  # the image's whole run; infer gets it less IMAGE_RESERVE_S
     gpu_memory_gb: float = Field(32.0, gt=0)  # the target GPU (one V100 32 GB): larger estimates are refused
 
     @field_validator("input", "output")

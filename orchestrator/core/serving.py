@@ -156,9 +156,15 @@ def _connect_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _startup(recipe_s: float, limit: float | None) -> float:
+    """serve.startup_timeout, cut to `limit` (what is left of a deadline) when given."""
+    return recipe_s if limit is None else max(0.0, min(recipe_s, limit))
+
+
 @contextmanager
 def served(
-    loaded: Loaded[RoleRecipe], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
+    loaded: Loaded[RoleRecipe], port: int, host: str = "127.0.0.1", api_key_env: str | None = None,
+    startup_timeout: float | None = None,
 ) -> Iterator[Serving]:
     """Serve the model of a role recipe (merged, or base + adapter) until the block ends (Ctrl-C included)."""
     recipe = loaded.recipe
@@ -195,7 +201,7 @@ def served(
         ready_url=f"{base}/models",
         env=env,
         cwd=paths.run_dir,
-        startup_timeout=recipe.serve.startup_timeout,
+        startup_timeout=_startup(recipe.serve.startup_timeout, startup_timeout),
         headers={"Authorization": f"Bearer {key}"} if key else None,
     ) as server:
         say(stage, f"ready: {base} (model {recipe.run_name})")
@@ -301,7 +307,8 @@ def vllm_lora_env(api_key: str | None) -> dict[str, str]:
 
 @contextmanager
 def served_adapters(
-    loadeds: list[Loaded[RoleRecipe]], port: int, host: str = "127.0.0.1", api_key_env: str | None = None
+    loadeds: list[Loaded[RoleRecipe]], port: int, host: str = "127.0.0.1", api_key_env: str | None = None,
+    startup_timeout: float | None = None,
 ) -> Iterator[Serving]:
     """Serve the adapters of several role recipes from one vLLM server until the block ends;
     a request names its adapter by the recipe's run name."""
@@ -324,7 +331,7 @@ def served_adapters(
         ready_url=f"{base}/models",
         env=vllm_lora_env(key),
         cwd=paths.run_dir,
-        startup_timeout=loadeds[0].recipe.serve.startup_timeout,
+        startup_timeout=_startup(loadeds[0].recipe.serve.startup_timeout, startup_timeout),
         headers={"Authorization": f"Bearer {key}"} if key else None,
     ) as server:
         say(stage, f"ready: {base} (adapters {names})")

@@ -16,15 +16,23 @@ Records are keyed by what determines them (prompts, models, sampling), so re-run
 command sends no request for finished questions and changed settings are never taken for done
 work. A question with a request that failed after retries is traced as `failed` and asked again
 by the next run; its submission answer falls back to the Answer letter meanwhile.
+
+With `inference.deadline_s`, the run always leaves a submission in time: from DEADLINE_MARGIN_S
+before the deadline no request is sent (when its turn comes) and none still awaited is waited
+for, no server is started (nor waited for past it), and submission.jsonl is written at once from
+what has arrived (the Evaluate letter, else the Answer majority, else the fallback), while
+servers may still be stopping. A served model whose server went away (its port refuses) is
+asked nothing more either. Such questions are traced `not_asked` and asked by the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import (
     AsyncExitStack,
     ExitStack,
@@ -34,13 +42,13 @@ from contextlib import (
 )
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.core.agents import Agent, agent_url, make_agent
 from orchestrator.core.answers import extract_choice
 from orchestrator.core.competition import Dataset, Question, read_reporting, write_submission
 from orchestrator.core.endpoints import Endpoint, EndpointError, Reply
-from orchestrator.core.errors import UserError
+from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.fewshot import Fewshot, examples_for
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.fixes import fallback_letter
@@ -58,16 +66,17 @@ class Unit:
     agents: list[Agent]
 
     @contextmanager
-    def url(self) -> Iterator[str]:
+    def url(self, startup_timeout: float | None = None) -> Iterator[str]:
         first = self.agents[0]
         if not first.lora:
-            with agent_url(first) as url:
+            with agent_url(first, startup_timeout) as url:
                 yield url
             return
         from orchestrator.core.process import free_port
         from orchestrator.core.serving import served_adapters
 
-        with served_adapters([a.loaded for a in self.agents if a.loaded], free_port()) as serving:
+        with served_adapters([a.loaded for a in self.agents if a.loaded], free_port(),
+                             startup_timeout=startup_timeout) as serving:
             yield serving.url
 
 
@@ -78,6 +87,7 @@ class InferSummary:
     answered: int = 0
     resumed: int = 0  # finished by an earlier run
     failed: int = 0  # a request failed after retries: asked again next run
+    not_asked: int = 0  # cut by the deadline or a server that went away: asked again next run
     sources: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     requests: int = 0
@@ -102,6 +112,7 @@ class InferSummary:
             ("without an answer (null)", self.sources["none"]),
             ("finished by an earlier run", self.resumed),
             ("failed requests (asked again next run)", self.failed),
+            ("not asked: deadline or server gone (asked again next run)", self.not_asked),
             ("errors", ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"),
             *[(f"answer round {n + 1}{f' ({self.extra})' if n else ''}", f"{q} questions, {r} requests")
               for n, (q, r) in enumerate(self.rounds) if self.extra],
@@ -111,6 +122,23 @@ class InferSummary:
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+DEADLINE_MARGIN_S = 2.0  # at most this long before inference.deadline_s, the submission is written
+T = TypeVar("T")
+
+
+def deadline_margin(deadline_s: float) -> float:
+    """How long before the deadline asking stops and the submission is written."""
+    return min(DEADLINE_MARGIN_S, 0.1 * deadline_s)
+
+
+class _NotAsked(Exception):
+    """A request not sent, or no longer waited for: the deadline came, or the server went away."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 # ---------------------------------------------------------------- pure rules
@@ -299,6 +327,91 @@ class _Run:
         self.honours_n: dict[str, bool] = {}  # Answer model label -> whether its endpoint took `n`
         self.failures: list[str] = []
         self._bars: dict[str, Any] = {}
+        self.deadline: float | None = None  # time.monotonic() when asking stops (margin included)
+        self.down: dict[str, str] = {}  # agent label -> why its server cannot be asked
+        self._gates: dict[Endpoint, asyncio.Semaphore] = {}  # requests let through to each endpoint
+
+    def left(self) -> float | None:
+        """Seconds until asking stops (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+    async def _ask(self, agent: Agent, endpoint: Endpoint | None, call: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """`call(endpoint)`, unless the deadline has come or the agent's server went away, as seen
+        when the request's turn comes (`inference.concurrency` in flight); a reply still awaited
+        at the deadline is given up. A served model's refused connection (after retries) means
+        its server is gone: it is asked nothing more."""
+
+        def refuse() -> None:
+            if agent.label in self.down:
+                raise _NotAsked(self.down[agent.label])
+            if self.expired():
+                raise _NotAsked("deadline")
+
+        refuse()
+        assert endpoint is not None, "an endpoint is up for every model with a question to ask"
+        gate = self._gates.setdefault(endpoint, asyncio.Semaphore(self.inf.concurrency))
+
+        async def send() -> T:
+            async with gate:
+                refuse()
+                try:
+                    return await call(endpoint)
+                except EndpointError as e:
+                    if e.reason == "connection refused" and not agent.url:
+                        self.down[agent.label] = "server gone"
+                    raise
+
+        left = self.left()
+        if left is None:
+            return await send()
+        try:
+            return await asyncio.wait_for(send(), left)
+        except asyncio.TimeoutError:
+            raise _NotAsked("deadline") from None
+
+    def _not_asked(self, q: Question, stage: str, why: _NotAsked, model: str | None = None) -> Problem:
+        return Problem(id=q.qid, stage=stage, kind="not_asked", reason=why.reason,
+                       model=model if len(self.answers) > 1 else None)
+
+    @contextmanager
+    def _serving(self, server: Any, agents: list[Agent]) -> Iterator[str | None]:
+        """The URL of `server` (a context manager that starts it), or None: the deadline came, or
+        (with a deadline) it did not start; then its agents are asked nothing."""
+        if self.expired():
+            yield None
+            return
+        with ExitStack() as stack:
+            try:
+                url = stack.enter_context(server)
+            except StageFailed as e:
+                if self.deadline is None:
+                    raise
+                say("infer", f"{e.lines[0]}; its questions get the fallback")
+                self.down.update((a.label, "server did not start") for a in agents)
+                url = None
+            yield url
+
+    def snapshot(self, q: Question) -> TraceRecord:
+        """The question's record as it stands: traced, else built from the first round's Answer
+        samples that have arrived (the others not asked), without the Evaluate step."""
+        traced = self.trace.get(self.keys[q.qid])
+        if traced is not None:
+            return TraceRecord.model_validate(traced)
+        parts = []
+        for a in self.answers:
+            part = []
+            for i in self.rounds[0]:
+                cached = self.samples.get(self.sample_key(q, a, i))
+                part.append((Sample.model_validate({**cached, "model": a.label, "index": i}), None) if cached else
+                            (Sample(model=a.label, index=i, error="deadline"),
+                             self._not_asked(q, "answer", _NotAsked("deadline"), a.label)))
+            parts.append(part)
+        samples, problems = gathered(parts)
+        return trace_record(q, self.keys[q.qid], self.labels, samples, problems, None)
 
     def sampling_lines(self) -> list[str]:
         """How each Answer endpoint took several samples, as found out by asking."""
@@ -420,10 +533,14 @@ class _Run:
                 todo.setdefault(self.temps[i], []).append(i)
 
         async def ask(temperature: float, numbers: list[int]) -> None:
-            assert endpoint is not None, "an endpoint is up for every model with a sample to ask"
             try:
-                replies, requests = await endpoint.complete_n(prompt, len(numbers), temperature=temperature,
-                                                              max_tokens=self.inf.max_tokens)
+                replies, requests = await self._ask(agent, endpoint, lambda e: e.complete_n(
+                    prompt, len(numbers), temperature=temperature, max_tokens=self.inf.max_tokens))
+            except _NotAsked as why:
+                for i in numbers:
+                    done[i] = (Sample(model=agent.label, index=i, round=round_, error=why.reason),
+                               self._not_asked(q, "answer", why, agent.label))
+                return
             except EndpointError as e:
                 self.round_requests[round_] += 1
                 problem = self._api_error(q, "answer", e, agent.label)
@@ -460,13 +577,14 @@ class _Run:
         chosen = chosen_reply(samples)
         evaluation = None
         if chosen is not None and chosen.text is not None:
-            assert endpoint is not None, "the Evaluate model is up when a sample has text"
             prompt = evaluate_prompt(q, chosen.text)
             try:
-                reply = await endpoint.complete(
-                    prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens
-                )
+                reply = await self._ask(self.evaluate, endpoint, lambda e: e.complete(
+                    prompt, temperature=self.inf.temperature, max_tokens=self.inf.max_tokens))
                 evaluation = Evaluation(model=self.evaluate.model, **_reply_fields(reply, q))
+            except _NotAsked as why:
+                api_errors = [*api_errors, self._not_asked(q, "evaluate", why)]
+                evaluation = Evaluation(model=self.evaluate.model, error=why.reason)
             except EndpointError as e:
                 api_errors = [*api_errors, self._api_error(q, "evaluate", e)]
                 evaluation = Evaluation(model=self.evaluate.model, attempts=e.attempts, error=e.reason)
@@ -508,6 +626,10 @@ class _Run:
             with self._progress("evaluate", total=len(todo)):
                 await asyncio.gather(*(self.stage2(q, first[q.qid], e) for q in todo))
 
+    def _up(self, unit: Unit) -> Any:
+        """The unit's server started for a block (see `_serving`), waited for until the deadline at most."""
+        return self._serving(unit.url(self.left()), unit.agents)
+
     def _needed(self, unit: Unit, todo: Sequence[Question], round_: int = 0) -> bool:
         return any(self.needs_answer(q, a, self.rounds[round_]) for a in unit.agents for q in todo)
 
@@ -537,18 +659,18 @@ class _Run:
         more: list[Question] = []
         if len(units) == 1:
             unit = units[0]
-            with unit.url() if self._needed_in_any_round(unit, todo) else nullcontext() as url:
+            with self._up(unit) if self._needed_in_any_round(unit, todo) else nullcontext() as url:
                 ask(unit, url, todo, 0)
                 more = self.extra_questions(todo, samples(todo))
                 if more:
                     ask(unit, url, more, 1)
         else:
             for unit in units:
-                with unit.url() if self._needed(unit, todo) else nullcontext() as url:
+                with self._up(unit) if self._needed(unit, todo) else nullcontext() as url:
                     ask(unit, url, todo, 0)
             more = self.extra_questions(todo, samples(todo))
             for unit in units if more else []:
-                with unit.url() if self._needed(unit, more, 1) else nullcontext() as url:
+                with self._up(unit) if self._needed(unit, more, 1) else nullcontext() as url:
                     ask(unit, url, more, 1)
         self.round_questions = [len(todo), len(more)]
         # per question: the first round's samples of every model, then the extra round's
@@ -564,8 +686,9 @@ class _Run:
             from orchestrator.core.serving import served_adapters
 
             every = [a.loaded for a in [*self.answers, self.evaluate] if a.loaded]
-            with served_adapters(every, free_port()) as serving:
-                asyncio.run(self.pipelined(todo, {a.label: serving.url for a in self.answers}, serving.url))
+            one = _url_of(served_adapters(every, free_port(), startup_timeout=self.left()))
+            with self._serving(one, [*self.answers, self.evaluate]) as url:
+                asyncio.run(self.pipelined(todo, {a.label: url for a in self.answers}, url))
             return
         units = serving_units(self.answers)
         if self.inf.mode == "pipelined":
@@ -573,15 +696,22 @@ class _Run:
                 urls: dict[str, str | None] = {}
                 for unit in units:  # every Answer model up at once, and the Evaluate model
                     if self._needed_in_any_round(unit, todo):
-                        served = stack.enter_context(unit.url())
+                        served = stack.enter_context(self._up(unit))
                         urls.update((a.label, served) for a in unit.agents)
-                e = stack.enter_context(agent_url(self.evaluate))
+                e = stack.enter_context(self._up(Unit([self.evaluate])))
                 asyncio.run(self.pipelined(todo, urls, e))
             return
         first = self._staged_rounds(todo, units)
         any_text = any(chosen_reply(samples) is not None for samples, _ in first.values())
-        with agent_url(self.evaluate) if any_text else nullcontext() as url:  # no text: only trace failures
+        with self._up(Unit([self.evaluate])) if any_text else nullcontext() as url:  # no text: only trace failures
             asyncio.run(self.staged_evaluate(todo, first, url))
+
+
+@contextmanager
+def _url_of(serving: Any) -> Iterator[str]:
+    """The URL of a `served...` context manager's Serving."""
+    with serving as s:
+        yield s.url
 
 
 def _compact_trace(path: Path, current: list[TraceRecord]) -> None:
@@ -626,6 +756,7 @@ def infer(
     is served from its role recipe: `answers[i]` for the i-th of `inference.answer_models` (or
     `answer` for the one Answer model), `evaluate`. An Answer model at an endpoint is asked the
     prompts of `endpoint_recipe`'s fewshot setting (inference.answer_recipe: what it was trained on)."""
+    started = time.monotonic()  # inference.deadline_s counts from here
     inf = pipeline.recipe.inference
     dataset = read_reporting(input_path, "infer", skip_invalid)
     dataset = Dataset(dataset.path, dataset.problems[:limit])
@@ -672,8 +803,22 @@ def infer(
         say("infer", pipeline.data_line("data.train"))
     fallback = fallback_letter(pipeline.recipe)
 
-    started = time.monotonic()
     run = _Run(out, questions, inf, answer_agents, evaluate_agent, shots)
+    if inf.deadline_s is not None:
+        run.deadline = started + inf.deadline_s - deadline_margin(inf.deadline_s)
+    writing = threading.Lock()  # the deadline's write and the last one
+
+    def write(records: list[TraceRecord]) -> None:
+        with writing:
+            write_submission(out / "submission.jsonl", dataset, {r.id: r.final for r in records})
+
+    def at_deadline() -> None:  # on a timer thread: the ledgers are only read
+        records = [with_fallback(run.snapshot(q), fallback, q.letters) for q in questions]
+        write(records)
+        sources = Counter(r.source for r in records)
+        say("infer", f"deadline: {out / 'submission.jsonl'} written, every question answered ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(sources.items())) + "); asking stops")
+
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
         described = "; ".join(a.describe() for a in answer_agents)
@@ -686,22 +831,35 @@ def infer(
                      f"answer: {described}; evaluate: {evaluate_agent.describe()}"
                      + ("; several samples go in one request (n) where the endpoint returns them, else one "
                         "request each" if len(run.temps) > 1 else ""))
-        if todo:
-            run.execute(todo)
+        timer = threading.Timer(max(0.0, run.deadline - time.monotonic()), at_deadline) \
+            if run.deadline is not None and todo else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            if todo:
+                run.execute(todo)
+        except BaseException:
+            if timer:
+                timer.cancel()
+            raise
         for line in run.sampling_lines():
             say("infer", line)
         # every question is traced now: done by an earlier run or by this one (failed or not)
         records = [with_fallback(run.traced(q), fallback, q.letters) for q in questions]
     _compact_trace(out / "trace.jsonl", records)
     atomic_write_jsonl(out / "errors.jsonl", [e.line() for r in records for e in r.errors])
-    write_submission(out / "submission.jsonl", dataset, {r.id: r.final for r in records})
+    write(records)
+    if timer:  # only now: until this write, the deadline's is the one in time
+        timer.cancel()
 
     summary = InferSummary(out, questions=len(questions), resumed=len(questions) - len(todo),
                            requests=run.requests, seconds=time.monotonic() - started, failures=run.failures,
                            rounds=list(zip(run.round_questions, run.round_requests, strict=True)), extra=extra)
     for r in records:
         summary.answered += r.final is not None
-        summary.failed += r.status == "failed"
+        summary.failed += r.status == "failed" and any(e.kind == "api" for e in r.errors)
+        summary.not_asked += any(e.kind == "not_asked" for e in r.errors)
         summary.sources[r.source] += 1
         summary.errors.update(e.kind for e in r.errors)
     return summary

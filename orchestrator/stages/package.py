@@ -52,6 +52,9 @@ VLLM_DEFAULT_MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen when serve.args does n
 TORCH_STACK = re.compile(r"(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-.+)")
 SOURCE_FILES = ("pyproject.toml", "README.md")  # besides orchestrator/: what the wheel is built from
 WHEEL_EPOCH = "315532800"  # SOURCE_DATE_EPOCH: the same sources build the same wheel bytes
+# Of package.deadline_s, what infer does not get: starting Python, stopping the servers after
+# the deadline's write (up to 20 s), copying and checking OUTPUT.
+IMAGE_RESERVE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ def _frozen_pipeline(loaded: Loaded[PipelineRecipe], answers: list[Loaded[RoleRe
     inference["evaluate_recipe"] = f"recipes/{evaluate.recipe.run_name}.yaml"
     inference["fallback"] = fallback  # the prior, read now: the image holds no training data
     inference["api_key_env"] = None
+    if recipe.package.deadline_s is not None:
+        inference["deadline_s"] = recipe.package.deadline_s - IMAGE_RESERVE_S
     raw = {"data": {"test": recipe.package.input, "gold": None}, "inference": inference,
            "package": recipe.package.model_dump()}
     header = (f"# The pipeline recipe frozen by `orchestrator package` from {display(loaded.path)}:\n"
@@ -404,7 +409,17 @@ def package(
     if evaluate is None:
         raise UserError(f"{pipeline.where('inference.evaluate_url')}: inference.evaluate_url {inf.evaluate_url}: "
                         "the image has no network; set it to null so the Evaluate model is served")
+    deadline = recipe.package.deadline_s
+    if deadline is not None and deadline <= 2 * IMAGE_RESERVE_S:
+        raise UserError(f"{pipeline.where('package.deadline_s')}: package.deadline_s {deadline:g} leaves infer no time: "
+                        f"the image keeps {IMAGE_RESERVE_S:g} s to start, stop its servers and check the "
+                        f"submission; give more than {2 * IMAGE_RESERVE_S:g} (or null: no deadline)")
     served = [a for a in answers if a is not None]
+    for a in served:
+        if a.recipe.fewshot.k:
+            raise UserError(f"{a.where('fewshot.k')}: fewshot.k {a.recipe.fewshot.k}: the image does not carry the "
+                            "few-shot pool (the worked examples its prompts are built from) yet; package a recipe "
+                            "with fewshot.k 0")
     out = Path(out)
     earlier = _ours(out)
 
@@ -449,8 +464,10 @@ def package(
     with tempfile.TemporaryDirectory(prefix="orchestrator-package-") as tmp:
         wheel = build_wheel(Path(tmp))
         generated[f"wheels/{wheel.name}"] = wheel.read_bytes()
+    infer_deadline = yaml.safe_load(generated["recipes/pipeline.yaml"])["inference"].get("deadline_s")
     values: dict[str, Any] = {"source": display(pipeline.path), "out": out, "input": recipe.package.input,
-              "output": recipe.package.output}
+                              "output": recipe.package.output,
+                              "deadline": "none" if infer_deadline is None else f"{infer_deadline:g} s"}
     generated["Dockerfile"] = render("package/Dockerfile.j2", base_image=recipe.package.base_image,
                                      wheel=wheel.name, folders=copied, **values).encode()
     generated["run.sh"] = render("package/run.sh.j2", **values).encode()

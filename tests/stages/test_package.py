@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -224,6 +225,12 @@ def test_endpoints_are_refused_the_image_has_no_network(merged_project: Path, cl
     assert code != 0 and message in err and not (merged_project / "image").exists()
 
 
+def test_a_few_shot_answer_recipe_is_refused_the_image_carries_no_pool(merged_project: Path, cli) -> None:
+    code, _, err = _package(cli, merged_project / "image", "fewshot.k=2")
+    assert code != 0 and "fewshot.k 2: the image does not carry the few-shot pool" in err
+    assert not (merged_project / "image").exists()
+
+
 def test_a_model_not_merged_yet_names_the_command(project: Path, tiny_model_dir: Path, cli) -> None:
     _merged(project, tiny_model_dir, "tiny-answer")
     code, _, err = _package(cli, project / "image")
@@ -287,6 +294,24 @@ def test_every_model_an_adapter_of_one_base_on_vllm_is_one_server(tiny_project: 
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
 
 
+@pytest.mark.parametrize(("deadline", "infer_deadline", "refused"), [
+    (None, None, False), (3600, 3540, False), (120, None, True),
+])
+def test_the_image_deadline_leaves_time_to_start_stop_and_check(merged_project: Path, cli, deadline, infer_deadline,
+                                                               refused) -> None:
+    import yaml
+
+    out = merged_project / "image"
+    code, _, err = _package(cli, out, *([f"package.deadline_s={deadline}"] if deadline else []))
+    if refused:
+        assert code != 0 and "package.deadline_s 120 leaves infer no time" in err and not out.exists()
+        return
+    assert code == 0, err
+    frozen = yaml.safe_load((out / "recipes" / "pipeline.yaml").read_text())
+    assert frozen["inference"].get("deadline_s") == infer_deadline
+    assert f"the recipe's: {infer_deadline or 'none'}" in (out / "run.sh").read_text()
+
+
 @pytest.mark.parametrize(("vllm", "pinned"), [(False, None), (True, "vllm==0.11.0")])
 def test_vllm_is_pinned_in_the_range_llamafactory_accepts(vllm: bool, pinned: str | None) -> None:
     from orchestrator.stages.package import pinned_requirements
@@ -329,3 +354,14 @@ def test_run_sh_answers_ten_problems_as_the_image_would(
     check = subprocess.run([Path(sys.executable).parent / "orchestrator", "data", "check", output, "--against", test],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+    # a fresh image given a deadline shorter than its run (here: shorter than starting a server):
+    # no server is waited for past it, every question gets the fallback, OUTPUT is complete and checked
+    shutil.rmtree(out / "runs" / "infer")
+    output.unlink()
+    done = subprocess.run(["sh", str(out / "run.sh")], cwd=tmp_path, env={**env, "DEADLINE_S": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{output}: ready to upload for {test}" in done.stdout and "ready: http" not in done.stderr
+    trace = read_jsonl(out / "runs" / "infer" / "trace.jsonl")
+    assert {r["source"] for r in trace} == {"fallback"} and len(trace) == sum(len(r["questions"]) for r in rows)
