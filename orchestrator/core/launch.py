@@ -11,10 +11,14 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from orchestrator.core.errors import UserError
 from orchestrator.core.recipes import Loaded, RoleRecipe
+
+
+CPU_DDP = str(Path(__file__).parent / "cpu_ddp")
 
 
 def visible_gpus() -> list[str]:
@@ -77,6 +81,8 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
             )
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(ds.gpus_per_node)
+        if not gpus:  # CPU processes: see cpu_ddp/sitecustomize.py (resuming them fails without it)
+            env["PYTHONPATH"] = os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])
     if ds.nnodes > 1:
         env.update(
             NNODES=str(ds.nnodes),

@@ -4,12 +4,13 @@ the machine checks, the extras a recipe needs, and what a launch did, read from 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 from orchestrator.core.errors import UserError
-from orchestrator.core.launch import describe, launch_env, launch_line, missing_extras, visible_gpus, what_ran
+from orchestrator.core.launch import CPU_DDP, describe, launch_env, launch_line, missing_extras, visible_gpus, what_ran
 from orchestrator.core.recipes import load_role
 
 EIGHT = [str(i) for i in range(8)]
@@ -20,7 +21,8 @@ LAUNCH = [
     # (overrides, the GPUs the machine shows, expected environment)
     pytest.param([], EIGHT, {}, id="one-process"),
     pytest.param(["distributed.gpus_per_node=8"], EIGHT, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}, id="8-gpus"),
-    pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}, id="2-cpu-procs"),
+    pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2",
+                                                       "PYTHONPATH": CPU_DDP}, id="2-cpu-procs"),
     pytest.param(
         [*CLUSTER, "distributed.deepspeed=3"], EIGHT,
         {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",
@@ -31,8 +33,21 @@ LAUNCH = [
 
 
 @pytest.mark.parametrize("overrides, gpus, env", LAUNCH)
-def test_launch_environment(project: Path, overrides: list[str], gpus: list[str], env: dict[str, str]) -> None:
+def test_launch_environment(project: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str], gpus: list[str], env: dict[str, str]) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     assert launch_env(load_role("answer", None, overrides), gpus) == env
+
+
+def test_cpu_processes_resume_an_optimizer_saved_on_cpu(tmp_path: Path) -> None:
+    """What transformers does when it resumes a CPU DDP run, with the launch's PYTHONPATH."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.save({'a': torch.ones(2)}, 'o.pt'); "
+            "print(torch.load('o.pt', map_location=torch.device('cpu', 1))['a'].sum().item())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": CPU_DDP})
+    assert done.stdout.strip() == "2.0", done.stderr[-2000:]
 
 
 REFUSED = [
