@@ -11,6 +11,7 @@
 #   make package [RECIPE=tiny]      the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 #   make webui ROLE=answer [RECIPE=tiny]
 #   make sample                     regenerate the shipped synthetic sample (datasets/sample/)
+#   make gpu-check [ARGS=--tiny]    the one GPU check (benchmarks/gpu_check.sh); gpu-wheels: its wheels
 #
 # RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
 # folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
@@ -75,11 +76,11 @@ VAL := datasets/val.jsonl
 EVAL_DIR := runs/$(PREFIX)eval
 EVAL_REPORT := $(EVAL_DIR)/report.md
 
-.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench clean package
+.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
@@ -197,6 +198,22 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_endpoints.py
+
+# The GPU check runs where there is no network: llamafactory and the pure-Python packages a lent
+# machine (Python 3.12, torch, transformers and peft there) lacks travel as wheels, 64 MiB at most.
+GPU_WHEELS ?= llamafactory==0.9.5 trl==0.24.0 accelerate==1.11.0 datasets==4.0.0 dill==0.3.8 \
+	multiprocess==0.70.16 fsspec==2025.3.0 fire termcolor omegaconf \
+	sse-starlette fastapi starlette uvicorn h11 tyro==0.8.14 docstring-parser shtab typeguard einops \
+	modelscope click jinja2 openai distro jiter httpx httpcore anyio sniffio
+GPU_SDISTS ?= antlr4-python3-runtime==4.9.3  # pure Python, published as source only: built here
+gpu-check:
+	benchmarks/gpu_check.sh $(ARGS)
+
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
+	$(BIN)/pip wheel --quiet --no-deps -w benchmarks/wheels $(GPU_SDISTS)
+	@size=$$(du -sm benchmarks/wheels | cut -f1); echo "benchmarks/wheels: $$size MiB"; test $$size -le 64
 
 clean:
 	rm -rf runs datasets/*.json datasets/val.jsonl

@@ -268,3 +268,13 @@ def test_server_that_cannot_start(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^serve answer: cannot start no-such-program-xyz \("):
         s.start()
     assert s.proc is None and s._log is None
+
+
+@pytest.mark.parametrize("path", ["/usr/bin:/bin", ""], ids=["venv-not-activated", "no-path"])
+def test_this_environments_bin_comes_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """What `make` gets from a plain .venv/bin/orchestrator: torchrun (a sibling of python) found."""
+    monkeypatch.setenv("PATH", path)
+    done = run(["/bin/sh", "-c", "command -v torchrun; echo \"$PATH\""], stage="t", log_path=tmp_path / "log")
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+    assert done.tail[0] == os.path.join(venv_bin, "torchrun")
+    assert done.tail[1].split(os.pathsep) == [venv_bin, *filter(None, path.split(os.pathsep))]
