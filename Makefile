@@ -80,7 +80,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
