@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO, install_fake_vllm  # noqa: E402
+from helpers import REPO, install_fake_vllm, make, with_makefile  # noqa: E402
+
+
+def _with_recipes_and_sample(root: Path) -> Path:
+    shutil.copytree(REPO / "recipes", root / "recipes")
+    shutil.copytree(REPO / "datasets" / "sample", root / "datasets" / "sample")
+    return root
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project root with the shipped recipes and sample, as the working directory."""
-    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
-    shutil.copytree(REPO / "datasets" / "sample", tmp_path / "datasets" / "sample")
+    _with_recipes_and_sample(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path))
     return tmp_path
@@ -31,12 +38,33 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
 
 
-@pytest.fixture
-def tiny_project(project: Path, tiny_model_dir: Path) -> Path:
-    """A project whose models/tiny-qwen2 is the tiny model (what the tiny recipes use)."""
+def _with_tiny_model(project: Path, tiny_model_dir: Path) -> Path:
     (project / "models").mkdir()
     os.symlink(tiny_model_dir, project / "models" / "tiny-qwen2")
     return project
+
+
+@pytest.fixture
+def tiny_project(project: Path, tiny_model_dir: Path) -> Path:
+    """A project whose models/tiny-qwen2 is the tiny model (what the tiny recipes use)."""
+    return _with_tiny_model(project, tiny_model_dir)
+
+
+@dataclass
+class Made:
+    project: Path
+    clean: bool  # the runs folder did not exist before
+    done: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def made_eval(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Made:
+    """`make eval RECIPE=tiny` once per test run, in a tiny project with no runs folder: it
+    distils, builds both datasets, trains and merges both tiny models, then answers and scores
+    the held-out problems. The tests that need trained models take them from here (read only)."""
+    root = with_makefile(_with_tiny_model(_with_recipes_and_sample(tmp_path_factory.mktemp("made")), tiny_model_dir))
+    clean = not (root / "runs").exists()
+    return Made(root, clean, make(root, "eval", "RECIPE=tiny", timeout=1800))
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 from fake_openai import expected_letter
@@ -156,3 +159,18 @@ def write_base(project: Path, quantization: dict | None, name: str = "base") -> 
 
 
 GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+
+
+def with_makefile(project: Path) -> Path:
+    """`project` ready for `make`: the Makefile, pyproject.toml (older than the install stamp,
+    so nothing is reinstalled) and this checkout's .venv."""
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))
+    (project / ".venv").symlink_to(REPO / ".venv")
+    return project
+
+
+def make(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})

@@ -26,13 +26,9 @@ Source = Literal["evaluate", "answer_fallback", "vote_fallback", "fallback", "no
 Status = Literal["done", "failed"]
 
 
-class Sample(BaseModel):
-    """One Answer sample: the reply of `model` (its `index`-th sample), or the `error` (the
-    failure's reason) that left it without one."""
+class TracedReply(BaseModel):
+    """A model's reply as traced, or the `error` (the failure's reason) that left none."""
 
-    model: str = "answer"
-    index: int = 0
-    round: int = 0  # 1: an extra vote (inference.extra_votes), asked because the first round was split
     text: str | None = None
     letter: str | None = None
     latency: float | None = None
@@ -45,16 +41,18 @@ class Sample(BaseModel):
         return self.text is not None
 
 
-class Evaluation(BaseModel):
-    """The Evaluate step: the reply read for the final letter, or the failure's reason."""
+class Sample(TracedReply):
+    """One Answer sample: the `index`-th sample of `model`."""
+
+    model: str = "answer"
+    index: int = 0
+    round: int = 0  # 1: an extra vote (inference.extra_votes), asked because the first round was split
+
+
+class Evaluation(TracedReply):
+    """The Evaluate step: the reply read for the final letter."""
 
     model: str = "evaluate"
-    text: str | None = None
-    letter: str | None = None
-    latency: float | None = None
-    attempts: int | None = None
-    finish_reason: str | None = None
-    error: str | None = None
 
 
 class Problem(BaseModel):

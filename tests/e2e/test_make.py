@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import make, with_makefile
 
 pytestmark = pytest.mark.slow
 
 
-def make(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
-
-
 def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -> None:
-    shutil.copy(REPO / "Makefile", tiny_project)
-    shutil.copy(REPO / "pyproject.toml", tiny_project)
-    os.utime(tiny_project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
-    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+    with_makefile(tiny_project)
 
     first = make(tiny_project, "answer-model", "RECIPE=tiny")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -45,26 +35,21 @@ def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -
     assert "orchestrator distill" not in plan  # the teacher is not asked again
 
 
-def test_eval_from_a_clean_runs_folder(tiny_project: Path) -> None:
-    shutil.copy(REPO / "Makefile", tiny_project)
-    shutil.copy(REPO / "pyproject.toml", tiny_project)
-    os.utime(tiny_project / "pyproject.toml", (0, 0))
-    (tiny_project / ".venv").symlink_to(REPO / ".venv")
-    assert not (tiny_project / "runs").exists()
-
-    done = make(tiny_project, "eval", "RECIPE=tiny", timeout=1800)  # distil, train and merge both, infer
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_eval_from_a_clean_runs_folder(made_eval) -> None:
+    project, done = made_eval.project, made_eval.done
+    assert made_eval.clean
+    assert done.returncode == 0, done.stderr[-3000:]  # distil, train and merge both, infer
     assert "orchestrator eval --out-dir runs/tiny-eval" in done.stdout
-    report = tiny_project / "runs/tiny-eval/report.md"
-    assert report.exists() and (tiny_project / "runs/tiny-eval/report.png").exists()
-    source = json.loads((tiny_project / "datasets/train_answer_instruct.sources.json").read_text())
+    report = project / "runs/tiny-eval/report.md"
+    assert report.exists() and (project / "runs/tiny-eval/report.png").exists()
+    source = json.loads((project / "datasets/train_answer_instruct.sources.json").read_text())
     held = source["split"]["val_problems"]
-    submission = (tiny_project / "runs/tiny-eval/submission.jsonl").read_text().splitlines()
+    submission = (project / "runs/tiny-eval/submission.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in submission] == held and len(held) == 6
     for role in ("answer", "evaluate"):  # the split each model was trained without
-        manifest = json.loads((tiny_project / f"runs/tiny-{role}/manifest.json").read_text())
+        manifest = json.loads((project / f"runs/tiny-{role}/manifest.json").read_text())
         assert manifest["data"]["dataset"]["split"]["val_problems"] == held
-    assert make(tiny_project, "-q", "eval", "RECIPE=tiny").returncode == 0  # up to date
+    assert make(project, "-q", "eval", "RECIPE=tiny").returncode == 0  # up to date
 
 
 # recipe edits that make `orchestrator eval` refuse; `make eval` must refuse before training
@@ -83,10 +68,7 @@ EVAL_REFUSALS = [
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
 def test_eval_refuses_before_training(project: Path, variable: str, recipe: str | None, old: str | None,
                                       new: str | None, error: str, dry_run: bool) -> None:
-    shutil.copy(REPO / "Makefile", project)
-    shutil.copy(REPO / "pyproject.toml", project)
-    os.utime(project / "pyproject.toml", (0, 0))
-    (project / ".venv").symlink_to(REPO / ".venv")
+    with_makefile(project)
     if recipe:
         path = project / "recipes" / recipe
         assert old in path.read_text()
@@ -101,10 +83,7 @@ def test_eval_refuses_before_training(project: Path, variable: str, recipe: str 
 
 
 def test_eval_check_passes_for_the_tiny_recipes(project: Path) -> None:
-    shutil.copy(REPO / "Makefile", project)
-    shutil.copy(REPO / "pyproject.toml", project)
-    os.utime(project / "pyproject.toml", (0, 0))
-    (project / ".venv").symlink_to(REPO / ".venv")
+    with_makefile(project)
     plan = make(project, "-n", "eval", "RECIPE=tiny", timeout=120)
     assert plan.returncode == 0, plan.stderr
     assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan.stdout

@@ -1,9 +1,11 @@
 """The whole method end to end on the tiny model: distil, both datasets, both models trained
-and merged, both served by the real `llamafactory-cli api`, inference in both modes, score."""
+and merged (once per test run, by `make eval RECIPE=tiny`: the `made_eval` fixture), both
+served by the real `llamafactory-cli api`, inference in both modes, score."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,16 @@ from orchestrator.core.competition import read_dataset
 pytestmark = pytest.mark.slow
 
 
-def test_sample_to_scored_submission(tiny_project: Path, cli) -> None:
-    assert cli("distill")[0] == 0
+def test_sample_to_scored_submission(made_eval, tiny_project: Path, cli) -> None:
+    done = made_eval.done
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "orchestrator distill" in done.stdout
     for role in ("answer", "evaluate"):
         for command in ("dataset", "train", "merge"):
-            code, out, err = cli(command, role, "--recipe", f"recipes/tiny-{role}.yaml")
-            assert code == 0, f"{command} {role}: {err}"
+            assert f"orchestrator {command} {role} --recipe recipes/tiny-{role}.yaml" in done.stdout, command
+        # the trained and merged model, in this test's own project
+        shutil.copytree(made_eval.project / "runs" / f"tiny-{role}", tiny_project / "runs" / f"tiny-{role}",
+                        symlinks=True)
 
     test = tiny_project / "datasets" / "sample" / "test.jsonl"
     gold = tiny_project / "datasets" / "sample" / "test_gold.jsonl"

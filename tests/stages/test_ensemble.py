@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO
+from helpers import make, with_makefile
 from fake_openai import FailPrompts, FakeOpenAI
 from helpers import adapter_variant, by_id, marker, read_jsonl, vllm_calls, write_competition
 
@@ -417,13 +415,7 @@ def test_subsample_is_a_fraction(project, cli, value):
 
 def test_make_answer_model_trains_a_variant_recipe(project):
     """`make -n`: the plan names the variant's recipe, run folder and training set."""
-    shutil.copy(REPO / "Makefile", project)
-    shutil.copy(REPO / "pyproject.toml", project)
-    os.utime(project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
-    (project / ".venv").symlink_to(REPO / ".venv")
-    env = {**os.environ, "ORCHESTRATOR_HOME": str(project)}
-    plan = subprocess.run(["make", "-n", "--no-print-directory", "answer-model", "RECIPE=recipes/tiny-answer-b.yaml"],
-                          check=False, cwd=project, capture_output=True, text=True, timeout=120, env=env)
+    plan = make(with_makefile(project), "-n", "answer-model", "RECIPE=recipes/tiny-answer-b.yaml", timeout=120)
     assert plan.returncode == 0, plan.stderr
     lines = [line.removeprefix(".venv/bin/") for line in plan.stdout.splitlines()]
     assert "orchestrator dataset answer --recipe recipes/tiny-answer-b.yaml --pipeline recipes/pipeline.yaml " \
@@ -432,8 +424,7 @@ def test_make_answer_model_trains_a_variant_recipe(project):
     assert "orchestrator merge answer --recipe recipes/tiny-answer-b.yaml" in lines
     assert "mkdir -p runs/tiny-answer-b && touch runs/tiny-answer-b/.base-model" in lines
 
-    bad = subprocess.run(["make", "-n", "--no-print-directory", "answer-model", "RECIPE=recipes/nope.yaml"],
-                         check=False, cwd=project, capture_output=True, text=True, timeout=120, env=env)
+    bad = make(project, "-n", "answer-model", "RECIPE=recipes/nope.yaml", timeout=120)
     assert bad.returncode != 0
     assert "RECIPE=recipes/nope.yaml is not an Answer recipe that loads; " \
            "`orchestrator check answer --recipe recipes/nope.yaml` says why" in bad.stderr
