@@ -71,8 +71,11 @@ class Retriever:
         from scipy import sparse
 
         self.examples = list(examples)
-        self._problem_ids = np.array([e.problem_id for e in self.examples], dtype=object)
-        self._texts = np.array([_norm(e.problem) for e in self.examples], dtype=object)
+        # a query's own problem, by id and by text: the entries it may never retrieve
+        self._same: dict[str, list[int]] = {}
+        for i, e in enumerate(self.examples):
+            for key in {f"id:{e.problem_id}", f"text:{_norm(e.problem)}"}:
+                self._same.setdefault(key, []).append(i)
         self.vocab: dict[str, int] = {}
         index = cache_dir / "index.npz" if cache_dir else None
         vocab_file = cache_dir / "vocab.json" if cache_dir else None
@@ -126,10 +129,16 @@ class Retriever:
                         vals.append(float(c))
             q = sparse.csr_matrix((vals, (rows, cols)), shape=(len(chunk), len(self.vocab)))
             scores = (q @ self.weights.T).toarray()
+            n = len(self.examples)
+            take = min(k, n)
             for r, (pid, problem, _) in enumerate(chunk):
                 row = scores[r]
-                row[(self._problem_ids == pid) | (self._texts == _norm(problem))] = -math.inf
-                top = np.argsort(-row, kind="stable")[:k]
+                row[self._same.get(f"id:{pid}", []) + self._same.get(f"text:{_norm(problem)}", [])] = -math.inf
+                # the k best; among equal scores the earlier entry (ties stable)
+                kth = np.partition(row, n - take)[n - take]
+                above, equal = np.flatnonzero(row > kth), np.flatnonzero(row == kth)
+                chosen = np.concatenate([above, equal[: take - len(above)]])
+                top = chosen[np.lexsort((chosen, -row[chosen]))]
                 out.append([self.examples[i] for i in top if row[i] > -math.inf])
         return out
 

@@ -160,7 +160,8 @@ def settings(run: Run) -> dict[str, Any]:
     """The run's settings as dotted keys: input, inference.*, answer.* and evaluate.* (a served
     model's recipe keys, e.g. answer.train.lora_rank, and answer.model for the model itself)."""
     r = run.record
-    out = {"input": r.get("input"), "limit": r.get("limit"), **flatten(r.get("inference") or {}, "inference.")}
+    out = {"input": r.get("input"), "limit": r.get("limit"), **flatten(r.get("inference") or {}, "inference."),
+           **flatten(r.get("fewshot") or {}, "fewshot.")}  # each Answer model's worked examples: k and pool
     for role, agent in (r.get("models") or {}).items():
         agent = dict(agent)
         out[f"{role}.model"] = agent.pop("identity", agent.get("model"))
