@@ -1,22 +1,15 @@
 # One command per stage; make's own dependency rules skip every stage whose outputs are up
 # to date, and every stage resumes, so an interrupted run is finished by typing it again.
-#
-#   make demo                       the whole pipeline on the shipped sample, tiny CPU model
-#   make test                       the test suite
-#   make answer-model [RECIPE=tiny] distil -> dataset answer -> download -> train -> merge (none: serve.weights adapter)
-#   make answer-model RECIPE=recipes/answer-b.yaml   one Answer variant (runs/<its name>/)
-#   make evaluate-model [RECIPE=tiny]
-#   make infer / make score / make all [RECIPE=tiny]
-#   make eval [RECIPE=tiny]         answer and score the held-out problems (dataset.val_size > 0)
-#   make package [RECIPE=tiny]      the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
-#   make webui ROLE=answer [RECIPE=tiny]
-#   make sample                     regenerate the shipped synthetic sample (datasets/sample/)
-#   make gpu-check [ARGS=--tiny]    the one GPU check (benchmarks/gpu_check.sh); gpu-wheels: its wheels
+# A target or variable with a `## text` comment beside it is listed by `make help`.
 #
 # RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
 # folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
 # RECIPE=<file>.yaml names one Answer recipe, e.g. a variant to vote over (dataset.subsample):
 # its run folder and training set come from its own name: and dataset.name.
+#
+# Data and teacher have one source, the pipeline recipe (data:, teacher:): TRAIN, TEST, GOLD,
+# TEACHER_URL, TEACHER_MODEL and TEACHER_KEY_ENV, when given, reach every command as
+# `--set data.train=...` and the like, and each command says which file it reads and from where.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -26,15 +19,40 @@ BIN := $(VENV)/bin
 ORCH := $(BIN)/orchestrator
 STAMP := $(VENV)/.installed
 
-RECIPE ?=
-TRAIN ?= datasets/sample/train.jsonl
-TEST ?= datasets/sample/test.jsonl
-GOLD ?= datasets/sample/test_gold.jsonl
-ROLE ?= answer
+RECIPE ?=          ## tiny: the CPU recipes; recipes/<variant>.yaml: one Answer variant; default: the real recipes
+PIPELINE ?=        ## the pipeline recipe (default: recipes/<RECIPE>-pipeline.yaml if there, else recipes/pipeline.yaml)
+TRAIN ?=           ## your training file (default: data.train of the pipeline recipe)
+TEST ?=            ## the file to answer (default: data.test)
+GOLD ?=            ## gold answers to score against (default: data.gold)
+TEACHER_URL ?=     ## the teacher's OpenAI-compatible base URL (default: teacher.base_url)
+TEACHER_MODEL ?=   ## the teacher's model name (default: teacher.model)
+TEACHER_KEY_ENV ?= ## the NAME of the variable holding the teacher's key (default: teacher.api_key_env)
+LIMIT ?=           ## only the first N problems, for infer and eval (a subset, scored as one)
+ROLE ?= answer     ## the role of make webui
+PORT ?=            ## the port of make webui
+# (the text after a value, up to its comment, is part of it: stripped here)
+$(foreach v,RECIPE PIPELINE TRAIN TEST GOLD TEACHER_URL TEACHER_MODEL TEACHER_KEY_ENV LIMIT ROLE PORT,\
+	$(eval override $(v) := $(strip $($(v)))))
+
+# The make variables given, as the --set items of the commands; ORCHESTRATOR_MAKE_VARIABLES lets
+# each command name the variable as the value's origin (`data.train = ... (from TRAIN)`).
+SETTINGS := data.train=TRAIN data.test=TEST data.gold=GOLD teacher.base_url=TEACHER_URL \
+	teacher.model=TEACHER_MODEL teacher.api_key_env=TEACHER_KEY_ENV
+GIVEN := $(foreach s,$(SETTINGS),$(if $($(word 2,$(subst =, ,$(s)))),$(s)))
+SET := $(foreach s,$(GIVEN),--set $(word 1,$(subst =, ,$(s)))=$($(word 2,$(subst =, ,$(s)))))
+export ORCHESTRATOR_MAKE_VARIABLES := $(GIVEN)
+LIMIT_FLAG := $(if $(LIMIT),--limit $(LIMIT))
+# A changed variable re-runs what reads it: its value is kept in .make/<name>, rewritten
+# only when it changes (a file given by a variable is a dependency only when it exists: a
+# missing one gets the tool's own error, which names the variable).
+remember = $(shell mkdir -p .make && { printf '%s\n' '$(2)' | cmp -s - .make/$(1) || printf '%s\n' '$(2)' > .make/$(1); }).make/$(1)
+TRAIN_VALUE := $(call remember,train,$(TRAIN) $(TEACHER_URL) $(TEACHER_MODEL) $(TEACHER_KEY_ENV))
+TEST_VALUE := $(call remember,test,$(TEST) $(LIMIT))
+GOLD_VALUE := $(call remember,gold,$(GOLD))
 
 VARIANT_RECIPE := $(filter %.yaml %.yml,$(RECIPE))
 PREFIX := $(if $(VARIANT_RECIPE),,$(if $(RECIPE),$(RECIPE)-,))
-PIPELINE ?= $(or $(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
+override PIPELINE := $(or $(PIPELINE),$(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
 ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
 EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
 ANSWER_RUN := runs/$(PREFIX)answer
@@ -44,7 +62,7 @@ INFER_DIR := runs/$(PREFIX)infer
 # chains: evaluate -> answer, tiny-evaluate -> tiny-answer -> answer, tiny-pipeline -> pipeline).
 ANSWER_DEPS := $(sort $(ANSWER_RECIPE) recipes/answer.yaml)
 EVALUATE_DEPS := $(sort $(EVALUATE_RECIPE) $(ANSWER_DEPS))
-PIPELINE_DEPS := $(sort $(PIPELINE) recipes/pipeline.yaml)
+PIPELINE_DEPS := $(sort $(wildcard $(PIPELINE)) recipes/pipeline.yaml)
 
 DISTILLED := runs/distill/.done
 ANSWER_SET := datasets/train_answer_instruct.json
@@ -79,8 +97,11 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 .PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
 .DEFAULT_GOAL := help
 
-help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+help: ## this list
+	@echo "targets:"
+	@awk -F '## ' '/^[a-z][a-z-]*:.*## / { split($$1, t, ":"); printf "  make %-16s %s\n", t[1], $$2 }' $(firstword $(MAKEFILE_LIST))
+	@echo "variables, e.g. make all RECIPE=tiny TRAIN=data/train.jsonl TEACHER_URL=http://127.0.0.1:8000/v1:"
+	@awk -F '## ' '/^[A-Z_]+ \?=.*## / { split($$1, v, " "); printf "  %-18s %s\n", v[1] "=", $$2 }' $(firstword $(MAKEFILE_LIST))
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
@@ -89,30 +110,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) ## install into .venv
 
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.
-test: $(STAMP)
+test: $(STAMP) ## lint, types, import layers, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-check: $(STAMP)
+check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parser
 	$(ORCH) check answer --recipe $(ANSWER_RECIPE)
 	$(ORCH) check evaluate --recipe $(EVALUATE_RECIPE)
 
 # ---------------------------------------------------------------- data
-$(DISTILLED): $(TRAIN) $(PIPELINE_DEPS) | $(STAMP)
-	$(ORCH) distill --recipe $(PIPELINE) --input $(TRAIN)
-	touch $@
+# distill writes runs/distill/.done itself when every question is settled: a hand run counts.
+$(DISTILLED): $(wildcard $(TRAIN)) $(TRAIN_VALUE) $(PIPELINE_DEPS) | $(STAMP)
+	$(ORCH) distill --recipe $(PIPELINE) $(SET)
 
 $(ANSWER_SET): $(DISTILLED) $(ANSWER_DEPS)
-	$(ORCH) dataset answer --recipe $(ANSWER_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
+	$(ORCH) dataset answer --recipe $(ANSWER_RECIPE) --pipeline $(PIPELINE) $(SET)
 
 $(EVALUATE_SET): $(DISTILLED) $(EVALUATE_DEPS)
-	$(ORCH) dataset evaluate --recipe $(EVALUATE_RECIPE) --pipeline $(PIPELINE) --input $(TRAIN)
+	$(ORCH) dataset evaluate --recipe $(EVALUATE_RECIPE) --pipeline $(PIPELINE) $(SET)
 
 # ---------------------------------------------------------------- base model
 ifeq ($(RECIPE),tiny)
@@ -133,34 +154,35 @@ $(BASE): $(EVALUATE_DEPS) | $(STAMP)
 endif
 
 # ---------------------------------------------------------------- train and merge
-# A stale adapter (recipe or data changed) is retrained from scratch; an interrupted
-# training (checkpoints, no adapter yet) resumes.
+# A newer recipe or dataset only makes train check: content decides. Unchanged (train.yaml,
+# dataset files, base model), it says `up to date` and trains nothing; changed, it trains again
+# from scratch; an interrupted training (checkpoints, no adapter yet) resumes. merge the same.
 $(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(BASE)
-	$(ORCH) train answer --recipe $(ANSWER_RECIPE) $(if $(wildcard $@),--fresh)
+	$(ORCH) train answer --recipe $(ANSWER_RECIPE)
 
 $(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(BASE)
-	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE) $(if $(wildcard $@),--fresh)
+	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE)
 
 $(ANSWER_MERGED): $(ANSWER_ADAPTER)
-	$(ORCH) merge answer --recipe $(ANSWER_RECIPE)
+	$(ORCH) merge answer --recipe $(ANSWER_RECIPE) $(SET)
 
 $(EVALUATE_MERGED): $(EVALUATE_ADAPTER)
-	$(ORCH) merge evaluate --recipe $(EVALUATE_RECIPE)
+	$(ORCH) merge evaluate --recipe $(EVALUATE_RECIPE) $(SET)
 
-answer-model: $(ANSWER_MODEL)
-evaluate-model: $(EVALUATE_MODEL)
+answer-model: $(ANSWER_MODEL) ## distil -> dataset answer -> download -> train -> merge (none: serve.weights adapter)
+evaluate-model: $(EVALUATE_MODEL) ## dataset evaluate -> train -> merge
 
 # ---------------------------------------------------------------- inference and score
-$(SUBMISSION): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(TEST) $(PIPELINE_DEPS)
-	$(ORCH) infer $(TEST) --out-dir $(INFER_DIR) --recipe $(PIPELINE) \
+$(SUBMISSION): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(wildcard $(TEST)) $(TEST_VALUE) $(TRAIN_VALUE) $(PIPELINE_DEPS)
+	$(ORCH) infer --out-dir $(INFER_DIR) --recipe $(PIPELINE) $(SET) $(LIMIT_FLAG) \
 		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
 
-$(REPORT): $(SUBMISSION) $(GOLD)
-	$(ORCH) score $(SUBMISSION) $(GOLD) --out-dir $(INFER_DIR)
+$(REPORT): $(SUBMISSION) $(wildcard $(GOLD)) $(GOLD_VALUE)
+	$(ORCH) score $(SUBMISSION) --recipe $(PIPELINE) $(SET) --out-dir $(INFER_DIR)
 
-infer: $(SUBMISSION)
-score: $(REPORT)
-all: $(REPORT)
+infer: $(SUBMISSION) ## both models -> runs/<RECIPE>-infer/submission.jsonl
+score: $(REPORT) ## score the submission against GOLD -> report.md
+all: $(REPORT) ## everything: data, both models, infer, score
 
 # The held-out problems (datasets/val.jsonl, written by the dataset stage) answered by the
 # trained models; eval refuses a split that changed since they were trained. Before make
@@ -173,30 +195,31 @@ EVAL_REFUSED := $(shell $(ORCH) eval --check-only $(EVAL_FLAGS) >/dev/null || ec
 $(if $(EVAL_REFUSED),$(error make eval stopped before training: see the Error above))
 endif
 endif
-$(EVAL_REPORT): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(PIPELINE_DEPS) $(wildcard $(VAL))
-	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS)
+$(EVAL_REPORT): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(PIPELINE_DEPS) $(wildcard $(VAL)) $(TEST_VALUE)
+	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS) $(SET) $(LIMIT_FLAG)
 
-eval: $(EVAL_REPORT)
+eval: $(EVAL_REPORT) ## answer and score the held-out problems (dataset.val_size > 0)
 
 # The submission image as a folder: the merged models the pipeline recipe's inference serves,
 # the wheel, requirements.txt, Dockerfile, run.sh, MANIFEST. Packaging again copies nothing
 # unchanged. Then: docker build -t submission $(OUT)
-OUT ?= runs/$(PREFIX)image
-package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS)
+OUT ?= runs/$(PREFIX)image ## the folder make package writes
+override OUT := $(strip $(OUT))
+package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE)
 
-demo: | $(STAMP)
+demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model
 	$(MAKE) --no-print-directory check RECIPE=tiny
 	$(MAKE) --no-print-directory all RECIPE=tiny
 	@echo "demo done: the score is in runs/tiny-infer/report.md"
 
-webui: $(STAMP)
+webui: $(STAMP) ## LlamaBoard prefilled from recipes/<RECIPE>-<ROLE>.yaml
 	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml $(if $(PORT),--port $(PORT))
 
-sample: $(STAMP)
+sample: $(STAMP) ## regenerate the shipped synthetic sample (datasets/sample/)
 	$(BIN)/python datasets/sample/make_sample.py --out datasets/sample
 
-bench: $(STAMP)
+bench: $(STAMP) ## throughput benchmarks (docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_endpoints.py
 
 # The GPU check runs where there is no network: llamafactory and the pure-Python packages a lent
@@ -206,14 +229,14 @@ GPU_WHEELS ?= llamafactory==0.9.5 trl==0.24.0 accelerate==1.11.0 datasets==4.0.0
 	sse-starlette fastapi starlette uvicorn h11 tyro==0.8.14 docstring-parser shtab typeguard einops \
 	modelscope click jinja2 openai distro jiter httpx httpcore anyio sniffio
 GPU_SDISTS ?= antlr4-python3-runtime==4.9.3  # pure Python, published as source only: built here
-gpu-check:
+gpu-check: ## the one GPU check (benchmarks/gpu_check.sh) [ARGS=--tiny]
 	benchmarks/gpu_check.sh $(ARGS)
 
-gpu-wheels: $(STAMP)
+gpu-wheels: $(STAMP) ## the wheels the GPU check carries (benchmarks/wheels)
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--platform manylinux2014_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
 	$(BIN)/pip wheel --quiet --no-deps -w benchmarks/wheels $(GPU_SDISTS)
 	@size=$$(du -sm benchmarks/wheels | cut -f1); echo "benchmarks/wheels: $$size MiB"; test $$size -le 64
 
-clean:
-	rm -rf runs datasets/*.json datasets/val.jsonl
+clean: ## remove runs/ and the built datasets
+	rm -rf runs .make datasets/*.json datasets/val.jsonl

@@ -24,10 +24,12 @@ recipe_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.learning_rate=5e-5."
 )
-both_set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a key of the role or the pipeline recipe (by its first part), e.g. teacher.keep=all.",
-)
+def both_set_option(example: str):
+    """--set for a command that reads a role and the pipeline recipe; `example` one that applies to it."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help=f"Override a key of the role or the pipeline recipe (by its first part), e.g. {example}.",
+    )
 pipeline_set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a pipeline recipe key, e.g. teacher.max_attempts=3 or inference.votes=3.",
@@ -106,7 +108,7 @@ def cli(debug: bool, verbose: bool) -> None:
 @recipe_option
 @set_option
 def render(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> None:
-    """Write runs/<role>/train.yaml, merge.yaml and datasets/dataset_info.json.
+    """Write runs/<name>/train.yaml, merge.yaml and datasets/dataset_info.json (<name>: the recipe's name).
 
     \b
     orchestrator render                      # both roles
@@ -192,7 +194,7 @@ def tiny_model(directory: str) -> None:
 @click.option("--teacher-url", help="OpenAI-compatible base URL (default: teacher.base_url).")
 @click.option("--teacher-model", help="Model name (default: teacher.model).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
-@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N problems (as infer counts).")
 @skip_option
 def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurrency, limit, skip_invalid) -> None:
     """Ask the teacher for a worked solution to every training question (cached, resumable).
@@ -227,7 +229,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
 @cli.command()
 @click.argument("role", type=ROLE)
 @recipe_option
-@both_set_option
+@both_set_option("teacher.keep=all")
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @click.option("--tokenizer", help="A tokenizer path, to report prompt lengths in tokens.")
@@ -309,6 +311,9 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 
     loaded = _role(role, recipe, overrides)
     result = run_train(loaded, fresh=fresh)
+    if result.up_to_date:
+        click.echo(f"up to date: {result.paths.adapter} (--fresh trains again)")
+        return
     ran = f"; {describe(result.distributed)}" if result.distributed else ""
     if not result.saved_here:
         ds = loaded.recipe.distributed
@@ -324,7 +329,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @cli.command()
 @click.argument("role", type=ROLE)
 @recipe_option
-@both_set_option
+@both_set_option("merge.export_device=cpu")
 def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Merge the trained adapter into the base model (runs/<name>/merged/); skipped when the
     role serves its adapter (serve.weights adapter, or auto on a quantized base).
@@ -387,7 +392,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(dir_okay=False))
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where trace, errors and submission go.")
 @pipeline_option
-@both_set_option
+@both_set_option("inference.votes=3")
 @click.option("--mode", type=click.Choice(["staged", "pipelined"]), help="staged: one model up at a time; pipelined: both.")
 @click.option("--answer-url", multiple=True,
               help="Answer endpoint (OpenAI base URL); given: not served. Repeat it: the models vote.")
@@ -508,7 +513,8 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
 @click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
 @click.option("--check-only", is_flag=True,
               help="Only check the recipes hold problems out (what `make eval` runs before training), then stop.")
-def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_only) -> None:
+@click.option("--limit", type=click.IntRange(1), help="Only the first N held-out problems (scored as a subset).")
+def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_only, limit) -> None:
     """Answer and score the held-out problems (datasets/val.jsonl) with the trained models.
 
     Refused when the split changed since the models were trained (they would be scored on
@@ -529,7 +535,7 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets,
                             answer_recipes=[answer_recipe] if answer_recipe else [], evaluate_recipe=evaluate_recipe,
                             trained=True)
-    result = evaluate(models, out_dir, check_only=check_only)
+    result = evaluate(models, out_dir, check_only=check_only, limit=limit)
     if result.inferred is None or result.scored is None:
         click.echo(f"eval can run: the models hold out problems (dataset.val_size {result.val_size}, "
                    f"seed {result.seed})")

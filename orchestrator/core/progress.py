@@ -47,7 +47,7 @@ class LogBar:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.postfix: dict[str, Any] = {}
         self.start = self.last = time.monotonic()
-        self.shown: tuple[int, str] | None = None  # the state last printed: the closing line is not repeated
+        self.shown: tuple[int, str] | None = None  # the state last printed: never printed twice
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -58,7 +58,7 @@ class LogBar:
 
     def refresh(self) -> None:
         now = time.monotonic()
-        if now - self.last >= LOG_EVERY:
+        if now - self.last >= LOG_EVERY and self.shown != (self.n, self._extra()):  # a line when something moved
             self.last = now
             self._line()
 

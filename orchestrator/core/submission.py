@@ -206,7 +206,8 @@ def match(submission: Submission, reference: Dataset) -> Match:
     for p in reference.problems:
         entry = by_id.get(p.id)
         if entry is None:
-            add(Finding("missing_problem", f"{ref}:{p.line}: {p.id} ({len(p.questions)} questions) "
+            n = len(p.questions)
+            add(Finding("missing_problem", f"{ref}:{p.line}: {p.id} ({n} question{'' if n == 1 else 's'}) "
                                            "is missing from the submission", p.id))
             continue
         e = entry

@@ -177,7 +177,10 @@ def distill(
         if echo:
             say("distill", pipeline.data_line("data.train"))
     sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
-    questions = [q for s in sources for q in s.questions][:limit]
+    questions = [q for s in sources for q in s.questions]
+    if limit is not None:  # the first `limit` problems, as `infer --limit` counts
+        first = list(dict.fromkeys(q.problem_id for q in questions))[:limit]
+        questions = [q for q in questions if q.problem_id in set(first)]
     if echo:
         for line in pipeline.overridden_lines():
             say("distill", line)

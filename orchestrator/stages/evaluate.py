@@ -25,10 +25,10 @@ class EvalResult:
     scored: ScoreResult | None = None
 
 
-def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False) -> EvalResult:
+def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False, limit: int | None = None) -> EvalResult:
     """Check the recipes hold problems out (before anything is trained: `check_only`), then
     answer the held-out problems with `models` (each with its training recipe, `trained=True`)
-    into `out_dir` and score them there."""
+    into `out_dir` and score them there (the first `limit` problems only: scored as a subset)."""
     check_recipes(models.trained)
     dataset = models.trained[-1].recipe.dataset
     result = EvalResult(dataset.val_size, dataset.seed)
@@ -36,6 +36,6 @@ def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False) -
         return result
     val = check_split([m.recipe for m in models.trained])
     result.inferred = infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,
-                            evaluate=models.evaluate)
+                            evaluate=models.evaluate, limit=limit)
     result.scored = score(Path(out_dir) / "submission.jsonl", val, out_dir=out_dir)
     return result

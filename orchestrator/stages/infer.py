@@ -86,10 +86,11 @@ class InferSummary:
     questions: int = 0
     answered: int = 0
     resumed: int = 0  # finished by an earlier run
+    stale: int = 0  # answered by an earlier run with other models or settings: asked again
     failed: int = 0  # a request failed after retries: asked again next run
     not_asked: int = 0  # cut by the deadline or a server that went away: asked again next run
     sources: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # "kind (stage)" -> count
     requests: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -111,6 +112,7 @@ class InferSummary:
             ("  fallback letter (no answer read)", self.sources["fallback"]),
             ("without an answer (null)", self.sources["none"]),
             ("finished by an earlier run", self.resumed),
+            ("asked again (a model or setting changed)", self.stale),
             ("failed requests (asked again next run)", self.failed),
             ("not asked: deadline or server gone (asked again next run)", self.not_asked),
             ("errors", ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"),
@@ -821,6 +823,9 @@ def infer(
 
     with run.ledgers():
         todo = [q for q in questions if not run.is_done(q)]
+        # done by an earlier run under another key: a model, a prompt or the sampling changed
+        done_before = {r.get("id") for r in run.trace.records.values() if r.get("status") == "done"}
+        stale = sum(q.qid in done_before for q in todo)
         described = "; ".join(a.describe() for a in answer_agents)
         extra = f"+{inf.extra_votes} votes where {inf.extra_when}" if inf.extra_votes else ""
         k = sorted({f.setting.k for f in shots.values() if f.setting.k})
@@ -831,6 +836,9 @@ def infer(
                      f"answer: {described}; evaluate: {evaluate_agent.describe()}"
                      + ("; several samples go in one request (n) where the endpoint returns them, else one "
                         "request each" if len(run.temps) > 1 else ""))
+        if stale:
+            say("infer", f"{stale} questions an earlier run answered are asked again: a model, the prompts or the "
+                         "sampling changed since (their old answers stay in trace.jsonl history until replaced)")
         timer = threading.Timer(max(0.0, run.deadline - time.monotonic()), at_deadline) \
             if run.deadline is not None and todo else None
         if timer:
@@ -853,7 +861,7 @@ def infer(
     if timer:  # only now: until this write, the deadline's is the one in time
         timer.cancel()
 
-    summary = InferSummary(out, questions=len(questions), resumed=len(questions) - len(todo),
+    summary = InferSummary(out, questions=len(questions), resumed=len(questions) - len(todo), stale=stale,
                            requests=run.requests, seconds=time.monotonic() - started, failures=run.failures,
                            rounds=list(zip(run.round_questions, run.round_requests, strict=True)), extra=extra)
     for r in records:
@@ -861,5 +869,5 @@ def infer(
         summary.failed += r.status == "failed" and any(e.kind == "api" for e in r.errors)
         summary.not_asked += any(e.kind == "not_asked" for e in r.errors)
         summary.sources[r.source] += 1
-        summary.errors.update(e.kind for e in r.errors)
+        summary.errors.update(f"{e.kind} ({e.stage})" for e in r.errors)  # per stage: a question can have both
     return summary

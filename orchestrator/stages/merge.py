@@ -6,12 +6,13 @@ adapter, or auto on a quantized base) is not merged: the merge says why and stop
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
     base_quantization,
@@ -43,6 +44,14 @@ def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
     return f"skipped: serve.weights adapter ({where}): {adapter} is served on its base; --set serve.weights=merged merges it"
 
 
+def _merged_from(merged: Path) -> object:
+    """The inputs a merged model records (None: none recorded)."""
+    try:
+        return json.loads((merged / "orchestrator.json").read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def merge(
     loaded: Loaded[RoleRecipe],
     *,
@@ -72,6 +81,14 @@ def merge(
         maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
         atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
 
+    inputs = {"manifest": file_hash(paths.manifest), "merge_yaml": file_hash(paths.merge_yaml),
+              "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
+    if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
+        (paths.merged / "config.json").touch()  # make's timestamp: checked, current
+        if echo:
+            say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
+        return paths.merged
+
     tmp = paths.run_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={tmp}"]
@@ -99,7 +116,8 @@ def merge(
         )
     atomic_write_json(
         tmp / "orchestrator.json",
-        {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml), "seconds": round(finished.seconds, 1)},
+        {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),
+         "seconds": round(finished.seconds, 1), "inputs": inputs},
     )
     old = paths.run_dir / ".merged.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_json
+from orchestrator.core.files import atomic_write_json, file_hash
 from orchestrator.core.launch import launch_env, launch_line, visible_gpus, what_ran
 from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path
 from orchestrator.core.paths import datasets_dir, project_root
@@ -31,11 +31,20 @@ class Trained:
     seconds: float
     resumed_from: str | None
     distributed: dict | None = None  # what the launch did (core/launch.py what_ran)
+    up_to_date: bool = False  # nothing changed since the recorded training: nothing was run
 
     @property
     def saved_here(self) -> bool:
         """Rank 0 saves the model: a node of node_rank > 0 trained its share and holds none."""
         return not self.distributed or self.distributed["node_rank"] == 0
+
+
+def _read_manifest(paths: RolePaths) -> dict:
+    try:
+        record = json.loads(paths.manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -85,6 +94,27 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
         except ValueError:
             continue
     return rows
+
+
+def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
+    """What decides whether a trained adapter is still current: the rendered train YAML, the
+    content of every dataset file it trains on, the base model. Timestamps do not count."""
+    recipe = loaded.recipe
+    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
+    files = {name: datasets_dir() / f"{name}.json" for name in names}
+    files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
+    base = model_path(recipe)
+    return {
+        "train_yaml": file_hash(paths.train_yaml),
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
+        "base_model": {"path": str(base), "config": file_hash(base / "config.json") if (base / "config.json").is_file() else None},
+    }
+
+
+def _changed(old: object, new: dict[str, object]) -> list[str]:
+    """The names of the inputs that differ (all of them for a manifest without inputs)."""
+    old = old if isinstance(old, dict) else {}
+    return [key for key in new if old.get(key) != new[key]]
 
 
 def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
@@ -162,11 +192,20 @@ def train(
         for line in loaded.overridden_lines():
             say(stage, line)
 
+    inputs = training_inputs(loaded, paths)
+    if is_trained(paths) and not fresh:
+        changed = _changed(_read_manifest(paths).get("inputs"), inputs)
+        if not changed:
+            (paths.adapter / ADAPTER_FILE).touch()  # make's timestamp: checked, current
+            if echo:
+                say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
+            return Trained(paths, _read_manifest(paths).get("final_loss"), 0.0, None, up_to_date=True)
+        if echo:
+            say(stage, f"{', '.join(changed)} changed since {paths.adapter} was trained: training again from scratch")
+        fresh = True
     if fresh and paths.adapter.exists():
         shutil.rmtree(paths.adapter)
         paths.manifest.unlink(missing_ok=True)
-    elif is_trained(paths):
-        raise UserError(f"{paths.adapter} already holds a trained adapter: use --fresh to train again")
     elif (paths.adapter / ADAPTER_FILE).exists():
         # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
         raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
@@ -233,6 +272,7 @@ def train(
             "distributed": ran,  # as the training's processes reported it
             "loss_plot": str(plot) if plot.exists() else None,
             "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
+            "inputs": inputs,  # what `train` compares to skip an up-to-date adapter
             "versions": _versions(),
             "git_commit": _git_commit(),
         },

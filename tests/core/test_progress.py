@@ -67,6 +67,7 @@ def test_shown_lines_lose_escape_codes() -> None:
     ([120], 1),          # the last state printed by a refresh is not printed again by close
     ([60, 60], 2),       # 60 printed, then 120 by close
     ([], 1),             # nothing printed yet: close prints the state
+    ([120, 0, 0], 1),    # refreshed while nothing moved (a trainer saving its model): no repeated line
 ])
 def test_log_bar_prints_its_last_state_once(updates: list[int], lines: int, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,11 +28,37 @@ def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -
     assert again.returncode == 0 and "orchestrator" not in again.stdout  # trains nothing
 
     recipe = tiny_project / "recipes" / "tiny-answer.yaml"
-    later = time.time() + 60  # edited after the model was trained
+    later = time.time() + 60  # saved again, unchanged, after the model was trained
     os.utime(recipe, (later, later))
     plan = make(tiny_project, "-n", "answer-model", "RECIPE=tiny").stdout
-    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml --fresh" in plan  # stale: from scratch
+    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan  # the timestamp: a check
     assert "orchestrator distill" not in plan  # the teacher is not asked again
+    checked = make(tiny_project, "answer-model", "RECIPE=tiny")
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "up to date: " in checked.stdout and "launching" not in checked.stderr  # content decides: trains nothing
+    assert "llamafactory-cli export" not in checked.stderr  # nor merges
+    assert make(tiny_project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # and make sees it done
+
+
+def test_help_lists_every_target_and_variable(project: Path) -> None:
+    shutil.copy(REPO / "Makefile", project)
+    out = make(project, "help").stdout
+    for name in ("make all", "make check", "make eval", "TRAIN=", "TEST=", "GOLD=", "PIPELINE=", "TEACHER_URL=",
+                 "TEACHER_MODEL=", "TEACHER_KEY_ENV=", "LIMIT="):
+        assert name in out, name
+    targets = subprocess.run(["grep", "-cE", "^[a-z][a-z-]*:", "Makefile"], cwd=project, capture_output=True, text=True)
+    assert out.count("  make ") == int(targets.stdout)  # every named target, from the comment beside it
+
+
+def test_a_missing_input_is_the_tools_error(tiny_project: Path) -> None:
+    shutil.copy(REPO / "Makefile", tiny_project)
+    shutil.copy(REPO / "pyproject.toml", tiny_project)
+    os.utime(tiny_project / "pyproject.toml", (0, 0))
+    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+    done = make(tiny_project, "answer-model", "RECIPE=tiny", "TRAIN=data/round1_train_data.jsonl")
+    assert done.returncode != 0 and "No rule to make target" not in done.stderr
+    assert (f"Error: data.train = data/round1_train_data.jsonl (from TRAIN): no such file "
+            f"(looked for {tiny_project}/data/round1_train_data.jsonl)") in done.stderr
 
 
 def test_eval_from_a_clean_runs_folder(made_eval) -> None:

@@ -417,10 +417,9 @@ def test_make_answer_model_trains_a_variant_recipe(project):
     """`make -n`: the plan names the variant's recipe, run folder and training set."""
     plan = make(with_makefile(project), "-n", "answer-model", "RECIPE=recipes/tiny-answer-b.yaml", timeout=120)
     assert plan.returncode == 0, plan.stderr
-    lines = [line.removeprefix(".venv/bin/") for line in plan.stdout.splitlines()]
-    assert "orchestrator dataset answer --recipe recipes/tiny-answer-b.yaml --pipeline recipes/pipeline.yaml " \
-           "--input datasets/sample/train.jsonl" in lines
-    assert "orchestrator train answer --recipe recipes/tiny-answer-b.yaml " in lines
+    lines = [line.removeprefix(".venv/bin/").strip() for line in plan.stdout.splitlines()]
+    assert "orchestrator dataset answer --recipe recipes/tiny-answer-b.yaml --pipeline recipes/pipeline.yaml" in lines
+    assert "orchestrator train answer --recipe recipes/tiny-answer-b.yaml" in lines
     assert "orchestrator merge answer --recipe recipes/tiny-answer-b.yaml" in lines
     assert "mkdir -p runs/tiny-answer-b && touch runs/tiny-answer-b/.base-model" in lines
 

@@ -389,3 +389,16 @@ def test_staged_run_serves_each_model_in_turn(project, cli, tiny_model_dir):
     assert "ready: http://127.0.0.1:" in err
     code, out, err = cli(*args)  # resumed: nothing to ask, no model served
     assert code == 0 and "ready:" not in err
+
+
+def test_answers_of_another_model_are_counted_and_said(project, cli, servers):
+    """After a retrain (here: another Answer model name) nothing is silently `already done`."""
+    a, e = servers
+    write_competition(project / "test.jsonl", [[4], [3, 5]])
+    assert cli(*infer_args(project, a, e))[0] == 0
+    code, out, err = cli("infer", project / "test.jsonl", "--out-dir", project / "out", "--answer-url", a.url,
+                         "--evaluate-url", e.url, "--answer-model", "ans-retrained", "--evaluate-model", "ev")
+    assert code == 0, err
+    assert "[infer] 3 questions, 0 already done" in err
+    assert "[infer] 3 questions an earlier run answered are asked again: a model, the prompts or the sampling changed" in err
+    assert "asked again (a model or setting changed)  3" in out

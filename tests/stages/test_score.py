@@ -200,3 +200,9 @@ def test_gold_from_the_pipeline_recipe_is_named(project, cli):
     assert out.split("by question")[1].split()[:2] == ["6", "6"]
     code, out, err = cli("score", submission, "--set", "data.gold=null")
     assert (code, err) == (2, "Error: --set: data.gold is null: name the gold file (score SUBMISSION GOLD)\n")
+
+
+def test_one_question_is_not_questions(tmp_path):
+    gold = write(tmp_path / "gold.jsonl", GOLD)
+    result = score(write(tmp_path / "submission.jsonl", {"p1": "BC", "p2": "DAB"}), gold)
+    assert [f.text for f in result.findings] == [f"{gold}:1: p0 (1 question) is missing from the submission"]

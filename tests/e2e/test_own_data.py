@@ -1,0 +1,94 @@
+"""The README's "Your own data" section, run as written in a temporary project: a synthetic
+training file, test and gold files, a loopback teacher; it ends with a scored submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI
+from helpers import REPO, make_train, write_competition
+
+from orchestrator.core.competition import letter_counts, read_dataset
+
+pytestmark = pytest.mark.slow
+
+README_URL = "http://127.0.0.1:8000/v1"
+
+
+def own_data_section() -> tuple[str, str]:
+    """The section's bash block, but its last line (the GPU run), split before the recipe is written."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the section has a bash block"
+    lines = block.group(1).rstrip("\n").split("\n")
+    assert "GPU machine" in lines[-1]
+    script = "\n".join(lines[:-1]) + "\n"
+    cut = script.index("cat > recipes/my-pipeline.yaml")
+    return script[:cut], script[cut:]
+
+
+def bash(project: Path, script: str, url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(project), "PATH": f"{project / '.venv/bin'}:{os.environ['PATH']}"}
+    env.pop("DEEPSEEK_API_KEY", None)
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace(README_URL, url)], cwd=project,
+                          capture_output=True, text=True, timeout=1800, env=env)
+
+
+def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
+    project = tiny_project
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "pyproject.toml", project)
+    os.utime(project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
+    (project / ".venv").symlink_to(REPO / ".venv")
+    (project / "data").mkdir()
+    train = make_train(project / "data/train.jsonl", problems=10, per_problem=3)
+    prior, _ = next(iter(letter_counts(read_dataset(train).questions).items()))
+    ids = write_competition(project / "data/test.jsonl", [[4, 4], [4], [3, 4], [4], [4, 4]])
+    test_rows = [json.loads(line) for line in (project / "data/test.jsonl").read_text().splitlines()]
+    for row in test_rows:
+        for q in row["questions"]:
+            q["answer"] = "A"
+    (project / "data/gold.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test_rows))
+
+    first, second = own_data_section()
+    with FakeOpenAI() as teacher:
+        done = bash(project, first, teacher.url)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        asked = teacher.completions
+        assert asked > 0  # distilled from the loopback teacher, no key needed
+        err = done.stderr
+        assert "[distill] data.train = data/train.jsonl (from TRAIN)" in err
+        assert f"teacher.base_url = '{teacher.url}'  (from TEACHER_URL)" in err
+        assert f"[infer] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl" in err
+        assert "scored: only the submitted problems, as a subset: the run answered the first 3" in err
+        report = project / "runs/tiny-infer/report.md"
+        assert report.exists() and "by question" in done.stdout
+        # the submission: 3 problems, every question answered; a question without a letter got the prior
+        submission = [json.loads(line) for line in (project / "runs/tiny-infer/submission.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in submission] == ["p000", "p001", "p002"]
+        trace = [json.loads(line) for line in (project / "runs/tiny-infer/trace.jsonl").read_text().splitlines()]
+        finals = {r["id"]: r["final"] for r in trace}
+        assert all(r["final"] == prior for r in trace if r["source"] == "fallback")
+        assert set(finals) == set(ids[:5]) and all(finals.values())
+
+        # re-saved unchanged: make's timestamp makes train check, the content says it is current
+        later = time.time() + 60
+        os.utime(project / "recipes/tiny-answer.yaml", (later, later))
+        again = bash(project, first.split("\n", 2)[2], teacher.url)  # the make line alone
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert "up to date" in again.stdout and "launching" not in again.stderr
+
+        # the user's own pipeline recipe: the same files and teacher, nothing distilled or trained again
+        mine = bash(project, second, teacher.url)
+        assert mine.returncode == 0, mine.stderr[-4000:]
+        assert "data.train = data/train.jsonl (from recipes/my-pipeline.yaml)" in mine.stderr
+        assert "launching" not in mine.stderr and teacher.completions == asked
+        assert f"[infer] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl" in mine.stderr
