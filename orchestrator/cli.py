@@ -538,7 +538,7 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     result = evaluate(models, out_dir, check_only=check_only, limit=limit)
     if result.inferred is None or result.scored is None:
         click.echo(f"eval can run: the models hold out problems (dataset.val_size {result.val_size}, "
-                   f"seed {result.seed})")
+                   f"seed {result.seed})" + ("" if result.trained else "; once trained, their split is checked"))
         return
     click.echo(result.inferred.table())
     for line in result.scored.terminal_findings():

@@ -23,3 +23,10 @@ def test_help_says_what_applies(cli, command: list[str], said: str, not_said: st
     text = " ".join(out.split())  # click wraps lines
     assert code == 0 and said in text
     assert not_said is None or not_said not in text
+
+
+def test_check_says_when_the_base_model_is_missing(project, cli) -> None:
+    code, out, err = cli("check", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "model.path=models/nope")
+    assert code == 0 and out.startswith("ok  answer:")
+    assert err == (f"Warning: answer: no base model in {project}/models/nope (model.path, from --set): "
+                   "`orchestrator download answer --recipe recipes/tiny-answer.yaml` fetches it, or fix model.path\n")

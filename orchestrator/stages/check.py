@@ -1,13 +1,15 @@
 """Stages `render` and `check`, one module because `check` is `render` followed by
 LLaMA-Factory's own parser: write runs/<role>/train.yaml, merge.yaml and
 datasets/dataset_info.json from the role recipes; `check` also validates every file (no GPU,
-no model) and warns where a few-shot prompt outgrows train.cutoff_len."""
+no model) and warns where a few-shot prompt outgrows train.cutoff_len or the base model is not
+there yet."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe
+from orchestrator.core.llamafactory import model_path
+from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, command_for
 from orchestrator.core.role_configs import check_roles, render_roles
 
 
@@ -32,6 +34,11 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
     for r in check_roles(loaded):
         recipe = r.loaded.recipe
         result.lines.append(f"ok  {recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
+        base = model_path(recipe)
+        if not (base / "config.json").is_file():  # not needed to check, but to train: say so
+            key = "model.path" if recipe.model.path else "model.source"
+            result.warnings.append(f"{recipe.role}: no base model in {base} ({key}, from {r.loaded.where(key)}): "
+                                   f"`{command_for(r.loaded, 'download')}` fetches it, or fix {key}")
         longest = longest_prompt(pipeline, recipe)
         cutoff = recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
         if longest and longest[0] > cutoff:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.core.heldout import check_recipes, check_split
 from orchestrator.core.inference_models import Models
+from orchestrator.core.llamafactory import role_paths
 from orchestrator.stages.infer import InferSummary, infer
 from orchestrator.stages.score import ScoreResult, score
 
@@ -23,6 +24,7 @@ class EvalResult:
     seed: int
     inferred: InferSummary | None = None  # None: --check-only
     scored: ScoreResult | None = None
+    trained: bool = False  # --check-only: the models are trained, and their split was checked too
 
 
 def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False, limit: int | None = None) -> EvalResult:
@@ -33,6 +35,10 @@ def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False, l
     dataset = models.trained[-1].recipe.dataset
     result = EvalResult(dataset.val_size, dataset.seed)
     if check_only:
+        # models trained already: what eval checks next, that they were trained without val.jsonl's problems
+        result.trained = all(role_paths(m.recipe).manifest.exists() for m in models.trained)
+        if result.trained:
+            check_split([m.recipe for m in models.trained])
         return result
     val = check_split([m.recipe for m in models.trained])
     result.inferred = infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,

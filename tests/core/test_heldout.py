@@ -115,3 +115,15 @@ def test_check_only_refuses_what_eval_would(project: Path, cli, sets: tuple, ans
     if code == 2:  # eval itself says the same before looking for trained models
         assert cli("eval", *sets, *extra)[2] == err
     assert not (project / "runs").exists() and not (project / "datasets/val.jsonl").exists()
+
+
+def test_check_only_checks_the_split_of_trained_models(project: Path, cli) -> None:
+    """Models trained already: --check-only refuses what eval would refuse next, not `eval can run`."""
+    for name in ("answer", "evaluate"):
+        (project / "runs" / name).mkdir(parents=True)
+        (project / "runs" / name / "manifest.json").write_text('{"data": {}}')
+    code, out, err = cli("eval", "--check-only", *HOLD_OUT)
+    assert (code, out) == (2, "")
+    assert err.startswith("Error: datasets/val.jsonl does not exist: no problems were held out") or \
+        "val.jsonl does not exist: no problems were held out" in err
+    assert cli("eval", *HOLD_OUT)[2] == err
