@@ -452,7 +452,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
 @cli.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The image folder to write (new, or one made by package).")
 @pipeline_option
-@both_set_option
+@both_set_option("inference.votes=3")
 def package(out: str, pipeline: str | None, overrides: tuple[str, ...]) -> None:
     """Write the submission image's folder: the models inference serves, the wheel, Dockerfile, run.sh.
 
