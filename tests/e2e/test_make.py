@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -41,21 +42,16 @@ def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -
 
 
 def test_help_lists_every_target_and_variable(project: Path) -> None:
-    shutil.copy(REPO / "Makefile", project)
-    out = make(project, "help").stdout
+    out = make(with_makefile(project), "help").stdout
     for name in ("make all", "make check", "make eval", "TRAIN=", "TEST=", "GOLD=", "PIPELINE=", "TEACHER_URL=",
                  "TEACHER_MODEL=", "TEACHER_KEY_ENV=", "LIMIT="):
         assert name in out, name
-    targets = subprocess.run(["grep", "-cE", "^[a-z][a-z-]*:", "Makefile"], cwd=project, capture_output=True, text=True)
-    assert out.count("  make ") == int(targets.stdout)  # every named target, from the comment beside it
+    targets = [line for line in (project / "Makefile").read_text().splitlines() if re.match(r"[a-z][a-z-]*:", line)]
+    assert out.count("  make ") == len(targets)  # every named target, from the comment beside it
 
 
 def test_a_missing_input_is_the_tools_error(tiny_project: Path) -> None:
-    shutil.copy(REPO / "Makefile", tiny_project)
-    shutil.copy(REPO / "pyproject.toml", tiny_project)
-    os.utime(tiny_project / "pyproject.toml", (0, 0))
-    (tiny_project / ".venv").symlink_to(REPO / ".venv")
-    done = make(tiny_project, "answer-model", "RECIPE=tiny", "TRAIN=data/round1_train_data.jsonl")
+    done = make(with_makefile(tiny_project), "answer-model", "RECIPE=tiny", "TRAIN=data/round1_train_data.jsonl")
     assert done.returncode != 0 and "No rule to make target" not in done.stderr
     assert (f"Error: data.train = data/round1_train_data.jsonl (from TRAIN): no such file "
             f"(looked for {tiny_project}/data/round1_train_data.jsonl)") in done.stderr

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
-from helpers import REPO, make_train, write_competition
+from helpers import REPO, make_train, with_makefile, write_competition
 
 from orchestrator.core.competition import letter_counts, read_dataset
 
@@ -43,11 +42,7 @@ def bash(project: Path, script: str, url: str) -> subprocess.CompletedProcess:
 
 
 def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
-    project = tiny_project
-    shutil.copy(REPO / "Makefile", project)
-    shutil.copy(REPO / "pyproject.toml", project)
-    os.utime(project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
-    (project / ".venv").symlink_to(REPO / ".venv")
+    project = with_makefile(tiny_project)
     (project / "data").mkdir()
     train = make_train(project / "data/train.jsonl", problems=10, per_problem=3)
     prior, _ = next(iter(letter_counts(read_dataset(train).questions).items()))
