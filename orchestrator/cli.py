@@ -491,13 +491,16 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
     from orchestrator.core.recipes import load_pipeline, route_overrides, with_flags
     from orchestrator.stages.score import score as run_score
 
-    _, pipeline_sets = route_overrides(overrides, role=False)
-    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.gold": ("GOLD", _given_path(gold))})
-    if loaded.recipe.data.gold is None:
-        raise UserError(f"{loaded.where('data.gold')}: data.gold is null: name the gold file (score SUBMISSION GOLD)")
-    gold_file = loaded.data_file("data.gold")
-    if gold is None:  # not typed here: say which file, and who chose it
-        echo_err(f"[score] {loaded.data_line('data.gold')}")
+    if gold is not None and pipeline is None and not overrides:
+        gold_file = Path(gold)  # both files typed: no project or pipeline recipe needed
+    else:
+        _, pipeline_sets = route_overrides(overrides, role=False)
+        loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.gold": ("GOLD", _given_path(gold))})
+        if loaded.recipe.data.gold is None:
+            raise UserError(f"{loaded.where('data.gold')}: data.gold is null: name the gold file (score SUBMISSION GOLD)")
+        gold_file = loaded.data_file("data.gold")
+        if gold is None:  # not typed here: say which file, and who chose it
+            echo_err(f"[score] {loaded.data_line('data.gold')}")
     result = run_score(submission, gold_file, trace, out_dir, subset=subset)
     for line in result.terminal_findings():
         echo_err(line)

@@ -76,6 +76,14 @@ def _copy_sources(dockerfile: str) -> list[str]:
     return sources
 
 
+def run_inside(out: Path, code: str) -> subprocess.CompletedProcess:
+    """Python `code` run in the package folder as its project root, as the image would."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
+                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_the_image_folder_is_what_docker_and_the_image_read(merged_project: Path, cli) -> None:
     out = merged_project / "image"
     code, stdout, err = _package(cli, out)
@@ -130,9 +138,7 @@ def test_the_frozen_recipes_load_inside_the_folder_with_no_source_project(merged
         "e = load_role('evaluate', p.inference.evaluate_recipe).recipe\n"
         "print(fallback_letter(p), p.data.test, p.package.output, model_path(a), role_paths(e).merged)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
-                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
-    assert done.returncode == 0, done.stderr
+    done = run_inside(out, code)
     fallback, test, output, answer_model, evaluate_model = done.stdout.split()
     assert re.fullmatch("[A-G]", fallback)  # the prior frozen: the image has no training file
     assert (test, output) == ("/tcdata/round2_test_data.jsonl", "/app/results.jsonl")
@@ -266,9 +272,7 @@ def test_an_adapter_on_its_base_ships_the_base_and_the_adapter(tiny_project: Pat
         "check_serve(loaded, role_paths(loaded.recipe))\n"
         "print(json.dumps(serve_sections(loaded.recipe, role_paths(loaded.recipe))['model']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,
-                          env={**os.environ, "ORCHESTRATOR_HOME": str(out)})
-    assert done.returncode == 0, done.stderr
+    done = run_inside(out, code)
     model = json.loads(done.stdout)
     assert model["model_name_or_path"] == str(out.resolve() / "models" / "tiny-qwen2")
     assert model["adapter_name_or_path"] == str(out.resolve() / "runs" / "tiny-answer" / "adapter")

@@ -153,6 +153,16 @@ def test_gold_letter_not_offered_is_counted_never_right(tmp_path, cli):
     assert "1 gold answers that are not an offered letter (counted, never right)" in out.splitlines()
 
 
+def test_both_files_typed_need_no_project(tmp_path, cli, monkeypatch):
+    """A submission and a gold file scored from a folder with no recipes in or above it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ORCHESTRATOR_HOME", raising=False)
+    gold = write(tmp_path / "gold.jsonl", GOLD)
+    code, out, err = cli("score", write(tmp_path / "s.jsonl", GOLD, p1_1="A"), gold, "--out-dir", tmp_path / "out")
+    assert (code, err) == (0, "")
+    assert "by question                 5       6" in out
+
+
 def test_gold_needs_every_answer(tmp_path, cli):
     gold = write(tmp_path / "gold.jsonl", GOLD, p1_1=None)
     code, out, err = cli("score", write(tmp_path / "s.jsonl", GOLD), gold)
