@@ -105,14 +105,20 @@ def model_path(recipe: RoleRecipe) -> Path:
 QUANTIZED_REQUIRES = {"gptq": "gptqmodel>=2.0.0", "awq": "autoawq", "aqlm": "aqlm>=1.1.0"}
 # LLaMA-Factory's refusal to merge into such a base (train/tuner.py: export_model).
 CANNOT_MERGE = "Cannot merge adapters to a quantized model."
+_QUANTIZED_NAME = re.compile(r"(?i)(?<![a-z])(gptq|awq|aqlm)(?![a-z])")
 
 
-def base_quantization(recipe: RoleRecipe) -> str | None:
+def base_quantization(recipe: RoleRecipe, *, by_name: bool = True) -> str | None:
     """The quantization the base model's config.json declares (its quant_method, e.g. gptq);
-    None when it declares none or is not downloaded yet. Reads one file: no model, no GPU."""
+    None when it declares none. Reads one file: no model, no GPU. A base not downloaded yet is
+    judged by its name (`Qwen2.5-32B-Instruct-GPTQ-Int4` is gptq) unless `by_name` is False, so
+    make plans the same targets before and after the download."""
     try:
         config = json.loads((model_path(recipe) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except OSError:
+        named = by_name and _QUANTIZED_NAME.search(recipe.model.path or recipe.model.source or "")
+        return named.group(1).lower() if named else None
+    except ValueError:
         return None
     quantization = config.get("quantization_config") if isinstance(config, dict) else None
     if not quantization:
@@ -145,7 +151,8 @@ def quantization_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
         problems.append(f"{loaded.where('serve.weights')}: serve.weights merged: LLaMA-Factory says: {CANNOT_MERGE} "
                         f"({base} is {method.upper()}-quantized); set serve.weights: adapter (or auto) to serve "
                         "the base with the adapter on top")
-    requirement = QUANTIZED_REQUIRES.get(method)
+    # the package it loads with matters once the base is here (its config.json says which)
+    requirement = QUANTIZED_REQUIRES.get(base_quantization(recipe, by_name=False) or "")
     if requirement:
         import_parser()  # its quiet logging first
         from llamafactory.extras.misc import check_version

@@ -33,10 +33,20 @@ def test_served_weights_follow_the_bases_config(project, cli, quantization, sett
     assert (code, out) == (0, f"{served}\n"), err
 
 
-def test_a_base_not_downloaded_yet_is_served_merged_unless_told(project):
-    recipe = load_role("answer", "recipes/answer.yaml").recipe
-    assert not (project / "models" / "qwen").exists()
-    assert (base_quantization(recipe), served_weights(recipe)) == (None, "merged")
+# (model.source of a base not downloaded yet, the quant_method read from its name, what is served)
+NOT_DOWNLOADED = [
+    pytest.param(None, None, "merged", id="the-shipped-base"),
+    pytest.param("Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4", "gptq", "adapter", id="gptq-by-name"),
+    pytest.param("Qwen/Qwen2-72B-Instruct-AWQ", "awq", "adapter", id="awq-by-name"),
+    pytest.param("someone/awqward-7b", None, "merged", id="a-word-that-only-contains-awq"),
+]
+
+
+@pytest.mark.parametrize("source, method, served", NOT_DOWNLOADED)
+def test_a_base_not_downloaded_yet_is_judged_by_its_name(project, source, method, served):
+    recipe = load_role("answer", "recipes/answer.yaml", [f"model.source={source}"] if source else []).recipe
+    assert not (project / "models").exists()
+    assert (base_quantization(recipe), served_weights(recipe)) == (method, served)
 
 
 @pytest.mark.parametrize("role", ["answer", "evaluate"])
