@@ -317,6 +317,13 @@ class Loaded(Generic[R]):
         return [f"{k} = {v['value']!r}  (from {v['from']})" for k, v in self.overridden().items()
                 if not k.startswith("data.")]
 
+    def files(self) -> list[Path]:
+        """The recipe files its values came from: the recipe and every parent it extends."""
+        from orchestrator.core.paths import project_root
+
+        named = {Path(source) for source in self.origin.values()} | {self.path}
+        return sorted(f for f in {p if p.is_absolute() else project_root() / p for p in named} if f.is_file())
+
     def data_line(self, dotted: str) -> str:
         """`data.train = FILE (from WHERE)`: the data file a command reads and who chose it."""
         return f"{dotted} = {_get(self.recipe.model_dump(), dotted)} (from {self.where(dotted)})"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash
+from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
     base_quantization,
@@ -84,7 +84,7 @@ def merge(
     inputs = {"manifest": file_hash(paths.manifest), "merge_yaml": file_hash(paths.merge_yaml),
               "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
     if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
-        (paths.merged / "config.json").touch()  # make's timestamp: checked, current
+        mark_current(paths.merged / "config.json", [*loaded.files(), paths.merge_yaml, paths.adapter / ADAPTER_FILE])
         if echo:
             say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
         return paths.merged

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_json, file_hash
+from orchestrator.core.files import atomic_write_json, file_hash, mark_current
 from orchestrator.core.launch import launch_env, launch_line, visible_gpus, what_ran
 from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path
 from orchestrator.core.paths import datasets_dir, project_root
@@ -96,13 +96,20 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
     return rows
 
 
-def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
-    """What decides whether a trained adapter is still current: the rendered train YAML, the
-    content of every dataset file it trains on, the base model. Timestamps do not count."""
+def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
+    """The dataset files a role trains on, by dataset name."""
     recipe = loaded.recipe
     names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
     files = {name: datasets_dir() / f"{name}.json" for name in names}
     files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
+    return files
+
+
+def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
+    """What decides whether a trained adapter is still current: the rendered train YAML, the
+    content of every dataset file it trains on, the base model. Timestamps do not count."""
+    recipe = loaded.recipe
+    files = _dataset_files(loaded)
     base = model_path(recipe)
     return {
         "train_yaml": file_hash(paths.train_yaml),
@@ -196,7 +203,7 @@ def train(
     if is_trained(paths) and not fresh:
         changed = _changed(_read_manifest(paths).get("inputs"), inputs)
         if not changed:
-            (paths.adapter / ADAPTER_FILE).touch()  # make's timestamp: checked, current
+            mark_current(paths.adapter / ADAPTER_FILE, [*loaded.files(), paths.train_yaml, *_dataset_files(loaded).values()])
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
             return Trained(paths, _read_manifest(paths).get("final_loss"), 0.0, None, up_to_date=True)
