@@ -201,12 +201,13 @@ def train(
 
     inputs = training_inputs(loaded, paths)
     if is_trained(paths) and not fresh:
-        changed = _changed(_read_manifest(paths).get("inputs"), inputs)
+        manifest = _read_manifest(paths)
+        changed = _changed(manifest.get("inputs"), inputs)
         if not changed:
             mark_current(paths.adapter / ADAPTER_FILE, [*loaded.files(), paths.train_yaml, *_dataset_files(loaded).values()])
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
-            return Trained(paths, _read_manifest(paths).get("final_loss"), 0.0, None, up_to_date=True)
+            return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
         if echo:
             say(stage, f"{', '.join(changed)} changed since {paths.adapter} was trained: training again from scratch")
         fresh = True
