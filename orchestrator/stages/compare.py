@@ -168,7 +168,20 @@ def settings(run: Run) -> dict[str, Any]:
         agent.pop("model", None)
         recipe = agent.pop("recipe", None) or {}
         out |= flatten(agent, f"{role}.") | flatten(recipe, f"{role}.")
-    return {k: v for k, v in out.items() if not any(k.endswith(n) or f".{n}." in k for n in _NOISE)}
+    return {k: _relative(v) for k, v in out.items() if not any(k.endswith(n) or f".{n}." in k for n in _NOISE)}
+
+
+def _relative(value: Any) -> Any:
+    """A path inside the project as the recipes write it (relative), so one file spelled two ways
+    (absolute, relative) is not a difference."""
+    from orchestrator.core.paths import project_root
+
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return str(Path(value).relative_to(project_root()))
+        except ValueError:
+            return value
+    return value
 
 
 def differences(runs: list[Run]) -> list[dict[str, Any]]:
@@ -396,8 +409,8 @@ def compare_picture(c: Comparison, path: Path) -> Path:
         errors = [[a - low for a, (low, _) in zip(acc, bounds, strict=True)],
                   [high - a for a, (_, high) in zip(acc, bounds, strict=True)]]
         left.bar(names, acc, yerr=errors, capsize=6, color="#2f6fb0")
-        for x, a in enumerate(acc):
-            left.text(x, a / 2, f"{a:.3f}", ha="center", color="white")
+        for x, a in enumerate(acc):  # inside a tall bar, above a short one (0: no bar at all)
+            left.text(x, a / 2 if a > 0.1 else a + 0.02, f"{a:.3f}", ha="center", color="white" if a > 0.1 else "black")
         left.set_ylim(0, 1)
         left.set_title("Accuracy by question (95% interval)")
         xs = range(len(c.pairs))
@@ -406,7 +419,12 @@ def compare_picture(c: Comparison, path: Path) -> Path:
         right.bar([x + 0.2 for x in xs], [p.broken for p in c.pairs], 0.4, label="broken (A right, B wrong)",
                   color="#c0504d")
         right.set_xticks(list(xs), [f"{n}\n{_p_label(p.p_value)}" for n, p in zip(pair_names, c.pairs)])
-        right.legend()
+        top = max([1, *(p.fixed or 0 for p in c.pairs), *(p.broken or 0 for p in c.pairs)])
+        right.set_ylim(0, top * 1.3)  # whole counts from 0, room for the legend; none changed: still an axis
+        for x, p in zip(xs, c.pairs):
+            right.text(x - 0.2, (p.fixed or 0) + top * 0.02, str(p.fixed), ha="center")
+            right.text(x + 0.2, (p.broken or 0) + top * 0.02, str(p.broken), ha="center")
+        right.legend(loc="upper left")
         right.set_title("Questions that changed, per pair")
     else:
         left.bar(pair_names, [p.agreement for p in c.pairs], color="#2f6fb0")

@@ -44,7 +44,7 @@ def bash(project: Path, script: str, url: str) -> subprocess.CompletedProcess:
 def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
     project = with_makefile(tiny_project)
     (project / "data").mkdir()
-    train = make_train(project / "data/train.jsonl", problems=10, per_problem=3)
+    train = make_train(project / "data/train.jsonl", problems=36, per_problem=1)  # LIMIT=3 distils the first 30
     prior, _ = next(iter(letter_counts(read_dataset(train).questions).items()))
     ids = write_competition(project / "data/test.jsonl", [[4, 4], [4], [3, 4], [4], [4, 4]])
     test_rows = [json.loads(line) for line in (project / "data/test.jsonl").read_text().splitlines()]
@@ -58,21 +58,32 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
         done = bash(project, first, teacher.url)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
         asked = teacher.completions
-        assert asked > 0  # distilled from the loopback teacher, no key needed
+        assert asked == 30  # LIMIT=3: the first 30 training problems, from the loopback teacher, no key needed
         err = done.stderr
+        assert "[distill] --limit 30: the first 30 of 36 training problems (30 of 36 questions)" in err
+        assert re.search(r"a full run \(no --limit\) would ask +6 more questions: 6 requests or more", done.stdout)
         assert "[distill] data.train = data/train.jsonl (from TRAIN)" in err
         assert f"teacher.base_url = '{teacher.url}'  (from TEACHER_URL)" in err
         assert f"[infer] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl" in err
         assert "scored: only the submitted problems, as a subset: the run answered the first 3" in err
-        report = project / "runs/tiny-infer/report.md"
+        report = project / "runs/tiny-infer-test/report.md"  # named by the test file: a demo's run stays
         assert report.exists() and "by question" in done.stdout
         # the submission: 3 problems, every question answered; a question without a letter got the prior
-        submission = [json.loads(line) for line in (project / "runs/tiny-infer/submission.jsonl").read_text().splitlines()]
+        submission = [json.loads(line) for line in (project / "runs/tiny-infer-test/submission.jsonl").read_text().splitlines()]
         assert [r["id"] for r in submission] == ["p000", "p001", "p002"]
-        trace = [json.loads(line) for line in (project / "runs/tiny-infer/trace.jsonl").read_text().splitlines()]
+        trace = [json.loads(line) for line in (project / "runs/tiny-infer-test/trace.jsonl").read_text().splitlines()]
         finals = {r["id"]: r["final"] for r in trace}
         assert all(r["final"] == prior for r in trace if r["source"] == "fallback")
         assert set(finals) == set(ids[:5]) and all(finals.values())
+        # the bare `make package RECIPE=tiny`: the own data stay in force, nothing retrained
+        assert "make: TRAIN=data/train.jsonl TEST=data/test.jsonl GOLD=data/gold.jsonl" in err
+        assert "(from the last make call" in err
+        assert done.stdout.count("orchestrator distill") == done.stdout.count("orchestrator train answer") == 1
+        assert (f"[package] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl"
+                in err), err[-3000:]
+        frozen = (project / "runs/tiny-image/recipes/pipeline.yaml").read_text(encoding="utf-8")
+        assert f"fallback: {prior}" in frozen
+        assert not (project / "runs/tiny-infer").exists()
 
         # re-saved unchanged: make's timestamp makes train check, the content says it is current
         later = time.time() + 60

@@ -300,3 +300,13 @@ def test_a_gold_letter_not_offered_is_compared_never_right(tmp_path: Path, cli) 
     assert code == 0, err
     assert f"1 gold answers that are not an offered letter (counted, never right): {named}" in out.splitlines()
     assert f"- {named}" in (tmp_path / "out/compare.md").read_text(encoding="utf-8")
+
+
+def test_one_recipe_spelled_two_ways_is_no_difference(project: Path) -> None:
+    shape = [1, 1]
+    gold = write_file(project / "gold.jsonl", shape, gold_letters(shape))
+    spelled = [f"{project}/recipes/tiny-answer.yaml", "recipes/tiny-answer.yaml"]
+    runs = [make_run(project / f"r{i}", shape, set(), record={"input": "test.jsonl", "inference": {
+        "answer_recipe": recipe, "votes": i + 1}}) for i, recipe in enumerate(spelled)]
+    result = compare(runs, gold=gold, out_dir=project / "out")
+    assert result.runs[0].settings == {"inference.votes": 1}  # the recipe path is the same file
