@@ -291,9 +291,11 @@ def _encoding(path: Path, lines: list[tuple[int, bytes]]) -> tuple[list[str], in
     except UnicodeDecodeError as e:
         if e.reason == "unexpected end of data" and e.end == len(data.rstrip(b"\r\n\t ")):
             return repairs, lines[-1][0] if lines[-1][1].strip() else lines[-2][0]
-    bad = sum(1 for _, raw in lines if not _decodes(raw, "utf-8"))
-    if bad * 2 > sum(1 for _, raw in lines if raw.strip()) and _decodes(data, "gb18030"):
-        raise UserError(f"{path}: not UTF-8 ({bad} lines): it looks like GBK (GB18030), a Chinese Windows "
+    bad = [raw for _, raw in lines if not _decodes(raw, "utf-8")]
+    if (len(bad) * 2 > sum(1 for _, raw in lines if raw.strip()) and all(raw.startswith(b"{") for raw in bad)
+            and _decodes(data, "gb18030")
+            and len(re.findall("[\u4e00-\u9fff]", data.decode("gb18030"))) >= 2 * len(bad)):  # Chinese text in JSON lines
+        raise UserError(f"{path}: not UTF-8 ({len(bad)} lines): it looks like GBK (GB18030), a Chinese Windows "
                         f"encoding; convert it, e.g. `iconv -f GB18030 -t UTF-8 {path} > utf8.jsonl`, then use that file")
     return repairs, None
 

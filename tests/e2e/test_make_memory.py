@@ -104,7 +104,7 @@ def test_an_edit_of_a_data_file_the_recipe_names_re_runs_what_reads_it(project: 
         "datasets/sample/test_gold.jsonl": ("orchestrator score", "orchestrator infer"),
         "datasets/sample/test.jsonl": ("orchestrator infer", "orchestrator train"),
         "fixes.yaml": ("orchestrator distill", None),
-        "extra.jsonl": ("orchestrator train answer", "orchestrator train evaluate"),
+        "extra.jsonl": ("orchestrator train answer", "orchestrator distill"),
         "datasets/sample/train.jsonl": ("orchestrator distill", None),
     }
     for name, (runs, not_runs) in edits.items():
