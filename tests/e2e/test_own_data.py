@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FailPrompts, FakeOpenAI
 from helpers import REPO, make_train, with_makefile, write_competition
 
 from orchestrator.core.competition import letter_counts, read_dataset
@@ -53,13 +53,19 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
             q["answer"] = "A"
     (project / "data/gold.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test_rows))
 
+    # a teacher that always fails one question, which the tiny pipeline recipe allows
+    tiny = project / "recipes/tiny-pipeline.yaml"
+    tiny.write_text(tiny.read_text(encoding="utf-8") + "teacher:\n  max_failed: 1\n  max_retries: 0\n", encoding="utf-8")
     first, second = own_data_section()
-    with FakeOpenAI() as teacher:
+    with FakeOpenAI(faults=FailPrompts("问题 5-0?", "500")) as teacher:
         done = bash(project, first, teacher.url)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
         asked = teacher.completions
         assert asked == 30  # LIMIT=3: the first 30 training problems, from the loopback teacher, no key needed
         err = done.stderr
+        assert (f"Warning: 1 of 30 questions failed (teacher.max_failed 1 allows 1): they are left out of the "
+                f"datasets, listed in {project}/runs/distill/errors.jsonl, and asked again by the next distill") in err
+        assert "t5#0" in (project / "runs/distill/errors.jsonl").read_text(encoding="utf-8")
         assert "[distill] --limit 30: the first 30 of 36 training problems (30 of 36 questions)" in err
         assert re.search(r"a full run \(no --limit\) would ask +6 more questions: 6 requests or more", done.stdout)
         assert "[distill] data.train = data/train.jsonl (from TRAIN)" in err
@@ -92,9 +98,11 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
         assert again.returncode == 0, again.stderr[-4000:]
         assert "up to date" in again.stdout and "launching" not in again.stderr
 
-        # the user's own pipeline recipe: the same files and teacher, nothing distilled or trained again
+        # the user's own pipeline recipe: the same files and teacher, nothing trained again; the
+        # failed question is asked again (1 + teacher.max_retries requests), fails, and is allowed
         mine = bash(project, second, teacher.url)
         assert mine.returncode == 0, mine.stderr[-4000:]
         assert "data.train = data/train.jsonl (from recipes/my-pipeline.yaml)" in mine.stderr
-        assert "launching" not in mine.stderr and teacher.completions == asked
+        assert "Warning: 1 of 30 questions failed (teacher.max_failed 0.05 allows 1)" in mine.stderr
+        assert "launching" not in mine.stderr and teacher.completions == asked + 7
         assert f"[infer] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl" in mine.stderr
