@@ -59,8 +59,11 @@ def test_a_bare_call_keeps_the_data_of_the_last_one(project: Path) -> None:
 def test_the_demo_reads_the_sample_and_keeps_the_project_data(project: Path) -> None:
     own_project(project)
     plan(project, "all", "RECIPE=tiny", *OWN)
-    out, err = plan(project, "all", "RECIPE=tiny", "KEPT=")  # as `make demo` calls it
-    assert "--set" not in out and "runs/tiny-infer " in out and "last make call" not in err
+    out, err = plan(project, "demo")
+    assert "--set" not in out and "orchestrator infer --out-dir runs/tiny-infer " in out
+    assert "last make call" not in err
+    # the base model before `check` reads it: no "no base model" warning
+    assert out.index("orchestrator tiny-model") < out.index("orchestrator check answer")
     out, _ = plan(project, "all", "RECIPE=tiny")
     assert "--set data.train=data/train.jsonl" in out
 
