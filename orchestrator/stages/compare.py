@@ -439,6 +439,7 @@ def compare_markdown(c: Comparison, picture: str) -> str:
 def compare_picture(c: Comparison, path: Path) -> Path:
     """Accuracy with intervals per run, and flips (or agreement) per pair; matplotlib's Agg canvas."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -465,6 +466,7 @@ def compare_picture(c: Comparison, path: Path) -> Path:
             right.set_xticks(list(xs), [f"{n}\n{_p_label(p.p_value)}" for n, p in zip(pair_names, c.pairs)])
             top = max([1, *(p.fixed or 0 for p in c.pairs), *(p.broken or 0 for p in c.pairs)])
             right.set_ylim(0, top * 1.3)  # whole counts from 0, room for the legend; none changed: still an axis
+            right.yaxis.set_major_locator(MaxNLocator(integer=True))
             for x, p in zip(xs, c.pairs):
                 right.text(x - 0.2, (p.fixed or 0) + top * 0.02, str(p.fixed), ha="center")
                 right.text(x + 0.2, (p.broken or 0) + top * 0.02, str(p.broken), ha="center")
