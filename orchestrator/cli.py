@@ -222,9 +222,10 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
                           answers=answers)
     click.echo(summary.table())
     if summary.failing > summary.allowed:
+        some = summary.failing < summary.questions  # not a teacher that answers nothing
         raise _failed_requests(f"{summary.failing} of {summary.questions} questions failed", summary.failures,
                                errors_path(), "to go on without them, allow them in the pipeline recipe: "
-                               "teacher.max_failed (a count, or a fraction such as 0.05)")
+                               "teacher.max_failed (a count, or a fraction such as 0.05)" if some else "")
     if summary.failing:
         max_failed = loaded.recipe.teacher.max_failed
         echo_err(f"Warning: {summary.failing} of {summary.questions} questions failed (teacher.max_failed {max_failed} "
