@@ -19,7 +19,7 @@ CLUSTER = ["distributed.gpus_per_node=8", "distributed.nnodes=2", "distributed.n
 
 LAUNCH = [
     # (overrides, the GPUs the machine shows, expected environment)
-    pytest.param([], EIGHT, {}, id="one-process"),
+    pytest.param([], EIGHT, {"NPROC_PER_NODE": "1"}, id="one-process"),  # not torchrun on all 8
     pytest.param(["distributed.gpus_per_node=8"], EIGHT, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}, id="8-gpus"),
     pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2",
                                                        "PYTHONPATH": CPU_DDP}, id="2-cpu-procs"),
@@ -92,6 +92,8 @@ def test_user_visible_devices_are_kept(project: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("overrides, gpus, line", [
     (["distributed.gpus_per_node=2"], [], "2 processes on CPU (gloo; no GPU here)"),
+    ([], ["0", "1", "2"], "1 process on GPU 0 (1 of the 3 visible: distributed.gpus_per_node 1)"),
+    ([], [], "1 process on CPU (no GPU here)"),
     (["distributed.gpus_per_node=2"], ["4", "5", "6"], "2 processes on GPU(s) 4,5 (nccl)"),
     (CLUSTER, EIGHT, "8 processes on GPU(s) 0,1,2,3,4,5,6,7 (nccl), node 1 of 2 (rank 0 at 10.0.0.1:29501)"),
 ])
