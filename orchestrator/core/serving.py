@@ -105,8 +105,9 @@ def merged_identity(merged: Path) -> str:
     it did is named by its whole text, as before."""
     try:
         text = (merged / "orchestrator.json").read_text(encoding="utf-8")
-    except OSError:
-        return "missing"
+    except OSError:  # not made by `merge`: its config names it
+        config = merged / "config.json"
+        return text_hash(config.read_text(encoding="utf-8", errors="replace")) if config.is_file() else "missing"
     try:
         identity = json.loads(text).get("identity")
     except (ValueError, AttributeError):

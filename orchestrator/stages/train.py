@@ -112,6 +112,18 @@ def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, o
     }
 
 
+def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
+    """The inputs as manifests without an adapter_hash recorded them (absolute paths), to read
+    those manifests: an adapter they describe is not trained again for an upgrade."""
+    base = model_path(loaded.recipe)
+    config = base / "config.json"
+    return {
+        "train_yaml": file_hash(paths.train_yaml),
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in _dataset_files(loaded).items()},
+        "base_model": {"path": str(base), "config": file_hash(config) if config.is_file() else None},
+    }
+
+
 def _changed(old: object, new: dict[str, object]) -> list[str]:
     """The names of the inputs that differ (all of them for a manifest without inputs)."""
     old = old if isinstance(old, dict) else {}
@@ -204,6 +216,10 @@ def _train(
     if is_trained(paths) and not fresh:
         manifest = read_manifest(paths, loaded.recipe.role) or {}
         changed = _changed(manifest.get("inputs"), inputs)
+        if changed and "adapter_hash" not in manifest and not _changed(manifest.get("inputs"), _absolute_inputs(loaded, paths)):
+            # recorded by an older version, with absolute paths: the same training, recorded again portably
+            atomic_write_json(paths.manifest, {**manifest, "inputs": inputs, "adapter_hash": adapter_hash(paths.adapter)})
+            changed = []
         if not changed:
             # make's timestamp only: the adapter's identity is its content (the manifest's adapter_hash)
             mark_current(paths.adapter / ADAPTER_FILE, [*loaded.files(), paths.train_yaml, *_dataset_files(loaded).values()])
