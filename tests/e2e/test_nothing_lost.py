@@ -126,3 +126,19 @@ def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "launching" not in done.stderr and "llamafactory-cli export" not in done.stderr
     assert requests_sent(done) == 0
+
+
+def test_a_venv_made_in_another_folder_is_installed_again(project: Path) -> None:
+    """A moved project's .venv names the old folder in its scripts: make says so and makes it again."""
+    shutil.copy(Path(__file__).resolve().parents[2] / "Makefile", project)
+    shutil.copy(Path(__file__).resolve().parents[2] / "pyproject.toml", project)
+    (project / ".venv/bin").mkdir(parents=True)
+    (project / ".venv/.installed").touch()
+    script = project / ".venv/bin/orchestrator"
+    script.write_text("#!/old/checkout/.venv/bin/python3\n")
+    plan = make(project, "-n", "setup")
+    assert plan.stdout.splitlines()[:2] == [
+        "make: .venv was installed in another folder (its scripts name /old/checkout/.venv/bin/python3): "
+        "installing it again", "python3 -m venv --clear .venv"]
+    script.write_text(f"#!{project}/.venv/bin/python3\n")  # made here: nothing to do
+    assert "Nothing to be done for 'setup'" in make(project, "-n", "setup").stdout
