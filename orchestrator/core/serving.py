@@ -44,7 +44,7 @@ from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for, display
 from orchestrator.core.render import render
-from orchestrator.core.trained import adapter_identity
+from orchestrator.core.trained import adapter_identity, previous_dir
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -122,8 +122,10 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
+            kept = previous_dir(paths) / "adapter"
             raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
-                            f"run `{command_for(loaded, 'train')}` first")
+                            f"run `{command_for(loaded, 'train')}` first"
+                            + (f" (the one it replaced is kept in {kept})" if (kept / ADAPTER_FILE).is_file() else ""))
         if not (model_path(recipe) / "config.json").exists():
             raise UserError(f"no base model in {model_path(recipe)} to serve the adapter on: "
                             f"run `{command_for(loaded, 'download')}`")

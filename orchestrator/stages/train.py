@@ -231,7 +231,7 @@ def _train(
         fresh = True
     if fresh and (previous := set_aside(paths)):
         if echo:
-            say(stage, f"the previous adapter and its manifest are kept in {previous} until this training is done")
+            say(stage, f"the adapter this training replaces is kept, with its manifest, in {previous}")
     if fresh and paths.adapter.exists():
         shutil.rmtree(paths.adapter)  # an unfinished training's checkpoints: --fresh starts over
         paths.manifest.unlink(missing_ok=True)

@@ -194,7 +194,6 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     """A manifest from before identities by content (absolute paths, no adapter_hash): the same
     inputs read the old way are the same training, recorded again portably; a corrupt manifest
     is one Error and the adapter stays."""
-    from orchestrator.core.llamafactory import role_paths
     from orchestrator.core.role_configs import render_roles
     from orchestrator.stages.train import _absolute_inputs, train, training_inputs
 
