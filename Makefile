@@ -82,9 +82,12 @@ ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 # Where each model ends: its adapter when the role serves base + adapter (serve.weights adapter,
 # or auto on a quantized base: `orchestrator weights` says which), else its merged model.
-ifneq ($(wildcard $(ORCH)),)
-ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) 2>/dev/null)
-EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) 2>/dev/null)
+# A recipe that does not load stops a make that builds models, with its own Error line above.
+MODEL_GOALS := $(filter answer-model evaluate-model infer score all eval package runs/%,$(MAKECMDGOALS))
+ifneq ($(and $(wildcard $(ORCH)),$(MODEL_GOALS)),)
+ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) || echo failed)
+EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) || echo failed)
+$(if $(filter failed,$(ANSWER_WEIGHTS) $(EVALUATE_WEIGHTS)),$(error make stopped: `orchestrator weights` could not read a recipe (its Error is above)))
 endif
 ANSWER_MODEL := $(if $(filter adapter,$(ANSWER_WEIGHTS)),$(ANSWER_ADAPTER),$(ANSWER_MERGED))
 EVALUATE_MODEL := $(if $(filter adapter,$(EVALUATE_WEIGHTS)),$(EVALUATE_ADAPTER),$(EVALUATE_MERGED))
@@ -93,6 +96,10 @@ REPORT := $(INFER_DIR)/report.md
 VAL := datasets/val.jsonl
 EVAL_DIR := runs/$(PREFIX)eval
 EVAL_REPORT := $(EVAL_DIR)/report.md
+
+# One stage at a time, even under make -j: two trainings would share one GPU, and two commands
+# one run folder (each command also takes its run folder's lock, and a second one refuses).
+.NOTPARALLEL:
 
 .PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
 .DEFAULT_GOAL := help
@@ -104,13 +111,22 @@ help: ## this list
 	@awk -F '## ' '/^[A-Z_]+ \?=.*## / { split($$1, v, " "); printf "  %-18s %s\n", v[1] "=", $$2 }' $(firstword $(MAKEFILE_LIST))
 
 # ---------------------------------------------------------------- install
-$(STAMP): pyproject.toml
+# A .venv made in another folder (the project moved or copied) does not run here: its scripts
+# name the old folder. It is made again, and make says why.
+VENV_ELSEWHERE := $(if $(wildcard $(STAMP)),$(shell head -1 $(ORCH) 2>/dev/null | grep -qF '!$(realpath $(BIN))/' || echo yes))
+ifneq ($(VENV_ELSEWHERE),)
+$(info make: $(VENV) was installed in another folder (its scripts name $(shell head -1 $(ORCH) 2>/dev/null | cut -c3-)): installing it again)
+endif
+$(STAMP): pyproject.toml $(if $(VENV_ELSEWHERE),FORCE)
+	$(if $(VENV_ELSEWHERE),$(PYTHON) -m venv --clear $(VENV))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 setup: $(STAMP) ## install into .venv
+
+FORCE:
 
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.

@@ -70,7 +70,9 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
                 "wait forever; set it to 0 and use distributed.gpus_per_node for CPU processes"
             )
         return {"USE_RAY": "1"}
-    env: dict[str, str] = {}
+    # gpus_per_node 1 is one process: LLaMA-Factory's launcher would otherwise start torchrun
+    # with a process per visible GPU (NPROC_PER_NODE defaults to its device count)
+    env: dict[str, str] = {"NPROC_PER_NODE": "1"}
     if ds.gpus_per_node > 1 or ds.nnodes > 1 or ds.deepspeed:
         if gpus and len(gpus) < ds.gpus_per_node:
             source = (f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} lists"
@@ -99,7 +101,12 @@ def launch_line(loaded: Loaded[RoleRecipe], gpus: list[str]) -> str:
     if ds.ray_workers:
         return f"{ds.ray_workers} Ray workers"
     n = ds.gpus_per_node
-    where = f"on GPU(s) {','.join(gpus[:n])} (nccl)" if gpus else "on CPU (gloo; no GPU here)"
+    if not gpus:
+        where = "on CPU (gloo; no GPU here)" if n > 1 else "on CPU (no GPU here)"
+    elif n == 1:
+        where = f"on GPU {gpus[0]}" + (f" (1 of the {len(gpus)} visible: distributed.gpus_per_node 1)" if len(gpus) > 1 else "")
+    else:
+        where = f"on GPU(s) {','.join(gpus[:n])} (nccl)"
     line = f"{n} process{'es' if n > 1 else ''} {where}"
     if ds.nnodes > 1:
         line += f", node {ds.node_rank} of {ds.nnodes} (rank 0 at {ds.master_addr}:{ds.master_port})"

@@ -44,6 +44,7 @@ from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for, display
 from orchestrator.core.render import render
+from orchestrator.core.trained import adapter_identity, previous_dir
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -90,16 +91,28 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
 
 
 def model_version(recipe: RoleRecipe) -> str:
-    """A short id of what is served that changes with every merge, or with every training when
-    the adapter is served (infer keys its cache on it)."""
+    """A short id of what is served, by content (infer keys its cache on it): the adapter's
+    hash its manifest records, or the merged model's identity its stamp records."""
     paths = role_paths(recipe)
     if served_weights(recipe) == "adapter":
-        return f"adapter-{adapter_version(paths)}"
-    stamp = paths.merged / "orchestrator.json"  # written by each merge
-    if stamp.exists():
-        return text_hash(stamp.read_text(encoding="utf-8"))
-    config = paths.merged / "config.json"
-    return text_hash(str(config.stat().st_mtime_ns)) if config.exists() else "missing"
+        return f"adapter-{adapter_version(recipe)}"
+    return merged_identity(paths.merged)
+
+
+def merged_identity(merged: Path) -> str:
+    """What a merge records in merged/orchestrator.json: the hash of what it was made from (the
+    adapter's identity, the portable merge.yaml, the calibration data); a stamp written before
+    it did is named by its whole text, as before."""
+    try:
+        text = (merged / "orchestrator.json").read_text(encoding="utf-8")
+    except OSError:  # not made by `merge`: its config names it
+        config = merged / "config.json"
+        return text_hash(config.read_text(encoding="utf-8", errors="replace")) if config.is_file() else "missing"
+    try:
+        identity = json.loads(text).get("identity")
+    except (ValueError, AttributeError):
+        identity = None
+    return identity if isinstance(identity, str) else text_hash(text)
 
 
 def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
@@ -109,8 +122,10 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
+            kept = previous_dir(paths) / "adapter"
             raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
-                            f"run `{command_for(loaded, 'train')}` first")
+                            f"run `{command_for(loaded, 'train')}` first"
+                            + (f" (the one it replaced is kept in {kept})" if (kept / ADAPTER_FILE).is_file() else ""))
         if not (model_path(recipe) / "config.json").exists():
             raise UserError(f"no base model in {model_path(recipe)} to serve the adapter on: "
                             f"run `{command_for(loaded, 'download')}`")
@@ -229,13 +244,9 @@ def vllm_path() -> str:
     return found
 
 
-def adapter_version(paths: RolePaths) -> str:
-    """A short id of the trained adapter that changes with every training."""
-    weights = paths.adapter / "adapter_model.safetensors"
-    if not weights.exists():
-        return "missing"
-    stat = weights.stat()
-    return text_hash(f"{stat.st_size}:{stat.st_mtime_ns}")
+def adapter_version(recipe: RoleRecipe) -> str:
+    """The trained adapter's identity by content (core/trained.py)."""
+    return adapter_identity(role_paths(recipe), recipe.role)
 
 
 def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:

@@ -23,9 +23,12 @@ from orchestrator.core.llamafactory import (
     role_paths,
     served_weights,
 )
+from orchestrator.core.ledger import stable_key
+from orchestrator.core.locks import run_lock
 from orchestrator.core.process import run
 from orchestrator.core.progress import clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
+from orchestrator.core.trained import adapter_identity, portable_hash
 
 
 def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
@@ -52,7 +55,14 @@ def _merged_from(merged: Path) -> object:
         return None
 
 
-def merge(
+def merge(loaded: Loaded[RoleRecipe], *, calibration_data: str | Path | None = None,
+          timeout: float | None = None, echo: bool = True) -> Path:
+    """`_merge` holding the run folder's lock: never beside a training of the same role."""
+    with run_lock(role_paths(loaded.recipe).run_dir, command_for(loaded, "merge")):
+        return _merge(loaded, calibration_data=calibration_data, timeout=timeout, echo=echo)
+
+
+def _merge(
     loaded: Loaded[RoleRecipe],
     *,
     calibration_data: str | Path | None = None,
@@ -81,7 +91,10 @@ def merge(
         maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
         atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
 
-    inputs = {"manifest": file_hash(paths.manifest), "merge_yaml": file_hash(paths.merge_yaml),
+    # by content: the adapter's identity, merge.yaml with its folders as placeholders (a moved
+    # project merges nothing again), the calibration texts
+    inputs = {"adapter": adapter_identity(paths, loaded.recipe.role),
+              "merge_yaml": portable_hash(paths.merge_yaml, model_path(loaded.recipe)),
               "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
     if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
         mark_current(paths.merged / "config.json", [*loaded.files(), paths.merge_yaml, paths.adapter / ADAPTER_FILE])
@@ -117,7 +130,8 @@ def merge(
     atomic_write_json(
         tmp / "orchestrator.json",
         {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),
-         "seconds": round(finished.seconds, 1), "inputs": inputs},
+         "seconds": round(finished.seconds, 1), "inputs": inputs,
+         "identity": stable_key(**inputs)[:16]},  # what infer keys this model's answers on
     )
     old = paths.run_dir / ".merged.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import read_jsonl
 
-from orchestrator.core.fewshot import Example, Retriever, bigrams, examples_for, train_pool
+from orchestrator.core.fewshot import INDEX_KEY, Example, Retriever, bigrams, examples_for, train_pool
 from orchestrator.core.recipes import load_pipeline, load_role
 
 
@@ -46,7 +46,7 @@ def test_retrieval(query: tuple[str, str, str], expected: list[str]) -> None:
 def test_index_cached_on_disk_gives_the_same_ranking(tmp_path: Path) -> None:
     queries = [("x", p.problem, p.question) for p in POOL]
     built = Retriever(POOL, tmp_path).search(queries, 3)
-    assert (tmp_path / "index.npz").exists()
+    assert (tmp_path / f"index-{INDEX_KEY}.npz").exists()  # named by k1, b and the tokenisation
     assert Retriever(POOL, tmp_path).search(queries, 3) == built
 
 
