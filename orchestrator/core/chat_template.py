@@ -155,8 +155,8 @@ def probe_prompts(recipe: RoleRecipe) -> list[str]:
 
 def first_difference(tokenizer: Any, served: list[int], trained: list[int]) -> str:
     at = next((i for i, (a, b) in enumerate(zip(served, trained, strict=False)) if a != b), min(len(served), len(trained)))
-    return (f"from token {at}: served {tokenizer.decode(served[at:at + 12])!r}, "
-            f"trained {tokenizer.decode(trained[at:at + 12])!r}")
+    return (f"from token {at}: served {tokenizer.decode(served[at:at + 12])[:32]!r}..., "
+            f"trained {tokenizer.decode(trained[at:at + 12])[:32]!r}...")
 
 
 @dataclass
@@ -210,7 +210,7 @@ def served_prompt(loaded: Loaded[RoleRecipe]) -> Served:
             fix = (f"run `{command_for(loaded, 'merge')}` again (it writes LLaMA-Factory's template into it)"
                    if what.startswith("the merged model") else "serve it with llamafactory-cli api")
             return Served(problems=[
-                f"{where}: {recipe.role}: {what} renders another prompt than training with model.template "
-                f"{recipe.model.template} ({first_difference(tokenizer, served, trained)}): {fix}"])
+                f"{where}: model.template {recipe.model.template}: {what} renders another prompt than the "
+                f"{recipe.role} model was trained on ({first_difference(tokenizer, served, trained)}): {fix}"])
     return Served(lines=[f"ok  {recipe.role}: served prompt = training prompt, token for token ({what}, "
                          f"model.template {recipe.model.template})"])

@@ -216,8 +216,9 @@ def test_check_fails_a_merged_model_with_its_bases_template_until_merge_writes_o
     code, out, err = cli("check", "answer", "--recipe", "recipes/tiny-answer.yaml")
     assert code == 2
     [line] = err.strip().splitlines()
-    assert line.startswith("Error: recipes/answer.yaml: model.template: answer: the merged model's own chat template (")
-    assert "renders another prompt than training with model.template qwen (from token 3: served 'You are a helpful" in line
+    assert line.startswith("Error: recipes/answer.yaml: model.template qwen: the merged model's own chat template (")
+    assert ("renders another prompt than the answer model was trained on (from token 7: served ' a helpful assistant.<|im_end|>\\n'..., "
+            "trained ' Qwen, created by Alibaba Cloud.'...)") in line, line
     assert line.endswith("run `orchestrator merge answer --recipe recipes/tiny-answer.yaml` again "
                          "(it writes LLaMA-Factory's template into it)")
     assert save_template(load_role("answer", "recipes/tiny-answer.yaml").recipe, merged)  # what merge does
