@@ -261,7 +261,7 @@ def test_vllm_command_serves_every_adapter_of_one_base(tiny_project, fake_vllm):
     loadeds = [load_role("answer", p) for p in paths]
     cmd = vllm_lora_command(loadeds, "127.0.0.1", 8123)
     assert cmd[1:] == [
-        "serve", str(project / "models" / "tiny-qwen2"), "--host", "127.0.0.1", "--port", "8123",
+        "serve", str((project / "models" / "tiny-qwen2").resolve()), "--host", "127.0.0.1", "--port", "8123",
         "--trust-remote-code", "--chat-template", f"{project}/runs/vote-a/chat_template.jinja", "--enable-lora", "--max-loras", "2", "--max-lora-rank", "32",
         "--lora-modules", f"vote-a={project}/runs/vote-a/adapter", f"vote-b={project}/runs/vote-b/adapter",
         "--max-model-len", "4096",
@@ -341,7 +341,8 @@ def test_answer_and_evaluate_adapters_of_one_base_share_one_vllm_server(tiny_pro
     for r in read_jsonl(project / "out" / "trace.jsonl"):
         assert r["answer"]["models"] == answers and r["evaluate"]["model"] == "one-ev"
         assert r["final"] == letters["one-ev"] and r["source"] == "evaluate"
-    assert f"loading {len(models)} adapters that share the base {project}/models/tiny-qwen2 in one vLLM server" in err
+    base = (project / "models" / "tiny-qwen2").resolve()  # model.path, resolved
+    assert f"loading {len(models)} adapters that share the base {base} in one vLLM server" in err
     assert "mode pipelined on one vLLM server" in err
     logs = sorted(str(p.relative_to(project)) for p in project.glob("runs/*/serve*.log"))
     assert logs == [f"runs/{answers[0]}/serve-lora.log"]  # no llamafactory-cli api, no second vLLM
