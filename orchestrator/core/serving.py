@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.api_keys import check_env_name
+from orchestrator.core.chat_template import TEMPLATE_ARGS, template_args
 from orchestrator.core.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.files import atomic_write_text
 from orchestrator.core.ledger import text_hash
@@ -53,6 +54,8 @@ SERVE_DERIVED = {
     "finetuning_type": "set train.finetuning_type instead",
     "template": "set model.template instead",
     "infer_backend": "set serve.infer_backend instead",
+    **{key: f"set train.{key}: the model is served the template it was trained with"
+       for key in TEMPLATE_ARGS},
 }
 
 
@@ -84,8 +87,8 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
                    "finetuning_type": recipe.train.get("finetuning_type") or "lora"}
     else:
         weights = {"model_name_or_path": str(paths.merged)}
-    return {
-        "model": {**weights, "template": recipe.model.template, "trust_remote_code": True},
+    return {  # the template as training has it (model.template, train.default_system...)
+        "model": {**weights, **template_args(recipe), "trust_remote_code": True},
         "inference": {"infer_backend": recipe.serve.infer_backend, **extra},
     }
 
@@ -250,10 +253,11 @@ def adapter_version(recipe: RoleRecipe) -> str:
 
 
 def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
-    """What adapters must share to be served by one vLLM server (None: not served by vLLM)."""
+    """What adapters must share to be served by one vLLM server (None: not served by vLLM): the
+    base, and the chat template they were trained with (model.template, train.default_system...)."""
     if recipe.serve.infer_backend != "vllm":
         return None
-    return str(model_path(recipe)), recipe.model.template
+    return str(model_path(recipe)), json.dumps(template_args(recipe), sort_keys=True)
 
 
 def one_server(recipes: list[RoleRecipe]) -> bool:
@@ -277,7 +281,7 @@ def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
     keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
     if len(keys) != 1 or None in keys:
         problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
-                        "model.path (or model.source) and model.template: " + ", ".join(display(x.path) for x in loadeds))
+                        "model.path (or model.source), model.template and train.default_system: " + ", ".join(display(x.path) for x in loadeds))
     for loaded in loadeds:
         paths = role_paths(loaded.recipe)
         if not (paths.adapter / "adapter_config.json").exists():
@@ -288,7 +292,10 @@ def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
 
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
     """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
-    the first recipe's serve: and distributed: sections set the server."""
+    the first recipe's serve: and distributed: sections set the server. Its --chat-template is
+    LLaMA-Factory's template the adapters were trained with (written to runs/<first>/)."""
+    from orchestrator.core.chat_template import vllm_template_file
+
     first: RoleRecipe = loadeds[0].recipe
     ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
     wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])
@@ -296,7 +303,7 @@ def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -
     cmd = [
         vllm_path(), "serve", str(model_path(first)),
         "--host", host, "--port", str(port),
-        "--trust-remote-code",
+        "--trust-remote-code", "--chat-template", str(vllm_template_file(loadeds[0])),
         "--enable-lora", "--max-loras", str(len(loadeds)), "--max-lora-rank", str(rank),
         "--lora-modules", *[f"{x.recipe.run_name}={role_paths(x.recipe).adapter}" for x in loadeds],
     ]

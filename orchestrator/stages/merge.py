@@ -1,7 +1,9 @@
 """Stage: merge a role's adapter into its base model with `llamafactory-cli export`.
 
 The export goes to a temporary folder renamed to runs/<name>/merged/ only on success, so a
-half-written model is never taken as done. A role that serves its adapter (serve.weights
+half-written model is never taken as done. Its saved tokenizer is given LLaMA-Factory's chat
+template of the recipe (core/chat_template.py), so the folder renders the training prompt on any
+engine. A role that serves its adapter (serve.weights
 adapter, or auto on a quantized base) is not merged: the merge says why and stops."""
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from orchestrator.core.chat_template import save_template
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
@@ -55,6 +58,16 @@ def _merged_from(merged: Path) -> object:
         return None
 
 
+def _save_template(loaded: Loaded[RoleRecipe], folder: Path) -> bool:
+    """LLaMA-Factory's template into the merged tokenizer; a template it cannot give as Jinja is
+    left as it is (llamafactory-cli api applies its own template anyway), with a warning."""
+    try:
+        return save_template(loaded.recipe, folder)
+    except UserError as e:
+        say(f"merge {loaded.recipe.run_name}", f"warning: {e.lines[0]}; {folder} keeps its base's chat template")
+        return False
+
+
 def merge(loaded: Loaded[RoleRecipe], *, calibration_data: str | Path | None = None,
           timeout: float | None = None, echo: bool = True) -> Path:
     """`_merge` holding the run folder's lock: never beside a training of the same role."""
@@ -97,6 +110,9 @@ def _merge(
               "merge_yaml": portable_hash(paths.merge_yaml, model_path(loaded.recipe)),
               "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
     if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
+        if _save_template(loaded, paths.merged):  # merged before its tokenizer got LF's template
+            say(stage, f"{paths.merged}: its tokenizer now carries LLaMA-Factory's {loaded.recipe.model.template} "
+                       "chat template, the prompt it was trained on")
         mark_current(paths.merged / "config.json", [*loaded.files(), paths.merge_yaml, paths.adapter / ADAPTER_FILE])
         if echo:
             say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
@@ -127,6 +143,7 @@ def _merge(
             *[f"  {line}" for line in finished.tail[-12:]],
             f"rendered config: {paths.merge_yaml}; full log: {log}",
         )
+    _save_template(loaded, tmp)  # LF's export keeps the base tokenizer's own template
     atomic_write_json(
         tmp / "orchestrator.json",
         {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),

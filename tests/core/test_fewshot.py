@@ -169,6 +169,15 @@ def test_fewshot_k2_training_prompts_show_two_other_training_problems(project: P
     both = set(trace) & set(shots["examples"])
     assert both and all(trace[qid]["answer"]["few_shot"] == {"ans": shots["examples"][qid]} for qid in both)
 
+    # the Evaluate set from the Answer model's own replies asks it the prompts its training set has
+    with FakeOpenAI(models=("ans",)) as answer:
+        code, out, err = cli("dataset", "evaluate", "--pipeline", pipeline, "--answer-url", answer.url,
+                             "--set", "dataset.evaluate_source=answer_model", "--set", "dataset.evaluate_samples=1")
+        assert code == 0, err
+        replied = list(answer.prompts)
+    assert {r["instruction"] for r in rows + val_rows} <= set(replied)
+    assert all(p.count("的解答:\n") == 2 for p in replied)
+
 
 @pytest.mark.parametrize(("cutoff", "warned"), [(64, True), (100000, False)])
 def test_check_warns_when_the_longest_fewshot_prompt_exceeds_cutoff_len(tiny_project: Path, cli, cutoff: int,
