@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from orchestrator.core.launch import no_gpu_env, visible_gpus
+from orchestrator.core.launch import visible_gpus
 from orchestrator.core.llamafactory import calibration_texts, cli_path
 from orchestrator.core.process import run
 from orchestrator.core.progress import clean, say, worth_showing
@@ -52,7 +52,7 @@ def gptq_export(
     if echo:
         say(stage, f"$ {' '.join(cmd)}   ({bits}-bit GPTQ, {nsamples} calibration samples; log: {log})")
     finished = run(
-        cmd, stage=stage, log_path=log, env={"DISABLE_VERSION_CHECK": "1", **no_gpu_env()}, cwd=work_dir,
+        cmd, stage=stage, log_path=log, env={"DISABLE_VERSION_CHECK": "1"}, cwd=work_dir,
         timeout=timeout,
         on_line=(lambda line: say(stage, clean(line)) if worth_showing(line) else None) if echo else None,
     )
