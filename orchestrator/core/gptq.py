@@ -6,6 +6,7 @@ merged model is quantized on its own). Needs `make setup-quant`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,11 +49,14 @@ def gptq_export(
     }
     yaml_path = atomic_write_text(work_dir / "quantize.yaml", "".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
     log = work_dir / "quantize.log"
+    # GPTQMODEL_DISABLE_PACK_EXT: gptqmodel 7.2 JIT-compiles a C++ packer on first use (31 s by its
+    # estimate; 209 s, then a failure and its torch fallback, on a loaded 2-core machine): the fallback at once
     cmd = [cli_path(), "export", str(yaml_path)]
     if echo:
         say(stage, f"$ {' '.join(cmd)}   ({bits}-bit GPTQ, {nsamples} calibration samples; log: {log})")
     finished = run(
-        cmd, stage=stage, log_path=log, env={"DISABLE_VERSION_CHECK": "1"}, cwd=work_dir,
+        cmd, stage=stage, log_path=log, env={"DISABLE_VERSION_CHECK": "1", "GPTQMODEL_DISABLE_PACK_EXT": os.environ.get("GPTQMODEL_DISABLE_PACK_EXT", "1")},
+        cwd=work_dir,
         timeout=timeout,
         on_line=(lambda line: say(stage, clean(line)) if worth_showing(line) else None) if echo else None,
     )

@@ -3,8 +3,8 @@ copied or started: weights + KV cache + LoRA adapters + a fixed runtime overhead
 
 Weights: the parameter count of a decoder (embeddings, attention with grouped KV heads, gated
 MLP) at the model's dtype, or at its quantization bits (GPTQ/AWQ, with a scale and zero per
-group) for the linear layers, the embeddings staying 16-bit. KV cache: keys and values of every
-layer for `max_len` tokens of each of `sequences` requests in flight, each asking `samples`
+group) for the linear layers, the embeddings staying at the config's dtype. KV cache: keys and
+values of every layer for `max_len` tokens of each of `sequences` requests in flight, each asking `samples`
 replies (`n`: every sample is a sequence of its own in vLLM's KV cache). A vLLM server takes
 `gpu_memory_utilization` of the card when it starts, whatever the model needs, and must fit its
 model in that share. GB here are 10^9 bytes.
@@ -39,6 +39,7 @@ class ModelShape:
     weight_bits: float  # bits per linear-layer weight (16 for bf16, about 4.16 for 4-bit GPTQ/AWQ)
     kv_bytes: int  # bytes per cached key or value element (the activation dtype)
     quantization: str | None  # gptq, awq, bitsandbytes, ... or None
+    dtype_bytes: int = 2  # of the weights left unquantized (embeddings), as config.json's dtype says
 
     @property
     def linear_params(self) -> int:
@@ -58,8 +59,7 @@ class ModelShape:
         return self.linear_params + self.embedding_params
 
     def weight_bytes(self) -> float:
-        embedding_bytes = 2 if self.quantization else self.kv_bytes  # quantized models keep 16-bit embeddings
-        return self.linear_params * self.weight_bits / 8 + self.embedding_params * embedding_bytes
+        return self.linear_params * self.weight_bits / 8 + self.embedding_params * self.dtype_bytes
 
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes
@@ -104,7 +104,7 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         bits = raw_bits + (16 + raw_bits) / group  # a 16-bit scale and a packed zero per group
         kv_bytes = 2  # quantized kernels compute in float16
     return ModelShape(layers, hidden, heads, kv_heads, head_dim, intermediate, vocab,
-                      bool(config.get("tie_word_embeddings", False)), bits, kv_bytes, method)
+                      bool(config.get("tie_word_embeddings", False)), bits, kv_bytes, method, DTYPE_BYTES[dtype])
 
 
 @dataclass(frozen=True)

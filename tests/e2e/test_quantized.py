@@ -97,3 +97,13 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(tin
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (tiny_project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
     assert f"model_name_or_path: {merged}\n" in serve
+
+
+def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, tiny_model_dir: Path) -> None:
+    """Weights as core/memory.py counts them, against the safetensors the tiny models really hold."""
+    from orchestrator.core.memory import model_shape
+
+    for model in (gptq_model_dir, tiny_model_dir):
+        estimate = model_shape(json.loads((model / "config.json").read_text(encoding="utf-8"))).weight_bytes()
+        size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
+        assert 0.95 < estimate / size < 1.02, model
