@@ -18,6 +18,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ORCH := $(BIN)/orchestrator
 STAMP := $(VENV)/.installed
+QUANT_STAMP := $(VENV)/.quant-installed
 
 RECIPE ?=          ## tiny: the CPU recipes; recipes/<variant>.yaml: one Answer variant; default: the real recipes
 PIPELINE ?=        ## the pipeline recipe (default: recipes/<RECIPE>-pipeline.yaml if there, else recipes/pipeline.yaml)
@@ -101,7 +102,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 # one run folder (each command also takes its run folder's lock, and a second one refuses).
 .NOTPARALLEL:
 
-.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
+.PHONY: help setup setup-quant test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -128,9 +129,18 @@ setup: $(STAMP) ## install into .venv
 
 FORCE:
 
+# The quantization packages (GPTQ bases, QLoRA, GPTQ export): pinned, --no-deps (requirements-quant.txt says why).
+$(QUANT_STAMP): requirements-quant.txt | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps -r requirements-quant.txt
+	$(BIN)/python -c 'import gptqmodel, optimum.gptq, bitsandbytes' >/dev/null 2>&1 \
+		|| $(BIN)/python -c 'import gptqmodel, optimum.gptq, bitsandbytes'  # silent unless it fails
+	touch $@
+
+setup-quant: $(QUANT_STAMP) ## install the quantization packages (GPTQ, bitsandbytes) into .venv
+
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.
-test: $(STAMP) ## lint, types, import layers, then the test suite
+test: $(STAMP) $(QUANT_STAMP) ## lint, types, import layers, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -173,15 +173,18 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
 
 @cli.command("tiny-model")
 @click.argument("directory", type=click.Path(file_okay=False))
-def tiny_model(directory: str) -> None:
+@click.option("--quantize", type=click.Choice(["gptq"]),
+              help="Quantize it for real: 4-bit GPTQ calibrated on the sample (needs `make setup-quant`).")
+def tiny_model(directory: str, quantize: str | None) -> None:
     """Build the tiny Qwen2-architecture model the CPU recipes, demo and tests use.
 
     \b
     orchestrator tiny-model models/tiny-qwen2
+    orchestrator tiny-model models/tiny-qwen2-gptq --quantize gptq
     """
-    from orchestrator.stages.tiny_model import build_tiny_model
+    from orchestrator.stages.tiny_model import build_quantized_tiny_model, build_tiny_model
 
-    click.echo(build_tiny_model(Path(directory)))
+    click.echo(build_quantized_tiny_model(Path(directory), quantize) if quantize else build_tiny_model(Path(directory)))
 
 
 # ---------------------------------------------------------------- distillation and datasets

@@ -37,22 +37,37 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
 
 
-# recipe key -> (the test that it is used, the module it needs, the extra that installs it)
+def no_gpu_env(gpus: list[str] | None = None) -> dict[str, str]:
+    """For a process started on a machine that shows no GPU (default: this one): cpu_ddp/ first on
+    PYTHONPATH, whose sitecustomize.py fixes what a CUDA-built torch gets wrong there (resuming
+    CPU processes, gptqmodel's kernel choice). Nothing on a machine with a GPU."""
+    if visible_gpus() if gpus is None else gpus:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+SETUP_QUANT = "make setup-quant"  # the quantization packages (requirements-quant.txt)
+
+
+def _bnb(recipe: RoleRecipe) -> bool:
+    return bool(recipe.train.get("quantization_bit")) and recipe.train.get("quantization_method") in (None, "bnb")
+
+
+# recipe key -> (the test that it is used, the module it needs, what installs it)
 EXTRAS = {
-    "distributed.deepspeed": (lambda r: r.distributed.deepspeed > 0, "deepspeed", "deepspeed"),
-    "distributed.ray_workers": (lambda r: r.distributed.ray_workers > 0, "ray", "ray"),
+    "distributed.deepspeed": (lambda r: r.distributed.deepspeed > 0, "deepspeed", "pip install -e '.[deepspeed]'"),
+    "distributed.ray_workers": (lambda r: r.distributed.ray_workers > 0, "ray", "pip install -e '.[ray]'"),
+    "train.quantization_bit": (_bnb, "bitsandbytes", SETUP_QUANT),  # QLoRA
+    "merge.export_quantization_bit": (lambda r: bool(r.merge.get("export_quantization_bit")), "gptqmodel", SETUP_QUANT),
 }
 
 
 def missing_extras(loaded: Loaded[RoleRecipe]) -> list[str]:
     """One problem per optional extra the recipe needs and this environment lacks."""
     problems = []
-    for key, (used, module, extra) in EXTRAS.items():
+    for key, (used, module, how) in EXTRAS.items():
         if used(loaded.recipe) and importlib.util.find_spec(module) is None:
-            problems.append(
-                f"{loaded.where(key)}: {key} needs the {module} package, not installed here: "
-                f"pip install -e '.[{extra}]'"
-            )
+            problems.append(f"{loaded.where(key)}: {key} needs the {module} package, not installed here: {how}")
     return problems
 
 
@@ -84,7 +99,7 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(ds.gpus_per_node)
         if not gpus:  # CPU processes: see cpu_ddp/sitecustomize.py (resuming them fails without it)
-            env["PYTHONPATH"] = os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])
+            env.update(no_gpu_env(gpus))
     if ds.nnodes > 1:
         env.update(
             NNODES=str(ds.nnodes),

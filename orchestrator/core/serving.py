@@ -30,6 +30,7 @@ from orchestrator.core.api_keys import check_env_name
 from orchestrator.core.chat_template import TEMPLATE_ARGS, template_args
 from orchestrator.core.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.files import atomic_write_text
+from orchestrator.core.launch import no_gpu_env
 from orchestrator.core.ledger import text_hash
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
@@ -84,13 +85,25 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
     if served_weights(recipe) == "adapter":
         weights = {"model_name_or_path": str(model_path(recipe)), "adapter_name_or_path": str(paths.adapter),
-                   "finetuning_type": recipe.train.get("finetuning_type") or "lora"}
+                   "finetuning_type": recipe.train.get("finetuning_type") or "lora",
+                   **qlora_load(recipe)}
     else:
         weights = {"model_name_or_path": str(paths.merged)}
     return {  # the template as training has it (model.template, train.default_system...)
         "model": {**weights, **template_args(recipe), "trust_remote_code": True},
         "inference": {"infer_backend": recipe.serve.infer_backend, **extra},
     }
+
+
+# A QLoRA adapter served on its base is served on the quantized load it was trained on.
+QLORA_KEYS = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization")
+
+
+def qlora_load(recipe: RoleRecipe) -> dict[str, Any]:
+    """The train.quantization_* keys of a QLoRA recipe (none otherwise)."""
+    if not recipe.train.get("quantization_bit"):
+        return {}
+    return {key: recipe.train[key] for key in QLORA_KEYS if recipe.train.get(key) is not None}
 
 
 def model_version(recipe: RoleRecipe) -> str:
@@ -205,12 +218,15 @@ def served(
         "API_KEY": key or "",  # empty: no check, even if the caller's environment has an API_KEY
         "MAX_CONCURRENT": str(recipe.serve.max_concurrent),
         "DISABLE_VERSION_CHECK": "1",
+        **no_gpu_env(),  # no GPU here: gptqmodel's CPU kernel for a GPTQ model (core/cpu_ddp/sitecustomize.py)
     }
     base = f"http://{_connect_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"
     log = paths.run_dir / "serve.log"
     what = (f"{paths.adapter} on the base {model_path(recipe)}" if served_weights(recipe) == "adapter"
             else str(paths.merged))
+    if served_weights(recipe) == "adapter" and qlora_load(recipe):
+        what += f" loaded in {recipe.train['quantization_bit']} bits as trained (train.quantization_bit)"
     say(stage, f"loading {what} with llamafactory-cli api on {host}:{port} (log: {log})")
     with Server(
         [cli_path(), "api", str(config)],

@@ -15,10 +15,12 @@ from pathlib import Path
 from orchestrator.core.chat_template import save_template
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
+from orchestrator.core.gptq import gptq_export
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
     base_quantization,
+    QUANTIZE_KEYS,
     calibration_texts,
     cli_path,
     is_trained,
@@ -48,6 +50,11 @@ def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
         return (f"skipped: {model_path(recipe)} is {method.upper()}-quantized, which LLaMA-Factory cannot merge "
                 f"into; {adapter} is served on it (serve.weights {recipe.serve.weights}, {where})")
     return f"skipped: serve.weights adapter ({where}): {adapter} is served on its base; --set serve.weights=merged merges it"
+
+
+def _quantize_setting(loaded: Loaded[RoleRecipe], name: str) -> int:
+    """merge.export_quantization_nsamples or _maxlen (LLaMA-Factory's defaults 128 and 1024)."""
+    return int(loaded.recipe.merge.get(f"export_quantization_{name}") or {"nsamples": 128, "maxlen": 1024}[name])
 
 
 def _merged_from(merged: Path) -> object:
@@ -95,20 +102,22 @@ def _merge(
         say(stage, skip_reason(loaded))
         return paths.adapter
     paths = check_roles([loaded])[0].paths
-    if needs_calibration(loaded):
+    questions: list = []
+    quantize = needs_calibration(loaded)
+    if quantize:
         from orchestrator.core.competition import read_dataset
 
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
-        source = calibration_data
-        maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
-        atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
+        questions = read_dataset(calibration_data).questions
+        atomic_write_jsonl(paths.calibration, calibration_texts(questions, _quantize_setting(loaded, "maxlen")))
 
     # by content: the adapter's identity, merge.yaml with its folders as placeholders (a moved
-    # project merges nothing again), the calibration texts
+    # project merges nothing again), the calibration texts and the quantization settings
     inputs = {"adapter": adapter_identity(paths, loaded.recipe.role),
               "merge_yaml": portable_hash(paths.merge_yaml, model_path(loaded.recipe)),
-              "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
+              "calibration": file_hash(paths.calibration) if quantize else None,
+              "quantize": {name: loaded.recipe.merge.get(name) for name in QUANTIZE_KEYS} if quantize else None}
     if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
         if _save_template(loaded, paths.merged):  # merged before its tokenizer got LF's template
             say(stage, f"{paths.merged}: its tokenizer now carries LLaMA-Factory's {loaded.recipe.model.template} "
@@ -118,9 +127,15 @@ def _merge(
             say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
         return paths.merged
 
+    if bits := loaded.recipe.train.get("quantization_bit"):
+        say(stage, f"a QLoRA adapter (train.quantization_bit {bits}): merged into the unquantized base "
+                   f"{model_path(loaded.recipe)}, LLaMA-Factory's way; serve.weights adapter serves it on the "
+                   f"{bits}-bit load instead")
     tmp = paths.run_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={tmp}"]
+    full = paths.run_dir / ".merged-full.tmp"  # a quantized export: the merge, before it is quantized
+    shutil.rmtree(full, ignore_errors=True)
+    cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={full if quantize else tmp}"]
     log = paths.run_dir / "merge.log"
     env = {"DISABLE_VERSION_CHECK": "1"}
     if loaded.recipe.merge.get("export_device") == "cpu":
@@ -136,18 +151,30 @@ def _merge(
         timeout=timeout,
         on_line=(lambda line: say(stage, clean(line)) if worth_showing(line) else None) if echo else None,
     )
-    if finished.returncode != 0 or not (tmp / "config.json").exists():
+    if finished.returncode != 0 or not ((full if quantize else tmp) / "config.json").exists():
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(full, ignore_errors=True)
         raise StageFailed(
             f"{stage}: llamafactory-cli export exited with code {finished.returncode}; last lines:",
             *[f"  {line}" for line in finished.tail[-12:]],
             f"rendered config: {paths.merge_yaml}; full log: {log}",
         )
+    seconds = finished.seconds
+    if quantize:
+        try:
+            seconds += gptq_export(
+                full, tmp, questions=questions, template=loaded.recipe.model.template, stage=stage,
+                work_dir=paths.run_dir, bits=int(loaded.recipe.merge["export_quantization_bit"]),
+                nsamples=_quantize_setting(loaded, "nsamples"), maxlen=_quantize_setting(loaded, "maxlen"),
+                export_size=int(loaded.recipe.merge.get("export_size") or 5), timeout=timeout, echo=echo,
+            )
+        finally:
+            shutil.rmtree(full, ignore_errors=True)
     _save_template(loaded, tmp)  # LF's export keeps the base tokenizer's own template
     atomic_write_json(
         tmp / "orchestrator.json",
         {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),
-         "seconds": round(finished.seconds, 1), "inputs": inputs,
+         "seconds": round(seconds, 1), "inputs": inputs,
          "identity": stable_key(**inputs)[:16]},  # what infer keys this model's answers on
     )
     old = paths.run_dir / ".merged.old"

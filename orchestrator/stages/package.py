@@ -156,6 +156,18 @@ def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
     return ImageServer(loaded.recipe.run_name, paths.merged, (loaded,))
 
 
+VLLM_GPU_UTIL = {"api": 0.7, "serve": 0.9}  # the defaults of LLaMA-Factory's vllm_gpu_util and of `vllm serve`
+
+
+def _gpu_util(s: ImageServer) -> float | None:
+    """The share of the card a vLLM server takes (None: not vLLM); several adapters: `vllm serve`."""
+    recipe = s.recipes[0].recipe
+    if recipe.serve.infer_backend != "vllm":
+        return None
+    given = recipe.serve.args.get("vllm_gpu_util")
+    return float(given) if given is not None else VLLM_GPU_UTIL["serve" if len(s.adapters) > 1 else "api"]
+
+
 def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
     """Each server's GPU memory from its config.json, the recipe's vllm_maxlen, the requests in
     flight (inference.concurrency; the huggingface backend runs serve.max_concurrent at once)."""
@@ -172,8 +184,10 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
             if recipe.serve.infer_backend == "huggingface":
                 sequences = min(sequences, recipe.serve.max_concurrent)
             adapters = [(a / "adapter_model.safetensors").stat().st_size for a in s.adapters]
+            inf = pipeline.inference  # an Answer request asks for its samples at once (n)
+            samples = max(inf.votes, inf.extra_votes) if any(x.recipe.role == "answer" for x in s.recipes) else 1
             estimates.append(server_estimate(s.name, config, max_len=max_len, sequences=sequences,
-                                             adapter_bytes=adapters))
+                                             adapter_bytes=adapters, samples=samples, gpu_util=_gpu_util(s)))
         except (OSError, ValueError) as e:  # ConfigError is a ValueError, as is bad JSON
             raise UserError(f"{config_path}: {e} (the memory estimate reads the model's shape from it)") from None
     return estimates
@@ -431,7 +445,8 @@ def package(
         raise UserError(f"{pipeline.where('package.gpu_memory_gb')}: {problem}; use a smaller or quantized model "
                         "(merge.export_quantization_bit), a lower serve.args.vllm_maxlen or inference.concurrency, "
                         "or mode staged")
-    summary = PackageSummary(out, memory=estimates, peak_gb=peak_gb(estimates, together=together),
+    summary = PackageSummary(out, memory=estimates, peak_gb=peak_gb(estimates, together=together,
+                                                                            card_gb=recipe.package.gpu_memory_gb),
                              budget_gb=recipe.package.gpu_memory_gb)
 
     files: dict[str, Path] = {}

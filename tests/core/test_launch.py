@@ -101,14 +101,21 @@ def test_launch_line(project: Path, overrides: list[str], gpus: list[str], line:
     assert launch_line(load_role("answer", None, overrides), gpus) == line
 
 
-@pytest.mark.parametrize("key, module", [("deepspeed", "deepspeed"), ("ray_workers", "ray")])
-def test_missing_extra_named(project: Path, key: str, module: str) -> None:
-    loaded = load_role("answer", None, [f"distributed.{key}=3"])
+@pytest.mark.parametrize("key, module, how", [
+    ("distributed.deepspeed", "deepspeed", "pip install -e '.[deepspeed]'"),
+    ("distributed.ray_workers", "ray", "pip install -e '.[ray]'"),
+    ("train.quantization_bit", "bitsandbytes", "make setup-quant"),
+    ("merge.export_quantization_bit", "gptqmodel", "make setup-quant"),
+])
+def test_missing_extra_named(project: Path, key: str, module: str, how: str, monkeypatch) -> None:
+    loaded = load_role("answer", None, [f"{key}={4 if 'quantization' in key else 3}"])
     installed = importlib.util.find_spec(module) is not None
-    expected = [] if installed else [f"--set: distributed.{key} needs the {module} package, not installed here: "
-                                     f"pip install -e '.[{module}]'"]
+    expected = [] if installed else [f"--set: {key} needs the {module} package, not installed here: {how}"]
     assert missing_extras(loaded) == expected
     assert missing_extras(load_role("answer")) == []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    assert missing_extras(loaded) == [f"--set: {key} needs the {module} package, not installed here: {how}"]
 
 
 def test_check_names_the_missing_extra(project: Path, cli) -> None:
