@@ -94,7 +94,7 @@ VAL := datasets/val.jsonl
 EVAL_DIR := runs/$(PREFIX)eval
 EVAL_REPORT := $(EVAL_DIR)/report.md
 
-.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
+.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -207,6 +207,11 @@ OUT ?= runs/$(PREFIX)image ## the folder make package writes
 override OUT := $(strip $(OUT))
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE)
+
+# Opt-in, minutes and gigabytes (not in `make test`): the tiny pipeline's package folder built into an
+# image with podman, offline, and run with no network; its results checked (benchmarks/image_check.sh).
+image-check: $(STAMP) ## build the tiny image offline with podman, run it with no network, check its results
+	benchmarks/image_check.sh
 
 demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model
 	$(MAKE) --no-print-directory check RECIPE=tiny
