@@ -375,7 +375,7 @@ def test_wheels_that_cannot_be_downloaded_are_refused_in_one_line(
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     out = merged_project / "image"
     code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
-    assert code == 1 and not out.exists()
+    assert code == 2 and not out.exists(), err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
     assert re.match(r"Error: package: no wheel of [\w.-]+==\S+ for Python 3\.11 could be downloaded \(pip: ", errors[0])
