@@ -351,7 +351,7 @@ def download_wheels(requirements: list[str], python: str, cache: Path) -> dict[s
         listed = Path(tmp) / "requirements.txt"
         listed.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
         chosen = Path(tmp) / "chosen"
-        pick = ("download", *target, "--no-index", "--find-links", cache, "-d", chosen, "-r", listed)
+        pick: tuple[str | Path, ...] = ("download", *target, "--no-index", "--find-links", cache, "-d", chosen, "-r", listed)
         if _pip(*pick).returncode != 0:
             built: set[str] = set()
             while (done := _pip("download", *target, "--find-links", cache, "-d", cache, "-r", listed)).returncode:
