@@ -5,7 +5,7 @@
 #   benchmarks/image_check.sh            [N=10: the first N problems of datasets/sample/test.jsonl]
 #
 # 1. A base image, built once and kept: Debian bookworm by debootstrap (its Python is the 3.11 of
-#    package.python), with the torch this venv runs on installed as pytorch/pytorch has it.
+#    package.python), with the torch stack this venv runs on, installed as pytorch/pytorch has it.
 # 2. `make package RECIPE=tiny`: runs/tiny-image/, every wheel inside it.
 # 3. `podman build --network none --from <base>` of that folder (the folder's FROM replaced).
 # 4. `podman run --network none` with the test file mounted at package.input, under a deadline;
@@ -41,9 +41,10 @@ seconds() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(seconds)" 'BEGIN { printf "%.0f", b - a }'; }
 
 # ---------------------------------------------------------------- 1. the base image
-torch=$("$python" -c 'import torch; print(torch.__version__.split("+")[0])')
+# the torch stack the requirements leave to the base (llamafactory needs torchvision, torchaudio too)
+stack=$("$python" -c 'from importlib import metadata as m; print(" ".join(n + "==" + m.version(n).split("+")[0] for n in ("torch", "torchvision", "torchaudio")))')
 py=$("$python" -c 'from orchestrator.core.recipes import load_pipeline as l; print(l("'"$repo"'/recipes/tiny-pipeline.yaml").recipe.package.python)')
-base="localhost/orchestrator-check-base:torch-$torch"
+base="localhost/orchestrator-check-base:$(echo "$stack" | tr ' ' '-' | tr -d '=')"
 if ! pod image exists "$base"; then
     root="$cache/rootfs"
     if [ ! -e "$root/.debootstrap-done" ]; then
@@ -61,12 +62,12 @@ if ! pod image exists "$base"; then
         echo "Error: the base's Python is $got, package.python is $py: the wheels would not install" >&2
         exit 1
     fi
-    echo "image-check: torch $torch into the base (as pytorch/pytorch ships it)"
+    echo "image-check: $stack into the base (as pytorch/pytorch ships them)"
     platforms=$(for m in $(seq 35 -1 17); do printf -- '--platform manylinux_2_%s_x86_64 ' "$m"; done)
     # shellcheck disable=SC2086
     "$python" -m pip install --quiet --no-compile --only-binary=:all: --python-version "$py" --implementation cp \
         $platforms --platform manylinux2014_x86_64 --target "$root/usr/local/lib/python$py/dist-packages" \
-        "torch==$torch"
+        $stack
     rm -rf "$root/usr/local/lib/python$py/dist-packages/bin"
     echo "image-check: importing the base as $base"
     tar -C "$root" --exclude=./.debootstrap-done -c . |

@@ -339,7 +339,7 @@ def test_the_folder_holds_every_wheel_the_image_installs_offline(
     code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
     assert code == 0, err
     dockerfile = (out / "Dockerfile").read_text()
-    assert "pip install --no-index --find-links /app/wheels -r /app/requirements.txt" in dockerfile
+    assert "pip install --no-index --no-deps --find-links /app/wheels -r /app/requirements.txt" in dockerfile
     assert "pip install --no-index --no-deps /app/wheels/orchestrator-" in dockerfile
     requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     wheels = sorted((out / "wheels").glob("*.whl"))
