@@ -102,7 +102,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 # one run folder (each command also takes its run folder's lock, and a second one refuses).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-quant test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
+.PHONY: help setup setup-quant test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -233,6 +233,11 @@ OUT ?= runs/$(PREFIX)image ## the folder make package writes
 override OUT := $(strip $(OUT))
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE)
+
+# Opt-in, minutes and gigabytes (not in `make test`): the tiny pipeline's package folder built into an
+# image with podman, offline, and run with no network; its results checked (benchmarks/image_check.sh).
+image-check: $(STAMP) ## build the tiny image offline with podman, run it with no network, check its results
+	benchmarks/image_check.sh
 
 demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model
 	$(MAKE) --no-print-directory check RECIPE=tiny
