@@ -28,44 +28,31 @@ GOLD ?=            ## gold answers to score against (default: data.gold)
 TEACHER_URL ?=     ## the teacher's OpenAI-compatible base URL (default: teacher.base_url)
 TEACHER_MODEL ?=   ## the teacher's model name (default: teacher.model)
 TEACHER_KEY_ENV ?= ## the NAME of the variable holding the teacher's key (default: teacher.api_key_env)
-LIMIT ?=           ## only the first N problems, for infer and eval (a subset, scored as one)
+LIMIT ?=           ## a trial: infer and eval answer the first N problems, distill asks about the first 10*N
 ROLE ?= answer     ## the role of make webui
 PORT ?=            ## the port of make webui
+# The project remembers its data: each of KEPT given to a make call (command line or
+# environment; NAME= for the recipe's own value) is kept in .make/kept.json, and a call that
+# omits it takes the kept value and says so (`orchestrator make-vars`). A new PIPELINE drops
+# the kept data and teacher.
+KEPT := PIPELINE TRAIN TEST GOLD TEACHER_URL TEACHER_MODEL TEACHER_KEY_ENV LIMIT
+GIVEN_NAMES := $(foreach v,$(KEPT),$(if $(filter command line environment,$(origin $(v))),$(v)))
 # (the text after a value, up to its comment, is part of it: stripped here)
 $(foreach v,RECIPE PIPELINE TRAIN TEST GOLD TEACHER_URL TEACHER_MODEL TEACHER_KEY_ENV LIMIT ROLE PORT,\
 	$(eval override $(v) := $(strip $($(v)))))
 
-# The make variables given, as the --set items of the commands; ORCHESTRATOR_MAKE_VARIABLES lets
-# each command name the variable as the value's origin (`data.train = ... (from TRAIN)`).
-SETTINGS := data.train=TRAIN data.test=TEST data.gold=GOLD teacher.base_url=TEACHER_URL \
-	teacher.model=TEACHER_MODEL teacher.api_key_env=TEACHER_KEY_ENV
-GIVEN := $(foreach s,$(SETTINGS),$(if $($(word 2,$(subst =, ,$(s)))),$(s)))
-SET := $(foreach s,$(GIVEN),--set $(word 1,$(subst =, ,$(s)))=$($(word 2,$(subst =, ,$(s)))))
-export ORCHESTRATOR_MAKE_VARIABLES := $(GIVEN)
-LIMIT_FLAG := $(if $(LIMIT),--limit $(LIMIT))
-# A changed variable re-runs what reads it: its value is kept in .make/<name>, rewritten
-# only when it changes (a file given by a variable is a dependency only when it exists: a
-# missing one gets the tool's own error, which names the variable).
-remember = $(shell mkdir -p .make && { printf '%s\n' '$(2)' | cmp -s - .make/$(1) || printf '%s\n' '$(2)' > .make/$(1); }).make/$(1)
-TRAIN_VALUE := $(call remember,train,$(TRAIN) $(TEACHER_URL) $(TEACHER_MODEL) $(TEACHER_KEY_ENV))
-TEST_VALUE := $(call remember,test,$(TEST) $(LIMIT))
-GOLD_VALUE := $(call remember,gold,$(GOLD))
-
 VARIANT_RECIPE := $(filter %.yaml %.yml,$(RECIPE))
 PREFIX := $(if $(VARIANT_RECIPE),,$(if $(RECIPE),$(RECIPE)-,))
-override PIPELINE := $(or $(PIPELINE),$(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
+DEFAULT_PIPELINE := $(or $(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
 ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
 EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
 ANSWER_RUN := runs/$(PREFIX)answer
 EVALUATE_RUN := runs/$(PREFIX)evaluate
-INFER_DIR := runs/$(PREFIX)infer
 # What each stage depends on: the recipe in use and the parents it extends (the shipped
-# chains: evaluate -> answer, tiny-evaluate -> tiny-answer -> answer, tiny-pipeline -> pipeline).
+# chains: evaluate -> answer, tiny-evaluate -> tiny-answer -> answer).
 ANSWER_DEPS := $(sort $(ANSWER_RECIPE) recipes/answer.yaml)
 EVALUATE_DEPS := $(sort $(EVALUATE_RECIPE) $(ANSWER_DEPS))
-PIPELINE_DEPS := $(sort $(wildcard $(PIPELINE)) recipes/pipeline.yaml)
 
-DISTILLED := runs/distill/.done
 ANSWER_SET := datasets/train_answer_instruct.json
 ifneq ($(VARIANT_RECIPE),)
 # the variant's run name and dataset name
@@ -76,6 +63,46 @@ ANSWER_RUN := runs/$(word 1,$(VARIANT))
 ANSWER_SET := datasets/$(word 2,$(VARIANT)).json
 ANSWER_DEPS := $(sort $(VARIANT_RECIPE) $(wildcard recipes/*answer*.yaml))
 endif
+
+# The values in force and the files the recipes name with them (data.train, fixes, extra_train,
+# test, gold, the pipeline recipe's chain, each role's dataset.extra), from the recipes themselves:
+# an edit of any of them re-runs what reads it.
+# (not for the targets that read no data: `make demo` says nothing of the kept values it ignores)
+ifneq ($(and $(wildcard $(ORCH)),$(filter-out demo help setup test clean sample bench gpu-check gpu-wheels,$(or $(MAKECMDGOALS),help))),)
+MAKE_VARS := $(shell rm -f .make/vars.mk; $(ORCH) make-vars --out .make/vars.mk --pipeline $(DEFAULT_PIPELINE) \
+	--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE) \
+	$(if $(KEPT),,--ignore-kept) $(foreach v,$(GIVEN_NAMES),'$(v)=$($(v))') >&2)
+-include .make/vars.mk
+endif
+# (before the install: the values given, the files they name)
+TRAIN_FILES ?= $(wildcard $(TRAIN))
+TEST_FILES ?= $(wildcard $(TEST))
+GOLD_FILES ?= $(wildcard $(GOLD))
+override PIPELINE := $(or $(PIPELINE),$(DEFAULT_PIPELINE))
+PIPELINE_DEPS := $(or $(PIPELINE_FILES),$(sort $(wildcard $(PIPELINE)) recipes/pipeline.yaml))
+# runs/<prefix>infer for the shipped sample, runs/<prefix>infer-<stem of data.test> for another file
+INFER_DIR := runs/$(PREFIX)infer$(INFER_SUFFIX)
+
+# The make variables in force, as the --set items of the commands; ORCHESTRATOR_MAKE_VARIABLES lets
+# each command name the variable as the value's origin (`data.train = ... (from TRAIN)`, or
+# `(from TRAIN in the last make call)`).
+SETTINGS := data.train=TRAIN data.test=TEST data.gold=GOLD teacher.base_url=TEACHER_URL \
+	teacher.model=TEACHER_MODEL teacher.api_key_env=TEACHER_KEY_ENV
+GIVEN := $(foreach s,$(SETTINGS),$(if $($(word 2,$(subst =, ,$(s)))),$(s)))
+SET := $(foreach s,$(GIVEN),--set $(word 1,$(subst =, ,$(s)))=$($(word 2,$(subst =, ,$(s)))))
+export ORCHESTRATOR_MAKE_VARIABLES := $(foreach s,$(GIVEN),$(s)$(if $(filter $(word 2,$(subst =, ,$(s))),$(FROM_LAST)),@last))
+LIMIT_FLAG := $(if $(LIMIT),--limit $(LIMIT))
+# a trial's distillation: the first 10*LIMIT training problems (LIMIT with a 0 appended)
+DISTILL_LIMIT := $(if $(LIMIT),$(LIMIT)0)
+# A changed variable re-runs what reads it: its value is kept in .make/<name>, rewritten
+# only when it changes (a file given by a variable is a dependency only when it exists: a
+# missing one gets the tool's own error, which names the variable).
+remember = $(shell mkdir -p .make && { printf '%s\n' '$(2)' | cmp -s - .make/$(1) || printf '%s\n' '$(2)' > .make/$(1); }).make/$(1)
+TRAIN_VALUE := $(call remember,train,$(TRAIN) $(TEACHER_URL) $(TEACHER_MODEL) $(TEACHER_KEY_ENV) $(DISTILL_LIMIT))
+TEST_VALUE := $(call remember,test,$(TEST) $(LIMIT))
+GOLD_VALUE := $(call remember,gold,$(GOLD))
+
+DISTILLED := runs/distill/.done$(if $(DISTILL_LIMIT),-limit-$(DISTILL_LIMIT))
 EVALUATE_SET := datasets/train_evaluate_instruct.json
 ANSWER_ADAPTER := $(ANSWER_RUN)/adapter/adapter_model.safetensors
 EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
@@ -151,9 +178,10 @@ check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parse
 	$(ORCH) check evaluate --recipe $(EVALUATE_RECIPE)
 
 # ---------------------------------------------------------------- data
-# distill writes runs/distill/.done itself when every question is settled: a hand run counts.
-$(DISTILLED): $(wildcard $(TRAIN)) $(TRAIN_VALUE) $(PIPELINE_DEPS) | $(STAMP)
-	$(ORCH) distill --recipe $(PIPELINE) $(SET)
+# distill writes runs/distill/.done itself when every question is settled (all but
+# teacher.max_failed): a hand run counts. With LIMIT it writes .done-limit-<10*LIMIT>.
+$(DISTILLED): $(TRAIN_FILES) $(TRAIN_VALUE) $(PIPELINE_DEPS) | $(STAMP)
+	$(ORCH) distill --recipe $(PIPELINE) $(SET) $(if $(DISTILL_LIMIT),--limit $(DISTILL_LIMIT))
 
 $(ANSWER_SET): $(DISTILLED) $(ANSWER_DEPS)
 	$(ORCH) dataset answer --recipe $(ANSWER_RECIPE) --pipeline $(PIPELINE) $(SET)
@@ -183,10 +211,10 @@ endif
 # A newer recipe or dataset only makes train check: content decides. Unchanged (train.yaml,
 # dataset files, base model), it says `up to date` and trains nothing; changed, it trains again
 # from scratch; an interrupted training (checkpoints, no adapter yet) resumes. merge the same.
-$(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(BASE)
+$(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(ANSWER_EXTRA) $(BASE)
 	$(ORCH) train answer --recipe $(ANSWER_RECIPE)
 
-$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(BASE)
+$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(EVALUATE_EXTRA) $(BASE)
 	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE)
 
 $(ANSWER_MERGED): $(ANSWER_ADAPTER)
@@ -199,14 +227,14 @@ answer-model: $(ANSWER_MODEL) ## distil -> dataset answer -> download -> train -
 evaluate-model: $(EVALUATE_MODEL) ## dataset evaluate -> train -> merge
 
 # ---------------------------------------------------------------- inference and score
-$(SUBMISSION): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(wildcard $(TEST)) $(TEST_VALUE) $(TRAIN_VALUE) $(PIPELINE_DEPS)
+$(SUBMISSION): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(TEST_FILES) $(TRAIN_FILES) $(TEST_VALUE) $(TRAIN_VALUE) $(PIPELINE_DEPS)
 	$(ORCH) infer --out-dir $(INFER_DIR) --recipe $(PIPELINE) $(SET) $(LIMIT_FLAG) \
 		--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
 
-$(REPORT): $(SUBMISSION) $(wildcard $(GOLD)) $(GOLD_VALUE)
+$(REPORT): $(SUBMISSION) $(GOLD_FILES) $(GOLD_VALUE)
 	$(ORCH) score $(SUBMISSION) --recipe $(PIPELINE) $(SET) --out-dir $(INFER_DIR)
 
-infer: $(SUBMISSION) ## both models -> runs/<RECIPE>-infer/submission.jsonl
+infer: $(SUBMISSION) ## both models -> runs/<RECIPE>-infer/submission.jsonl (another TEST: runs/<RECIPE>-infer-<its name>/)
 score: $(REPORT) ## score the submission against GOLD -> report.md
 all: $(REPORT) ## everything: data, both models, infer, score
 
@@ -232,16 +260,18 @@ eval: $(EVAL_REPORT) ## answer and score the held-out problems (dataset.val_size
 OUT ?= runs/$(PREFIX)image ## the folder make package writes
 override OUT := $(strip $(OUT))
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
-	$(ORCH) package --out $(OUT) --recipe $(PIPELINE)
+	$(ORCH) package --out $(OUT) --recipe $(PIPELINE) $(SET)
 
 # Opt-in, minutes and gigabytes (not in `make test`): the tiny pipeline's package folder built into an
 # image with podman, offline, and run with no network; its results checked (benchmarks/image_check.sh).
 image-check: $(STAMP) ## build the tiny image offline with podman, run it with no network, check its results
 	benchmarks/image_check.sh
 
+# (KEPT=: the recipes' own data, whatever the project keeps; the base model first, which check reads)
 demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model
-	$(MAKE) --no-print-directory check RECIPE=tiny
-	$(MAKE) --no-print-directory all RECIPE=tiny
+	$(MAKE) --no-print-directory models/tiny-qwen2/config.json RECIPE=tiny KEPT=
+	$(MAKE) --no-print-directory check RECIPE=tiny KEPT=
+	$(MAKE) --no-print-directory all RECIPE=tiny KEPT=
 	@echo "demo done: the score is in runs/tiny-infer/report.md"
 
 webui: $(STAMP) ## LlamaBoard prefilled from recipes/<RECIPE>-<ROLE>.yaml

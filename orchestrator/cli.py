@@ -224,9 +224,16 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     summary = run_distill(pipeline=loaded, limit=limit, skip_invalid=skip_invalid,
                           answers=answers)
     click.echo(summary.table())
-    if summary.failed:
-        raise _failed_requests(f"{summary.failed} of {summary.questions} questions failed", summary.failures,
-                               errors_path())
+    if summary.failing > summary.allowed:
+        some = summary.failing < summary.questions  # not a teacher that answers nothing
+        raise _failed_requests(f"{summary.failing} of {summary.questions} questions failed", summary.failures,
+                               errors_path(), "to go on without them, allow them in the pipeline recipe: "
+                               "teacher.max_failed (a count, or a fraction such as 0.05)" if some else "")
+    if summary.failing:
+        max_failed = loaded.recipe.teacher.max_failed
+        echo_err(f"Warning: {summary.failing} of {summary.questions} questions failed (teacher.max_failed {max_failed} "
+                 f"allows {summary.allowed}): they are left out of the datasets, listed in {errors_path()}, and asked "
+                 f"again by the next distill")
 
 
 @cli.command()
@@ -351,6 +358,24 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
 
 
 # ---------------------------------------------------------------- serving, inference, scoring
+
+
+@cli.command("make-vars", hidden=True)
+@click.argument("given", nargs=-1, metavar="NAME=VALUE...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The makefile fragment to write.")
+@click.option("--pipeline", "default_pipeline", required=True, help="The pipeline recipe when PIPELINE is not in force.")
+@click.option("--answer-recipe", required=True)
+@click.option("--evaluate-recipe", required=True)
+@click.option("--ignore-kept", is_flag=True, help="Neither read nor write the kept values (make demo).")
+def make_vars(given, out, default_pipeline, answer_recipe, evaluate_recipe, ignore_kept) -> None:
+    """For the Makefile: the variables given to this make call over those kept from the last one,
+    and the data files they name, as a fragment to include (OUT); the kept values are said."""
+    from orchestrator.stages.make_vars import make_vars as run_make_vars
+
+    pairs = dict(item.partition("=")[::2] for item in given)
+    result = run_make_vars(pairs, Path(out), default_pipeline, answer_recipe, evaluate_recipe, ignore_kept)
+    for line in result.notes():
+        echo_err(line)
 
 
 @cli.command()

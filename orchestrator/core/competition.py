@@ -57,11 +57,13 @@ class Dataset:
     path: Path
     problems: list[Problem]
     errors: list[str] = field(default_factory=list)  # "FILE:LINE: reason" of skipped lines
+    file_repairs: list[str] = field(default_factory=list)  # "FILE: ..." of the whole file (BOM, CRLF)
 
     @property
     def repairs(self) -> list[str]:
-        """`FILE:LINE: questions[i]: what was repaired`, for every repaired question."""
-        return [f"{self.path}:{p.line}: {r}" for p in self.problems for r in p.repairs]
+        """`FILE: ...` for the file, then `FILE:LINE: questions[i]: what was repaired`, for every
+        repaired question."""
+        return [*self.file_repairs, *(f"{self.path}:{p.line}: {r}" for p in self.problems for r in p.repairs)]
 
     @property
     def doubts(self) -> list[str]:
@@ -80,7 +82,7 @@ class Dataset:
     def summary(self) -> str:
         qs = self.questions
         answered = sum(q.answer is not None for q in qs)
-        repaired = len(self.repairs)
+        repaired = sum(len(p.repairs) for p in self.problems)
         return (
             f"{self.path}: {len(self.problems)} problems, {len(qs)} questions, "
             f"{answered} with answers" + (f", {repaired} questions repaired" if repaired else "")
@@ -273,6 +275,39 @@ def jsonl_lines(path: Path) -> list[tuple[int, bytes]]:
     return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
 
 
+def _encoding(path: Path, lines: list[tuple[int, bytes]]) -> tuple[list[str], int | None]:
+    """What the whole file's bytes say: the repairs of a BOM and CRLF line ends, and the line a
+    file cut inside a UTF-8 character ends on (None: not cut); a file in GBK is one Error line."""
+    data = b"\n".join(raw for _, raw in lines)
+    repairs = []
+    if path.read_bytes().startswith(b"\xef\xbb\xbf"):
+        repairs.append(f"{path}: a UTF-8 byte-order mark (BOM) at its start, dropped")
+    crlf = sum(raw.endswith(b"\r") for _, raw in lines)
+    if crlf:
+        repairs.append(f"{path}: {crlf} lines end in CRLF (Windows line ends), read as LF")
+    try:
+        data.decode("utf-8")
+        return repairs, None
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.end == len(data.rstrip(b"\r\n\t ")):
+            return repairs, lines[-1][0] if lines[-1][1].strip() else lines[-2][0]
+    bad = [raw for _, raw in lines if not _decodes(raw, "utf-8")]
+    if (len(bad) * 2 > sum(1 for _, raw in lines if raw.strip()) and all(raw.startswith(b"{") for raw in bad)
+            and _decodes(data, "gb18030")
+            and len(re.findall("[\u4e00-\u9fff]", data.decode("gb18030"))) >= 2 * len(bad)):  # Chinese text in JSON lines
+        raise UserError(f"{path}: not UTF-8 ({len(bad)} lines): it looks like GBK (GB18030), a Chinese Windows "
+                        f"encoding; convert it, e.g. `iconv -f GB18030 -t UTF-8 {path} > utf8.jsonl`, then use that file")
+    return repairs, None
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: bool = False) -> Dataset:
     """Read a competition .jsonl. Every bad line is reported (`FILE:LINE: reason`), not only
     the first; with `skip_invalid` the good lines are kept and the bad ones listed;
@@ -281,8 +316,13 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
     problems: list[Problem] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, raw in jsonl_lines(path):
+    lines = jsonl_lines(path)
+    file_repairs, cut = _encoding(path, lines)
+    for lineno, raw in lines:
         try:
+            if lineno == cut:
+                raise _Bad("the file ends inside a UTF-8 character: it is UTF-8, cut short (an interrupted "
+                           "copy or download?); copy the whole file again")
             line = _text_line(raw)
             if not line:
                 continue
@@ -301,7 +341,7 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
         raise UserError(f"{path}: no problems in the file (it is empty)")
     if not problems:
         raise UserError(*errors, f"{path}: no valid problems (every line is bad)")
-    return Dataset(path, problems, errors)
+    return Dataset(path, problems, errors, file_repairs)
 
 
 def read_reporting(path: str | Path, stage: str, skip_invalid: bool = False) -> Dataset:

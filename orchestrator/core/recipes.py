@@ -198,8 +198,22 @@ class TeacherSection(Section):
     hint_gold: bool = False  # tell the teacher the correct letter and ask for the reasoning
     keep: Literal["agreeing", "all"] = "agreeing"  # which replies go into the training sets
     preload: list[str] = Field(default_factory=list)  # cache files imported before asking
+    max_failed: int | float = 0  # questions left failing that still let distill finish: a count, or a fraction < 1
 
     _api_key_env = field_validator("api_key_env")(_env_name)
+
+    @field_validator("max_failed")
+    @classmethod
+    def _count_or_fraction(cls, v: int | float) -> int | float:
+        if isinstance(v, float) and v.is_integer() and v >= 1:
+            v = int(v)
+        if v < 0 or (isinstance(v, float) and v >= 1):
+            raise ValueError("a count of questions (e.g. 75) or a fraction of them below 1 (e.g. 0.05)")
+        return v
+
+    def failures_allowed(self, questions: int) -> int:
+        """How many of `questions` may be left failing: max_failed as a count, or its fraction of them."""
+        return int(self.max_failed) if isinstance(self.max_failed, int) else int(self.max_failed * questions)
 
 
 class AnswerModel(Section):
@@ -496,9 +510,15 @@ MAKE_VARIABLES_ENV = "ORCHESTRATOR_MAKE_VARIABLES"  # "data.train=TRAIN ...": th
 
 def make_variables() -> dict[str, str]:
     """dotted key -> the make variable whose value make passed as `--set KEY=...`, so the value's
-    origin reads `TRAIN` rather than `--set`."""
-    pairs = (item.partition("=") for item in os.environ.get(MAKE_VARIABLES_ENV, "").split())
-    return {key: name for key, _, name in pairs if key and name.isidentifier()}
+    origin reads `TRAIN` rather than `--set`; `TRAIN@last` (a value make kept from its last call)
+    reads `TRAIN in the last make call`."""
+    out = {}
+    for item in os.environ.get(MAKE_VARIABLES_ENV, "").split():
+        key, _, name = item.partition("=")
+        name, _, tag = name.partition("@")
+        if key and name.isidentifier():
+            out[key] = f"{name} in the last make call" if tag == "last" else name
+    return out
 
 
 def _from_command_line(source: str) -> bool:

@@ -108,9 +108,14 @@ class Comparison:
     summaries: list[list[str]] = field(default_factory=list)  # per run, one line per kind of finding
     out_dir: Path | None = None
     gold_findings: list[str] = field(default_factory=list)  # gold answers not offered: FILE:LINE: question
+    own_gold: bool = False  # runs on different inputs, each scored against its own gold: side by side, no pairs
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.gold) or self.own_gold
 
     def to_json(self) -> dict[str, Any]:
-        return {"common": self.common, "gold": self.gold, "gold_findings": self.gold_findings,
+        return {"common": self.common, "gold": self.gold, "own_gold": self.own_gold, "gold_findings": self.gold_findings,
                 "runs": [asdict(r) for r in self.runs], "pairs": [asdict(p) for p in self.pairs]}
 
 
@@ -168,7 +173,20 @@ def settings(run: Run) -> dict[str, Any]:
         agent.pop("model", None)
         recipe = agent.pop("recipe", None) or {}
         out |= flatten(agent, f"{role}.") | flatten(recipe, f"{role}.")
-    return {k: v for k, v in out.items() if not any(k.endswith(n) or f".{n}." in k for n in _NOISE)}
+    return {k: _relative(v) for k, v in out.items() if not any(k.endswith(n) or f".{n}." in k for n in _NOISE)}
+
+
+def _relative(value: Any) -> Any:
+    """A path inside the project as the recipes write it (relative), so one file spelled two ways
+    (absolute, relative) is not a difference."""
+    from orchestrator.core.paths import project_root
+
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return str(Path(value).relative_to(project_root()))
+        except ValueError:
+            return value
+    return value
 
 
 def differences(runs: list[Run]) -> list[dict[str, Any]]:
@@ -237,6 +255,8 @@ def compare(
     if len(run_dirs) < 2:
         raise UserError("compare needs at least two run folders")
     runs = [load_run(d) for d in run_dirs]
+    if gold is None and all(r.gold for r in runs) and _apart(runs):
+        return _write(_side_by_side(runs, seed, resamples), runs, out_dir)
     gold_path = _gold_file(runs, gold)
     reference = read_gold(gold_path) if gold_path else None  # as strict as `score`
     for run in runs:
@@ -257,6 +277,36 @@ def compare(
         summaries=[summarise(r.findings, "counted wrong" if truth else "no answer, so no agreement") for r in runs],
         gold_findings=[f.text for f in gold_findings(reference)] if reference else [],
     )
+    return _write(result, runs, out_dir)
+
+
+def _apart(runs: list[Run]) -> bool:
+    """Scored against different gold files and sharing no problem: e.g. the demo and a run on your own data."""
+    if len({r.gold.resolve() for r in runs if r.gold}) < 2:
+        return False
+    ids = [{e.id for e in r.submission.entries} for r in runs]
+    return not set.intersection(*ids)
+
+
+def _side_by_side(runs: list[Run], seed: int, resamples: int) -> Comparison:
+    """Each run against the gold it was scored with (score.json): its own accuracy, no pairs."""
+    stats, findings = [], []
+    for run in runs:
+        assert run.gold is not None
+        reference = read_gold(run.gold)
+        run.match(reference)
+        truth = gold_answers(reference)
+        order = [q for q in run.answers if q in truth]
+        if not order:
+            raise UserError(f"{run.dir}: its submission holds none of the questions of {run.gold}, the gold it "
+                            "was scored against")
+        stats.append(_run_stats(run, order, truth, seed, resamples))
+        findings += [f.text for f in gold_findings(reference)]
+    return Comparison(runs=stats, pairs=[], common=0, gold=None, own_gold=True, gold_findings=findings,
+                      summaries=[summarise(r.findings, "counted wrong") for r in runs])
+
+
+def _write(result: Comparison, runs: list[Run], out_dir: str | Path | None) -> Comparison:
     for stats, differ, run in zip(result.runs, differences(runs), runs, strict=True):
         stats.settings = differ
         stats.findings = [f.text for f in run.findings]
@@ -295,6 +345,9 @@ def _value(v: Any) -> str:
 
 
 def headline(c: Comparison) -> str:
+    if c.own_gold:
+        return ("different inputs, side by side: each run against the gold it was scored with (score.json), "
+                "no question in common, so no pairs")
     held = {r.held for r in c.runs}
     line = f"compared on {c.common} questions"
     if held != {c.common}:
@@ -306,7 +359,7 @@ def headline(c: Comparison) -> str:
 
 def _finding_lines(c: Comparison) -> list[str]:
     """Per run with findings, what `score` would list: one line per kind with its count."""
-    how = "as `score` counts them" if c.gold else "without gold, an unusable answer is no answer"
+    how = "as `score` counts them" if c.scored else "without gold, an unusable answer is no answer"
     lines = [f"{r.dir}: " + "; ".join(summary) for r, summary in zip(c.runs, c.summaries, strict=True) if summary]
     gold = [f"{len(c.gold_findings)} {KIND_TEXT['gold_not_offered']}: {'; '.join(c.gold_findings[:3])}"
             + ("; ..." if len(c.gold_findings) > 3 else "")] if c.gold_findings else []
@@ -314,7 +367,7 @@ def _finding_lines(c: Comparison) -> list[str]:
 
 
 def _run_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    if not c.gold:
+    if not c.scored:
         return ["run", "questions held", "compared"], [[r.dir, str(r.held), str(r.questions)] for r in c.runs]
     return RUN_HEAD, _run_rows(c)
 
@@ -346,8 +399,8 @@ def _differ_lines(c: Comparison) -> list[str]:
 
 
 def table(c: Comparison) -> str:
-    lines = [headline(c), *_finding_lines(c), "", *text_table(*_run_table(c)), "",
-             *text_table(*_pair_table(c))]
+    lines = [headline(c), *_finding_lines(c), "", *text_table(*_run_table(c))]
+    lines += ["", *text_table(*_pair_table(c))] if c.pairs else []
     differ = _differ_lines(c)
     lines += ["", "what differed:" if differ else "what differed: nothing the runs recorded (run.json)"]
     lines += [f"  {line}" for line in differ]
@@ -362,7 +415,8 @@ def compare_markdown(c: Comparison, picture: str) -> str:
              ("Intervals: 95% bootstrap over problems (seeded). A problem counts when all its compared questions "
               "are right. Answer alone is the Answer Agent's letter before the Evaluate Agent; Eval fixed/broke "
               "count the questions the Evaluate Agent turned right/wrong (from the trace)."),
-             "", "## Pairs", "", *md_table(*_pair_table(c)), "",
+             "", "## Pairs", "",
+             *(md_table(*_pair_table(c)) if c.pairs else ["None: the runs share no question (different inputs)."]), "",
              ("McNemar: exact two-sided test on the questions that changed; below 0.05 the difference is "
               "unlikely to be noise. Agreement: the share of questions with the same final letter."),
              "", "## What differed", ""]
@@ -370,7 +424,7 @@ def compare_markdown(c: Comparison, picture: str) -> str:
     lines += [f"- {line}" for line in differ] or ["Nothing the runs recorded (run.json)."]
     lines += ["", "## Submission cases", "",
               ("As `orchestrator score` counts them: an answer the question does not offer, null or a missing "
-               "question is wrong." if c.gold else
+               "question is wrong." if c.scored else
                "Without gold, an answer the question does not offer, null or a missing question is no answer: "
                "it agrees with nothing.")]
     if c.gold_findings:
@@ -385,29 +439,39 @@ def compare_markdown(c: Comparison, picture: str) -> str:
 def compare_picture(c: Comparison, path: Path) -> Path:
     """Accuracy with intervals per run, and flips (or agreement) per pair; matplotlib's Agg canvas."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     names = [r.dir for r in c.runs]
     pair_names = [f"{p.a}\nvs {p.b}" for p in c.pairs]
-    if c.gold:
+    if c.scored:
         acc = [r.accuracy or 0.0 for r in c.runs]
         bounds = [r.interval or (a, a) for a, r in zip(acc, c.runs, strict=True)]
         errors = [[a - low for a, (low, _) in zip(acc, bounds, strict=True)],
                   [high - a for a, (_, high) in zip(acc, bounds, strict=True)]]
         left.bar(names, acc, yerr=errors, capsize=6, color="#2f6fb0")
-        for x, a in enumerate(acc):
-            left.text(x, a / 2, f"{a:.3f}", ha="center", color="white")
+        for x, a in enumerate(acc):  # inside a tall bar, above a short one (0: no bar at all)
+            left.text(x, a / 2 if a > 0.1 else a + 0.02, f"{a:.3f}", ha="center", color="white" if a > 0.1 else "black")
         left.set_ylim(0, 1)
         left.set_title("Accuracy by question (95% interval)")
-        xs = range(len(c.pairs))
-        right.bar([x - 0.2 for x in xs], [p.fixed for p in c.pairs], 0.4, label="fixed (A wrong, B right)",
-                  color="#3a9a5b")
-        right.bar([x + 0.2 for x in xs], [p.broken for p in c.pairs], 0.4, label="broken (A right, B wrong)",
-                  color="#c0504d")
-        right.set_xticks(list(xs), [f"{n}\n{_p_label(p.p_value)}" for n, p in zip(pair_names, c.pairs)])
-        right.legend()
-        right.set_title("Questions that changed, per pair")
+        if not c.pairs:  # side by side (different inputs): nothing changed between runs to show
+            right.axis("off")
+        else:
+            xs = range(len(c.pairs))
+            right.bar([x - 0.2 for x in xs], [p.fixed for p in c.pairs], 0.4, label="fixed (A wrong, B right)",
+                      color="#3a9a5b")
+            right.bar([x + 0.2 for x in xs], [p.broken for p in c.pairs], 0.4, label="broken (A right, B wrong)",
+                      color="#c0504d")
+            right.set_xticks(list(xs), [f"{n}\n{_p_label(p.p_value)}" for n, p in zip(pair_names, c.pairs)])
+            top = max([1, *(p.fixed or 0 for p in c.pairs), *(p.broken or 0 for p in c.pairs)])
+            right.set_ylim(0, top * 1.3)  # whole counts from 0, room for the legend; none changed: still an axis
+            right.yaxis.set_major_locator(MaxNLocator(integer=True))
+            for x, p in zip(xs, c.pairs):
+                right.text(x - 0.2, (p.fixed or 0) + top * 0.02, str(p.fixed), ha="center")
+                right.text(x + 0.2, (p.broken or 0) + top * 0.02, str(p.broken), ha="center")
+            right.legend(loc="upper left")
+            right.set_title("Questions that changed, per pair")
     else:
         left.bar(pair_names, [p.agreement for p in c.pairs], color="#2f6fb0")
         left.set_ylim(0, 1)

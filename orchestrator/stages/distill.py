@@ -41,9 +41,10 @@ OTHER_TEACHER = ("or point at another teacher: teacher.base_url in your pipeline
                  "(with --teacher-model), or `make TEACHER_URL=URL TEACHER_MODEL=NAME TEACHER_KEY_ENV=VAR`")
 
 
-def done_path() -> Path:
-    """Written when a run without --limit settled every question: `make` takes distillation as done."""
-    return runs_dir() / "distill" / ".done"
+def done_path(limit: int | None = None) -> Path:
+    """Written when a run settled every question (all but teacher.max_failed): `make` takes
+    distillation as done; a run with --limit N writes .done-limit-N, for make's trials."""
+    return runs_dir() / "distill" / (".done" if limit is None else f".done-limit-{limit}")
 
 
 def errors_path() -> Path:
@@ -67,6 +68,9 @@ class DistillSummary:
     rejected: int = 0
     no_gold: int = 0
     failed: int = 0
+    failing: int = 0  # questions still failing at the end (errors.jsonl)
+    allowed: int = 0  # of them, how many teacher.max_failed lets distill finish with
+    full_run: tuple[int, int] | None = None  # with --limit: (questions, problems) a full run would still ask
     requests: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -88,9 +92,16 @@ class DistillSummary:
             ("failed (in errors.jsonl, asked again next run)", self.failed),
             ("requests sent", self.requests),
             ("requests per second", f"{self.requests / self.seconds:.1f}" if self.seconds else "-"),
+            *([("a full run (no --limit) would ask", self.full_run_text())] if self.full_run else []),
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def full_run_text(self) -> str:
+        assert self.full_run is not None
+        questions, passes = self.full_run
+        return (f"{questions} more questions: {questions * passes} requests or more"
+                + (f" ({passes} prompts a question: fewshot)" if passes > 1 else ""))
 
 
 def _import_preloaded(cache: Ledger, files: list[str]) -> int:
@@ -184,10 +195,14 @@ def _distill(
         if echo:
             say("distill", pipeline.data_line("data.train"))
     sources = training_sources(recipe.data, input_path, "distill", skip_invalid)
-    questions = [q for s in sources for q in s.questions]
+    questions = everything = [q for s in sources for q in s.questions]
     if limit is not None:  # the first `limit` problems, as `infer --limit` counts
-        first = list(dict.fromkeys(q.problem_id for q in questions))[:limit]
-        questions = [q for q in questions if q.problem_id in set(first)]
+        problems = list(dict.fromkeys(q.problem_id for q in questions))
+        first = set(problems[:limit])
+        questions = [q for q in questions if q.problem_id in first]
+        if echo:
+            say("distill", f"--limit {limit}: the first {len(first)} of {len(problems)} training problems "
+                           f"({len(questions)} of {len(everything)} questions)")
     if echo:
         for line in pipeline.overridden_lines():
             say("distill", line)
@@ -220,15 +235,20 @@ def _distill(
                 if todo:
                     asyncio.run(_ask_all(todo, teacher, examples, cache, errors, summary, bar if echo else None))
                 records |= {(q.qid, n): cached_reply(cache, q, teacher, examples.get(q.qid, ())) for q in questions}
+                if n == 0 and limit is not None:  # what the trial left for a full run
+                    left = sum(not is_settled(cached_reply(cache, q, teacher), teacher) for q in everything)
+                    summary.full_run = (left, 1 + len(shot_roles))
         # errors.jsonl lists what is still failing, nothing else
         failing = {qid for (qid, _), record in records.items() if not is_settled(record, teacher)}
         if any(records.values()):  # a run that got nothing changes nothing
             atomic_write_json(settings_path(), {**{k: getattr(teacher, k) for k in IDENTITY},
                                                 "overrides": pipeline.overridden()})
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
-    done_path().unlink(missing_ok=True)
-    if not failing and limit is None:  # every question settled: make's distill target is done
-        done_path().touch()
+    summary.failing = len(failing)
+    summary.allowed = teacher.failures_allowed(len(questions))
+    done_path(limit).unlink(missing_ok=True)
+    if len(failing) <= summary.allowed:  # every question settled but those allowed: make's target is done
+        done_path(limit).touch()
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -136,7 +136,8 @@ def _fmt(x: float | None) -> str:
 
 def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -> str:
     report = result.report
-    assert report is not None
+    if report is None:
+        return _untraced_markdown(result, paths, picture)
     lines = [
         "# Inference report",
         "",
@@ -185,12 +186,45 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
     return "\n".join(lines) + "\n"
 
 
+def _untraced_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -> str:
+    """The report of a submission without a trace: the accuracy and the submission cases only."""
+    lines = [
+        "# Inference report",
+        "",
+        f"Submission `{paths['submission']}`, gold `{paths['gold']}`. No trace (trace.jsonl beside the "
+        "submission, or --trace): what each agent did, the errors and the latency are left out.",
+        "",
+        f"![accuracy]({picture})",
+        "",
+        "## Accuracy",
+        "",
+        *md_table(["", "correct", "total", "accuracy"],
+                  [[name, str(ok), str(total), f"{ok / total if total else 0:.4f}"] for name, ok, total in result.rows()],
+                  "lrrr"),
+        "",
+        "## Submission cases",
+        "",
+        *([f"- {f.text}" for f in result.findings] or ["None: every question has an offered letter."]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def report_picture(result: ScoreResult, path: Path) -> Path:
-    """The report's numbers as three panels, drawn with matplotlib's Agg canvas (no display)."""
+    """The report's numbers as three panels (one without a trace), drawn with matplotlib's Agg
+    canvas (no display)."""
     from matplotlib.figure import Figure
 
     report = result.report
-    assert report is not None
+    if report is None:
+        fig = Figure(figsize=(5, 4), layout="constrained")
+        acc = fig.subplots()
+        values = [result.accuracy, result.problem_accuracy]
+        acc.bar(["final (question)", "final (problem)"], values, color=["#2f6fb0", "#184a7a"])
+        acc.set_ylim(0, 1)
+        acc.set_title("Accuracy")
+        for x, v in enumerate(values):
+            acc.text(x, v + 0.02, f"{v:.3f}", ha="center")
+        return save_png(fig, path)
     fig = Figure(figsize=(13, 4), layout="constrained")
     acc, effect, latency = fig.subplots(1, 3)
 
@@ -213,13 +247,16 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
     effect.tick_params(axis="x", labelsize=8)
 
     width = 0.35
+    top = 0.0
     for i, (stage, vals) in enumerate(report.latency.items()):
         ys = [percentile(vals, p) or 0 for p in PERCENTILES]
+        top = max(top, *ys)
         latency.bar([x + i * width for x in range(len(PERCENTILES))], ys, width, label=stage)
     latency.set_xticks([x + width / 2 for x in range(len(PERCENTILES))], [f"p{p}" for p in PERCENTILES])
+    latency.set_ylim(0, top * 1.4 or 1)  # room above the tallest bar (p99) for the legend
     latency.set_ylabel("seconds per request")
     latency.set_title("Latency")
-    latency.legend()
+    latency.legend(loc="upper left")
 
     return save_png(fig, path)
 
@@ -246,7 +283,8 @@ def score(
     offered letter is wrong, a problem or question the gold lacks is not counted, and each such
     case is a finding. With `subset`, only the submitted problems are scored. With a trace
     (default: trace.jsonl beside the submission, when there), also write report.md and
-    report.png into `out_dir` (default: the submission's directory). A run cut by `infer --limit`
+    report.png into `out_dir` (default: the submission's directory); without one, given `out_dir`,
+    a report of the submission alone (accuracy and cases, no agent tables). A run cut by `infer --limit`
     (its run.json says so) is scored as a subset by itself."""
     ours, reference = read_submission(submission), read_gold(gold)
     limit = _run_limit(Path(submission).parent / "run.json")
@@ -277,12 +315,13 @@ def score(
     trace_path = Path(trace) if trace else Path(submission).parent / "trace.jsonl"
     if trace and not trace_path.exists():
         raise UserError(f"--trace {trace_path}: no such file")
-    if trace_path.exists():
-        result.report = build_report(trace_path, truth, final)
+    if trace_path.exists() or out_dir:  # no trace: a report of the submission alone, where asked for one
+        if trace_path.exists():
+            result.report = build_report(trace_path, truth, final)
         out = Path(out_dir) if out_dir else Path(submission).parent
         out.mkdir(parents=True, exist_ok=True)
         picture = report_picture(result, out / "report.png")
-        paths: dict[str, Any] = {"submission": submission, "gold": gold, "trace": trace_path}
+        paths: dict[str, Any] = {"submission": submission, "gold": gold, "trace": trace_path if result.report else None}
         result.report_path = atomic_write_text(out / "report.md", report_markdown(result, paths, picture.name))
         # the gold this run was scored against, which `compare` uses by default
         atomic_write_json(out / "score.json", {"submission": str(Path(submission).resolve()),

@@ -185,3 +185,38 @@ def test_no_trailing_newline_keeps_the_last_line(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps(GOOD, ensure_ascii=False) + "\n" + json.dumps({**GOOD, "id": "p2"}), encoding="utf-8")
     assert [p.id for p in read_dataset(path).problems] == ["p1", "p2"]
+
+
+# ---------------------------------------------------------------- the whole file's encoding
+
+
+def test_a_utf8_file_cut_inside_a_character_says_so(tmp_path: Path, cli) -> None:
+    good = json.dumps(GOOD, ensure_ascii=False).encode()
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(good + b"\n" + good[:20] + "题".encode()[:2])  # the last line cut inside 题
+    code, out, err = cli("data", "check", path)
+    assert code == 2
+    assert err.splitlines() == [f"Error: {path}:2: the file ends inside a UTF-8 character: it is UTF-8, cut short "
+                                "(an interrupted copy or download?); copy the whole file again"]
+
+
+def test_a_gbk_file_is_one_error_naming_the_encoding(tmp_path: Path, cli) -> None:
+    path = tmp_path / "gbk.jsonl"
+    rows = [json.dumps({**GOOD, "id": f"p{i}", "problem": "甲乙丙三人各说一句话"}, ensure_ascii=False) for i in range(30)]
+    path.write_bytes("\n".join(rows).encode("gbk") + b"\n")
+    code, out, err = cli("data", "check", path)
+    assert code == 2
+    assert err.splitlines() == [f"Error: {path}: not UTF-8 (30 lines): it looks like GBK (GB18030), a Chinese "
+                                f"Windows encoding; convert it, e.g. `iconv -f GB18030 -t UTF-8 {path} > utf8.jsonl`, "
+                                "then use that file"]
+
+
+def test_bom_and_crlf_repairs_are_said(tmp_path: Path, cli) -> None:
+    path = tmp_path / "win.jsonl"
+    rows = [json.dumps(GOOD, ensure_ascii=False), json.dumps({**GOOD, "id": "p2"}, ensure_ascii=False)]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(row + "\r\n" for row in rows).encode())
+    code, out, err = cli("data", "check", path)
+    assert code == 0, err
+    assert err.splitlines() == [f"repaired {path}: a UTF-8 byte-order mark (BOM) at its start, dropped",
+                                f"repaired {path}: 2 lines end in CRLF (Windows line ends), read as LF"]
+    assert out.strip() == f"{path}: 2 problems, 2 questions, 2 with answers"

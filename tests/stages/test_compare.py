@@ -300,3 +300,33 @@ def test_a_gold_letter_not_offered_is_compared_never_right(tmp_path: Path, cli) 
     assert code == 0, err
     assert f"1 gold answers that are not an offered letter (counted, never right): {named}" in out.splitlines()
     assert f"- {named}" in (tmp_path / "out/compare.md").read_text(encoding="utf-8")
+
+
+def test_one_recipe_spelled_two_ways_is_no_difference(project: Path) -> None:
+    shape = [1, 1]
+    gold = write_file(project / "gold.jsonl", shape, gold_letters(shape))
+    spelled = [f"{project}/recipes/tiny-answer.yaml", "recipes/tiny-answer.yaml"]
+    runs = [make_run(project / f"r{i}", shape, set(), record={"input": "test.jsonl", "inference": {
+        "answer_recipe": recipe, "votes": i + 1}}) for i, recipe in enumerate(spelled)]
+    result = compare(runs, gold=gold, out_dir=project / "out")
+    assert result.runs[0].settings == {"inference.votes": 1}  # the recipe path is the same file
+
+
+def test_runs_on_different_inputs_side_by_side(tmp_path: Path, cli) -> None:
+    """The demo's run and an own-data run: each against the gold it was scored with, no pairs."""
+    runs = []
+    for name, shape, wrong in (("demo", [1, 2], {"p000#0"}), ("own", [2, 2, 1], set())):
+        run = make_run(tmp_path / name, shape, wrong)
+        gold = write_file(tmp_path / f"{name}-gold.jsonl", shape, gold_letters(shape))
+        gold.write_text(gold.read_text().replace('"id": "p', f'"id": "{name}-p'), encoding="utf-8")
+        sub = run / "submission.jsonl"
+        sub.write_text(sub.read_text().replace('"id": "p', f'"id": "{name}-p'), encoding="utf-8")
+        (run / "score.json").write_text(json.dumps({"gold": str(gold)}), encoding="utf-8")
+        runs.append(run)
+    code, out, err = cli("compare", *runs, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+    assert out.startswith("different inputs, side by side: each run against the gold it was scored with "
+                          "(score.json), no question in common, so no pairs")
+    result = compare(runs, out_dir=tmp_path / "out")
+    assert [r.accuracy for r in result.runs] == [2 / 3, 1.0] and result.pairs == []
+    assert "None: the runs share no question" in (tmp_path / "out/compare.md").read_text(encoding="utf-8")

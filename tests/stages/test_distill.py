@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -240,3 +241,47 @@ def test_a_make_variable_is_named_as_the_origin(project: Path, cli, monkeypatch:
     assert "[distill] data.train = mine.jsonl (from TRAIN)" in err
     assert f"teacher.base_url = '{server.url}'  (from TEACHER_URL)" in err
     assert not (project / "runs/distill/.done").exists()  # --limit: not every question
+
+
+def test_a_few_failing_questions_within_max_failed_let_distill_finish(project: Path, cli) -> None:
+    """teacher.max_failed: distill ends done with the failed questions listed, asked again next run."""
+    train = make_train(project / "train.jsonl", problems=2, per_problem=2)
+    flags = [f"--set={f}" for f in teacher_flags("URL", **{"teacher.max_retries": 0})]
+    with FakeOpenAI(faults=FailPrompts("问题 1-1?", "500")) as server:
+        flags = [f.replace("URL", server.url) for f in flags]
+        code, out, err = cli("distill", "--input", train, *flags, "--set", "teacher.max_failed=0.2")  # 0 of 4
+        assert code == 1 and not (project / "runs/distill/.done").exists()
+        assert ("; to go on without them, allow them in the pipeline recipe: teacher.max_failed (a count, or a "
+                "fraction such as 0.05)") in err
+        for allowed in ("1", "0.25"):
+            code, out, err = cli("distill", "--input", train, *flags, "--set", f"teacher.max_failed={allowed}")
+            assert code == 0, err
+            assert (f"Warning: 1 of 4 questions failed (teacher.max_failed {allowed} allows 1): they are left out of "
+                    f"the datasets, listed in {project}/runs/distill/errors.jsonl, and asked again by the next "
+                    f"distill") in err.splitlines()
+            assert (project / "runs/distill/.done").exists()  # make goes on
+        errors = [json.loads(line) for line in (project / "runs/distill/errors.jsonl").read_text().splitlines()]
+        assert [e["qid"] for e in errors] == ["t1#1"]
+        server.faults = None
+        before = server.completions
+        code, out, err = cli("distill", "--input", train, *flags, "--set", "teacher.max_failed=1")
+        assert code == 0 and "Warning" not in err
+        assert server.completions == before + 1  # only the failed question asked again
+    assert (project / "runs/distill/errors.jsonl").read_text() == ""
+
+
+def test_max_failed_is_a_count_or_a_fraction(project: Path, cli) -> None:
+    code, out, err = cli("distill", "--set", "teacher.max_failed=1.5")
+    assert code == 2 and "teacher.max_failed" in err and "a count of questions (e.g. 75) or a fraction" in err
+    assert "Traceback" not in err
+
+
+def test_a_limited_run_says_what_a_full_run_would_ask(project: Path, cli) -> None:
+    train = make_train(project / "train.jsonl", problems=4, per_problem=2)
+    with FakeOpenAI() as server:
+        code, out, err = cli("distill", "--input", train, "--limit", "1", *[f"--set={f}" for f in teacher_flags(server.url)])
+        assert code == 0, err
+        assert server.completions == 2
+    assert "[distill] --limit 1: the first 1 of 4 training problems (2 of 8 questions)" in err
+    assert re.search(r"a full run \(no --limit\) would ask +6 more questions: 6 requests or more", out), out
+    assert (project / "runs/distill/.done-limit-1").exists() and not (project / "runs/distill/.done").exists()

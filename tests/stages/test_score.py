@@ -216,3 +216,15 @@ def test_one_question_is_not_questions(tmp_path):
     gold = write(tmp_path / "gold.jsonl", GOLD)
     result = score(write(tmp_path / "submission.jsonl", {"p1": "BC", "p2": "DAB"}), gold)
     assert [f.text for f in result.findings] == [f"{gold}:1: p0 (1 question) is missing from the submission"]
+
+
+def test_out_dir_without_a_trace_reports_the_submission_alone(tmp_path, cli):
+    gold = write(tmp_path / "gold.jsonl", GOLD)
+    code, out, err = cli("score", write(tmp_path / "s.jsonl", GOLD, p1_1="A"), gold, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+    report = (tmp_path / "out/report.md").read_text(encoding="utf-8")
+    assert ("No trace (trace.jsonl beside the submission, or --trace): what each agent did, the errors and the "
+            "latency are left out.") in report
+    assert "| by question | 5 | 6 | 0.8333 |" in report.replace("  ", " ") or "0.8333" in report
+    assert "Evaluate Agent" not in report and (tmp_path / "out/report.png").stat().st_size > 0
+    assert f"report: {tmp_path}/out/report.md" in out
