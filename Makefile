@@ -129,7 +129,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 # one run folder (each command also takes its run folder's lock, and a second one refuses).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-quant test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
+.PHONY: help setup setup-quant house-rules test test-fast demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -167,11 +167,17 @@ setup-quant: $(QUANT_STAMP) ## install the quantization packages (GPTQ, bitsandb
 
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.
-test: $(STAMP) $(QUANT_STAMP) ## lint, types, import layers, then the test suite
+house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make test-fast check first
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite
 	$(BIN)/python -m pytest -q
+
+# After each change: the tests that start no training, no `llamafactory-cli` and no browser.
+test-fast: house-rules ## lint, types, import layers, then the tests not marked slow or browser
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parser
 	$(ORCH) check answer --recipe $(ANSWER_RECIPE)
