@@ -18,6 +18,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ORCH := $(BIN)/orchestrator
 STAMP := $(VENV)/.installed
+QUANT_STAMP := $(VENV)/.quant-installed
 
 RECIPE ?=          ## tiny: the CPU recipes; recipes/<variant>.yaml: one Answer variant; default: the real recipes
 PIPELINE ?=        ## the pipeline recipe (default: recipes/<RECIPE>-pipeline.yaml if there, else recipes/pipeline.yaml)
@@ -109,9 +110,12 @@ ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 # Where each model ends: its adapter when the role serves base + adapter (serve.weights adapter,
 # or auto on a quantized base: `orchestrator weights` says which), else its merged model.
-ifneq ($(wildcard $(ORCH)),)
-ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) 2>/dev/null)
-EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) 2>/dev/null)
+# A recipe that does not load stops a make that builds models, with its own Error line above.
+MODEL_GOALS := $(filter answer-model evaluate-model infer score all eval package runs/%,$(MAKECMDGOALS))
+ifneq ($(and $(wildcard $(ORCH)),$(MODEL_GOALS)),)
+ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) || echo failed)
+EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) || echo failed)
+$(if $(filter failed,$(ANSWER_WEIGHTS) $(EVALUATE_WEIGHTS)),$(error make stopped: `orchestrator weights` could not read a recipe (its Error is above)))
 endif
 ANSWER_MODEL := $(if $(filter adapter,$(ANSWER_WEIGHTS)),$(ANSWER_ADAPTER),$(ANSWER_MERGED))
 EVALUATE_MODEL := $(if $(filter adapter,$(EVALUATE_WEIGHTS)),$(EVALUATE_ADAPTER),$(EVALUATE_MERGED))
@@ -121,7 +125,11 @@ VAL := datasets/val.jsonl
 EVAL_DIR := runs/$(PREFIX)eval
 EVAL_REPORT := $(EVAL_DIR)/report.md
 
-.PHONY: help setup test demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package
+# One stage at a time, even under make -j: two trainings would share one GPU, and two commands
+# one run folder (each command also takes its run folder's lock, and a second one refuses).
+.NOTPARALLEL:
+
+.PHONY: help setup setup-quant house-rules test test-fast demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -131,7 +139,14 @@ help: ## this list
 	@awk -F '## ' '/^[A-Z_]+ \?=.*## / { split($$1, v, " "); printf "  %-18s %s\n", v[1] "=", $$2 }' $(firstword $(MAKEFILE_LIST))
 
 # ---------------------------------------------------------------- install
-$(STAMP): pyproject.toml
+# A .venv made in another folder (the project moved or copied) does not run here: its scripts
+# name the old folder. It is made again, and make says why.
+VENV_ELSEWHERE := $(if $(wildcard $(STAMP)),$(shell head -1 $(ORCH) 2>/dev/null | grep -qF '!$(realpath $(BIN))/' || echo yes))
+ifneq ($(VENV_ELSEWHERE),)
+$(info make: $(VENV) was installed in another folder (its scripts name $(shell head -1 $(ORCH) 2>/dev/null | cut -c3-)): installing it again)
+endif
+$(STAMP): pyproject.toml $(if $(VENV_ELSEWHERE),FORCE)
+	$(if $(VENV_ELSEWHERE),$(PYTHON) -m venv --clear $(VENV))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -139,13 +154,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install into .venv
 
+FORCE:
+
+# The quantization packages (GPTQ bases, QLoRA, GPTQ export): pinned, --no-deps (requirements-quant.txt says why).
+$(QUANT_STAMP): requirements-quant.txt | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps -r requirements-quant.txt
+	$(BIN)/python -c 'import gptqmodel, optimum.gptq, bitsandbytes' >/dev/null 2>&1 \
+		|| $(BIN)/python -c 'import gptqmodel, optimum.gptq, bitsandbytes'  # silent unless it fails
+	touch $@
+
+setup-quant: $(QUANT_STAMP) ## install the quantization packages (GPTQ, bitsandbytes) into .venv
+
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.
-test: $(STAMP) ## lint, types, import layers, then the test suite
+house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make test-fast check first
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite
 	$(BIN)/python -m pytest -q
+
+# After each change: the tests that start no training, no `llamafactory-cli` and no browser.
+test-fast: house-rules ## lint, types, import layers, then the tests not marked slow or browser
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parser
 	$(ORCH) check answer --recipe $(ANSWER_RECIPE)
@@ -235,6 +267,11 @@ OUT ?= runs/$(PREFIX)image ## the folder make package writes
 override OUT := $(strip $(OUT))
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE) $(SET)
+
+# Opt-in, minutes and gigabytes (not in `make test`): the tiny pipeline's package folder built into an
+# image with podman, offline, and run with no network; its results checked (benchmarks/image_check.sh).
+image-check: $(STAMP) ## build the tiny image offline with podman, run it with no network, check its results
+	benchmarks/image_check.sh
 
 # (KEPT=: the recipes' own data, whatever the project keeps; the base model first, which check reads)
 demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model

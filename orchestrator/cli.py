@@ -173,15 +173,18 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
 
 @cli.command("tiny-model")
 @click.argument("directory", type=click.Path(file_okay=False))
-def tiny_model(directory: str) -> None:
+@click.option("--quantize", type=click.Choice(["gptq"]),
+              help="Quantize it for real: 4-bit GPTQ calibrated on the sample (needs `make setup-quant`).")
+def tiny_model(directory: str, quantize: str | None) -> None:
     """Build the tiny Qwen2-architecture model the CPU recipes, demo and tests use.
 
     \b
     orchestrator tiny-model models/tiny-qwen2
+    orchestrator tiny-model models/tiny-qwen2-gptq --quantize gptq
     """
-    from orchestrator.stages.tiny_model import build_tiny_model
+    from orchestrator.stages.tiny_model import build_quantized_tiny_model, build_tiny_model
 
-    click.echo(build_tiny_model(Path(directory)))
+    click.echo(build_quantized_tiny_model(Path(directory), quantize) if quantize else build_tiny_model(Path(directory)))
 
 
 # ---------------------------------------------------------------- distillation and datasets
@@ -476,9 +479,12 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
 
 @cli.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The image folder to write (new, or one made by package).")
+@click.option("--wheels/--no-wheels", default=True, show_default=True,
+              help="Put a wheel of every requirement (for package.python) into DIR/wheels: the image builds "
+                   "with no network. --no-wheels: `docker build` downloads them.")
 @pipeline_option
 @both_set_option("inference.votes=3")
-def package(out: str, pipeline: str | None, overrides: tuple[str, ...]) -> None:
+def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, ...]) -> None:
     """Write the submission image's folder: the models inference serves, the wheel, Dockerfile, run.sh.
 
     \b
@@ -492,7 +498,8 @@ def package(out: str, pipeline: str | None, overrides: tuple[str, ...]) -> None:
 
     role_sets, pipeline_sets = route_overrides(overrides)
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets)
-    summary = run_package(pipeline=models.pipeline, answers=models.answers, evaluate=models.evaluate, out=out)
+    summary = run_package(pipeline=models.pipeline, answers=models.answers, evaluate=models.evaluate, out=out,
+                          wheels=wheels)
     for line in summary.lines():
         click.echo(line)
 

@@ -38,6 +38,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
 
 
+@pytest.fixture(scope="session")
+def gptq_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model quantized for real (4-bit GPTQ) by `orchestrator tiny-model DIR --quantize
+    gptq`, built once per test session."""
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen2-gptq"
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "orchestrator"), "tiny-model", str(out), "--quantize", "gptq"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(out)
+    return out
+
+
 def _with_tiny_model(project: Path, tiny_model_dir: Path) -> Path:
     (project / "models").mkdir()
     os.symlink(tiny_model_dir, project / "models" / "tiny-qwen2")

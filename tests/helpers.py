@@ -105,12 +105,17 @@ def adapter_variant(project: Path, name: str, rank: int, backend: str = "vllm", 
 
 
 # A stand-in for `vllm serve`: a loopback OpenAI server listing the adapters it was given; each
-# adapter answers its own fixed letter (A for the first listed, B for the next...); every command
-# line it was started with is noted in CALLS, the model each request named in CALLS-models.
+# adapter answers its own fixed letter (A for the first listed, B for the next...). It renders
+# each request as vLLM's OpenAI server does: the messages through --chat-template (a file, or
+# the template text), else the base tokenizer's own template, generation prompt on, then
+# tokenized without special tokens; with no template at all it answers 400, as vLLM does.
+# Every command line it was started with is noted in CALLS, the model each request named in
+# CALLS-models, the rendered prompt's token ids in CALLS-prompts.
 FAKE_VLLM = """#!{python}
-import json, sys, threading
+import json, os, sys, threading
 sys.path.insert(0, {tests!r})
 from fake_openai import FakeOpenAI
+from transformers import AutoTokenizer
 args = sys.argv[1:]
 with open({calls!r}, "a") as f:
     f.write(json.dumps(args) + "\\n")
@@ -118,11 +123,24 @@ port = int(args[args.index("--port") + 1])
 start = args.index("--lora-modules") + 1
 names = [m.split("=")[0] for m in args[start:] if "=" in m and not m.startswith("--")]
 letters = dict(zip(names, "ABCDEFG"))
+tokenizer = AutoTokenizer.from_pretrained(args[args.index("serve") + 1], trust_remote_code=True)
+template = args[args.index("--chat-template") + 1] if "--chat-template" in args else None
+if template is not None and os.path.isfile(template):
+    template = open(template, encoding="utf-8").read()
+template = template or tokenizer.chat_template
+lock = threading.Lock()
 def reply(prompt, request):
-    with open({calls!r}.replace(".jsonl", "-models.jsonl"), "a") as f:
+    text = tokenizer.apply_chat_template(request["messages"], chat_template=template, add_generation_prompt=True,
+                                         tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with lock, open({calls!r}.replace(".jsonl", "-models.jsonl"), "a") as f:
         f.write(json.dumps(request["model"]) + "\\n")
+    with lock, open({calls!r}.replace(".jsonl", "-prompts.jsonl"), "a") as f:
+        f.write(json.dumps({{"model": request["model"], "user": prompt, "ids": ids}}, ensure_ascii=False) + "\\n")
     return "### 可能的结果:\\n答案是：" + letters[request["model"]]
-server = FakeOpenAI(port=port, models=names, reply=reply).start()
+NO_TEMPLATE = ("400", None)  # vLLM: "As of transformers v4.44, default chat template is no longer allowed ..."
+server = FakeOpenAI(port=port, models=names, reply=reply, faults=None if template else (lambda n, p: NO_TEMPLATE))
+server.start()
 threading.Event().wait()
 """
 
@@ -145,6 +163,48 @@ def vllm_calls(calls: Path) -> tuple[list[list[str]], list[str]]:
     models = calls.with_name(calls.name.replace(".jsonl", "-models.jsonl"))
     return ([json.loads(x) for x in calls.read_text(encoding="utf-8").splitlines()] if calls.exists() else [],
             [json.loads(x) for x in models.read_text(encoding="utf-8").splitlines()] if models.exists() else [])
+
+
+def vllm_prompts(calls: Path) -> list[dict]:
+    """Each request the stand-in rendered: {model, user (the user text), ids (the prompt's tokens)}."""
+    prompts = calls.with_name(calls.name.replace(".jsonl", "-prompts.jsonl"))
+    return read_jsonl(prompts) if prompts.exists() else []
+
+
+def training_encoder(recipe_path: Path | str, role: str):
+    """LLaMA-Factory's training encoding of one user turn for a role recipe, as a function of the
+    user text: its rendered train YAML parsed as `llamafactory-cli train` parses it, its tokenizer
+    and template loaded and fixed as training does, then Template.encode_oneturn."""
+    import copy
+    import tempfile
+
+    from orchestrator.core.llamafactory import gpus_hidden, import_parser, read_rendered, render_role
+    from orchestrator.core.recipes import load_role
+
+    parser = import_parser()
+    from llamafactory.data import template as lf
+    from llamafactory.model import load_tokenizer
+
+    loaded = load_role(role, recipe_path)
+    args = read_rendered(render_role(loaded).train_yaml)
+    args.pop("deepspeed", None)
+    for key in ("bf16", "fp16"):
+        args.pop(key, None)
+    with tempfile.TemporaryDirectory() as tmp, gpus_hidden():
+        model_args, data_args, *_ = parser.get_train_args({**args, "output_dir": tmp, "use_cpu": True})
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    saved = lf.TEMPLATES[data_args.template]  # it sets default_system on the registry's own entry
+    lf.TEMPLATES[data_args.template] = copy.deepcopy(saved)
+    try:
+        template = lf.get_template_and_fix_tokenizer(tokenizer, data_args)
+    finally:
+        lf.TEMPLATES[data_args.template] = saved
+
+    def encode(user: str) -> list[int]:
+        turn = [{"role": "user", "content": user}, {"role": "assistant", "content": ""}]
+        return list(template.encode_oneturn(tokenizer, turn)[0])
+
+    return encode
 
 
 def write_base(project: Path, quantization: dict | None, name: str = "base") -> Path:

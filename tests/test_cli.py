@@ -29,4 +29,5 @@ def test_check_says_when_the_base_model_is_missing(project, cli) -> None:
     code, out, err = cli("check", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "model.path=models/nope")
     assert code == 0 and out.startswith("ok  answer:")
     assert err == (f"Warning: answer: no base model in {project}/models/nope (model.path, from --set): "
-                   "`orchestrator download answer --recipe recipes/tiny-answer.yaml` fetches it, or fix model.path\n")
+                   "`orchestrator download answer --recipe recipes/tiny-answer.yaml` fetches it, or fix model.path; "
+                   "the served prompt is checked against the training prompt once its tokenizer is there\n")

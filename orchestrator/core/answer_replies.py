@@ -4,7 +4,8 @@ The Evaluate model reads the fine-tuned Answer model's reasoning at inference, n
 teacher's; trained on that model's own samples, right and wrong, each paired with the gold
 letter, it learns to correct the mistakes it will meet. Each training question gets
 `dataset.evaluate_samples` replies at `inference.vote_temperature`, from the served Answer
-model (inference.answer_recipe) or a given endpoint. Every reply is appended to
+model (inference.answer_recipe) or a given endpoint, with that model's own prompt (its
+few-shot examples included). Every reply is appended to
 runs/<evaluate run>/answer_samples.jsonl the moment it arrives, keyed like infer's Answer
 samples, so a re-run asks nothing twice.
 """
@@ -23,7 +24,7 @@ from orchestrator.core.errors import StageFailed
 from orchestrator.core.ledger import Ledger, stable_key, text_hash
 from orchestrator.core.paths import project_root
 from orchestrator.core.prompts import answer_prompt
-from orchestrator.core.recipes import InferenceSection
+from orchestrator.core.recipes import InferenceSection, Loaded, PipelineRecipe, RoleRecipe
 
 
 @dataclass
@@ -52,15 +53,18 @@ class AnswerReplies:
                 f"{self.unparseable} without a letter); {self.asked} asked now, {self.cached} cached")
 
 
-def _answerer(inference: InferenceSection, answer_url: str | None, answer_model: str | None) -> Agent:
-    """The pipeline's (first) Answer model, unless the command names an endpoint."""
+def _answerer(inference: InferenceSection, answer_url: str | None,
+              answer_model: str | None) -> tuple[Agent, Loaded[RoleRecipe]]:
+    """The pipeline's (first) Answer model, unless the command names an endpoint; and its
+    recipe, whose fewshot setting its prompts follow (an endpoint's too, as in infer)."""
     from orchestrator.core.recipes import load_role
 
     first = inference.answer_models[0]
     url = answer_url or first.url
-    loaded = None if url else load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
-    return make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,
-                      loaded=loaded)
+    loaded = load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
+    agent = make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,
+                       loaded=None if url else loaded)
+    return agent, loaded
 
 
 def sample_key(q: Question, prompt: str, identity: str, i: int, temperature: float, max_tokens: int) -> str:
@@ -69,14 +73,20 @@ def sample_key(q: Question, prompt: str, identity: str, i: int, temperature: flo
 
 
 def answer_model_replies(
-    questions: list[Question], *, inference: InferenceSection, samples: int, ledger_path: Path,
+    questions: list[Question], *, pipe: PipelineRecipe, samples: int, ledger_path: Path,
     answer_url: str | None = None, answer_model: str | None = None,
 ) -> AnswerReplies:
     """`samples` Answer-model replies to each question (cached in `ledger_path`); raises
-    StageFailed after the run when a request failed, the replies received kept for the next."""
-    answerer = _answerer(inference, answer_url, answer_model)
+    StageFailed after the run when a request failed, the replies received kept for the next.
+    Each is asked the Answer model's own prompt: the one its training set has for the question,
+    worked examples included (fewshot.k > 0), as infer asks it."""
+    from orchestrator.core.fewshot import examples_for
+
+    inference = pipe.inference
+    answerer, role = _answerer(inference, answer_url, answer_model)
     temperature, max_tokens = inference.vote_temperature, inference.max_tokens
-    prompts = {q.qid: answer_prompt(q) for q in questions}
+    shots = examples_for(questions, pipe, role.recipe, trained=True)
+    prompts = {q.qid: answer_prompt(q, examples=shots.get(q)) for q in questions}
     keys = {(q.qid, i): sample_key(q, prompts[q.qid], answerer.identity, i, temperature, max_tokens)
             for q in questions for i in range(samples)}
     out = AnswerReplies(model=answerer.model if answerer.url else answerer.identity)

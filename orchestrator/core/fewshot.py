@@ -15,6 +15,7 @@ question's prompt is the same text in all three.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -25,12 +26,14 @@ from typing import Any
 
 from orchestrator.core.competition import Question, read_dataset
 from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_json, atomic_write_text
+from orchestrator.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from orchestrator.core.ledger import stable_key
 from orchestrator.core.paths import project_root, runs_dir
 from orchestrator.core.recipes import FewshotSection, PipelineRecipe, RoleRecipe, TeacherSection
 
 K1, B = 1.5, 0.75
+TOKENS = "alnum-lower-char-bigrams-v1"  # what `bigrams` does: change it when bigrams changes
+INDEX_KEY = hashlib.sha256(json.dumps([K1, B, TOKENS]).encode()).hexdigest()[:12]
 CHUNK = 256  # queries scored at once (a CHUNK x pool matrix of floats)
 
 
@@ -77,8 +80,10 @@ class Retriever:
             for key in {f"id:{e.problem_id}", f"text:{_norm(e.problem)}"}:
                 self._same.setdefault(key, []).append(i)
         self.vocab: dict[str, int] = {}
-        index = cache_dir / "index.npz" if cache_dir else None
-        vocab_file = cache_dir / "vocab.json" if cache_dir else None
+        # the cache is named by the retrieval's own parameters too: another k1, b or tokenisation
+        # builds its own index
+        index = cache_dir / f"index-{INDEX_KEY}.npz" if cache_dir else None
+        vocab_file = cache_dir / f"vocab-{INDEX_KEY}.json" if cache_dir else None
         if index and vocab_file and index.exists() and vocab_file.exists():
             self.weights = sparse.load_npz(index).tocsr()
             self.vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
@@ -104,11 +109,12 @@ class Retriever:
         w = idf[col] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * doc_len / avg))
         self.weights = sparse.csr_matrix((w, (rows, cols)), shape=(n, len(self.vocab)))
         if index and vocab_file:
-            index.parent.mkdir(parents=True, exist_ok=True)
-            tmp = index.with_name("index.tmp.npz")
-            sparse.save_npz(tmp, self.weights)
-            tmp.replace(index)
+            import io
+
             atomic_write_json(vocab_file, self.vocab, indent=None)
+            buffer = io.BytesIO()
+            sparse.save_npz(buffer, self.weights)
+            atomic_write_bytes(index, buffer.getvalue())  # last: the pair is complete once it exists
 
     def search(self, queries: Sequence[tuple[str, str, str]], k: int) -> list[list[Example]]:
         """For each (problem id, problem, question): the k best examples of other problems."""

@@ -5,7 +5,6 @@ models were trained. The split each model was trained without is in its manifest
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from orchestrator.core.files import file_hash
 from orchestrator.core.llamafactory import role_paths
 from orchestrator.core.paths import val_path
 from orchestrator.core.recipes import Loaded, RoleRecipe, display
+from orchestrator.core.trained import read_manifest
 
 FIX = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the datasets and retrain both models"
 
@@ -40,12 +40,13 @@ def check_recipes(models: list[Loaded[RoleRecipe]]) -> None:
 
 
 def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
-    manifest = role_paths(recipe).manifest
-    if not manifest.exists():
-        raise UserError(f"{display(manifest)} does not exist: train the {recipe.role} model first "
+    paths = role_paths(recipe)
+    trained = read_manifest(paths, recipe.role)
+    if trained is None:
+        raise UserError(f"{display(paths.manifest)} does not exist: train the {recipe.role} model first "
                         f"(make {recipe.role}-model)")
-    data = json.loads(manifest.read_text(encoding="utf-8")).get("data") or {}
-    return (data.get("dataset") or {}).get("split"), manifest
+    data = trained.get("data") or {}
+    return (data.get("dataset") or {}).get("split"), paths.manifest
 
 
 def check_split(models: list[RoleRecipe]) -> Path:

@@ -37,22 +37,37 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
 
 
-# recipe key -> (the test that it is used, the module it needs, the extra that installs it)
+def no_gpu_env(gpus: list[str] | None = None) -> dict[str, str]:
+    """For a process started on a machine that shows no GPU (default: this one): cpu_ddp/ first on
+    PYTHONPATH, whose sitecustomize.py fixes what a CUDA-built torch gets wrong there (resuming
+    CPU processes, gptqmodel's kernel choice). Nothing on a machine with a GPU."""
+    if visible_gpus() if gpus is None else gpus:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+SETUP_QUANT = "make setup-quant"  # the quantization packages (requirements-quant.txt)
+
+
+def _bnb(recipe: RoleRecipe) -> bool:
+    return bool(recipe.train.get("quantization_bit")) and recipe.train.get("quantization_method") in (None, "bnb")
+
+
+# recipe key -> (the test that it is used, the module it needs, what installs it)
 EXTRAS = {
-    "distributed.deepspeed": (lambda r: r.distributed.deepspeed > 0, "deepspeed", "deepspeed"),
-    "distributed.ray_workers": (lambda r: r.distributed.ray_workers > 0, "ray", "ray"),
+    "distributed.deepspeed": (lambda r: r.distributed.deepspeed > 0, "deepspeed", "pip install -e '.[deepspeed]'"),
+    "distributed.ray_workers": (lambda r: r.distributed.ray_workers > 0, "ray", "pip install -e '.[ray]'"),
+    "train.quantization_bit": (_bnb, "bitsandbytes", SETUP_QUANT),  # QLoRA
+    "merge.export_quantization_bit": (lambda r: bool(r.merge.get("export_quantization_bit")), "gptqmodel", SETUP_QUANT),
 }
 
 
 def missing_extras(loaded: Loaded[RoleRecipe]) -> list[str]:
     """One problem per optional extra the recipe needs and this environment lacks."""
     problems = []
-    for key, (used, module, extra) in EXTRAS.items():
+    for key, (used, module, how) in EXTRAS.items():
         if used(loaded.recipe) and importlib.util.find_spec(module) is None:
-            problems.append(
-                f"{loaded.where(key)}: {key} needs the {module} package, not installed here: "
-                f"pip install -e '.[{extra}]'"
-            )
+            problems.append(f"{loaded.where(key)}: {key} needs the {module} package, not installed here: {how}")
     return problems
 
 
@@ -70,7 +85,9 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
                 "wait forever; set it to 0 and use distributed.gpus_per_node for CPU processes"
             )
         return {"USE_RAY": "1"}
-    env: dict[str, str] = {}
+    # gpus_per_node 1 is one process: LLaMA-Factory's launcher would otherwise start torchrun
+    # with a process per visible GPU (NPROC_PER_NODE defaults to its device count)
+    env: dict[str, str] = {"NPROC_PER_NODE": "1"}
     if ds.gpus_per_node > 1 or ds.nnodes > 1 or ds.deepspeed:
         if gpus and len(gpus) < ds.gpus_per_node:
             source = (f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} lists"
@@ -82,7 +99,7 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(ds.gpus_per_node)
         if not gpus:  # CPU processes: see cpu_ddp/sitecustomize.py (resuming them fails without it)
-            env["PYTHONPATH"] = os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])
+            env.update(no_gpu_env(gpus))
     if ds.nnodes > 1:
         env.update(
             NNODES=str(ds.nnodes),
@@ -99,7 +116,12 @@ def launch_line(loaded: Loaded[RoleRecipe], gpus: list[str]) -> str:
     if ds.ray_workers:
         return f"{ds.ray_workers} Ray workers"
     n = ds.gpus_per_node
-    where = f"on GPU(s) {','.join(gpus[:n])} (nccl)" if gpus else "on CPU (gloo; no GPU here)"
+    if not gpus:
+        where = "on CPU (gloo; no GPU here)" if n > 1 else "on CPU (no GPU here)"
+    elif n == 1:
+        where = f"on GPU {gpus[0]}" + (f" (1 of the {len(gpus)} visible: distributed.gpus_per_node 1)" if len(gpus) > 1 else "")
+    else:
+        where = f"on GPU(s) {','.join(gpus[:n])} (nccl)"
     line = f"{n} process{'es' if n > 1 else ''} {where}"
     if ds.nnodes > 1:
         line += f", node {ds.node_rank} of {ds.nnodes} (rank 0 at {ds.master_addr}:{ds.master_port})"

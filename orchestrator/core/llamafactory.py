@@ -143,10 +143,14 @@ def quantization_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
     """A quantized base asked to be merged, or missing the package LLaMA-Factory loads it with."""
     recipe = loaded.recipe
     method = base_quantization(recipe)
-    if method is None:
-        return []
     base = model_path(recipe)
     problems = []
+    bits = recipe.merge.get("export_quantization_bit")
+    if bits is not None and bits not in EXPORT_BITS:
+        problems.append(f"{loaded.where('merge.export_quantization_bit')}: merge.export_quantization_bit {bits!r}: "
+                        f"LLaMA-Factory's GPTQ export takes {', '.join(map(str, EXPORT_BITS))}")
+    if method is None:
+        return problems
     if recipe.serve.weights == "merged":
         problems.append(f"{loaded.where('serve.weights')}: serve.weights merged: LLaMA-Factory says: {CANNOT_MERGE} "
                         f"({base} is {method.upper()}-quantized); set serve.weights: adapter (or auto) to serve "
@@ -163,8 +167,9 @@ def quantization_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
             message = str(e.args[0] if e.args else e)  # PackageNotFoundError's str() prefixes its own words
             said = " ".join(line.strip() for line in message.splitlines() if line.strip())
             key = _model_key(recipe)
+            how = " (`make setup-quant` installs it)" if requirement.startswith("gptqmodel") else ""
             problems.append(f"{loaded.where(key)}: {key}: {base} is {method.upper()}-quantized (its config.json); "
-                            f"LLaMA-Factory needs {requirement} to load it: {said}")
+                            f"LLaMA-Factory needs {requirement} to load it{how}: {said}")
     return problems
 
 
@@ -221,14 +226,15 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     return {name: keys for name, keys in sections.items() if keys}
 
 
+# merge.export_quantization_* keys: LLaMA-Factory quantizes no adapter ("Please merge adapters
+# before quantizing the model."), so merge.yaml merges and the merged model is quantized apart (core/gptq.py).
+QUANTIZE_KEYS = ("export_quantization_bit", "export_quantization_nsamples", "export_quantization_maxlen")
+EXPORT_BITS = (2, 3, 4, 8)  # what LLaMA-Factory's GPTQ export accepts
+
+
 def merge_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
     export = {"export_dir": str(paths.merged)}
-    export.update({k: v for k, v in recipe.merge.items() if v is not None})
-    if export.get("export_quantization_bit"):
-        export["export_quantization_dataset"] = str(paths.calibration)
-    else:
-        for key in ("export_quantization_nsamples", "export_quantization_maxlen"):
-            export.pop(key, None)
+    export.update({k: v for k, v in recipe.merge.items() if v is not None and k not in QUANTIZE_KEYS})
     return {
         "model": {
             "model_name_or_path": str(model_path(recipe)),

@@ -3,8 +3,11 @@ copied or started: weights + KV cache + LoRA adapters + a fixed runtime overhead
 
 Weights: the parameter count of a decoder (embeddings, attention with grouped KV heads, gated
 MLP) at the model's dtype, or at its quantization bits (GPTQ/AWQ, with a scale and zero per
-group) for the linear layers, the embeddings staying 16-bit. KV cache: keys and values of every
-layer for `max_len` tokens of each of `sequences` requests in flight. GB here are 10^9 bytes.
+group) for the linear layers, the embeddings staying at the config's dtype. KV cache: keys and
+values of every layer for `max_len` tokens of each of `sequences` requests in flight, each asking `samples`
+replies (`n`: every sample is a sequence of its own in vLLM's KV cache). A vLLM server takes
+`gpu_memory_utilization` of the card when it starts, whatever the model needs, and must fit its
+model in that share. GB here are 10^9 bytes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class ModelShape:
     weight_bits: float  # bits per linear-layer weight (16 for bf16, about 4.16 for 4-bit GPTQ/AWQ)
     kv_bytes: int  # bytes per cached key or value element (the activation dtype)
     quantization: str | None  # gptq, awq, bitsandbytes, ... or None
+    dtype_bytes: int = 2  # of the weights left unquantized (embeddings), as config.json's dtype says
 
     @property
     def linear_params(self) -> int:
@@ -55,8 +59,7 @@ class ModelShape:
         return self.linear_params + self.embedding_params
 
     def weight_bytes(self) -> float:
-        embedding_bytes = 2 if self.quantization else self.kv_bytes  # quantized models keep 16-bit embeddings
-        return self.linear_params * self.weight_bits / 8 + self.embedding_params * embedding_bytes
+        return self.linear_params * self.weight_bits / 8 + self.embedding_params * self.dtype_bytes
 
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes
@@ -101,7 +104,7 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         bits = raw_bits + (16 + raw_bits) / group  # a 16-bit scale and a packed zero per group
         kv_bytes = 2  # quantized kernels compute in float16
     return ModelShape(layers, hidden, heads, kv_heads, head_dim, intermediate, vocab,
-                      bool(config.get("tie_word_embeddings", False)), bits, kv_bytes, method)
+                      bool(config.get("tie_word_embeddings", False)), bits, kv_bytes, method, DTYPE_BYTES[dtype])
 
 
 @dataclass(frozen=True)
@@ -113,35 +116,49 @@ class ServerEstimate:
     kv_cache_gb: float
     adapters_gb: float
     overhead_gb: float = RUNTIME_OVERHEAD_GB
+    gpu_util: float | None = None  # a vLLM server: the share of the card it takes (gpu_memory_utilization)
 
     @property
     def total_gb(self) -> float:
         return self.weights_gb + self.kv_cache_gb + self.adapters_gb + self.overhead_gb
 
+    def taken_gb(self, card_gb: float) -> float:
+        """What the server holds on a card of `card_gb`: vLLM its whole share, others what they use."""
+        return self.gpu_util * card_gb if self.gpu_util is not None else self.total_gb
+
     def describe(self) -> str:
-        return (f"{self.name}: {self.total_gb:.1f} GB = weights {self.weights_gb:.1f} + KV cache "
+        line = (f"{self.name}: {self.total_gb:.1f} GB = weights {self.weights_gb:.1f} + KV cache "
                 f"{self.kv_cache_gb:.1f} + adapters {self.adapters_gb:.1f} + runtime {self.overhead_gb:.1f}")
+        return line + (f" (vLLM takes gpu_memory_utilization {self.gpu_util:g} of the card)" if self.gpu_util else "")
 
 
 def server_estimate(
-    name: str, config: Mapping[str, Any], *, max_len: int, sequences: int, adapter_bytes: Sequence[int] = ()
+    name: str, config: Mapping[str, Any], *, max_len: int, sequences: int, adapter_bytes: Sequence[int] = (),
+    samples: int = 1, gpu_util: float | None = None,
 ) -> ServerEstimate:
     """One server of the model `config`: `sequences` requests in flight of up to `max_len` tokens,
-    with the given LoRA adapters loaded beside it."""
+    each asking `samples` replies, with the given LoRA adapters loaded beside it; `gpu_util`: a
+    vLLM server's gpu_memory_utilization."""
     shape = model_shape(config)
-    kv = shape.kv_bytes_per_token() * max_len * sequences
-    return ServerEstimate(name, shape.weight_bytes() / GB, kv / GB, sum(adapter_bytes) / GB)
+    kv = shape.kv_bytes_per_token() * max_len * sequences * samples
+    return ServerEstimate(name, shape.weight_bytes() / GB, kv / GB, sum(adapter_bytes) / GB, gpu_util=gpu_util)
 
 
-def peak_gb(servers: Sequence[ServerEstimate], *, together: bool) -> float:
-    """The most GPU memory in use at once: the servers one after another (staged), or all up."""
-    totals = [s.total_gb for s in servers]
+def peak_gb(servers: Sequence[ServerEstimate], *, together: bool, card_gb: float | None = None) -> float:
+    """The most GPU memory in use at once: the servers one after another (staged), or all up; on
+    a card of `card_gb`, a vLLM server counts its whole share of it."""
+    totals = [s.total_gb if card_gb is None else s.taken_gb(card_gb) for s in servers]
     return (sum(totals) if together else max(totals)) if totals else 0.0
 
 
 def budget_problem(servers: Sequence[ServerEstimate], *, together: bool, budget_gb: float) -> str | None:
-    """None when the servers fit in `budget_gb`; else why not, with the numbers."""
-    peak = peak_gb(servers, together=together)
+    """None when the servers fit on a card of `budget_gb`; else why not, with the numbers."""
+    for s in servers:
+        if s.gpu_util is not None and s.total_gb > s.gpu_util * budget_gb:
+            return (f"{s.name} needs about {s.total_gb:.1f} GB, more than its vLLM share gpu_memory_utilization "
+                    f"{s.gpu_util:g} of package.gpu_memory_gb {budget_gb:g} ({s.gpu_util * budget_gb:.1f} GB): "
+                    + s.describe())
+    peak = peak_gb(servers, together=together, card_gb=budget_gb)
     if peak <= budget_gb:
         return None
     how = "all up at once" if together else "the largest of them (they run one after another)"

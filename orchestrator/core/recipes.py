@@ -289,6 +289,7 @@ class PackageSection(Section):
     output: str = "/app/results.jsonl"  # the submission it writes (OUTPUT overrides)
     deadline_s: float | None = Field(None, gt=0)  # the image's whole run; infer gets it less IMAGE_RESERVE_S
     gpu_memory_gb: float = Field(32.0, gt=0)  # the target GPU (one V100 32 GB): larger estimates are refused
+    python: str = Field("3.11", pattern=r"^3\.\d+$")  # the base image's Python: the wheels are downloaded for it
 
     @field_validator("input", "output")
     @classmethod

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.api_keys import check_env_name
+from orchestrator.core.chat_template import TEMPLATE_ARGS, template_args
 from orchestrator.core.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.files import atomic_write_text
+from orchestrator.core.launch import no_gpu_env
 from orchestrator.core.ledger import text_hash
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
@@ -44,6 +46,7 @@ from orchestrator.core.process import Server, check_host, require_free_port
 from orchestrator.core.progress import say
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for, display
 from orchestrator.core.render import render
+from orchestrator.core.trained import adapter_identity, previous_dir
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -52,6 +55,8 @@ SERVE_DERIVED = {
     "finetuning_type": "set train.finetuning_type instead",
     "template": "set model.template instead",
     "infer_backend": "set serve.infer_backend instead",
+    **{key: f"set train.{key}: the model is served the template it was trained with"
+       for key in TEMPLATE_ARGS},
 }
 
 
@@ -80,26 +85,50 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
     if served_weights(recipe) == "adapter":
         weights = {"model_name_or_path": str(model_path(recipe)), "adapter_name_or_path": str(paths.adapter),
-                   "finetuning_type": recipe.train.get("finetuning_type") or "lora"}
+                   "finetuning_type": recipe.train.get("finetuning_type") or "lora",
+                   **qlora_load(recipe)}
     else:
         weights = {"model_name_or_path": str(paths.merged)}
-    return {
-        "model": {**weights, "template": recipe.model.template, "trust_remote_code": True},
+    return {  # the template as training has it (model.template, train.default_system...)
+        "model": {**weights, **template_args(recipe), "trust_remote_code": True},
         "inference": {"infer_backend": recipe.serve.infer_backend, **extra},
     }
 
 
+# A QLoRA adapter served on its base is served on the quantized load it was trained on.
+QLORA_KEYS = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization")
+
+
+def qlora_load(recipe: RoleRecipe) -> dict[str, Any]:
+    """The train.quantization_* keys of a QLoRA recipe (none otherwise)."""
+    if not recipe.train.get("quantization_bit"):
+        return {}
+    return {key: recipe.train[key] for key in QLORA_KEYS if recipe.train.get(key) is not None}
+
+
 def model_version(recipe: RoleRecipe) -> str:
-    """A short id of what is served that changes with every merge, or with every training when
-    the adapter is served (infer keys its cache on it)."""
+    """A short id of what is served, by content (infer keys its cache on it): the adapter's
+    hash its manifest records, or the merged model's identity its stamp records."""
     paths = role_paths(recipe)
     if served_weights(recipe) == "adapter":
-        return f"adapter-{adapter_version(paths)}"
-    stamp = paths.merged / "orchestrator.json"  # written by each merge
-    if stamp.exists():
-        return text_hash(stamp.read_text(encoding="utf-8"))
-    config = paths.merged / "config.json"
-    return text_hash(str(config.stat().st_mtime_ns)) if config.exists() else "missing"
+        return f"adapter-{adapter_version(recipe)}"
+    return merged_identity(paths.merged)
+
+
+def merged_identity(merged: Path) -> str:
+    """What a merge records in merged/orchestrator.json: the hash of what it was made from (the
+    adapter's identity, the portable merge.yaml, the calibration data); a stamp written before
+    it did is named by its whole text, as before."""
+    try:
+        text = (merged / "orchestrator.json").read_text(encoding="utf-8")
+    except OSError:  # not made by `merge`: its config names it
+        config = merged / "config.json"
+        return text_hash(config.read_text(encoding="utf-8", errors="replace")) if config.is_file() else "missing"
+    try:
+        identity = json.loads(text).get("identity")
+    except (ValueError, AttributeError):
+        identity = None
+    return identity if isinstance(identity, str) else text_hash(text)
 
 
 def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
@@ -109,8 +138,10 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
+            kept = previous_dir(paths) / "adapter"
             raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
-                            f"run `{command_for(loaded, 'train')}` first")
+                            f"run `{command_for(loaded, 'train')}` first"
+                            + (f" (the one it replaced is kept in {kept})" if (kept / ADAPTER_FILE).is_file() else ""))
         if not (model_path(recipe) / "config.json").exists():
             raise UserError(f"no base model in {model_path(recipe)} to serve the adapter on: "
                             f"run `{command_for(loaded, 'download')}`")
@@ -187,12 +218,15 @@ def served(
         "API_KEY": key or "",  # empty: no check, even if the caller's environment has an API_KEY
         "MAX_CONCURRENT": str(recipe.serve.max_concurrent),
         "DISABLE_VERSION_CHECK": "1",
+        **no_gpu_env(),  # no GPU here: gptqmodel's CPU kernel for a GPTQ model (core/cpu_ddp/sitecustomize.py)
     }
     base = f"http://{_connect_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"
     log = paths.run_dir / "serve.log"
     what = (f"{paths.adapter} on the base {model_path(recipe)}" if served_weights(recipe) == "adapter"
             else str(paths.merged))
+    if served_weights(recipe) == "adapter" and qlora_load(recipe):
+        what += f" loaded in {recipe.train['quantization_bit']} bits as trained (train.quantization_bit)"
     say(stage, f"loading {what} with llamafactory-cli api on {host}:{port} (log: {log})")
     with Server(
         [cli_path(), "api", str(config)],
@@ -229,20 +263,17 @@ def vllm_path() -> str:
     return found
 
 
-def adapter_version(paths: RolePaths) -> str:
-    """A short id of the trained adapter that changes with every training."""
-    weights = paths.adapter / "adapter_model.safetensors"
-    if not weights.exists():
-        return "missing"
-    stat = weights.stat()
-    return text_hash(f"{stat.st_size}:{stat.st_mtime_ns}")
+def adapter_version(recipe: RoleRecipe) -> str:
+    """The trained adapter's identity by content (core/trained.py)."""
+    return adapter_identity(role_paths(recipe), recipe.role)
 
 
 def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
-    """What adapters must share to be served by one vLLM server (None: not served by vLLM)."""
+    """What adapters must share to be served by one vLLM server (None: not served by vLLM): the
+    base, and the chat template they were trained with (model.template, train.default_system...)."""
     if recipe.serve.infer_backend != "vllm":
         return None
-    return str(model_path(recipe)), recipe.model.template
+    return str(model_path(recipe)), json.dumps(template_args(recipe), sort_keys=True)
 
 
 def one_server(recipes: list[RoleRecipe]) -> bool:
@@ -266,7 +297,7 @@ def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
     keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
     if len(keys) != 1 or None in keys:
         problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
-                        "model.path (or model.source) and model.template: " + ", ".join(display(x.path) for x in loadeds))
+                        "model.path (or model.source), model.template and train.default_system: " + ", ".join(display(x.path) for x in loadeds))
     for loaded in loadeds:
         paths = role_paths(loaded.recipe)
         if not (paths.adapter / "adapter_config.json").exists():
@@ -277,7 +308,10 @@ def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
 
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
     """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
-    the first recipe's serve: and distributed: sections set the server."""
+    the first recipe's serve: and distributed: sections set the server. Its --chat-template is
+    LLaMA-Factory's template the adapters were trained with (written to runs/<first>/)."""
+    from orchestrator.core.chat_template import vllm_template_file
+
     first: RoleRecipe = loadeds[0].recipe
     ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
     wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])
@@ -285,7 +319,7 @@ def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -
     cmd = [
         vllm_path(), "serve", str(model_path(first)),
         "--host", host, "--port", str(port),
-        "--trust-remote-code",
+        "--trust-remote-code", "--chat-template", str(vllm_template_file(loadeds[0])),
         "--enable-lora", "--max-loras", str(len(loadeds)), "--max-lora-rank", str(rank),
         "--lora-modules", *[f"{x.recipe.run_name}={role_paths(x.recipe).adapter}" for x in loadeds],
     ]

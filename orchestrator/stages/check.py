@@ -2,12 +2,14 @@
 LLaMA-Factory's own parser: write runs/<role>/train.yaml, merge.yaml and
 datasets/dataset_info.json from the role recipes; `check` also validates every file (no GPU,
 no model) and warns where a few-shot prompt outgrows train.cutoff_len or the base model is not
-there yet."""
+there yet, and fails where the prompt the model would be served differs from the one it is
+trained on (core/chat_template.py; it needs the base's tokenizer only)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.core.errors import UserError
 from orchestrator.core.llamafactory import model_path
 from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, command_for
 from orchestrator.core.role_configs import check_roles, render_roles
@@ -28,9 +30,11 @@ class Checked:
 
 def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked:
     """Render and check every role's configs (all problems at once, as one UserError)."""
+    from orchestrator.core.chat_template import served_prompt
     from orchestrator.core.fewshot import longest_prompt
 
     result = Checked()
+    problems = []
     for r in check_roles(loaded):
         recipe = r.loaded.recipe
         result.lines.append(f"ok  {recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
@@ -38,7 +42,13 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
         if not (base / "config.json").is_file():  # not needed to check, but to train: say so
             key = "model.path" if recipe.model.path else "model.source"
             result.warnings.append(f"{recipe.role}: no base model in {base} ({key}, from {r.loaded.where(key)}): "
-                                   f"`{command_for(r.loaded, 'download')}` fetches it, or fix {key}")
+                                   f"`{command_for(r.loaded, 'download')}` fetches it, or fix {key}; "
+                                   "the served prompt is checked against the training prompt once its tokenizer is there")
+        else:
+            served = served_prompt(r.loaded)
+            result.lines += served.lines
+            result.warnings += served.warnings
+            problems += served.problems
         longest = longest_prompt(pipeline, recipe)
         cutoff = recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
         if longest and longest[0] > cutoff:
@@ -47,4 +57,6 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
                 f"{r.loaded.where('fewshot.k')}: with fewshot.k={recipe.fewshot.k} the longest Answer prompt ({qid}) "
                 f"is {n} {unit}, over train.cutoff_len {cutoff}: training cuts it; lower fewshot.k or raise "
                 "train.cutoff_len")
+    if problems:
+        raise UserError(*problems)
     return result

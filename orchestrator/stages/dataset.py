@@ -135,7 +135,7 @@ def build_dataset(
     shots = examples_for([], pipe, None)
     if from_answer_model:
         replies = answer_model_replies(
-            questions, inference=pipe.inference, samples=role_recipe.dataset.evaluate_samples,
+            questions, pipe=pipe, samples=role_recipe.dataset.evaluate_samples,
             ledger_path=role_paths(role_recipe).run_dir / "answer_samples.jsonl",
             answer_url=answer_url, answer_model=answer_model,
         )

@@ -19,6 +19,7 @@ from orchestrator.core.competition import Question
 from orchestrator.core.endpoints import Endpoint, EndpointError
 from orchestrator.core.errors import UserError
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.locks import run_lock
 from orchestrator.core.ledger import Ledger, read_records, text_hash
 from orchestrator.core.paths import project_root, runs_dir
 from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, TeacherSection
@@ -164,7 +165,13 @@ async def _ask(q: Question, teacher: TeacherSection, endpoint: Endpoint, cache: 
     return record
 
 
-def distill(
+def distill(**kwargs: Any) -> DistillSummary:
+    """`_distill` holding the lock of runs/distill/: one distillation at a time."""
+    with run_lock(runs_dir() / "distill", "orchestrator distill"):
+        return _distill(**kwargs)
+
+
+def _distill(
     *,
     pipeline: Loaded[PipelineRecipe],
     input_path: str | Path | None = None,

@@ -28,7 +28,6 @@ asked nothing more either. Such questions are traced `not_asked` and asked by th
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import Counter
@@ -52,6 +51,7 @@ from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.fewshot import Fewshot, examples_for
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.fixes import fallback_letter
+from orchestrator.core.locks import run_lock
 from orchestrator.core.ledger import Ledger, read_records, stable_key, text_hash
 from orchestrator.core.progress import bar, say
 from orchestrator.core.prompts import answer_prompt, evaluate_prompt
@@ -236,7 +236,6 @@ def make_answer_agents(
     serves are marked to share one server."""
     from urllib.parse import urlsplit
 
-    from orchestrator.core.llamafactory import role_paths
     from orchestrator.core.serving import adapter_version, check_adapters, lora_group_key
 
     agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
@@ -264,7 +263,7 @@ def make_answer_agents(
                 assert a.loaded is not None
                 a.lora = True
                 a.model = a.loaded.recipe.run_name  # the adapter's name in the vLLM server
-                a.identity = f"{a.loaded.recipe.run_name}@lora-{adapter_version(role_paths(a.loaded.recipe))}"
+                a.identity = f"{a.loaded.recipe.run_name}@lora-{adapter_version(a.loaded.recipe)}"
     return agents
 
 
@@ -732,16 +731,26 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
     if agent.loaded and not agent.url:
         from orchestrator.core.llamafactory import role_paths
+        from orchestrator.core.trained import read_manifest
 
-        manifest = role_paths(agent.loaded.recipe).manifest
-        if manifest.exists():
-            trained = json.loads(manifest.read_text(encoding="utf-8"))
-            record |= {"manifest": str(manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
+        paths = role_paths(agent.loaded.recipe)
+        trained = read_manifest(paths, agent.loaded.recipe.role)
+        if trained is not None:
+            record |= {"manifest": str(paths.manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
                        "split": ((trained.get("data") or {}).get("dataset") or {}).get("split")}
     return record
 
 
-def infer(
+def infer(*, out_dir: str | Path, **kwargs: Any) -> InferSummary:
+    """`_infer` holding the lock of `out_dir`: two commands never write one run folder."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out-dir {out} is a file, not a directory")
+    with run_lock(out, "orchestrator infer"):
+        return _infer(out_dir=out, **kwargs)
+
+
+def _infer(
     *,
     pipeline: Loaded[PipelineRecipe],
     input_path: str | Path,

@@ -1,7 +1,9 @@
 """Stage: merge a role's adapter into its base model with `llamafactory-cli export`.
 
 The export goes to a temporary folder renamed to runs/<name>/merged/ only on success, so a
-half-written model is never taken as done. A role that serves its adapter (serve.weights
+half-written model is never taken as done. Its saved tokenizer is given LLaMA-Factory's chat
+template of the recipe (core/chat_template.py), so the folder renders the training prompt on any
+engine. A role that serves its adapter (serve.weights
 adapter, or auto on a quantized base) is not merged: the merge says why and stops."""
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import json
 import shutil
 from pathlib import Path
 
+from orchestrator.core.chat_template import save_template
 from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
+from orchestrator.core.gptq import gptq_export
 from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
 from orchestrator.core.llamafactory import (
     ADAPTER_FILE,
     base_quantization,
+    QUANTIZE_KEYS,
     calibration_texts,
     cli_path,
     is_trained,
@@ -23,9 +28,12 @@ from orchestrator.core.llamafactory import (
     role_paths,
     served_weights,
 )
+from orchestrator.core.ledger import stable_key
+from orchestrator.core.locks import run_lock
 from orchestrator.core.process import run
 from orchestrator.core.progress import clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
+from orchestrator.core.trained import adapter_identity, portable_hash
 
 
 def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
@@ -44,6 +52,11 @@ def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
     return f"skipped: serve.weights adapter ({where}): {adapter} is served on its base; --set serve.weights=merged merges it"
 
 
+def _quantize_setting(loaded: Loaded[RoleRecipe], name: str) -> int:
+    """merge.export_quantization_nsamples or _maxlen (LLaMA-Factory's defaults 128 and 1024)."""
+    return int(loaded.recipe.merge.get(f"export_quantization_{name}") or {"nsamples": 128, "maxlen": 1024}[name])
+
+
 def _merged_from(merged: Path) -> object:
     """The inputs a merged model records (None: none recorded)."""
     try:
@@ -52,7 +65,24 @@ def _merged_from(merged: Path) -> object:
         return None
 
 
-def merge(
+def _save_template(loaded: Loaded[RoleRecipe], folder: Path) -> bool:
+    """LLaMA-Factory's template into the merged tokenizer; a template it cannot give as Jinja is
+    left as it is (llamafactory-cli api applies its own template anyway), with a warning."""
+    try:
+        return save_template(loaded.recipe, folder)
+    except UserError as e:
+        say(f"merge {loaded.recipe.run_name}", f"warning: {e.lines[0]}; {folder} keeps its base's chat template")
+        return False
+
+
+def merge(loaded: Loaded[RoleRecipe], *, calibration_data: str | Path | None = None,
+          timeout: float | None = None, echo: bool = True) -> Path:
+    """`_merge` holding the run folder's lock: never beside a training of the same role."""
+    with run_lock(role_paths(loaded.recipe).run_dir, command_for(loaded, "merge")):
+        return _merge(loaded, calibration_data=calibration_data, timeout=timeout, echo=echo)
+
+
+def _merge(
     loaded: Loaded[RoleRecipe],
     *,
     calibration_data: str | Path | None = None,
@@ -72,26 +102,40 @@ def merge(
         say(stage, skip_reason(loaded))
         return paths.adapter
     paths = check_roles([loaded])[0].paths
-    if needs_calibration(loaded):
+    questions: list = []
+    quantize = needs_calibration(loaded)
+    if quantize:
         from orchestrator.core.competition import read_dataset
 
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
-        source = calibration_data
-        maxlen = int(loaded.recipe.merge.get("export_quantization_maxlen") or 1024)
-        atomic_write_jsonl(paths.calibration, calibration_texts(read_dataset(source).questions, maxlen))
+        questions = read_dataset(calibration_data).questions
+        atomic_write_jsonl(paths.calibration, calibration_texts(questions, _quantize_setting(loaded, "maxlen")))
 
-    inputs = {"manifest": file_hash(paths.manifest), "merge_yaml": file_hash(paths.merge_yaml),
-              "calibration": file_hash(paths.calibration) if needs_calibration(loaded) else None}
+    # by content: the adapter's identity, merge.yaml with its folders as placeholders (a moved
+    # project merges nothing again), the calibration texts and the quantization settings
+    inputs = {"adapter": adapter_identity(paths, loaded.recipe.role),
+              "merge_yaml": portable_hash(paths.merge_yaml, model_path(loaded.recipe)),
+              "calibration": file_hash(paths.calibration) if quantize else None,
+              "quantize": {name: loaded.recipe.merge.get(name) for name in QUANTIZE_KEYS} if quantize else None}
     if _merged_from(paths.merged) == inputs and (paths.merged / "config.json").is_file():
+        if _save_template(loaded, paths.merged):  # merged before its tokenizer got LF's template
+            say(stage, f"{paths.merged}: its tokenizer now carries LLaMA-Factory's {loaded.recipe.model.template} "
+                       "chat template, the prompt it was trained on")
         mark_current(paths.merged / "config.json", [*loaded.files(), paths.merge_yaml, paths.adapter / ADAPTER_FILE])
         if echo:
             say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
         return paths.merged
 
+    if bits := loaded.recipe.train.get("quantization_bit"):
+        say(stage, f"a QLoRA adapter (train.quantization_bit {bits}): merged into the unquantized base "
+                   f"{model_path(loaded.recipe)}, LLaMA-Factory's way; serve.weights adapter serves it on the "
+                   f"{bits}-bit load instead")
     tmp = paths.run_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={tmp}"]
+    full = paths.run_dir / ".merged-full.tmp"  # a quantized export: the merge, before it is quantized
+    shutil.rmtree(full, ignore_errors=True)
+    cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={full if quantize else tmp}"]
     log = paths.run_dir / "merge.log"
     env = {"DISABLE_VERSION_CHECK": "1"}
     if loaded.recipe.merge.get("export_device") == "cpu":
@@ -107,17 +151,31 @@ def merge(
         timeout=timeout,
         on_line=(lambda line: say(stage, clean(line)) if worth_showing(line) else None) if echo else None,
     )
-    if finished.returncode != 0 or not (tmp / "config.json").exists():
+    if finished.returncode != 0 or not ((full if quantize else tmp) / "config.json").exists():
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(full, ignore_errors=True)
         raise StageFailed(
             f"{stage}: llamafactory-cli export exited with code {finished.returncode}; last lines:",
             *[f"  {line}" for line in finished.tail[-12:]],
             f"rendered config: {paths.merge_yaml}; full log: {log}",
         )
+    seconds = finished.seconds
+    if quantize:
+        try:
+            seconds += gptq_export(
+                full, tmp, questions=questions, template=loaded.recipe.model.template, stage=stage,
+                work_dir=paths.run_dir, bits=int(loaded.recipe.merge["export_quantization_bit"]),
+                nsamples=_quantize_setting(loaded, "nsamples"), maxlen=_quantize_setting(loaded, "maxlen"),
+                export_size=int(loaded.recipe.merge.get("export_size") or 5), timeout=timeout, echo=echo,
+            )
+        finally:
+            shutil.rmtree(full, ignore_errors=True)
+    _save_template(loaded, tmp)  # LF's export keeps the base tokenizer's own template
     atomic_write_json(
         tmp / "orchestrator.json",
         {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),
-         "seconds": round(finished.seconds, 1), "inputs": inputs},
+         "seconds": round(seconds, 1), "inputs": inputs,
+         "identity": stable_key(**inputs)[:16]},  # what infer keys this model's answers on
     )
     old = paths.run_dir / ".merged.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,8 @@ and nothing else:
   run.sh            answers INPUT into OUTPUT with `orchestrator infer`, then checks OUTPUT
   requirements.txt  exact versions of what the project runs on (the torch stack is the base
                     image's, or vllm's pin when a model is served with vLLM)
-  wheels/           the project's own wheel
+  wheels/           the project's own wheel and, unless --no-wheels, a wheel of every requirement
+                    for package.python on x86_64 Linux: the Dockerfile installs from it with no index
   recipes/          the pipeline and role recipes, frozen: no extends, paths inside the image
   templates/        the prompts and LLaMA-Factory templates the recipes were trained with
   runs/, models/    the models the recipes serve: merged models, or a base and its adapters
@@ -55,6 +56,8 @@ WHEEL_EPOCH = "315532800"  # SOURCE_DATE_EPOCH: the same sources build the same 
 # Of package.deadline_s, what infer does not get: starting Python, stopping the servers after
 # the deadline's write (up to 20 s), copying and checking OUTPUT.
 IMAGE_RESERVE_S = 60.0
+# The wheels' platforms: x86_64 glibc up to 2.35 (pytorch/pytorch is Ubuntu 22.04); pip expands manylinux2014.
+WHEEL_PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)), "manylinux2014_x86_64")
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,18 @@ def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
     return ImageServer(loaded.recipe.run_name, paths.merged, (loaded,))
 
 
+VLLM_GPU_UTIL = {"api": 0.7, "serve": 0.9}  # the defaults of LLaMA-Factory's vllm_gpu_util and of `vllm serve`
+
+
+def _gpu_util(s: ImageServer) -> float | None:
+    """The share of the card a vLLM server takes (None: not vLLM); several adapters: `vllm serve`."""
+    recipe = s.recipes[0].recipe
+    if recipe.serve.infer_backend != "vllm":
+        return None
+    given = recipe.serve.args.get("vllm_gpu_util")
+    return float(given) if given is not None else VLLM_GPU_UTIL["serve" if len(s.adapters) > 1 else "api"]
+
+
 def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
     """Each server's GPU memory from its config.json, the recipe's vllm_maxlen, the requests in
     flight (inference.concurrency; the huggingface backend runs serve.max_concurrent at once)."""
@@ -172,8 +187,10 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
             if recipe.serve.infer_backend == "huggingface":
                 sequences = min(sequences, recipe.serve.max_concurrent)
             adapters = [(a / "adapter_model.safetensors").stat().st_size for a in s.adapters]
+            inf = pipeline.inference  # an Answer request asks for its samples at once (n)
+            samples = max(inf.votes, inf.extra_votes) if any(x.recipe.role == "answer" for x in s.recipes) else 1
             estimates.append(server_estimate(s.name, config, max_len=max_len, sequences=sequences,
-                                             adapter_bytes=adapters))
+                                             adapter_bytes=adapters, samples=samples, gpu_util=_gpu_util(s)))
         except (OSError, ValueError) as e:  # ConfigError is a ValueError, as is bad JSON
             raise UserError(f"{config_path}: {e} (the memory estimate reads the model's shape from it)") from None
     return estimates
@@ -321,6 +338,65 @@ def build_wheel(into: Path) -> Path:
         return Path(shutil.copy2(wheel, into / wheel.name))
 
 
+def wheel_cache() -> Path:
+    """Where downloaded wheels are kept between packages (hard-linked into DIR/wheels)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestrator" / "wheels"
+
+
+def _pip(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *map(str, args)], capture_output=True, text=True)
+
+
+def _pip_error(done: subprocess.CompletedProcess) -> str:
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def download_wheels(requirements: list[str], python: str, cache: Path) -> dict[str, Path]:
+    """A wheel of every requirement (`name==version`) for Python `python` on x86_64 Linux -> its
+    file in `cache`. Taken from the cache when it has them all (offline), else downloaded into it
+    by pip from the configured index; a requirement published only as source is built here with
+    pip wheel and must come out pure Python."""
+    target = ["--no-deps", "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+              *[a for p in WHEEL_PLATFORMS for a in ("--platform", p)]]
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="orchestrator-wheels-") as tmp:
+        listed = Path(tmp) / "requirements.txt"
+        listed.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
+        chosen = Path(tmp) / "chosen"
+        pick: tuple[str | Path, ...] = ("download", *target, "--no-index", "--find-links", cache, "-d", chosen, "-r", listed)
+        if _pip(*pick).returncode != 0:
+            built: set[str] = set()
+            while (done := _pip("download", *target, "--find-links", cache, "-d", cache, "-r", listed)).returncode:
+                missing = re.search(r"No matching distribution found for (\S+)", done.stdout + done.stderr)
+                if not missing or missing.group(1) in built:
+                    raise UserError(f"package: downloading the image's wheels for Python {python} failed "
+                                    f"(pip: {_pip_error(done)}); run it where the package index is reachable, "
+                                    "or pass --no-wheels (then `docker build` downloads them)")
+                built.add(source := missing.group(1))
+                wheel = _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", cache, source)
+                if "No matching distribution" in wheel.stdout + wheel.stderr:  # no source either: no index
+                    raise UserError(f"package: no wheel of {source} for Python {python} could be downloaded "
+                                    f"(pip: {_pip_error(done)}); run it where the package index is reachable, "
+                                    "or pass --no-wheels (then `docker build` downloads them)")
+                if wheel.returncode or not any(cache.glob(f"{_wheel_stem(source)}-*-none-any.whl")):
+                    raise UserError(f"package: {source} has no wheel for Python {python} on x86_64 Linux and "
+                                    f"does not build as pure Python here (pip: {_pip_error(wheel)}); pin another "
+                                    "version, or pass --no-wheels")
+            done = _pip(*pick)
+            if done.returncode:
+                raise UserError(f"package: the image's wheels in {cache} do not cover the requirements "
+                                f"(pip: {_pip_error(done)})")
+        return {f.name: cache / f.name for f in sorted(chosen.iterdir())}
+
+
+def _wheel_stem(requirement: str) -> str:
+    """The file-name prefix of a requirement's wheels, `Name_With_Underscores-version`."""
+    name, _, version = requirement.partition("==")
+    return f"{re.sub(r'[-_.]+', '_', name)}-{version}"
+
+
 def _docker_ignore(files: list[str]) -> str:
     keep = ["Dockerfile", "run.sh", "MANIFEST", "requirements.txt", "wheels", "templates", "recipes", *files]
     return ("# generated by `orchestrator package`: only what the image needs goes into the build context\n"
@@ -395,9 +471,11 @@ def package(
     answers: list[Loaded[RoleRecipe] | None],
     evaluate: Loaded[RoleRecipe] | None,
     out: str | Path,
+    wheels: bool = True,
 ) -> PackageSummary:
     """Write the image folder `out` for the pipeline recipe's inference (`answers[i]`: the loaded
-    recipe of `inference.answer_models[i]`, None for an endpoint, which an image cannot reach)."""
+    recipe of `inference.answer_models[i]`, None for an endpoint, which an image cannot reach);
+    with `wheels`, every requirement's wheel goes into it too (the build then needs no network)."""
     from orchestrator.core.fixes import fallback_letter
 
     recipe = pipeline.recipe
@@ -431,7 +509,8 @@ def package(
         raise UserError(f"{pipeline.where('package.gpu_memory_gb')}: {problem}; use a smaller or quantized model "
                         "(merge.export_quantization_bit), a lower serve.args.vllm_maxlen or inference.concurrency, "
                         "or mode staged")
-    summary = PackageSummary(out, memory=estimates, peak_gb=peak_gb(estimates, together=together),
+    summary = PackageSummary(out, memory=estimates, peak_gb=peak_gb(estimates, together=together,
+                                                                            card_gb=recipe.package.gpu_memory_gb),
                              budget_gb=recipe.package.gpu_memory_gb)
 
     files: dict[str, Path] = {}
@@ -456,10 +535,15 @@ def package(
     generated["recipes/pipeline.yaml"] = _frozen_pipeline(pipeline, served, evaluate,
                                                           fallback_letter(recipe, "package")).encode()
     vllm = any(x.recipe.serve.infer_backend == "vllm" for x in [*served, evaluate])
+    pins = pinned_requirements(vllm)
     generated["requirements.txt"] = (
         "# generated by `orchestrator package`: the versions this project was tested with; torch comes\n"
         "# from the base image" + (" (vllm pins its own)" if vllm else "") + "\n"
-        + "".join(f"{line}\n" for line in pinned_requirements(vllm))).encode()
+        + "".join(f"{line}\n" for line in pins)).encode()
+    if wheels:
+        say("package", f"the wheels of {len(pins)} requirements for Python {recipe.package.python} (kept in {wheel_cache()})")
+        files |= {f"wheels/{name}": path for name, path in download_wheels(pins, recipe.package.python,
+                                                                           wheel_cache()).items()}
     copied = ["templates", "recipes", *sorted({f.split("/")[0] for f in folders})]  # COPY lines
     with tempfile.TemporaryDirectory(prefix="orchestrator-package-") as tmp:
         wheel = build_wheel(Path(tmp))
@@ -469,7 +553,7 @@ def package(
                               "output": recipe.package.output,
                               "deadline": "none" if infer_deadline is None else f"{infer_deadline:g} s"}
     generated["Dockerfile"] = render("package/Dockerfile.j2", base_image=recipe.package.base_image,
-                                     wheel=wheel.name, folders=copied, **values).encode()
+                                     wheel=wheel.name, folders=copied, offline=wheels, **values).encode()
     generated["run.sh"] = render("package/run.sh.j2", **values).encode()
     manifests = sorted(k for k in files if k.endswith("/manifest.json"))
     generated[".dockerignore"] = _docker_ignore([*folders, *manifests]).encode()

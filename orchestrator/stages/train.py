@@ -16,12 +16,14 @@ from orchestrator.core.role_configs import check_roles
 from orchestrator.core.errors import StageFailed, UserError
 from orchestrator.core.files import atomic_write_json, file_hash, mark_current
 from orchestrator.core.launch import launch_env, launch_line, visible_gpus, what_ran
-from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path
+from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path, role_paths
+from orchestrator.core.locks import run_lock
 from orchestrator.core.paths import datasets_dir, project_root
 from orchestrator.core.process import run
 from orchestrator.core.progress import bar, clean, say, worth_showing
 from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
 from orchestrator.core.sources import training_data
+from orchestrator.core.trained import adapter_hash, base_identity, portable_hash, read_manifest, set_aside
 
 
 @dataclass
@@ -37,14 +39,6 @@ class Trained:
     def saved_here(self) -> bool:
         """Rank 0 saves the model: a node of node_rank > 0 trained its share and holds none."""
         return not self.distributed or self.distributed["node_rank"] == 0
-
-
-def _read_manifest(paths: RolePaths) -> dict:
-    try:
-        record = json.loads(paths.manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -106,15 +100,27 @@ def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
 
 
 def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
-    """What decides whether a trained adapter is still current: the rendered train YAML, the
-    content of every dataset file it trains on, the base model. Timestamps do not count."""
-    recipe = loaded.recipe
+    """What decides whether a trained adapter is still current: the rendered train YAML (its
+    project and base model folders as placeholders), the content of every dataset file it trains
+    on, the base model by content. Timestamps and absolute paths do not count."""
     files = _dataset_files(loaded)
-    base = model_path(recipe)
+    base = model_path(loaded.recipe)
+    return {
+        "train_yaml": portable_hash(paths.train_yaml, base),
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
+        "base_model": base_identity(base),
+    }
+
+
+def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
+    """The inputs as manifests without an adapter_hash recorded them (absolute paths), to read
+    those manifests: an adapter they describe is not trained again for an upgrade."""
+    base = model_path(loaded.recipe)
+    config = base / "config.json"
     return {
         "train_yaml": file_hash(paths.train_yaml),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
-        "base_model": {"path": str(base), "config": file_hash(base / "config.json") if (base / "config.json").is_file() else None},
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in _dataset_files(loaded).items()},
+        "base_model": {"path": str(base), "config": file_hash(config) if config.is_file() else None},
     }
 
 
@@ -183,7 +189,14 @@ def _watch_steps(adapter_dir: Path, stop: threading.Event, stage: str) -> None:
         progress.close()
 
 
-def train(
+def train(loaded: Loaded[RoleRecipe], *, fresh: bool = False, timeout: float | None = None,
+          echo: bool = True) -> Trained:
+    """`_train` holding the run folder's lock: one training of a role at a time."""
+    with run_lock(role_paths(loaded.recipe).run_dir, command_for(loaded, "train")):
+        return _train(loaded, fresh=fresh, timeout=timeout, echo=echo)
+
+
+def _train(
     loaded: Loaded[RoleRecipe],
     *,
     fresh: bool = False,
@@ -201,9 +214,14 @@ def train(
 
     inputs = training_inputs(loaded, paths)
     if is_trained(paths) and not fresh:
-        manifest = _read_manifest(paths)
+        manifest = read_manifest(paths, loaded.recipe.role) or {}
         changed = _changed(manifest.get("inputs"), inputs)
+        if changed and "adapter_hash" not in manifest and not _changed(manifest.get("inputs"), _absolute_inputs(loaded, paths)):
+            # recorded by an older version, with absolute paths: the same training, recorded again portably
+            atomic_write_json(paths.manifest, {**manifest, "inputs": inputs, "adapter_hash": adapter_hash(paths.adapter)})
+            changed = []
         if not changed:
+            # make's timestamp only: the adapter's identity is its content (the manifest's adapter_hash)
             mark_current(paths.adapter / ADAPTER_FILE, [*loaded.files(), paths.train_yaml, *_dataset_files(loaded).values()])
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
@@ -211,8 +229,11 @@ def train(
         if echo:
             say(stage, f"{', '.join(changed)} changed since {paths.adapter} was trained: training again from scratch")
         fresh = True
+    if fresh and (previous := set_aside(paths)):
+        if echo:
+            say(stage, f"the adapter this training replaces is kept, with its manifest, in {previous}")
     if fresh and paths.adapter.exists():
-        shutil.rmtree(paths.adapter)
+        shutil.rmtree(paths.adapter)  # an unfinished training's checkpoints: --fresh starts over
         paths.manifest.unlink(missing_ok=True)
     elif (paths.adapter / ADAPTER_FILE).exists():
         # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
@@ -228,8 +249,9 @@ def train(
     gpus = visible_gpus()
     # INFO: each process logs its rank and world size, read back into the manifest
     env = {"DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "INFO", **launch_env(loaded, gpus)}
+    launched = launch_line(loaded, gpus)
     if echo:
-        say(stage, f"launching {launch_line(loaded, gpus)}")
+        say(stage, f"launching {launched}")
         say(stage, f"$ {' '.join(cmd)}   (log: {paths.log})")
     lines: list[str] = []
 
@@ -278,9 +300,11 @@ def train(
             "steps": rows[-1].get("current_steps") if rows else None,
             "final_loss": final_loss,
             "distributed": ran,  # as the training's processes reported it
+            "launched": launched,  # what the start line said: the processes and GPUs asked for
             "loss_plot": str(plot) if plot.exists() else None,
             "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
             "inputs": inputs,  # what `train` compares to skip an up-to-date adapter
+            "adapter_hash": adapter_hash(paths.adapter),  # its identity: what infer keys answers on
             "versions": _versions(),
             "git_commit": _git_commit(),
         },

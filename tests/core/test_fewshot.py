@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import read_jsonl
 
-from orchestrator.core.fewshot import Example, Retriever, bigrams, examples_for, train_pool
+from orchestrator.core.fewshot import INDEX_KEY, Example, Retriever, bigrams, examples_for, train_pool
 from orchestrator.core.recipes import load_pipeline, load_role
 
 
@@ -46,7 +46,7 @@ def test_retrieval(query: tuple[str, str, str], expected: list[str]) -> None:
 def test_index_cached_on_disk_gives_the_same_ranking(tmp_path: Path) -> None:
     queries = [("x", p.problem, p.question) for p in POOL]
     built = Retriever(POOL, tmp_path).search(queries, 3)
-    assert (tmp_path / "index.npz").exists()
+    assert (tmp_path / f"index-{INDEX_KEY}.npz").exists()  # named by k1, b and the tokenisation
     assert Retriever(POOL, tmp_path).search(queries, 3) == built
 
 
@@ -168,6 +168,15 @@ def test_fewshot_k2_training_prompts_show_two_other_training_problems(project: P
     trace = {r["id"]: r for r in read_jsonl(project / "out" / "trace.jsonl")}
     both = set(trace) & set(shots["examples"])
     assert both and all(trace[qid]["answer"]["few_shot"] == {"ans": shots["examples"][qid]} for qid in both)
+
+    # the Evaluate set from the Answer model's own replies asks it the prompts its training set has
+    with FakeOpenAI(models=("ans",)) as answer:
+        code, out, err = cli("dataset", "evaluate", "--pipeline", pipeline, "--answer-url", answer.url,
+                             "--set", "dataset.evaluate_source=answer_model", "--set", "dataset.evaluate_samples=1")
+        assert code == 0, err
+        replied = list(answer.prompts)
+    assert {r["instruction"] for r in rows + val_rows} <= set(replied)
+    assert all(p.count("的解答:\n") == 2 for p in replied)
 
 
 @pytest.mark.parametrize(("cutoff", "warned"), [(64, True), (100000, False)])

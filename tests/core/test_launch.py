@@ -19,7 +19,7 @@ CLUSTER = ["distributed.gpus_per_node=8", "distributed.nnodes=2", "distributed.n
 
 LAUNCH = [
     # (overrides, the GPUs the machine shows, expected environment)
-    pytest.param([], EIGHT, {}, id="one-process"),
+    pytest.param([], EIGHT, {"NPROC_PER_NODE": "1"}, id="one-process"),  # not torchrun on all 8
     pytest.param(["distributed.gpus_per_node=8"], EIGHT, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}, id="8-gpus"),
     pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2",
                                                        "PYTHONPATH": CPU_DDP}, id="2-cpu-procs"),
@@ -92,6 +92,8 @@ def test_user_visible_devices_are_kept(project: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("overrides, gpus, line", [
     (["distributed.gpus_per_node=2"], [], "2 processes on CPU (gloo; no GPU here)"),
+    ([], ["0", "1", "2"], "1 process on GPU 0 (1 of the 3 visible: distributed.gpus_per_node 1)"),
+    ([], [], "1 process on CPU (no GPU here)"),
     (["distributed.gpus_per_node=2"], ["4", "5", "6"], "2 processes on GPU(s) 4,5 (nccl)"),
     (CLUSTER, EIGHT, "8 processes on GPU(s) 0,1,2,3,4,5,6,7 (nccl), node 1 of 2 (rank 0 at 10.0.0.1:29501)"),
 ])
@@ -99,14 +101,21 @@ def test_launch_line(project: Path, overrides: list[str], gpus: list[str], line:
     assert launch_line(load_role("answer", None, overrides), gpus) == line
 
 
-@pytest.mark.parametrize("key, module", [("deepspeed", "deepspeed"), ("ray_workers", "ray")])
-def test_missing_extra_named(project: Path, key: str, module: str) -> None:
-    loaded = load_role("answer", None, [f"distributed.{key}=3"])
+@pytest.mark.parametrize("key, module, how", [
+    ("distributed.deepspeed", "deepspeed", "pip install -e '.[deepspeed]'"),
+    ("distributed.ray_workers", "ray", "pip install -e '.[ray]'"),
+    ("train.quantization_bit", "bitsandbytes", "make setup-quant"),
+    ("merge.export_quantization_bit", "gptqmodel", "make setup-quant"),
+])
+def test_missing_extra_named(project: Path, key: str, module: str, how: str, monkeypatch) -> None:
+    loaded = load_role("answer", None, [f"{key}={4 if 'quantization' in key else 3}"])
     installed = importlib.util.find_spec(module) is not None
-    expected = [] if installed else [f"--set: distributed.{key} needs the {module} package, not installed here: "
-                                     f"pip install -e '.[{module}]'"]
+    expected = [] if installed else [f"--set: {key} needs the {module} package, not installed here: {how}"]
     assert missing_extras(loaded) == expected
     assert missing_extras(load_role("answer")) == []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    assert missing_extras(loaded) == [f"--set: {key} needs the {module} package, not installed here: {how}"]
 
 
 def test_check_names_the_missing_extra(project: Path, cli) -> None:
@@ -146,3 +155,53 @@ def test_describe() -> None:
     ran = what_ran([rank_line(r, 16, "cuda:0") for r in range(8)])
     assert ran is not None
     assert describe(ran) == "world size 16 (2 node(s) x 8 process(es), nccl), node rank 0"
+
+
+# LLaMA-Factory's device count made to read 4 (no GPU here), in the launcher's own process
+FOUR_DEVICES = '''
+import importlib.abc, importlib.util, sys
+
+class FourDevices(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "llamafactory.extras.misc":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.get_device_count = lambda: 4
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, FourDevices())
+'''
+
+
+@pytest.mark.slow
+def test_one_process_on_a_machine_llamafactory_counts_four_devices_on(project: Path, tmp_path: Path) -> None:
+    """The real launcher, a stand-in torchrun noting what it was asked: without NPROC_PER_NODE it
+    would start one process per device it counts; gpus_per_node 1 makes it one."""
+    import subprocess
+
+    from orchestrator.core.llamafactory import cli_path
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(FOUR_DEVICES)
+    (tmp_path / "bin").mkdir()
+    torchrun = tmp_path / "bin" / "torchrun"
+    torchrun.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/torchrun-args\n")
+    torchrun.chmod(0o755)
+    base = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(tmp_path / "site"), "DISABLE_VERSION_CHECK": "1"}
+    base.pop("NPROC_PER_NODE", None)
+    asked = []
+    for env in ({}, launch_env(load_role("answer"), ["0", "1", "2", "3"])):
+        done = subprocess.run([cli_path(), "train", "train.yaml"], env={**base, **env}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        args = (tmp_path / "torchrun-args").read_text().split()
+        asked.append(args[args.index("--nproc_per_node") + 1])
+    assert asked == ["4", "1"]  # LLaMA-Factory's own default, then ours
+    assert launch_line(load_role("answer"), ["0", "1", "2", "3"]) == (
+        "1 process on GPU 0 (1 of the 4 visible: distributed.gpus_per_node 1)")

@@ -87,3 +87,26 @@ def test_bitsandbytes_4bit_and_float32():
     half = model_shape(QWEN2_7B)
     assert 5.0e9 < nf4.weight_bytes() < 6.0e9  # 4-bit linear layers, 16-bit embeddings (2.2 GB of it)
     assert full.weight_bytes() == pytest.approx(2 * half.weight_bytes())
+
+
+def test_vllm_servers_take_their_share_of_the_card():
+    """Two vLLM servers at gpu_memory_utilization 0.9 cannot both start on one card, however small
+    their models; one after another they fit. A model larger than its share is refused alone."""
+    small = [server_estimate(n, QWEN2_05B, max_len=2048, sequences=4, gpu_util=0.9) for n in ("answer", "evaluate")]
+    assert small[0].total_gb < 5 and small[0].taken_gb(32) == pytest.approx(28.8)
+    assert peak_gb(small, together=True, card_gb=32) == pytest.approx(57.6)
+    refused = budget_problem(small, together=True, budget_gb=32)
+    assert refused and "57.6 GB" in refused and "gpu_memory_utilization 0.9" in refused
+    assert budget_problem(small, together=False, budget_gb=32) is None
+    assert budget_problem([server_estimate("a", QWEN2_05B, max_len=2048, sequences=4)] * 2, together=True,
+                          budget_gb=32) is None  # the same models on servers that take what they use
+    big = server_estimate("answer", QWEN2_7B, max_len=4096, sequences=8, gpu_util=0.5)
+    refused = budget_problem([big], together=False, budget_gb=32)
+    assert refused and refused.startswith("answer needs about") and "(16.0 GB)" in refused
+
+
+def test_samples_per_request_fill_the_kv_cache():
+    one = server_estimate("m", QWEN2_7B, max_len=2048, sequences=8)
+    votes = server_estimate("m", QWEN2_7B, max_len=2048, sequences=8, samples=5)
+    assert votes.kv_cache_gb == pytest.approx(5 * one.kv_cache_gb)
+    assert votes.weights_gb == one.weights_gb

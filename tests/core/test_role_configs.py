@@ -124,12 +124,17 @@ def test_deepspeed_config(project: Path, stage: int, offload: bool) -> None:
     assert train["deepspeed"] == str(r.paths.deepspeed)
 
 
-def test_quantized_export_is_accepted(project: Path) -> None:
+def test_quantized_export_is_accepted_and_merge_yaml_only_merges(project: Path) -> None:
+    """LLaMA-Factory quantizes no adapter: merge.yaml merges, the merged model is quantized apart."""
     (r,) = check_roles([load_role("answer", None, ("merge.export_quantization_bit=4",))])
     merge = yaml.safe_load(r.paths.merge_yaml.read_text())
-    assert merge["export_quantization_bit"] == 4
-    assert merge["export_quantization_dataset"] == str(r.paths.calibration)
-    assert merge["export_quantization_nsamples"] == 128
+    assert merge["adapter_name_or_path"] == str(r.paths.adapter)
+    assert not [key for key in merge if key.startswith("export_quantization")]
+
+
+def test_quantized_export_bits_are_checked(project: Path) -> None:
+    with pytest.raises(UserError, match="merge.export_quantization_bit 5: LLaMA-Factory's GPTQ export takes 2, 3, 4, 8"):
+        check_roles([load_role("answer", None, ("merge.export_quantization_bit=5",))])
 
 
 def test_calibration_set_from_competition_prompts(project: Path) -> None:

@@ -12,7 +12,16 @@ import pytest
 import yaml
 from helpers import make, with_makefile
 from fake_openai import FailPrompts, FakeOpenAI
-from helpers import adapter_variant, by_id, marker, read_jsonl, vllm_calls, write_competition
+from helpers import (
+    adapter_variant,
+    by_id,
+    marker,
+    read_jsonl,
+    training_encoder,
+    vllm_calls,
+    vllm_prompts,
+    write_competition,
+)
 
 from orchestrator.core.competition import read_dataset
 from orchestrator.core.prompts import answer_prompt
@@ -246,13 +255,14 @@ def test_score_reports_each_model_the_vote_and_the_final_answer(project, cli):
 # ---------------------------------------------------------------- several adapters, one vLLM server
 
 
-def test_vllm_command_serves_every_adapter_of_one_base(project, fake_vllm):
+def test_vllm_command_serves_every_adapter_of_one_base(tiny_project, fake_vllm):
+    project = tiny_project
     paths = [adapter_variant(project, "vote-a", 4, vllm_maxlen=4096), adapter_variant(project, "vote-b", 24)]
     loadeds = [load_role("answer", p) for p in paths]
     cmd = vllm_lora_command(loadeds, "127.0.0.1", 8123)
     assert cmd[1:] == [
-        "serve", str(project / "models" / "tiny-qwen2"), "--host", "127.0.0.1", "--port", "8123",
-        "--trust-remote-code", "--enable-lora", "--max-loras", "2", "--max-lora-rank", "32",
+        "serve", str((project / "models" / "tiny-qwen2").resolve()), "--host", "127.0.0.1", "--port", "8123",
+        "--trust-remote-code", "--chat-template", f"{project}/runs/vote-a/chat_template.jinja", "--enable-lora", "--max-loras", "2", "--max-lora-rank", "32",
         "--lora-modules", f"vote-a={project}/runs/vote-a/adapter", f"vote-b={project}/runs/vote-b/adapter",
         "--max-model-len", "4096",
     ]
@@ -260,9 +270,10 @@ def test_vllm_command_serves_every_adapter_of_one_base(project, fake_vllm):
     assert vllm_lora_env(None) == {} and vllm_lora_env("sk-1") == {"VLLM_API_KEY": "sk-1"}
 
 
-def test_adapters_of_one_base_share_one_vllm_server(project, cli, fake_vllm):
+def test_adapters_of_one_base_share_one_vllm_server(tiny_project, cli, fake_vllm):
     """Staged: one `vllm serve` holds both adapters; each request names its adapter; a third
     model on the huggingface backend would be served on its own, so it is an endpoint here."""
+    project = tiny_project
     qids = write_competition(project / "test.jsonl", SHAPE)
     adapter_variant(project, "vote-a", 8), adapter_variant(project, "vote-b", 8)
     with FakeOpenAI(models=("m2",), reply=fixed("B")) as third, FakeOpenAI(models=("ev",), reply=no_letter) as e:
@@ -305,9 +316,11 @@ ADAPTER = {"weights": "adapter"}
 
 
 @pytest.mark.parametrize("answers", [["one-a"], ["one-a", "one-b"]], ids=["one-answer", "two-answers"])
-def test_answer_and_evaluate_adapters_of_one_base_share_one_vllm_server(project, cli, fake_vllm, answers):
+def test_answer_and_evaluate_adapters_of_one_base_share_one_vllm_server(tiny_project, cli, fake_vllm, answers):
     """Every model an adapter of the tiny base on vLLM: one `vllm serve` holds the Answer and the
-    Evaluate adapters, the run is pipelined on it, and no other server starts."""
+    Evaluate adapters, the run is pipelined on it, and no other server starts; the stand-in
+    renders every request as vLLM does, and each is LLaMA-Factory's training prompt, token for token."""
+    project = tiny_project
     qids = write_competition(project / "test.jsonl", SHAPE)
     for name, rank in (("one-a", 8), ("one-b", 16)):
         adapter_variant(project, name, rank, serve=ADAPTER)
@@ -328,10 +341,15 @@ def test_answer_and_evaluate_adapters_of_one_base_share_one_vllm_server(project,
     for r in read_jsonl(project / "out" / "trace.jsonl"):
         assert r["answer"]["models"] == answers and r["evaluate"]["model"] == "one-ev"
         assert r["final"] == letters["one-ev"] and r["source"] == "evaluate"
-    assert f"loading {len(models)} adapters that share the base {project}/models/tiny-qwen2 in one vLLM server" in err
+    base = (project / "models" / "tiny-qwen2").resolve()  # model.path, resolved
+    assert f"loading {len(models)} adapters that share the base {base} in one vLLM server" in err
     assert "mode pipelined on one vLLM server" in err
     logs = sorted(str(p.relative_to(project)) for p in project.glob("runs/*/serve*.log"))
     assert logs == [f"runs/{answers[0]}/serve-lora.log"]  # no llamafactory-cli api, no second vLLM
+    trained = {m: training_encoder(f"recipes/{m}.yaml", "evaluate" if m == "one-ev" else "answer") for m in models}
+    rendered = vllm_prompts(fake_vllm)
+    assert len(rendered) == len(asked) and {r["model"] for r in rendered} == set(models)
+    assert all(r["ids"] == trained[r["model"]](r["user"]) for r in rendered)
 
     code, _, err = cli(*args)  # everything cached: no server started
     assert code == 0 and len(vllm_calls(fake_vllm)[0]) == 1
@@ -345,6 +363,7 @@ ONE_SERVER = [
     pytest.param(["serve.weights=auto"], False, id="auto-on-a-plain-base-is-merged"),
     pytest.param(["model.path=models/other"], False, id="another-base"),
     pytest.param(["model.template=llama3"], False, id="another-template"),
+    pytest.param(["train.default_system=你是逻辑专家。"], False, id="another-system-prompt"),
 ]
 
 

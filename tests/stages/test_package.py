@@ -63,8 +63,10 @@ def merged_project(project: Path, tiny_model_dir: Path) -> Path:
     return project
 
 
-def _package(cli, out: Path, *sets: str) -> tuple[int, str, str]:
-    return cli("package", "--out", out, "--recipe", PIPELINE, *[a for s in sets for a in ("--set", s)])
+def _package(cli, out: Path, *sets: str, wheels: bool = False) -> tuple[int, str, str]:
+    """`orchestrator package`; without the wheels unless asked (downloading them takes minutes)."""
+    return cli("package", "--out", out, "--recipe", PIPELINE, "--wheels" if wheels else "--no-wheels",
+               *[a for s in sets for a in ("--set", s)])
 
 
 def _copy_sources(dockerfile: str) -> list[str]:
@@ -314,6 +316,78 @@ def test_the_image_deadline_leaves_time_to_start_stop_and_check(merged_project: 
     frozen = yaml.safe_load((out / "recipes" / "pipeline.yaml").read_text())
     assert frozen["inference"].get("deadline_s") == infer_deadline
     assert f"the recipe's: {infer_deadline or 'none'}" in (out / "run.sh").read_text()
+
+
+def _target(python: str = "3.11") -> list[str]:
+    from orchestrator.stages.package import WHEEL_PLATFORMS
+
+    return ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+            *[a for p in WHEEL_PLATFORMS for a in ("--platform", p)]]
+
+
+@pytest.mark.slow
+def test_the_folder_holds_every_wheel_the_image_installs_offline(
+    merged_project: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`package` (wheels by default) downloads a wheel of every requirement for package.python into
+    the folder, and the Dockerfile installs from them with no index; pip resolves the folder's
+    requirements from wheels/ alone; packaging again reads the wheel cache only (no index at all)."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = merged_project / "image"
+    code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    assert code == 0, err
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "pip install --no-index --no-deps --find-links /app/wheels -r /app/requirements.txt" in dockerfile
+    assert "pip install --no-index --no-deps /app/wheels/orchestrator-" in dockerfile
+    requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    wheels = sorted((out / "wheels").glob("*.whl"))
+    found = {(canonicalize_name(n), str(v)) for n, v, _, _ in map(parse_wheel_filename, (w.name for w in wheels))}
+    pins = {(canonicalize_name(r.split("==")[0]), r.split("==")[1]) for r in requirements}
+    assert found - pins == {("orchestrator", __import__("orchestrator").__version__)} and pins <= found
+    assert len(wheels) == len(requirements) + 1  # one wheel each, for Python 3.11 on x86_64 Linux
+    listed = {line.split("  ", 1)[1] for line in (out / "MANIFEST").read_text().splitlines() if not line.startswith("#")}
+    assert {f"wheels/{w.name}" for w in wheels} <= listed
+    assert subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST"], cwd=out).returncode == 0
+
+    # the image's pip, offline: every requirement has its wheel in the folder, for the image's Python
+    dry = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
+                          "--no-index", "--find-links", out / "wheels", *_target(), "-r", out / "requirements.txt"],
+                         capture_output=True, text=True, env={**os.environ, "PIP_CONSTRAINT": ""})
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    would = re.search(r"Would install (.+)", dry.stdout)
+    assert would and len(would.group(1).split()) == len(requirements)
+
+    # again with no index reachable: the cache has them all, nothing is downloaded or copied
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    code, again, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    assert code == 0, err
+    assert " 0 copied, 0 written" in again and " 0 removed" in again
+
+
+def test_wheels_that_cannot_be_downloaded_are_refused_in_one_line(
+    merged_project: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No package index (as with no network) and no cached wheels: one Error line that names the way
+    out (--no-wheels), and no folder half written."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    out = merged_project / "image"
+    code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    assert code == 2 and not out.exists(), err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert re.match(r"Error: package: no wheel of [\w.-]+==\S+ for Python 3\.11 could be downloaded \(pip: ", errors[0])
+    assert errors[0].endswith("or pass --no-wheels (then `docker build` downloads them)")
+
+
+def test_no_wheels_leaves_the_install_to_the_index(merged_project: Path, cli) -> None:
+    out = merged_project / "image"
+    assert _package(cli, out)[0] == 0
+    assert [w.name for w in (out / "wheels").iterdir()] == [f"orchestrator-{__import__('orchestrator').__version__}-py3-none-any.whl"]
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "--no-index" not in dockerfile and "RUN python -m pip install -r /app/requirements.txt" in dockerfile
 
 
 @pytest.mark.parametrize(("vllm", "pinned"), [(False, None), (True, "vllm==0.11.0")])

@@ -188,3 +188,32 @@ def test_a_checkpoint_cut_short_is_set_aside(tmp_path: Path) -> None:
     assert sorted(p.name for p in adapter.iterdir()) == [
         "checkpoint-10.tmp", "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8"]
     assert last_checkpoint(adapter) == adapter / "checkpoint-4"
+
+
+def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_project: Path) -> None:
+    """A manifest from before identities by content (absolute paths, no adapter_hash): the same
+    inputs read the old way are the same training, recorded again portably; a corrupt manifest
+    is one Error and the adapter stays."""
+    from orchestrator.core.role_configs import render_roles
+    from orchestrator.stages.train import _absolute_inputs, train, training_inputs
+
+    rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}]
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    loaded = load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"])
+    paths = render_roles([loaded])[0].paths
+    (paths.adapter).mkdir(parents=True)
+    (paths.adapter / "adapter_model.safetensors").write_bytes(b"trained for hours")
+    paths.manifest.write_text(json.dumps({"final_loss": 0.5, "inputs": _absolute_inputs(loaded, paths)}))
+    done = train(loaded, echo=False)
+    assert done.up_to_date and done.final_loss == 0.5
+    manifest = json.loads(paths.manifest.read_text())
+    assert manifest["inputs"] == training_inputs(loaded, paths) and manifest["adapter_hash"]
+    assert str(tiny_project) not in json.dumps(manifest["inputs"])  # nothing absolute is compared
+
+    paths.manifest.write_text("{")
+    with pytest.raises(UserError) as info:
+        train(loaded, echo=False)
+    assert info.value.lines == ["runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train "
+                                "answer --fresh` trains again, keeping runs/tiny-answer/adapter aside in "
+                                "runs/tiny-answer/previous"]
+    assert (paths.adapter / "adapter_model.safetensors").read_bytes() == b"trained for hours"

@@ -1,0 +1,147 @@
+"""Nothing lost, nothing asked twice (issue 25), with the real llamafactory-cli and make: an
+unchanged dataset rebuild and a moved project train nothing and send no request; a corrupt
+manifest is one Error line; a retraining keeps the previous adapter, killed or finished; two
+commands on one run folder refuse; make -j4 runs one stage at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import make, with_makefile
+
+pytestmark = pytest.mark.slow
+
+
+def requests_sent(done: subprocess.CompletedProcess) -> int:
+    found = re.findall(r"requests sent\s+(\d+)", done.stdout + done.stderr)
+    assert found, done.stdout[-2000:]
+    return sum(int(n) for n in found)
+
+
+def moved_copy(root: Path, to: Path) -> Path:
+    """`root` copied elsewhere with fresh timestamps (as a plain cp -r or a new checkout); its
+    .venv stays the link to this checkout's, with pyproject.toml older than its stamp as
+    with_makefile has it (make would install into it)."""
+    shutil.copytree(root, to, symlinks=True, copy_function=shutil.copy)
+    os.utime(to / "pyproject.toml", (0, 0))
+    return to
+
+
+def orchestrator(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(root / ".venv/bin/orchestrator"), *args], cwd=root, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "ORCHESTRATOR_HOME": str(root)})
+
+
+def test_adapters_are_never_trained_asked_or_lost_twice(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = with_makefile(tiny_project)
+    recipe = root / "recipes/tiny-answer.yaml"  # tiny-evaluate extends it: both serve base + adapter
+    text = recipe.read_text()
+    for old, new in (("serve:\n  port: 8011", "serve:\n  port: 8011\n  weights: adapter"),
+                     ("max_steps: 120", "max_steps: 6"), ("save_steps: 60", "save_steps: 3")):
+        assert old in text
+        text = text.replace(old, new)
+    recipe.write_text(text)
+
+    first = make(root, "-j4", "all", "RECIPE=tiny", timeout=1800)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "is in use by" not in first.stderr
+    for role in ("answer", "evaluate"):
+        assert (root / f"runs/tiny-{role}/adapter/adapter_model.safetensors").exists()
+        assert not (root / f"runs/tiny-{role}/merged").exists()
+    assert requests_sent(first) > 0
+
+    # the datasets rebuilt with the same content: checked, nothing trained, every answer cached
+    for role in ("answer", "evaluate"):
+        built = orchestrator(root, "dataset", role, "--recipe", f"recipes/tiny-{role}.yaml",
+                             "--pipeline", "recipes/tiny-pipeline.yaml")
+        assert built.returncode == 0, built.stderr
+    again = make(root, "all", "RECIPE=tiny")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "orchestrator train answer" in again.stdout and "up to date: " in again.stdout
+    assert "launching" not in again.stderr and requests_sent(again) == 0
+
+    # the project copied to another folder: trains nothing, asks nothing
+    moved = moved_copy(root, tmp_path_factory.mktemp("elsewhere") / "project")
+    there = make(moved, "all", "RECIPE=tiny")
+    assert there.returncode == 0, there.stderr[-3000:]
+    assert "launching" not in there.stderr and "training again" not in there.stdout + there.stderr
+    assert requests_sent(there) == 0
+
+    # a corrupt manifest: one Error line naming it, in every stage that reads it; the adapter stays
+    manifest = moved / "runs/tiny-answer/manifest.json"
+    kept = manifest.read_text()
+    manifest.write_text(kept[: len(kept) // 2])
+    error = ("Error: runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train answer "
+             "--fresh` trains again, keeping runs/tiny-answer/adapter aside in runs/tiny-answer/previous")
+    for args in (("train", "answer", "--recipe", "recipes/tiny-answer.yaml"),
+                 ("infer", "--out-dir", "runs/tiny-infer", "--recipe", "recipes/tiny-pipeline.yaml",
+                  "--answer-recipe", "recipes/tiny-answer.yaml", "--evaluate-recipe", "recipes/tiny-evaluate.yaml")):
+        refused = orchestrator(moved, *args)
+        assert refused.returncode != 0 and refused.stderr.strip() == error, refused.stderr[-2000:]
+    assert (moved / "runs/tiny-answer/adapter/adapter_model.safetensors").exists()
+    manifest.write_text(kept)
+
+    # a changed lora_alpha trains again: the previous adapter is kept aside, killed or finished
+    run = moved / "runs/tiny-answer"
+    old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
+    retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
+               "--set", "train.lora_alpha=16"]
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(moved)}
+    proc = subprocess.Popen(retrain, cwd=moved, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "launching" in line:
+            break
+    assert any("lora_alpha" in line or "train_yaml changed" in line for line in seen), seen
+    second = orchestrator(moved, "train", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    assert second.returncode != 0
+    assert second.stderr.strip() == (f"Error: runs/tiny-answer is in use by `orchestrator train answer --recipe "
+                                     f"recipes/tiny-answer.yaml` (pid {proc.pid}): wait "
+                                     "for it to finish (one command at a time per run folder)")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights
+    assert json.loads((run / "previous/manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
+    assert not (run / "adapter/adapter_model.safetensors").exists()
+
+    finished = subprocess.run(retrain, cwd=moved, env=env, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
+    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights  # one generation back
+
+
+def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: Path) -> None:
+    """The session's `make eval RECIPE=tiny` project (merged models), copied: nothing trained,
+    merged or asked again."""
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    moved = moved_copy(made_eval.project, tmp_path / "mounted" / "elsewhere")
+    done = make(moved, "eval", "RECIPE=tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "launching" not in done.stderr and "llamafactory-cli export" not in done.stderr
+    assert requests_sent(done) == 0
+
+
+def test_a_venv_made_in_another_folder_is_installed_again(project: Path) -> None:
+    """A moved project's .venv names the old folder in its scripts: make says so and makes it again."""
+    shutil.copy(Path(__file__).resolve().parents[2] / "Makefile", project)
+    shutil.copy(Path(__file__).resolve().parents[2] / "pyproject.toml", project)
+    (project / ".venv/bin").mkdir(parents=True)
+    (project / ".venv/.installed").touch()
+    script = project / ".venv/bin/orchestrator"
+    script.write_text("#!/old/checkout/.venv/bin/python3\n")
+    plan = make(project, "-n", "setup")
+    assert plan.stdout.splitlines()[:2] == [
+        "make: .venv was installed in another folder (its scripts name /old/checkout/.venv/bin/python3): "
+        "installing it again", "python3 -m venv --clear .venv"]
+    script.write_text(f"#!{project}/.venv/bin/python3\n")  # made here: nothing to do
+    assert "Nothing to be done for 'setup'" in make(project, "-n", "setup").stdout
