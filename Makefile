@@ -68,7 +68,7 @@ endif
 # test, gold, the pipeline recipe's chain, each role's dataset.extra), from the recipes themselves:
 # an edit of any of them re-runs what reads it.
 # (not for the targets that read no data: `make demo` says nothing of the kept values it ignores)
-ifneq ($(and $(wildcard $(ORCH)),$(filter-out demo help setup test clean sample bench gpu-check gpu-wheels,$(or $(MAKECMDGOALS),help))),)
+ifneq ($(and $(wildcard $(ORCH)),$(filter-out demo help setup setup-quant house-rules test test-fast clean sample bench gpu-check gpu-wheels,$(or $(MAKECMDGOALS),help))),)
 MAKE_VARS := $(shell rm -f .make/vars.mk; $(ORCH) make-vars --out .make/vars.mk --pipeline $(DEFAULT_PIPELINE) \
 	--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE) \
 	$(if $(KEPT),,--ignore-kept) $(foreach v,$(GIVEN_NAMES),'$(v)=$($(v))') >&2)
