@@ -122,6 +122,14 @@ def test_from_the_tiny_answer_model(tiny_project: Path, cli) -> None:
                  ["merge", "answer", *tiny]):
         code, out, err = cli(*step)
         assert code == 0, err
+    # the merged folder's own chat template renders the training prompt (merge wrote LF's into it)
+    from helpers import training_encoder
+    from transformers import AutoTokenizer
+
+    merged = AutoTokenizer.from_pretrained(str(tiny_project / "runs" / "tiny-answer" / "merged"))
+    user = answer_prompt(read_dataset(tiny_project / "train.jsonl").questions[0])
+    text = merged.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
+    assert merged(text, add_special_tokens=False)["input_ids"] == training_encoder("recipes/tiny-answer.yaml", "answer")(user)
     code, out, err = cli("dataset", "evaluate", "--recipe", "recipes/tiny-evaluate.yaml", "--pipeline", "recipes/pl.yaml",
                          "--set", "dataset.evaluate_source=answer_model", "--set", "dataset.evaluate_samples=2")
     assert code == 0, err

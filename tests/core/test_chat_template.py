@@ -2,7 +2,8 @@
 serving path: `vllm serve` with the --chat-template we pass, `llamafactory-cli api` with the
 serve.yaml we render, and the merged model's own saved tokenizer; each against LLaMA-Factory's
 training encoding (Template.encode_oneturn of the rendered train.yaml), on the tiny model's
-tokenizer, for the Answer prompt (with worked examples and without) and the Evaluate prompt."""
+tokenizer, for the Answer prompt (with worked examples and without) and the Evaluate prompt.
+A real merge's folder is held to it in test_answer_replies.py::test_from_the_tiny_answer_model."""
 
 from __future__ import annotations
 
@@ -107,26 +108,6 @@ def test_every_serving_path_renders_the_training_prompt(tiny_project: Path, temp
             assert vllm_way(merged, None, user) == want, (role, name, "the merged tokenizer's own template")
             # the skew this prevents: the base tokenizer's own template (Qwen2-Instruct's system)
             assert vllm_way(base, None, user) != want
-
-
-@pytest.mark.slow
-def test_the_merged_models_own_template_renders_the_training_prompt(made_eval) -> None:
-    """The merged folders `make eval RECIPE=tiny` leaves, loaded by any engine (transformers'
-    apply_chat_template with the folder's own template)."""
-    assert made_eval.done.returncode == 0, made_eval.done.stderr[-2000:]
-    import os
-
-    os.environ["ORCHESTRATOR_HOME"] = str(made_eval.project)
-    try:
-        for role in ("answer", "evaluate"):
-            recipe = made_eval.project / "recipes" / f"tiny-{role}.yaml"
-            trained = training_encoder(recipe, role)
-            merged = made_eval.project / "runs" / f"tiny-{role}" / "merged"
-            for name, user in PROMPTS.items():
-                if name.startswith("answer") == (role == "answer"):
-                    assert vllm_way(merged, None, user) == trained(user), (role, name)
-    finally:
-        os.environ.pop("ORCHESTRATOR_HOME")
 
 
 # ---------------------------------------------------------------- the stand-in vllm
