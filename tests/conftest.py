@@ -50,6 +50,15 @@ def gptq_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def wide_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model 128 wide (whole GPTQ groups of 128 in every layer: what a CPU serves a GPTQ
+    export of), built once per test session."""
+    from orchestrator.stages.tiny_model import QUANTIZED_WIDTH, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-wide", width=QUANTIZED_WIDTH)
+
+
 def _with_tiny_model(project: Path, tiny_model_dir: Path) -> Path:
     (project / "models").mkdir()
     os.symlink(tiny_model_dir, project / "models" / "tiny-qwen2")

@@ -65,11 +65,11 @@ FIXED_TEXT = (
 )
 
 
-def build_tiny_model(out_dir: Path, corpus: Iterable[str] | None = None, seed: int = 0) -> Path:
+def build_tiny_model(out_dir: Path, corpus: Iterable[str] | None = None, seed: int = 0, width: int = 64) -> Path:
     """Build the tiny model and tokenizer into `out_dir` (deterministic per corpus and seed).
 
     `corpus` defaults to the shipped sample data and prompt templates; a fixed set of phrases and
-    characters is always added. Returns at once if `out_dir` already holds a complete model.
+    characters is always added. `width`: the hidden size (the MLP is twice as wide). Returns at once if `out_dir` already holds a complete model.
     """
     out_dir = Path(out_dir)
     if _is_complete(out_dir):
@@ -88,7 +88,7 @@ def build_tiny_model(out_dir: Path, corpus: Iterable[str] | None = None, seed: i
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the model is an ordinary directory
-        _build(tmp, texts, seed)
+        _build(tmp, texts, seed, width)
         try:
             os.replace(tmp, out_dir)  # replaces an empty directory; fails on a non-empty one
         except OSError:
@@ -100,13 +100,16 @@ def build_tiny_model(out_dir: Path, corpus: Iterable[str] | None = None, seed: i
 
 
 QUANTIZE_METHODS = ("gptq",)
+# GPTQ groups of 128 weights: every layer of a tiny model this wide holds whole groups, which
+# gptqmodel's CPU kernel (aten int4 matmul) needs ("expect K to be divisible by qGroupSize").
+QUANTIZED_WIDTH = 128
 TINY_GPTQ_SAMPLES, TINY_GPTQ_MAXLEN = 8, 256  # a calibrated 4-bit export in under a minute of CPU
 
 
 def build_quantized_tiny_model(out_dir: Path, method: str = "gptq", seed: int = 0) -> Path:
-    """The tiny model quantized for real: a 4-bit GPTQ checkpoint (packed qweight tensors, group
-    size 128) calibrated on the sample's Answer prompts, by `llamafactory-cli export`. Returns at
-    once if `out_dir` already holds one."""
+    """The tiny model, 128 wide, quantized for real: a 4-bit GPTQ checkpoint (packed qweight
+    tensors, group size 128) calibrated on the sample's Answer prompts, by `llamafactory-cli
+    export`. Returns at once if `out_dir` already holds one."""
     from orchestrator.core.competition import read_dataset
     from orchestrator.core.gptq import gptq_export
 
@@ -121,7 +124,7 @@ def build_quantized_tiny_model(out_dir: Path, method: str = "gptq", seed: int = 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        source = build_tiny_model(work / "fp16", seed=seed)
+        source = build_tiny_model(work / "full", seed=seed, width=QUANTIZED_WIDTH)
         quantized = work / "quantized"
         questions = read_dataset(SAMPLE_DIR / "train.jsonl").questions
         gptq_export(source, quantized, questions=questions, template="qwen", stage=f"tiny-model {method}",
@@ -176,7 +179,7 @@ def _is_complete(path: Path) -> bool:
     return all((path / name).is_file() for name in REQUIRED_FILES)
 
 
-def _build(out: Path, texts: list[str], seed: int) -> None:
+def _build(out: Path, texts: list[str], seed: int, width: int = 64) -> None:
     import torch
     from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import BPE
@@ -227,8 +230,8 @@ def _build(out: Path, texts: list[str], seed: int) -> None:
     endoftext, im_end = base, base + 2  # no bos: Qwen2's tokenizer adds none
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

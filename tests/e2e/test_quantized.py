@@ -41,6 +41,7 @@ def test_gptq_tiny_model_is_packed_4_bit(gptq_model_dir: Path) -> None:
     assert quantization["quant_method"] == "gptq" and quantization["bits"] == 4
     assert "dataset" not in quantization  # optimum's copy of the calibration samples is dropped
     assert packed_weights(gptq_model_dir) == 2 * 7  # every linear layer of both blocks
+    assert json.loads((gptq_model_dir / "config.json").read_text(encoding="utf-8"))["hidden_size"] == 128
 
 
 def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_adapter(
@@ -69,17 +70,21 @@ def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_ada
     assert "adapter_name_or_path:" in serve
 
 
-def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(tiny_project: Path, cli) -> None:
+def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
+    project: Path, wide_tiny_model_dir: Path, cli
+) -> None:
     """One QLoRA training (bitsandbytes nf4 on CPU): its adapter served on the 4-bit load it was
     trained on; then merged into the unquantized base and exported as a calibrated 4-bit GPTQ model."""
+    (project / "models").mkdir()
+    os.symlink(wide_tiny_model_dir, project / "models" / "tiny-qwen2")  # what tiny-answer.yaml trains on
     qlora = ("--set", "train.quantization_bit=4")
     _train(cli, *qlora, *FAST)
-    log = (tiny_project / "runs" / "tiny-answer" / "train.log").read_text(encoding="utf-8")
+    log = (project / "runs" / "tiny-answer" / "train.log").read_text(encoding="utf-8")
     assert "Quantizing model to 4 bit with bitsandbytes." in log
 
-    trace = _infer(cli, tiny_project, "qlora", *qlora, "--set", "serve.weights=adapter")
+    trace = _infer(cli, project, "qlora", *qlora, "--set", "serve.weights=adapter")
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
-    serve = (tiny_project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
+    serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
     assert "adapter_name_or_path:" in serve and "quantization_bit: 4\n" in serve
 
     export = ("--set", "merge.export_quantization_bit=4", "--set", "merge.export_quantization_nsamples=8",
@@ -87,23 +92,23 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(tin
     code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml", *qlora, *export)
     assert code == 0, err
     assert "a QLoRA adapter (train.quantization_bit 4): merged into the unquantized base" in err
-    merged = tiny_project / "runs" / "tiny-answer" / "merged"
+    merged = project / "runs" / "tiny-answer" / "merged"
     quantization = json.loads((merged / "config.json").read_text(encoding="utf-8"))["quantization_config"]
     assert (quantization["quant_method"], quantization["bits"]) == ("gptq", 4)
     assert packed_weights(merged) == 2 * 7
-    assert not list((tiny_project / "runs" / "tiny-answer").glob(".merged*"))  # no temporary folder left
+    assert not list((project / "runs" / "tiny-answer").glob(".merged*"))  # no temporary folder left
 
-    trace = _infer(cli, tiny_project, "gptq-export", *qlora, *export)
+    trace = _infer(cli, project, "gptq-export", *qlora, *export)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
-    serve = (tiny_project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
+    serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
     assert f"model_name_or_path: {merged}\n" in serve
 
 
-def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, tiny_model_dir: Path) -> None:
+def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, wide_tiny_model_dir: Path) -> None:
     """Weights as core/memory.py counts them, against the safetensors the tiny models really hold."""
     from orchestrator.core.memory import model_shape
 
-    for model in (gptq_model_dir, tiny_model_dir):
+    for model in (gptq_model_dir, wide_tiny_model_dir):
         estimate = model_shape(json.loads((model / "config.json").read_text(encoding="utf-8"))).weight_bytes()
         size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
         assert 0.95 < estimate / size < 1.02, model

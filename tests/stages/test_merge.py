@@ -4,6 +4,7 @@ and `check` names what LLaMA-Factory needs installed to load it. No model is loa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_merge_of_an_untrained_adapter_is_still_refused(project, cli):
 
 
 MISSING_GPTQ = ("recipes/quant.yaml: model.path: {base} is GPTQ-quantized (its config.json); LLaMA-Factory "
-                "needs gptqmodel>=2.0.0 to load it: The 'gptqmodel>=2.0.0' distribution was not found and is "
+                "needs gptqmodel>=2.0.0 to load it (`make setup-quant` installs it): The 'gptqmodel>=2.0.0' distribution was not found and is "
                 "required by this application. To fix: run `pip install gptqmodel>=2.0.0`.")
 MISSING_AWQ = ("recipes/quant.yaml: model.path: {base} is AWQ-quantized (its config.json); LLaMA-Factory "
                "needs autoawq to load it: The 'autoawq' distribution was not found and is required by this "
@@ -67,11 +68,13 @@ MISSING_AWQ = ("recipes/quant.yaml: model.path: {base} is AWQ-quantized (its con
 MERGED = (f"recipes/quant.yaml: serve.weights merged: LLaMA-Factory says: {CANNOT_MERGE} ({{base}} is "
           "GPTQ-quantized); set serve.weights: adapter (or auto) to serve the base with the adapter on top")
 
+# gptqmodel is there after `make setup-quant` (which `make test` runs); autoawq never is
+GPTQ_MISSING = [] if importlib.util.find_spec("gptqmodel") else [MISSING_GPTQ]
 # (the base's quantization_config, serve.weights, the Error lines of `check` and of `merge`)
 CHECKS = [
-    pytest.param(GPTQ, "auto", [MISSING_GPTQ], None, id="gptq-needs-gptqmodel"),
+    pytest.param(GPTQ, "auto", GPTQ_MISSING, None, id="gptq-needs-gptqmodel"),
     pytest.param({"quant_method": "awq", "bits": 4}, "auto", [MISSING_AWQ], None, id="awq-needs-autoawq"),
-    pytest.param(GPTQ, "merged", [MERGED, MISSING_GPTQ], [MERGED, MISSING_GPTQ], id="gptq-merged-explicitly"),
+    pytest.param(GPTQ, "merged", [MERGED, *GPTQ_MISSING], [MERGED, *GPTQ_MISSING], id="gptq-merged-explicitly"),
     pytest.param({"quant_method": "fp8"}, "auto", [], None, id="fp8-needs-nothing-more"),
 ]
 

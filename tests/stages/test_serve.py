@@ -191,3 +191,15 @@ def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
     check_host("0.0.0.0", "the tiny-answer model server", guarded=True, how="unused")
     assert capsys.readouterr().err == "Warning: the tiny-answer model server listens on 0.0.0.0: reachable from other machines.\n"
     check_host("127.0.0.1", "x", guarded=False, how="unused")  # loopback: nothing to guard
+
+
+@pytest.mark.parametrize("weights", ["adapter", "merged"])
+def test_a_qlora_adapter_is_served_on_the_4_bit_load_it_trained_on(project: Path, weights: str) -> None:
+    from orchestrator.core.llamafactory import role_paths
+    from orchestrator.core.serving import serve_sections
+
+    sets = ["train.quantization_bit=4", "train.quantization_type=nf4", f"serve.weights={weights}"]
+    recipe = load_role("answer", "recipes/tiny-answer.yaml", sets).recipe
+    model = serve_sections(recipe, role_paths(recipe))["model"]
+    quantized = {k: v for k, v in model.items() if k.startswith("quantization_")}
+    assert quantized == ({"quantization_bit": 4, "quantization_type": "nf4"} if weights == "adapter" else {})

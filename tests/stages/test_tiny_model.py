@@ -140,3 +140,11 @@ def test_refuses_a_dir_holding_something_else(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a complete tiny model"):
         build_tiny_model(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_quantize_refuses_a_folder_that_holds_another_model(model_dir: Path, cli) -> None:
+    code, out, err = cli("tiny-model", model_dir, "--quantize", "gptq")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == f"Error: {model_dir} exists but is not a complete GPTQ tiny model"
+    code, _, err = cli("tiny-model", model_dir, "--quantize", "awq")
+    assert code == 2 and "'awq' is not 'gptq'" in err
