@@ -108,6 +108,7 @@ class Comparison:
     summaries: list[list[str]] = field(default_factory=list)  # per run, one line per kind of finding
     out_dir: Path | None = None
     gold_findings: list[str] = field(default_factory=list)  # gold answers not offered: FILE:LINE: question
+    models: str | None = None  # whether every run answered with the same models (models_line)
     own_gold: bool = False  # runs on different inputs, each scored against its own gold: side by side, no pairs
 
     @property
@@ -116,6 +117,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"common": self.common, "gold": self.gold, "own_gold": self.own_gold, "gold_findings": self.gold_findings,
+                "models": self.models,
                 "runs": [asdict(r) for r in self.runs], "pairs": [asdict(p) for p in self.pairs]}
 
 
@@ -310,6 +312,7 @@ def _write(result: Comparison, runs: list[Run], out_dir: str | Path | None) -> C
     for stats, differ, run in zip(result.runs, differences(runs), runs, strict=True):
         stats.settings = differ
         stats.findings = [f.text for f in run.findings]
+    result.models = models_line(runs)
     out = Path(out_dir) if out_dir else runs_dir() / "compare"
     out.mkdir(parents=True, exist_ok=True)
     picture = compare_picture(result, out / "compare.png")
@@ -398,9 +401,23 @@ def _differ_lines(c: Comparison) -> list[str]:
     return [f"{k}: " + ", ".join(f"{r.dir} {_value(r.settings.get(k))}" for r in c.runs) for k in keys]
 
 
+def models_line(runs: list[Run]) -> str | None:
+    """Whether the runs answered with the same models, by the identities infer recorded for the models
+    it served (an adapter's or merged model's content hash); None where a run recorded none, or asked
+    an endpoint (known by its name only)."""
+    each = [{role: agent.get("identity") for role, agent in (r.record.get("models") or {}).items()} for r in runs]
+    if not all(each) or any((agent or {}).get("url") for r in runs for agent in (r.record.get("models") or {}).values()):
+        return None
+    if all(m == each[0] for m in each):
+        return "models: the same in every run (" + ", ".join(f"{k} {v}" for k, v in each[0].items()) + ")"
+    return "models: not the same (their identities are under what differed)"
+
+
 def table(c: Comparison) -> str:
     lines = [headline(c), *_finding_lines(c), "", *text_table(*_run_table(c))]
     lines += ["", *text_table(*_pair_table(c))] if c.pairs else []
+    if c.models:
+        lines += ["", c.models]
     differ = _differ_lines(c)
     lines += ["", "what differed:" if differ else "what differed: nothing the runs recorded (run.json)"]
     lines += [f"  {line}" for line in differ]
@@ -420,6 +437,8 @@ def compare_markdown(c: Comparison, picture: str) -> str:
              ("McNemar: exact two-sided test on the questions that changed; below 0.05 the difference is "
               "unlikely to be noise. Agreement: the share of questions with the same final letter."),
              "", "## What differed", ""]
+    if c.models:
+        lines += [c.models[0].upper() + c.models[1:] + ".", ""]
     differ = _differ_lines(c)
     lines += [f"- {line}" for line in differ] or ["Nothing the runs recorded (run.json)."]
     lines += ["", "## Submission cases", "",

@@ -284,6 +284,30 @@ def test_compare_real_infer_runs(project: Path, cli) -> None:
     assert (project / "runs/compare/compare.md").exists() and (project / "runs/compare/compare.png").exists()
 
 
+def served(answer: str, evaluate: str, url: str | None = None) -> dict:
+    """run.json's models as infer records them: a served model's identity is its content hash."""
+    return {"models": {"answer": {"model": "answer", "identity": answer, "url": url},
+                       "evaluate": {"model": "evaluate", "identity": evaluate, "url": None}}}
+
+
+@pytest.mark.parametrize("records, line", [
+    ([served("a1", "e1"), served("a1", "e1")], "models: the same in every run (answer a1, evaluate e1)"),
+    ([served("a1", "e1"), served("a2", "e1")], "models: not the same (their identities are under what differed)"),
+    ([served("a1", "e1"), served("a1", "e1", url="http://127.0.0.1:9/v1")], None),  # an endpoint: its name only
+    ([served("a1", "e1"), None], None),  # a run without run.json
+], ids=["same", "another-adapter", "an-endpoint", "no-record"])
+def test_compare_says_whether_the_models_were_the_same(tmp_path: Path, records, line) -> None:
+    shape = [2, 1]
+    gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
+    runs = [make_run(tmp_path / f"r{i}", shape, set(), record=r) for i, r in enumerate(records)]
+    result = compare(runs, gold=gold, out_dir=tmp_path / "out")
+    assert result.models == line == result.to_json()["models"]
+    assert (line in table(result).splitlines()) if line else not any(
+        x.startswith("models: ") for x in table(result).splitlines())
+    if line:
+        assert line[0].upper() + line[1:] + "." in (tmp_path / "out" / "compare.md").read_text()
+
+
 def test_a_gold_letter_not_offered_is_compared_never_right(tmp_path: Path, cli) -> None:
     """Like `score`: the gold file's slip ('F' of four options) blocks nothing; it is named with
     file, line and question, and counts wrong for every run."""
