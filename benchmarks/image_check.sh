@@ -75,7 +75,7 @@ if ! pod image exists "$base"; then
 fi
 
 # ---------------------------------------------------------------- 2. the package folder
-make -C "$repo" --no-print-directory package RECIPE=tiny
+make -C "$repo" --no-print-directory package RECIPE=tiny KEPT=  # the sample, whatever data the project keeps
 folder="$repo/runs/tiny-image"
 input=$(sed -n 's/^  input: //p' "$folder/recipes/pipeline.yaml")
 
