@@ -149,9 +149,10 @@ def _stand_in(project: Path, monkeypatch, *, answers: int = 10**6, latency: floa
             "--evaluate-recipe", "recipes/one-ev.yaml", "--set", "inference.concurrency=2")
 
 
-def test_the_deadline_write_does_not_wait_for_a_server_to_stop(project, cli, monkeypatch):
+def test_the_deadline_write_does_not_wait_for_a_server_to_stop(tiny_project, cli, monkeypatch):
     """The submission is written at the deadline while the run still waits for its server to stop
     (this one ignores SIGTERM: 10 s of grace)."""
+    project = tiny_project  # the adapters are served on the tiny base, which must be there
     write_competition(project / "test.jsonl", SHAPE)
     args = _stand_in(project, monkeypatch, latency=1.0, stubborn=True)
     watch = FirstWrite(project / "out" / "submission.jsonl")
@@ -168,9 +169,10 @@ def test_the_deadline_write_does_not_wait_for_a_server_to_stop(project, cli, mon
     assert [q.answer for q in read_dataset(project / "out" / "submission.jsonl").questions] == watch.answers
 
 
-def test_a_served_model_whose_server_dies_mid_run_ends_with_a_complete_submission(project, cli, monkeypatch):
+def test_a_served_model_whose_server_dies_mid_run_ends_with_a_complete_submission(tiny_project, cli, monkeypatch):
     """One vLLM server for the Answer and Evaluate adapters; it dies after 6 replies: the run
     ends (no request waits on a dead server), every question has a letter, the rest is asked again."""
+    project = tiny_project  # the adapters are served on the tiny base, which must be there
     args = _stand_in(project, monkeypatch, answers=6)
     qids = write_competition(project / "test.jsonl", SHAPE)
     code, out, err = cli(*args, "--set", "inference.max_retries=1", "--set", "inference.fallback=C")
