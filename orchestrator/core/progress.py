@@ -19,8 +19,10 @@ _WORTH_SHOWING = re.compile(
 )
 _TQDM_LINE = re.compile(r"\d+%\|.*\|")  # a progress bar's redraw: our own bar shows progress
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal control codes, e.g. tqdm's cursor-up before a log dict
-# Known noise on every CPU run; it stays in the log file.
-_NOISE = re.compile(r"'pin_memory' argument is set as true but no accelerator is found")
+# Known noise on every CPU run (and gptqmodel's banner wherever it is installed, even for a plain
+# LoRA training); it stays in the log file.
+_NOISE = re.compile(r"'pin_memory' argument is set as true but no accelerator is found"
+                    r"|WARN\s+Python GIL is enabled: Multi-gpu quant acceleration")
 
 
 def verbose() -> bool:
