@@ -175,14 +175,13 @@ def training_encoder(recipe_path: Path | str, role: str):
     """LLaMA-Factory's training encoding of one user turn for a role recipe, as a function of the
     user text: its rendered train YAML parsed as `llamafactory-cli train` parses it, its tokenizer
     and template loaded and fixed as training does, then Template.encode_oneturn."""
-    import copy
     import tempfile
 
+    from orchestrator.core.chat_template import fixed_template
     from orchestrator.core.llamafactory import gpus_hidden, import_parser, read_rendered, render_role
     from orchestrator.core.recipes import load_role
 
     parser = import_parser()
-    from llamafactory.data import template as lf
     from llamafactory.model import load_tokenizer
 
     loaded = load_role(role, recipe_path)
@@ -193,12 +192,7 @@ def training_encoder(recipe_path: Path | str, role: str):
     with tempfile.TemporaryDirectory() as tmp, gpus_hidden():
         model_args, data_args, *_ = parser.get_train_args({**args, "output_dir": tmp, "use_cpu": True})
     tokenizer = load_tokenizer(model_args)["tokenizer"]
-    saved = lf.TEMPLATES[data_args.template]  # it sets default_system on the registry's own entry
-    lf.TEMPLATES[data_args.template] = copy.deepcopy(saved)
-    try:
-        template = lf.get_template_and_fix_tokenizer(tokenizer, data_args)
-    finally:
-        lf.TEMPLATES[data_args.template] = saved
+    template = fixed_template(tokenizer, data_args)
 
     def encode(user: str) -> list[int]:
         turn = [{"role": "user", "content": user}, {"role": "assistant", "content": ""}]

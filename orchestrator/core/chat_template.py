@@ -50,17 +50,22 @@ def lf_template(recipe: RoleRecipe, tokenizer: Any) -> Any:
     from orchestrator.core.llamafactory import import_parser
 
     import_parser()  # quiet logging
-    from llamafactory.data import template as lf
     from llamafactory.hparams import DataArguments
 
-    args = template_args(recipe)
-    name = args["template"]
-    saved = lf.TEMPLATES[name]
-    lf.TEMPLATES[name] = copy.deepcopy(saved)
+    return fixed_template(tokenizer, DataArguments(**template_args(recipe)))
+
+
+def fixed_template(tokenizer: Any, data_args: Any) -> Any:
+    """LLaMA-Factory's get_template_and_fix_tokenizer on a copy of the registry's entry: it sets
+    default_system on the entry itself, which would leak into every later call in this process."""
+    from llamafactory.data import template as lf
+
+    saved = lf.TEMPLATES[data_args.template]
+    lf.TEMPLATES[data_args.template] = copy.deepcopy(saved)
     try:
-        return lf.get_template_and_fix_tokenizer(tokenizer, DataArguments(**args))
+        return lf.get_template_and_fix_tokenizer(tokenizer, data_args)
     finally:
-        lf.TEMPLATES[name] = saved
+        lf.TEMPLATES[data_args.template] = saved
 
 
 def as_jinja(recipe: RoleRecipe, tokenizer: Any) -> str:

@@ -59,14 +59,14 @@ def api_way(serve_yaml: dict, user: str) -> list[int]:
     """`llamafactory-cli api` (chat/hf_engine.py and vllm_engine.py): the serve YAML parsed by
     get_infer_args, its tokenizer and template, then encode_oneturn of the messages and an
     empty assistant turn, no system given."""
-    from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.model import load_tokenizer
 
+    from orchestrator.core.chat_template import fixed_template
     from orchestrator.core.llamafactory import import_parser
 
     model_args, data_args, *_ = import_parser().get_infer_args(serve_yaml)
     tokenizer = load_tokenizer(model_args)["tokenizer"]
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    template = fixed_template(tokenizer, data_args)  # the server's own process: the registry as shipped
     prompt, _ = template.encode_oneturn(tokenizer, [{"role": "user", "content": user}, {"role": "assistant", "content": ""}])
     return list(prompt)
 
