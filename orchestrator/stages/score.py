@@ -134,6 +134,14 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+
+def _accuracy_table(result: ScoreResult) -> list[str]:
+    """The report's accuracy rows (by question, by problem, the Answer Agent alone ...) as Markdown."""
+    return md_table(["", "correct", "total", "accuracy"],
+                    [[name, str(ok), str(total), f"{ok / total if total else 0:.4f}"] for name, ok, total in result.rows()],
+                    "lrrr")
+
+
 def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -> str:
     report = result.report
     if report is None:
@@ -150,9 +158,7 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "",
         "## Accuracy",
         "",
-        *md_table(["", "correct", "total", "accuracy"],
-                  [[name, str(ok), str(total), f"{ok / total if total else 0:.4f}"] for name, ok, total in result.rows()],
-                  "lrrr"),
+        *_accuracy_table(result),
         "",
         (
             "A problem counts when all its questions are right. The Answer Agent alone is its letter "
@@ -198,9 +204,7 @@ def _untraced_markdown(result: ScoreResult, paths: dict[str, Path], picture: str
         "",
         "## Accuracy",
         "",
-        *md_table(["", "correct", "total", "accuracy"],
-                  [[name, str(ok), str(total), f"{ok / total if total else 0:.4f}"] for name, ok, total in result.rows()],
-                  "lrrr"),
+        *_accuracy_table(result),
         "",
         "## Submission cases",
         "",
