@@ -405,9 +405,10 @@ def models_line(runs: list[Run]) -> str | None:
     """Whether the runs answered with the same models, by the identities infer recorded for the models
     it served (an adapter's or merged model's content hash); None where a run recorded none, or asked
     an endpoint (known by its name only)."""
-    each = [{role: agent.get("identity") for role, agent in (r.record.get("models") or {}).items()} for r in runs]
-    if not all(each) or any((agent or {}).get("url") for r in runs for agent in (r.record.get("models") or {}).values()):
+    models = [r.record.get("models") or {} for r in runs]
+    if not all(models) or any(agent.get("url") for m in models for agent in m.values()):
         return None
+    each = [{role: agent.get("identity") for role, agent in m.items()} for m in models]
     if all(m == each[0] for m in each):
         return "models: the same in every run (" + ", ".join(f"{k} {v}" for k, v in each[0].items()) + ")"
     return "models: not the same (their identities are under what differed)"
