@@ -114,10 +114,17 @@ def base_quantization(recipe: RoleRecipe, *, by_name: bool = True) -> str | None
     judged by its name (`Qwen2.5-32B-Instruct-GPTQ-Int4` is gptq) unless `by_name` is False, so
     make plans the same targets before and after the download."""
     try:
-        config = json.loads((model_path(recipe) / "config.json").read_text(encoding="utf-8"))
+        return config_quantization(model_path(recipe))
     except OSError:
         named = by_name and _QUANTIZED_NAME.search(recipe.model.path or recipe.model.source or "")
         return named.group(1).lower() if named else None
+
+
+def config_quantization(model_dir: Path) -> str | None:
+    """The quant_method a model folder's config.json declares (None: none, or unreadable JSON);
+    OSError when there is no config.json to read."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except ValueError:
         return None
     quantization = config.get("quantization_config") if isinstance(config, dict) else None
