@@ -47,6 +47,8 @@ UPWARD = [
                  "orchestrator.core.brand_new -> orchestrator.stages.infer (l.", id="new-core-module"),
     pytest.param("stages/brand_new.py", "from orchestrator import cli  # noqa: F401\n",
                  "orchestrator.stages.brand_new -> orchestrator.cli (l.", id="new-stage-imports-cli"),
+    pytest.param("stages/infer/votes.py", "from orchestrator.stages import score  # noqa: F401\n",
+                 "orchestrator.stages.infer.votes -> orchestrator.stages.score (l.", id="stage-package-imports-stage"),
 ]
 
 
@@ -76,9 +78,29 @@ def test_make_test_fails_on_a_lint_error_before_running_the_tests(tmp_path: Path
 STAGE_OF = {"render": "check", "eval": "evaluate"}
 
 
-def test_one_stage_module_per_command() -> None:
-    """`ls orchestrator/stages` is the commands of `orchestrator --help`."""
+def stages_in(folder: Path) -> set[str]:
+    """The stages `folder` holds: each module, and each package (a folder with __init__.py), by name."""
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    return modules | {p.parent.name for p in folder.glob("*/__init__.py")}
+
+
+def stage_commands() -> set[str]:
+    """The stage module (or package) each command of `orchestrator --help` names."""
     from orchestrator.cli import cli
 
-    modules = {p.stem for p in (REPO / "orchestrator" / "stages").glob("*.py")} - {"__init__"}
-    assert modules == {STAGE_OF.get(name, name.replace("-", "_")) for name in cli.commands}
+    return {STAGE_OF.get(name, name.replace("-", "_")) for name in cli.commands}
+
+
+def test_one_stage_module_per_command() -> None:
+    """`ls orchestrator/stages` is the commands of `orchestrator --help`."""
+    assert stages_in(REPO / "orchestrator" / "stages") == stage_commands()
+
+
+@pytest.mark.parametrize("stray", ["brand_new.py", "brand_new/__init__.py"], ids=["module", "package"])
+def test_a_stray_stage_module_breaks_the_rule(tmp_path: Path, stray: str) -> None:
+    stages = shutil.copytree(REPO / "orchestrator" / "stages", tmp_path / "stages",
+                             ignore=shutil.ignore_patterns("__pycache__"))
+    assert stages_in(stages) == stage_commands()
+    (stages / stray).parent.mkdir(exist_ok=True)
+    (stages / stray).write_text("", encoding="utf-8")
+    assert stages_in(stages) - stage_commands() == {"brand_new"}

@@ -1,8 +1,9 @@
 """The one OpenAI-compatible client: teacher distillation and two-stage inference both use it.
 
 Our own retry loop on top of the `openai` SDK (whose retries are off): at most `concurrency`
-requests in flight, exponential backoff with full jitter, Retry-After honoured, and every
-failure reduced to a short `EndpointError.reason` the Error Agent can record.
+requests in flight (the one bound: a request backing off holds no slot), exponential backoff
+with full jitter, Retry-After honoured, and every failure reduced to a short
+`EndpointError.reason` the Error Agent can record.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class Endpoint:
 
     def __init__(self, base_url: str, model: str, api_key: str, *, concurrency: int = 16, timeout: float = 120.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 rng: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 rng: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 before_send: Callable[[], None] | None = None):
         import openai  # heavy (~0.5 s): only commands that talk to an endpoint pay for it
 
         if concurrency < 1:
@@ -143,6 +145,8 @@ class Endpoint:
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
         self.sleep = sleep  # waits out each backoff delay (tests record the delays instead)
+        # called holding a slot, before each attempt: what it raises ends the call unsent (infer's deadline)
+        self.before_send = before_send
         self.requests = 0  # HTTP attempts sent
         self.honours_n: bool | None = None  # several choices per request (`n`): None until a request finds out
         self.retries = 0  # attempts that were retried
@@ -244,6 +248,8 @@ class Endpoint:
         """Run attempt() until it succeeds, a failure is not retryable, or retries run out."""
         for n in range(1, self.max_retries + 2):
             async with self._sem:  # held for the attempt only, not while backing off
+                if self.before_send is not None:
+                    self.before_send()
                 self.requests += 1
                 start = time.monotonic()
                 try:

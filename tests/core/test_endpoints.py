@@ -162,6 +162,52 @@ def test_concurrency_never_exceeds_the_limit():
     assert ep.retries == server.completions - 60
 
 
+def test_a_request_backing_off_holds_no_slot():
+    """The one bound on requests in flight is per attempt: at concurrency 1, while the first
+    request waits out its backoff (here: until the second is answered), the second is sent."""
+    with FakeOpenAI(faults=Script(["500"])) as server:
+        async def go():
+            answered = asyncio.Event()
+
+            async def backoff(delay: float) -> None:
+                await answered.wait()
+
+            async with Endpoint(server.url, "fake-model", KEY, concurrency=1, sleep=backoff) as ep:
+                async def second():
+                    await asyncio.sleep(0)  # the first takes the slot first
+                    reply = await ep.complete(f"{PROMPT}\n# second")
+                    answered.set()
+                    return reply
+
+                return await asyncio.gather(ep.complete(f"{PROMPT}\n# first"), second())
+
+        first, second = run(asyncio.wait_for(go(), 30))
+    assert (first.attempts, second.attempts) == (2, 1)
+    assert [p.rsplit(" ", 1)[1] for p in server.prompts] == ["first", "second", "first"]
+
+
+def test_before_send_is_asked_before_each_attempt_and_what_it_raises_ends_the_call_unsent():
+    class Refused(Exception):
+        pass
+
+    asked: list[int] = []
+
+    def before_send() -> None:
+        asked.append(len(asked))
+        if len(asked) > 1:  # the retry's turn: refused
+            raise Refused
+
+    with FakeOpenAI(faults=Script(["500"])) as server:
+        async def go():
+            async with Endpoint(server.url, "fake-model", KEY, before_send=before_send, **FAST) as ep:
+                with pytest.raises(Refused):
+                    await ep.complete(PROMPT)
+                return ep
+
+        ep = run(go())
+    assert asked == [0, 1] and server.completions == ep.requests == 1
+
+
 def test_64_concurrent_slow_requests_overlap():
     with FakeOpenAI(latency=0.2) as server:
         prompts = [f"{PROMPT}\n# {i}" for i in range(64)]

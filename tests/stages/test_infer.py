@@ -106,6 +106,22 @@ def test_changed_settings_are_not_taken_for_done_work(project, cli, servers):
     assert len(read_jsonl(project / "out" / "trace.jsonl")) == len(qids)  # one line per question still
 
 
+def test_a_question_backing_off_holds_no_slot_of_the_concurrency(project, cli):
+    """inference.concurrency 1: while the first question waits out its 429's Retry-After (2 s),
+    the others are asked; it is asked again after them and answered."""
+    from fake_openai import Script
+
+    qids = write_competition(project / "test.jsonl", [[4], [4], [4]])
+    with FakeOpenAI(models=("ans",), faults=Script([("429", 2)])) as a, FakeOpenAI(models=("ev",)) as e:
+        code, _, err = cli(*infer_args(project, a, e, "--concurrency", "1"))
+        assert code == 0, err
+        first = a.prompts[0]
+        assert a.prompts.count(first) == 2 and a.prompts[-1] == first and len(a.prompts) == len(qids) + 1
+    trace = read_jsonl(project / "out" / "trace.jsonl")
+    assert all(r["status"] == "done" for r in trace)
+    assert sorted(r["answer"]["samples"][0]["attempts"] for r in trace) == [1, 1, 2]
+
+
 @pytest.mark.parametrize("letters, expected", [
     ([], None), ([None, None], None), (["C"], "C"), (["A", "B", "B"], "B"), (["B", "A", "A", "B"], "B"),
     ([None, "D", "C"], "D"), (["A", None, "C", "C", "A"], "A"), (["E", "F", "F", "E", "G", "G"], "E"),
