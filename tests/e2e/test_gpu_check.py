@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path) -> None:
     work = tmp_path / "work"
     done = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--tiny", "--work", str(work)],
-                          capture_output=True, text=True, timeout=900,
+                          capture_output=True, text=True, timeout=1800,
                           env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_HOME"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     figures = json.loads((work / "gpu_check.json").read_text())
