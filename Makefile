@@ -289,21 +289,17 @@ sample: $(STAMP) ## regenerate the shipped synthetic sample (datasets/sample/)
 bench: $(STAMP) ## throughput benchmarks (docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_endpoints.py
 
-# The GPU check runs where there is no network: llamafactory and the pure-Python packages a lent
-# machine (Python 3.12, torch, transformers and peft there) lacks travel as wheels, 64 MiB at most.
-GPU_WHEELS ?= llamafactory==0.9.5 trl==0.24.0 accelerate==1.11.0 datasets==4.0.0 dill==0.3.8 \
-	multiprocess==0.70.16 fsspec==2025.3.0 fire termcolor omegaconf \
-	sse-starlette fastapi starlette uvicorn h11 tyro==0.8.14 docstring-parser shtab typeguard einops \
-	modelscope click jinja2 openai distro jiter httpx httpcore anyio sniffio
-GPU_SDISTS ?= antlr4-python3-runtime==4.9.3  # pure Python, published as source only: built here
+# The GPU check runs where there is no network: llamafactory at the versions it pins (the lent
+# machine's transformers and accelerate are newer), the quantization packages and what else the
+# machine lacks travel as wheels, 64 MiB at most. benchmarks/gpu_wheels.py lists them and says
+# why, builds them once per machine (~/.cache/orchestrator/gpu-wheels) and resolves the set offline
+# for the machine's Python 3.12 against its own packages (benchmarks/gpu_machine.txt).
+GPU_WHEELS_DIR ?= benchmarks/wheels
 gpu-check: ## the one GPU check (benchmarks/gpu_check.sh) [ARGS=--tiny]
 	benchmarks/gpu_check.sh $(ARGS)
 
-gpu-wheels: $(STAMP) ## the wheels the GPU check carries (benchmarks/wheels)
-	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-		--platform manylinux2014_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
-	$(BIN)/pip wheel --quiet --no-deps -w benchmarks/wheels $(GPU_SDISTS)
-	@size=$$(du -sm benchmarks/wheels | cut -f1); echo "benchmarks/wheels: $$size MiB"; test $$size -le 64
+gpu-wheels: $(STAMP) ## the wheels the GPU check carries (benchmarks/wheels), resolved offline for the lent machine
+	$(BIN)/python benchmarks/gpu_wheels.py build $(GPU_WHEELS_DIR)
 
 clean: ## remove runs/ and the built datasets
 	rm -rf runs .make datasets/*.json datasets/val.jsonl

@@ -38,6 +38,8 @@ def gptq_export(
     missing = missing_packages()
     if missing:
         raise UserError(f"{stage}: a GPTQ export needs {', '.join(missing)}, not installed here; {SETUP}")
+    # absolute for llamafactory-cli, which runs in work_dir (`tiny-model models/x --quantize gptq`)
+    source, out, work_dir = source.absolute(), out.absolute(), work_dir.absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
     calibration = atomic_write_jsonl(work_dir / "calibration.jsonl", calibration_texts(questions, maxlen))
     config = {
