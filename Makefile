@@ -32,7 +32,7 @@ TEACHER_URL ?=     ## the teacher's OpenAI-compatible base URL (default: teacher
 TEACHER_MODEL ?=   ## the teacher's model name (default: teacher.model)
 TEACHER_KEY_ENV ?= ## the NAME of the variable holding the teacher's key (default: teacher.api_key_env)
 LIMIT ?=           ## a trial: infer and eval answer the first N problems, distill asks about the first 10*N
-OUT ?=             ## the folder make package writes (default: runs/<RECIPE>-image)
+OUT ?=             ## the folder make package writes (default: runs/image, RECIPE=tiny: runs/tiny-image)
 ROLE ?= answer     ## the role of make webui
 PORT ?=            ## the port of make webui
 # The project remembers its data: each of KEPT given to a make call (command line or
@@ -107,7 +107,7 @@ EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
 ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 # Where each model ends: its adapter when the role serves base + adapter (serve.weights adapter,
-# or auto on a quantized base: `orchestrator weights` says which), else its merged model.
+# or auto on a quantized base: make-vars asks what `orchestrator weights` says), else its merged model.
 ANSWER_MODEL := $(if $(filter adapter,$(ANSWER_WEIGHTS)),$(ANSWER_ADAPTER),$(ANSWER_MERGED))
 EVALUATE_MODEL := $(if $(filter adapter,$(EVALUATE_WEIGHTS)),$(EVALUATE_ADAPTER),$(EVALUATE_MERGED))
 SUBMISSION := $(INFER_DIR)/submission.jsonl

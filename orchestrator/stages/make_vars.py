@@ -194,7 +194,10 @@ def role_recipe(role: str, call: dict[str, str]) -> tuple[str, str | None]:
         return call["RECIPE"], "RECIPE"
     if own:
         return own, variable
-    return f"recipes/{recipe_prefix(call['RECIPE'])}{role}.yaml", None
+    from orchestrator.core.recipes import default_role_recipe
+
+    recipe_prefix(call["RECIPE"])  # (a set's name, checked)
+    return _shown(default_role_recipe(role, call["RECIPE"] or None)), None
 
 
 def load_role_for_make(role: str, recipe: str, named_by: str | None) -> Role:
