@@ -252,6 +252,23 @@ def eval_refusal(result: MakeVars) -> list[str]:
     return []
 
 
+def where_make_stops(result: MakeVars, models: bool, eval_check: bool) -> tuple[list[str], str]:
+    """(Error lines, make's last line) where make stops before it plans: a recipe a make
+    variable named does not load, a role recipe does not load and the call builds `models`,
+    or `make eval` (`eval_check`) would be refused; else ([], "")."""
+    named = [r for r in result.roles.values() if r.errors and r.named_by]
+    broken = [r for r in result.roles.values() if r.errors]
+    if named:
+        r = named[0]
+        return r.errors, (f"{r.named_by}={r.recipe} is not an {r.role.capitalize()} recipe that loads; "
+                          f"`orchestrator check {r.role} --recipe {r.recipe}` says why")
+    if models and broken:
+        lines = list(dict.fromkeys(line for r in broken for line in r.errors))  # (a parent of both: one line)
+        return lines, "make stopped: a role recipe does not load (its Error is above)"
+    refused = eval_refusal(result) if eval_check else []
+    return refused, "make eval stopped before training: see the Error above" if refused else ""
+
+
 def _limit(value: str) -> str:
     if value and not (value.isdigit() and int(value) > 0):
         raise UserError(f"LIMIT={value}: a number of problems such as 3 (LIMIT= for all of them)")
@@ -298,20 +315,7 @@ def make_vars(given: dict[str, str], out: Path, ignore_kept: bool = False, model
     webui = result.roles[webui_role].recipe if webui_role in result.roles else f"recipes/{result.prefix}{webui_role}.yaml"
     result.webui = [webui_role, "--recipe", webui, *(["--port", call["PORT"]] if call["PORT"] else [])]
 
-    named = [r for r in result.roles.values() if r.errors and r.named_by]
-    broken = [r for r in result.roles.values() if r.errors]
-    if named:
-        r = named[0]
-        result.errors, result.stop = r.errors, (
-            f"{r.named_by}={r.recipe} is not an {r.role.capitalize()} recipe that loads; "
-            f"`orchestrator check {r.role} --recipe {r.recipe}` says why")
-    elif models and broken:
-        result.errors = list(dict.fromkeys(line for r in broken for line in r.errors))  # (one parent, one line)
-        result.stop = "make stopped: a role recipe does not load (its Error is above)"
-    elif eval_check:
-        result.errors = eval_refusal(result)
-        result.stop = "make eval stopped before training: see the Error above" if result.errors else ""
-
+    result.errors, result.stop = where_make_stops(result, models, eval_check)
     values = {**result.values, "DISTILL_LIMIT": result.values["LIMIT"] + "0" if result.values["LIMIT"] else ""}
     _remember(values)
     atomic_write_text(out, result.fragment())
