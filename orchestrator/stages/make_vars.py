@@ -196,8 +196,7 @@ def role_recipe(role: str, call: dict[str, str]) -> tuple[str, str | None]:
         return own, variable
     from orchestrator.core.recipes import default_role_recipe
 
-    recipe_prefix(call["RECIPE"])  # (a set's name, checked)
-    return _shown(default_role_recipe(role, call["RECIPE"] or None)), None
+    return _shown(default_role_recipe(role, recipe_prefix(call["RECIPE"]).removesuffix("-") or None)), None
 
 
 def load_role_for_make(role: str, recipe: str, named_by: str | None) -> Role:
