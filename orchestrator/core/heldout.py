@@ -22,7 +22,7 @@ FIX = "set dataset.val_size (e.g. 0.1) in the answer recipe, then rebuild the da
 
 def check_recipes(models: list[Loaded[RoleRecipe]]) -> None:
     """What eval needs of the recipes, checked before anything is trained (`make eval` runs it
-    first, as `orchestrator eval --check-only`): every model holds problems out, and the same
+    first: check_before_training): every model holds problems out, and the same
     ones (val_size and seed alike: both roles' dataset stages write datasets/val.jsonl)."""
     for m in models:
         if m.recipe.dataset.val_size <= 0:
@@ -37,6 +37,17 @@ def check_recipes(models: list[Loaded[RoleRecipe]]) -> None:
         raise UserError(f"the models would hold out different problems ({each}): give dataset.val_size and "
                         "dataset.seed the same values in every recipe (set them in the answer recipe the others "
                         "extend), then rebuild the datasets and retrain")
+
+
+def check_before_training(models: list[Loaded[RoleRecipe]]) -> bool:
+    """What `eval --check-only` checks, and make before it builds anything for `make eval`: the
+    recipes (check_recipes) and, once every model is trained, that they were trained without
+    datasets/val.jsonl's problems (check_split). True when every model is trained."""
+    check_recipes(models)
+    trained = all(role_paths(m.recipe).manifest.exists() for m in models)
+    if trained:
+        check_split([m.recipe for m in models])
+    return trained
 
 
 def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
