@@ -73,8 +73,9 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(headers: Any) -> float | None:
-    """Seconds asked for by retry-after-ms or Retry-After (seconds or an HTTP date), else None."""
+def _retry_after(headers: Any, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds asked for by retry-after-ms or Retry-After (seconds, or an HTTP date read against
+    the wall clock `now`), else None."""
     if headers is None:
         return None
     try:
@@ -96,7 +97,7 @@ def _retry_after(headers: Any) -> float | None:
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now())
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
@@ -131,7 +132,7 @@ class Endpoint:
     def __init__(self, base_url: str, model: str, api_key: str, *, concurrency: int = 16, timeout: float = 120.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
                  rng: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 before_send: Callable[[], None] | None = None):
+                 before_send: Callable[[], None] | None = None, now: Callable[[], float] = time.time):
         import openai  # heavy (~0.5 s): only commands that talk to an endpoint pay for it
 
         if concurrency < 1:
@@ -147,6 +148,7 @@ class Endpoint:
         self.sleep = sleep  # waits out each backoff delay (tests record the delays instead)
         # called holding a slot, before each attempt: what it raises ends the call unsent (infer's deadline)
         self.before_send = before_send
+        self.now = now  # the wall clock an HTTP-date Retry-After is read against (tests fix it)
         self.requests = 0  # HTTP attempts sent
         self.honours_n: bool | None = None  # several choices per request (`n`): None until a request finds out
         self.retries = 0  # attempts that were retried
@@ -274,7 +276,7 @@ class Endpoint:
             status = exc.status_code
             detail = _trim(getattr(exc, "message", "") or str(exc))
             if status in _RETRY_STATUS or status >= 500:
-                return _Failure(f"http {status}", True, detail, _retry_after(exc.response.headers))
+                return _Failure(f"http {status}", True, detail, _retry_after(exc.response.headers, self.now))
             hint = _HINTS.get(status)
             return _Failure(f"http {status}: {hint}" if hint else f"http {status}", False, detail)
         if isinstance(exc, openai.APITimeoutError):

@@ -23,6 +23,23 @@ from typing import IO, Any
 from orchestrator.core.errors import StageFailed, UserError
 
 TAIL_LINES = 30
+TICK = 0.1  # how often `run` looks at its child while nothing is to be read
+
+
+class Clock:
+    """Time as the helpers here read and wait it: monotonic seconds, and a sleep. Every deadline
+    (a timeout, a grace period, the drain, a server's start-up) is measured with it; a test
+    passes a clock that counts only the waits asked for (like Endpoint's `sleep`), so a loaded
+    machine's stalls cannot make a bound on them flake."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+CLOCK = Clock()
 
 
 @dataclass
@@ -32,22 +49,22 @@ class Finished:
     seconds: float
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0, clock: Clock = CLOCK) -> None:
     """SIGTERM the process group, then SIGKILL what is left; reap the leader. A second
     Ctrl-C during the grace period skips to SIGKILL, so nothing is left behind either way."""
     try:
-        _signal_group(proc, signal.SIGTERM, grace)
+        _signal_group(proc, signal.SIGTERM, grace, clock)
     except KeyboardInterrupt:
-        _signal_group(proc, signal.SIGKILL, 5.0)
+        _signal_group(proc, signal.SIGKILL, 5.0, clock)
         raise
-    _signal_group(proc, signal.SIGKILL, 5.0)
+    _signal_group(proc, signal.SIGKILL, 5.0, clock)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
 
 
-def _signal_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int, wait: float, clock: Clock) -> None:
     """Send `sig` to the group unless it is gone; wait up to `wait` s for it to be gone."""
     if proc.poll() is not None and not _group_alive(proc.pid):
         return
@@ -55,11 +72,11 @@ def _signal_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    deadline = clock.now() + wait
+    while clock.now() < deadline:
         if proc.poll() is not None and not _group_alive(proc.pid):
             return
-        time.sleep(0.05)
+        clock.sleep(0.05)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -120,6 +137,7 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
+    clock: Clock = CLOCK,
 ) -> Finished:
     """Run `cmd` to the end, each output line to `log_path` and to `on_line`.
     Raises StageFailed on timeout; the caller decides what a non-zero exit means.
@@ -127,7 +145,7 @@ def run(
     background child that keeps the output open cannot hold us after the leader exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    start = time.monotonic()
+    start = clock.now()
     deadline = start + timeout if timeout else None
     timed_out = False
     with log_path.open("a", encoding="utf-8") as log:
@@ -153,17 +171,18 @@ def run(
             with selectors.DefaultSelector() as sel:
                 sel.register(fd, selectors.EVENT_READ)
                 while True:
-                    now = time.monotonic()
+                    now = clock.now()
                     if deadline is not None and now >= deadline:
                         timed_out = True
                         break
                     if not reading:
-                        try:
-                            proc.wait(timeout=0.1)
-                        except subprocess.TimeoutExpired:
+                        if proc.poll() is None:
+                            clock.sleep(TICK)
                             continue
                         break
-                    if sel.select(timeout=0.1):
+                    if not sel.select(timeout=0):
+                        clock.sleep(TICK)
+                    else:
                         chunk = os.read(fd, 65536)
                         if not chunk:  # every process holding the output closed it
                             reading = False
@@ -182,13 +201,13 @@ def run(
             if buf:
                 emit(buf)
         except BaseException:
-            _stop_group(proc)
+            _stop_group(proc, clock=clock)
             raise
         finally:
             proc.stdout.close()
             if proc.poll() is None or _group_alive(proc.pid):
-                _stop_group(proc, grace=5.0 if timed_out else 2.0)
-    seconds = time.monotonic() - start
+                _stop_group(proc, grace=5.0 if timed_out else 2.0, clock=clock)
+    seconds = clock.now() - start
     if timed_out:
         raise StageFailed(
             f"{stage}: stopped after {timeout:.0f} s (timeout); its log: {log_path}",
@@ -242,10 +261,11 @@ class Server:
         cwd: Path | None = None,
         startup_timeout: float = 600.0,
         headers: dict[str, str] | None = None,
+        clock: Clock = CLOCK,
     ):
         self.cmd, self.stage, self.log_path = cmd, stage, log_path
         self.ready_url, self.env, self.cwd = ready_url, env, cwd
-        self.startup_timeout = startup_timeout
+        self.startup_timeout, self.clock = startup_timeout, clock
         self.headers = headers or {}
         self.proc: subprocess.Popen | None = None
         self._log: IO[str] | None = None
@@ -269,9 +289,9 @@ class Server:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+        deadline = self.clock.now() + self.startup_timeout
         request = urllib.request.Request(self.ready_url, headers=self.headers)
-        while time.monotonic() < deadline:
+        while self.clock.now() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise StageFailed(
@@ -285,7 +305,7 @@ class Server:
             # HTTPException: something on the port that does not speak HTTP (yet)
             except (urllib.error.URLError, OSError, http.client.HTTPException):
                 pass
-            time.sleep(0.25)
+            self.clock.sleep(0.25)
         raise StageFailed(
             f"{self.stage}: not ready after {self.startup_timeout:.0f} s; its log: {self.log_path}",
             *[f"  {line}" for line in self.tail(8)],
@@ -300,7 +320,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_group(self.proc)
+            _stop_group(self.proc, clock=self.clock)
             self.proc = None
         if self._log is not None:
             self._log.close()

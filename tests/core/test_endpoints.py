@@ -116,13 +116,14 @@ def test_retry_after_seconds_is_honoured(status):
 
 
 def test_retry_after_http_date_is_honoured():
-    # HTTP dates have one-second resolution: "now + 2 s" means a wait of more than 1 s.
+    # The date is read against the endpoint's wall clock, fixed here at the second it was written
+    # from (a loaded machine's delay between the reply and its reading does not count).
+    written = float(int(time.time()))
     delays = Delays()
-    with FakeOpenAI(faults=Script([("429", formatdate(time.time() + 2, usegmt=True))])) as server:
-        result, _ = run(_complete(server.url, backoff_base=0.001, backoff_max=5.0, sleep=delays))
+    with FakeOpenAI(faults=Script([("429", formatdate(written + 2, usegmt=True))])) as server:
+        result, _ = run(_complete(server.url, backoff_base=0.001, backoff_max=5.0, sleep=delays, now=lambda: written))
     assert isinstance(result, Reply) and result.attempts == 2
-    [delay] = delays.delays
-    assert 0.9 <= delay <= 2.0
+    assert delays.delays == [2.0]
 
 
 def test_retry_after_is_capped_by_backoff_max():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.process import TAIL_LINES, Server, free_port, port_free, run
+from orchestrator.core.process import CLOCK, TAIL_LINES, Clock, Server, free_port, port_free, run
 
 # The child prints its own pid (the process group id) and its background grandchild's pid.
 HANG = "echo $$; sleep 300 & echo $!; sleep 300"
@@ -51,27 +51,44 @@ def assert_gone(pids: list[int]) -> None:
     assert not any(running(pid) for pid in pids)
 
 
-class Pids:
-    """on_line: keeps the two pids the child prints; `seen` is set once both arrived, at `at`
-    (so a test times what `run` did after the child ran, not how long a loaded machine took to
-    start it)."""
+class Waits(Clock):
+    """A clock that counts only the waits `run` and `Server` ask for (each one really waited): the
+    time a loaded machine takes to start, schedule or signal a process is not on it, so a bound on
+    it says what the code waited for (a grace period, a timeout) and cannot flake."""
 
     def __init__(self) -> None:
+        self.waited = 0.0
+
+    def now(self) -> float:
+        return self.waited
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+        self.waited += seconds
+
+
+class Pids:
+    """on_line: keeps the two pids the child prints; `seen` is set once both arrived, at `at` on
+    `clock` (so a test times what `run` did after the child ran, not how long a loaded machine
+    took to start it)."""
+
+    def __init__(self, clock: Clock) -> None:
         self.pids: list[int] = []
         self.seen = threading.Event()
+        self.clock = clock
         self.at = 0.0
 
     def __call__(self, line: str) -> None:
         if line.strip().isdigit() and len(self.pids) < 2:
             self.pids.append(int(line))
             if len(self.pids) == 2:
-                self.at = time.monotonic()
+                self.at = self.clock.now()
                 self.seen.set()
 
     def since(self) -> float:
-        """Seconds since the child was seen running."""
+        """Seconds waited since the child was seen running."""
         assert self.seen.is_set(), "the child never printed its pids"
-        return time.monotonic() - self.at
+        return self.clock.now() - self.at
 
 
 def bash(script: str) -> list[str]:
@@ -94,17 +111,18 @@ def test_nonzero_exit_gives_returncode_and_tail(tmp_path: Path) -> None:
 
 
 def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
-    pids = Pids()
+    clock = Waits()
+    pids = Pids(clock)
     with pytest.raises(StageFailed) as info:
-        run(bash(HANG), stage="train answer", log_path=tmp_path / "x.log", timeout=1, on_line=pids)
-    assert pids.since() < 5
+        run(bash(HANG), stage="train answer", log_path=tmp_path / "x.log", timeout=1, on_line=pids, clock=clock)
+    assert pids.since() < 5  # the timeout, then SIGTERM: the 5 s grace is not waited out
     assert info.value.lines[0] == f"train answer: stopped after 1 s (timeout); its log: {tmp_path / 'x.log'}"
     assert info.value.exit_code == 1
     assert_gone(pids.pids)
 
 
 def test_timeout_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
-    pids = Pids()
+    pids = Pids(CLOCK)
     with pytest.raises(StageFailed):
         run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", timeout=0.5, on_line=pids)
     assert_gone(pids.pids)
@@ -112,15 +130,17 @@ def test_timeout_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
 
 def test_leader_exits_while_a_grandchild_holds_the_output(tmp_path: Path) -> None:
     # Before the fix `run` read until every holder of the pipe closed it: 300 s here.
-    pids = Pids()
-    finished = run(bash("echo $$; sleep 300 & echo $!; exit 4"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
+    clock = Waits()
+    pids = Pids(clock)
+    finished = run(bash("echo $$; sleep 300 & echo $!; exit 4"), stage="x", log_path=tmp_path / "x.log", on_line=pids,
+                   clock=clock)
     assert finished.returncode == 4
-    assert pids.since() < 8
+    assert pids.since() < 8  # the 2 s drain and the 2 s grace at most
     assert_gone(pids.pids)
 
 
 def test_leftover_grandchild_is_stopped_after_success(tmp_path: Path) -> None:
-    pids = Pids()
+    pids = Pids(CLOCK)
     finished = run(bash("echo $$; sleep 300 >/dev/null 2>&1 & echo $!"), stage="x", log_path=tmp_path / "x.log", on_line=pids)
     assert finished.returncode == 0
     assert_gone(pids.pids)
@@ -129,10 +149,10 @@ def test_leftover_grandchild_is_stopped_after_success(tmp_path: Path) -> None:
 def test_a_dead_grandchild_left_as_a_zombie_does_not_stall(tmp_path: Path) -> None:
     # The grandchild outlives bash, then dies; where PID 1 does not reap it stays a zombie of
     # the group. Before the fix the group counted as alive: SIGTERM, 2 s grace, SIGKILL, 5 s more.
-    start = time.monotonic()
-    finished = run(bash("sleep 0.3 & exit 0"), stage="x", log_path=tmp_path / "x.log")
+    clock = Waits()
+    finished = run(bash("sleep 0.3 & exit 0"), stage="x", log_path=tmp_path / "x.log", clock=clock)
     assert finished.returncode == 0
-    assert time.monotonic() - start < 2
+    assert clock.now() < 2  # the grandchild's 0.3 s, no grace period
 
 
 def _interrupt(how: str) -> None:
@@ -144,33 +164,36 @@ def _interrupt(how: str) -> None:
 
 @pytest.mark.parametrize("how", ["interrupt_main", "SIGINT"])
 def test_ctrl_c_while_streaming_leaves_no_orphan(tmp_path: Path, how: str) -> None:
-    pids = Pids()
+    clock = Waits()
+    pids = Pids(clock)
 
     def interrupt() -> None:
-        if pids.seen.wait(10):
+        if pids.seen.wait(60):  # (seen only while `run` runs: its timeout is later)
             _interrupt(how)
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        run(bash(HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids)
-    assert pids.since() < 5
+        run(bash(HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids, clock=clock)
+    assert pids.since() < 5  # stopped at once: SIGTERM ends it, the 10 s grace is not waited out
     assert_gone(pids.pids)
 
 
 def test_second_ctrl_c_skips_the_grace_period(tmp_path: Path) -> None:
     # The child ignores SIGTERM: the first Ctrl-C would wait the 10 s grace; the second kills.
-    pids = Pids()
+    clock = Waits()
+    pids = Pids(clock)
 
     def interrupt_twice() -> None:
-        if pids.seen.wait(10):
+        if pids.seen.wait(60):
             _thread.interrupt_main()
             time.sleep(0.5)
             _thread.interrupt_main()
 
     threading.Thread(target=interrupt_twice, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids)
-    assert pids.since() < 5
+        run(bash("trap '' TERM; " + HANG), stage="x", log_path=tmp_path / "x.log", timeout=30, on_line=pids,
+            clock=clock)
+    assert pids.since() < 5  # 0.5 s of the grace, then SIGKILL
     assert_gone(pids.pids)
 
 
@@ -207,10 +230,10 @@ while True:
 """
 
 
-def server(tmp_path: Path, cmd: list[str], port: int, timeout: float = 20) -> Server:
+def server(tmp_path: Path, cmd: list[str], port: int, timeout: float = 20, clock: Clock = CLOCK) -> Server:
     return Server(
         cmd, stage="serve answer", log_path=tmp_path / "serve.log", ready_url=f"http://127.0.0.1:{port}/",
-        cwd=tmp_path, startup_timeout=timeout,
+        cwd=tmp_path, startup_timeout=timeout, clock=clock,
     )
 
 
@@ -230,11 +253,11 @@ def test_server_dying_before_ready_gives_the_log_tail(tmp_path: Path) -> None:
 
 
 def test_server_never_ready_times_out_and_is_reaped(tmp_path: Path) -> None:
-    s = server(tmp_path, bash(HANG), free_port(), timeout=1)
-    start = time.monotonic()
+    clock = Waits()
+    s = server(tmp_path, bash(HANG), free_port(), timeout=1, clock=clock)
     with pytest.raises(StageFailed) as info:
         s.start()
-    assert time.monotonic() - start < 6
+    assert clock.now() < 6  # the 1 s start-up, then SIGTERM: the 10 s grace is not waited out
     assert info.value.lines[0] == f"serve answer: not ready after 1 s; its log: {tmp_path / 'serve.log'}"
     assert_gone(log_pids(tmp_path / "serve.log"))
 
