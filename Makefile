@@ -56,7 +56,7 @@ EVALUATE_DEPS := $(sort $(EVALUATE_RECIPE) $(ANSWER_DEPS))
 ANSWER_SET := datasets/train_answer_instruct.json
 ifneq ($(VARIANT_RECIPE),)
 # the variant's run name and dataset name
-VARIANT := $(shell $(BIN)/python -c 'from orchestrator.core.recipes import load_role as l; r = l("answer", "$(VARIANT_RECIPE)").recipe; print(r.run_name, r.dataset_name)' 2>/dev/null)
+VARIANT := $(shell $(BIN)/python -c 'from orchestrator.core.recipes.loading import load_role as l; r = l("answer", "$(VARIANT_RECIPE)").recipe; print(r.run_name, r.dataset_name)' 2>/dev/null)
 $(if $(VARIANT),,$(error RECIPE=$(VARIANT_RECIPE) is not an Answer recipe that loads; `orchestrator check answer --recipe $(VARIANT_RECIPE)` says why))
 ANSWER_RECIPE := $(VARIANT_RECIPE)
 ANSWER_RUN := runs/$(word 1,$(VARIANT))

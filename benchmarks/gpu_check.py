@@ -132,8 +132,8 @@ def ask(base: str, prompts: list[str], max_tokens: int, concurrency: int) -> tup
 
 
 def answer_prompts(n: int) -> list[str]:
-    from orchestrator.core.competition import read_dataset
-    from orchestrator.core.prompts import answer_prompt
+    from orchestrator.core.data.competition import read_dataset
+    from orchestrator.core.data.prompts import answer_prompt
 
     questions = [q for p in read_dataset(REPO / "datasets/sample/test.jsonl").problems for q in p.questions]
     return [answer_prompt(questions[i % len(questions)]) for i in range(n)]
@@ -165,7 +165,7 @@ def main() -> int:
     steps = args.steps or (2 if args.tiny else 20)
     work = (args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))).resolve()
 
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     shutil.copytree(REPO / "recipes", work / "recipes", dirs_exist_ok=True)
     shutil.copytree(REPO / "datasets" / "sample", work / "datasets" / "sample", dirs_exist_ok=True)

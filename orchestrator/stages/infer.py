@@ -43,20 +43,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.core.agents import Agent, agent_url, make_agent
-from orchestrator.core.answers import extract_choice
-from orchestrator.core.competition import Dataset, Question, read_reporting, write_submission
-from orchestrator.core.endpoints import Endpoint, EndpointError, Reply
-from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.fewshot import Fewshot, examples_for
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.core.fixes import fallback_letter
-from orchestrator.core.locks import run_lock
-from orchestrator.core.ledger import Ledger, read_records, stable_key, text_hash
-from orchestrator.core.progress import bar, say
-from orchestrator.core.prompts import answer_prompt, evaluate_prompt
-from orchestrator.core.recipes import AnswerModel, InferenceSection, Loaded, PipelineRecipe, RoleRecipe
-from orchestrator.core.trace import AnswerStep, Evaluation, Problem, Sample, Source, TraceRecord, chosen_reply
+from orchestrator.core.common.errors import StageFailed, UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.common.ledger import Ledger, read_records, stable_key, text_hash
+from orchestrator.core.common.progress import bar, say
+from orchestrator.core.data.answers import extract_choice
+from orchestrator.core.data.competition import Dataset, Question, read_reporting, write_submission
+from orchestrator.core.data.fallback import fallback_letter
+from orchestrator.core.data.fewshot import Fewshot, examples_for
+from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import AnswerModel, InferenceSection, PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.trace import (
+    AnswerStep,
+    ErrorRecord,
+    Evaluation,
+    LetterSource,
+    Sample,
+    TraceRecord,
+    chosen_reply,
+)
+from orchestrator.core.serving.agents import Agent, agent_url, make_agent
+from orchestrator.core.serving.endpoints import Endpoint, EndpointError, Reply
 
 @dataclass
 class Unit:
@@ -72,8 +81,8 @@ class Unit:
             with agent_url(first, startup_timeout) as url:
                 yield url
             return
-        from orchestrator.core.process import free_port
-        from orchestrator.core.serving import served_adapters
+        from orchestrator.core.common.process import free_port
+        from orchestrator.core.serving.servers import served_adapters
 
         with served_adapters([a.loaded for a in self.agents if a.loaded], free_port(),
                              startup_timeout=startup_timeout) as serving:
@@ -165,7 +174,7 @@ def wants_extra(letters: Sequence[str | None], rule: str) -> bool:
     return not top or top[0][1] * 2 <= len(letters)
 
 
-def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[list[Sample], list[Problem]]:
+def gathered(parts: Sequence[Sequence[tuple[Sample, ErrorRecord | None]]]) -> tuple[list[Sample], list[ErrorRecord]]:
     """The Answer models' samples in the order the models are listed, and their API failures,
     each numbered by its sample's position among all (when there are several)."""
     pairs = [pair for part in parts for pair in part]
@@ -175,7 +184,7 @@ def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[
 
 
 def trace_record(
-    q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[Problem],
+    q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[ErrorRecord],
     evaluation: Evaluation | None, extra_rounds: int = 0, few_shot: dict[str, list[str]] | None = None,
 ) -> TraceRecord:
     """The trace line of a question: final answer, its source, and every problem found.
@@ -185,7 +194,7 @@ def trace_record(
                                                                 "few_shot": few_shot or {}})
     vote, read = answer.letter, chosen_reply(samples)  # read is not None when there is a vote
     eval_letter = evaluation.letter if evaluation else None
-    source: Source
+    source: LetterSource
     if eval_letter:
         final, source = eval_letter, "evaluate"
     elif vote:
@@ -197,15 +206,15 @@ def trace_record(
     problems = list(api_errors)
     for i, s in enumerate(samples):
         if s.answered and s.letter is None:
-            problems.append(Problem(id=q.qid, stage="answer", kind="unparseable", text=s.text,
+            problems.append(ErrorRecord(id=q.qid, stage="answer", kind="unparseable", text=s.text,
                                     sample=i if several else None, model=s.model if ensemble else None))
     if evaluation and evaluation.text is not None and eval_letter is None:
-        problems.append(Problem(id=q.qid, stage="evaluate", kind="unparseable", text=evaluation.text))
+        problems.append(ErrorRecord(id=q.qid, stage="evaluate", kind="unparseable", text=evaluation.text))
     if evaluation and eval_letter and read and vote and eval_letter != vote:
-        problems.append(Problem(id=q.qid, stage="evaluate", kind="disagreement", answer_letter=vote,
+        problems.append(ErrorRecord(id=q.qid, stage="evaluate", kind="disagreement", answer_letter=vote,
                                 evaluate_letter=eval_letter, answer_text=read.text, evaluate_text=evaluation.text))
     if final is None:
-        problems.append(Problem(id=q.qid, stage="final", kind="no_answer"))
+        problems.append(ErrorRecord(id=q.qid, stage="final", kind="no_answer"))
     return TraceRecord(key=key, id=q.qid, status="failed" if api_errors else "done", final=final, source=source,
                        answer=answer, evaluate=evaluation, errors=problems)
 
@@ -236,7 +245,7 @@ def make_answer_agents(
     serves are marked to share one server."""
     from urllib.parse import urlsplit
 
-    from orchestrator.core.serving import adapter_version, check_adapters, lora_group_key
+    from orchestrator.core.serving.servers import adapter_version, check_adapters, lora_group_key
 
     agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
               for m, loaded in zip(listed, recipes, strict=True)]
@@ -270,7 +279,7 @@ def make_answer_agents(
 def share_one_server(answers: list[Agent], evaluate: Agent) -> bool:
     """When every model is served as an adapter of one base with vLLM (see serving.one_server),
     mark them all to be served by one vLLM server: the whole run is pipelined on it."""
-    from orchestrator.core.serving import check_adapters, one_server
+    from orchestrator.core.serving.servers import check_adapters, one_server
 
     agents = [*answers, evaluate]
     loadeds = [a.loaded for a in agents if a.loaded and not a.url]
@@ -287,7 +296,7 @@ def share_one_server(answers: list[Agent], evaluate: Agent) -> bool:
 def serving_units(agents: list[Agent]) -> list[Unit]:
     """One unit per server to start or endpoint to reach, in the order the models are listed;
     the adapters sharing a vLLM server form one unit, where the first of them is listed."""
-    from orchestrator.core.serving import lora_group_key
+    from orchestrator.core.serving.servers import lora_group_key
 
     units: list[Unit] = []
     shared: dict[tuple[str, str] | None, Unit] = {}
@@ -374,8 +383,8 @@ class _Run:
         except asyncio.TimeoutError:
             raise _NotAsked("deadline") from None
 
-    def _not_asked(self, q: Question, stage: str, why: _NotAsked, model: str | None = None) -> Problem:
-        return Problem(id=q.qid, stage=stage, kind="not_asked", reason=why.reason,
+    def _not_asked(self, q: Question, stage: str, why: _NotAsked, model: str | None = None) -> ErrorRecord:
+        return ErrorRecord(id=q.qid, stage=stage, kind="not_asked", reason=why.reason,
                        model=model if len(self.answers) > 1 else None)
 
     @contextmanager
@@ -474,10 +483,10 @@ class _Run:
             return []
         return [q for q in questions if wants_extra([s.letter for s in first[q.qid]], self.inf.extra_when)]
 
-    def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> Problem:
+    def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> ErrorRecord:
         """The failure as a problem (its sample's position is set by `gathered`)."""
         model = model if len(self.answers) > 1 else None
-        error = Problem(id=q.qid, stage=stage, kind="api", reason=e.reason, attempts=e.attempts, detail=e.detail,
+        error = ErrorRecord(id=q.qid, stage=stage, kind="api", reason=e.reason, attempts=e.attempts, detail=e.detail,
                         model=model)
         self.live_errors.append(error.line())  # visible at once; errors.jsonl is rewritten at the end
         self.failures.append(f"{q.qid} ({stage}{f' {model}' if model else ''}): {e.reason}")
@@ -519,12 +528,12 @@ class _Run:
             self._bars = {}
 
     async def stage1(self, q: Question, agent: Agent, endpoint: Endpoint | None, indices: Sequence[int],
-                     round_: int = 0) -> list[tuple[Sample, Problem | None]]:
+                     round_: int = 0) -> list[tuple[Sample, ErrorRecord | None]]:
         """One Answer model's samples `indices` of `q` (from stage1.jsonl when there), each with its
         API failure. The samples to ask at one temperature go in one request (`n`) where the
         endpoint takes it."""
         prompt = self.prompts[agent.label][q.qid]
-        done: dict[int, tuple[Sample, Problem | None]] = {}
+        done: dict[int, tuple[Sample, ErrorRecord | None]] = {}
         todo: dict[float, list[int]] = {}
         for i in indices:
             cached = self.samples.get(self.sample_key(q, agent, i))
@@ -559,7 +568,7 @@ class _Run:
         await asyncio.gather(*(ask(t, numbers) for t, numbers in todo.items()))
         return [done[i] for i in indices]
 
-    async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[Problem]]:
+    async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[ErrorRecord]]:
         """Every Answer model's samples of `q`: the first round in the order the models are
         listed, then the extra round's where the first round calls for it."""
         parts = list(await asyncio.gather(*(self.stage1(q, a, e, self.rounds[0])
@@ -572,7 +581,7 @@ class _Run:
         self._tick("answer")
         return gathered(parts)
 
-    async def stage2(self, q: Question, first: tuple[list[Sample], list[Problem]], endpoint: Endpoint | None) -> None:
+    async def stage2(self, q: Question, first: tuple[list[Sample], list[ErrorRecord]], endpoint: Endpoint | None) -> None:
         """Ask the Evaluate Agent about the chosen Answer text; trace the question."""
         samples, api_errors = first
         chosen = chosen_reply(samples)
@@ -606,13 +615,13 @@ class _Run:
 
     async def staged_answer(
         self, todo: list[Question], agents: list[Agent], url: str | None, round_: int = 0
-    ) -> list[list[list[tuple[Sample, Problem | None]]]]:
+    ) -> list[list[list[tuple[Sample, ErrorRecord | None]]]]:
         """Stage 1 (one round) of one unit's agents for every question: results[question][agent]."""
         async with self._endpoints(agents, {a.label: url for a in agents}) as endpoints:
             label = "answer" + ("" if len(self.answers) == 1 else f" ({', '.join(a.label for a in agents)})")
             label += " (extra votes)" if round_ else ""
             with self._progress("answer", total=len(todo), names={"answer": label}):
-                async def one(q: Question) -> list[list[tuple[Sample, Problem | None]]]:
+                async def one(q: Question) -> list[list[tuple[Sample, ErrorRecord | None]]]:
                     parts = await asyncio.gather(*(self.stage1(q, a, e, self.rounds[round_], round_)
                                                    for a, e in zip(agents, endpoints, strict=True)))
                     self._tick("answer")
@@ -621,7 +630,7 @@ class _Run:
                 return list(await asyncio.gather(*(one(q) for q in todo)))
 
     async def staged_evaluate(
-        self, todo: list[Question], first: dict[str, tuple[list[Sample], list[Problem]]], url: str | None
+        self, todo: list[Question], first: dict[str, tuple[list[Sample], list[ErrorRecord]]], url: str | None
     ) -> None:
         async with self._endpoint(self.evaluate, url) as e:
             with self._progress("evaluate", total=len(todo)):
@@ -643,10 +652,10 @@ class _Run:
                  and self.inf.extra_votes and wants_extra(letters, self.inf.extra_when)]
         return self._needed(unit, open_, 1)
 
-    def _staged_rounds(self, todo: list[Question], units: list[Unit]) -> dict[str, tuple[list[Sample], list[Problem]]]:
+    def _staged_rounds(self, todo: list[Question], units: list[Unit]) -> dict[str, tuple[list[Sample], list[ErrorRecord]]]:
         """Stage 1 unit by unit: the first round, then the extra round for the questions it
         leaves open. One unit stays up for both rounds; several are served again for the second."""
-        parts: dict[tuple[str, str], list[list[tuple[Sample, Problem | None]]]] = {}
+        parts: dict[tuple[str, str], list[list[tuple[Sample, ErrorRecord | None]]]] = {}
 
         def ask(unit: Unit, url: str | None, questions: list[Question], round_: int) -> None:
             results = asyncio.run(self.staged_answer(questions, unit.agents, url, round_))
@@ -683,8 +692,8 @@ class _Run:
         Staged: the Answer models' servers one after another, then the Evaluate model's. Every
         model an adapter of one base (`one_server`): one vLLM server for all, pipelined."""
         if self.one_server:
-            from orchestrator.core.process import free_port
-            from orchestrator.core.serving import served_adapters
+            from orchestrator.core.common.process import free_port
+            from orchestrator.core.serving.servers import served_adapters
 
             every = [a.loaded for a in [*self.answers, self.evaluate] if a.loaded]
             one = _url_of(served_adapters(every, free_port(), startup_timeout=self.left()))
@@ -730,8 +739,8 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
     """The agent's model; for a served one, the recipe and split its training manifest records."""
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
     if agent.loaded and not agent.url:
-        from orchestrator.core.llamafactory import role_paths
-        from orchestrator.core.trained import read_manifest
+        from orchestrator.core.run_folders.role_paths import role_paths
+        from orchestrator.core.run_folders.trained import read_manifest
 
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)

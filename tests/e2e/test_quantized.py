@@ -12,7 +12,7 @@ import pytest
 from helpers import read_jsonl
 
 from fake_openai import FakeOpenAI
-from orchestrator.core.gptq import packed_weights
+from orchestrator.core.llamafactory.gptq import packed_weights
 
 pytestmark = pytest.mark.slow
 
@@ -105,8 +105,8 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
 
 
 def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, wide_tiny_model_dir: Path) -> None:
-    """Weights as core/memory.py counts them, against the safetensors the tiny models really hold."""
-    from orchestrator.core.memory import model_shape
+    """Weights as core/serving/memory.py counts them, against the safetensors the tiny models really hold."""
+    from orchestrator.core.serving.memory import model_shape
 
     for model in (gptq_model_dir, wide_tiny_model_dir):
         estimate = model_shape(json.loads((model / "config.json").read_text(encoding="utf-8"))).weight_bytes()

@@ -18,7 +18,7 @@ import pytest
 from fake_openai import FakeOpenAI
 from helpers import REPO, adapter_variant, read_jsonl, write_competition
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.data.competition import read_dataset
 
 SHAPE = [[4, 3], [4, 4, 2], [3, 3], [4], [2, 2]]  # 10 questions
 
@@ -48,8 +48,8 @@ def row(table: str, name: str) -> str:
 
 def _infer(test: Path, out: Path, a: FakeOpenAI, e: FakeOpenAI, *sets: str):
     """The infer stage itself, so the deadline's clock (which starts when it is called) is the test's."""
-    from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.recipes import load_pipeline
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.serving.inference_models import resolve_models
     from orchestrator.stages.infer import infer
 
     models = resolve_models(load_pipeline(None, sets), (), answer_urls=[a.url], answer_names=["ans"],

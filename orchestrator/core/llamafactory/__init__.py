@@ -1,0 +1,1 @@
+"""The contract with LLaMA-Factory: rendered configs, its parser, launch, quantization."""

@@ -1,0 +1,1 @@
+"""Recipes: the typed schema, reading a recipe file, `extends:` loading, `--set` overrides."""

@@ -1,0 +1,1 @@
+"""Serving and talking to models: servers, endpoints, agents, memory estimates."""
