@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.data.fewshot import longest_prompt
+from orchestrator.core.llamafactory.chat_template import served_prompt
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.configs import render_roles
 from orchestrator.core.recipes.loading import Loaded, command_for
@@ -32,9 +34,6 @@ class Checked:
 
 def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked:
     """Render and check every role's configs (all problems at once, as one UserError)."""
-    from orchestrator.core.data.fewshot import longest_prompt
-    from orchestrator.core.llamafactory.chat_template import served_prompt
-
     result = Checked()
     problems = []
     for r in check_roles(loaded):

@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_text
-from orchestrator.core.common.paths import display, runs_dir
+from orchestrator.core.common.paths import display, project_root, runs_dir
 from orchestrator.core.common.report import md_table, save_png, text_table
 from orchestrator.core.common.stats import bootstrap_interval, mcnemar_exact
 from orchestrator.core.data.competition import Dataset, gold_answers
@@ -188,8 +188,6 @@ def settings(run: Run) -> dict[str, Any]:
 def _relative(value: Any) -> Any:
     """A path inside the project as the recipes write it (relative), so one file spelled two ways
     (absolute, relative) is not a difference."""
-    from orchestrator.core.common.paths import project_root
-
     if isinstance(value, str) and value.startswith("/"):
         try:
             return str(Path(value).relative_to(project_root()))

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.common.ledger import Ledger, read_records, stable_key, text_hash
+from orchestrator.core.common.process import free_port
 from orchestrator.core.common.progress import bar, say
 from orchestrator.core.data.answers import extract_choice
 from orchestrator.core.data.competition import Dataset, Question, read_reporting, write_submission
@@ -55,6 +56,7 @@ from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import AnswerModel, InferenceSection, PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.role_paths import role_paths
 from orchestrator.core.run_folders.trace import (
     AnswerStep,
     ErrorRecord,
@@ -64,8 +66,16 @@ from orchestrator.core.run_folders.trace import (
     TraceRecord,
     chosen_reply,
 )
+from orchestrator.core.run_folders.trained import read_manifest
 from orchestrator.core.serving.agents import Agent, agent_url, make_agent
 from orchestrator.core.serving.endpoints import Endpoint, EndpointError, Reply
+from orchestrator.core.serving.servers import (
+    adapter_version,
+    check_adapters,
+    lora_group_key,
+    one_server,
+    served_adapters,
+)
 
 @dataclass
 class Unit:
@@ -81,8 +91,6 @@ class Unit:
             with agent_url(first, startup_timeout) as url:
                 yield url
             return
-        from orchestrator.core.common.process import free_port
-        from orchestrator.core.serving.servers import served_adapters
 
         with served_adapters([a.loaded for a in self.agents if a.loaded], free_port(),
                              startup_timeout=startup_timeout) as serving:
@@ -245,7 +253,6 @@ def make_answer_agents(
     serves are marked to share one server."""
     from urllib.parse import urlsplit
 
-    from orchestrator.core.serving.servers import adapter_version, check_adapters, lora_group_key
 
     agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
               for m, loaded in zip(listed, recipes, strict=True)]
@@ -279,8 +286,6 @@ def make_answer_agents(
 def share_one_server(answers: list[Agent], evaluate: Agent) -> bool:
     """When every model is served as an adapter of one base with vLLM (see serving.one_server),
     mark them all to be served by one vLLM server: the whole run is pipelined on it."""
-    from orchestrator.core.serving.servers import check_adapters, one_server
-
     agents = [*answers, evaluate]
     loadeds = [a.loaded for a in agents if a.loaded and not a.url]
     if len(loadeds) < len(agents) or not one_server([x.recipe for x in loadeds]):
@@ -296,8 +301,6 @@ def share_one_server(answers: list[Agent], evaluate: Agent) -> bool:
 def serving_units(agents: list[Agent]) -> list[Unit]:
     """One unit per server to start or endpoint to reach, in the order the models are listed;
     the adapters sharing a vLLM server form one unit, where the first of them is listed."""
-    from orchestrator.core.serving.servers import lora_group_key
-
     units: list[Unit] = []
     shared: dict[tuple[str, str] | None, Unit] = {}
     for a in agents:
@@ -692,9 +695,6 @@ class _Run:
         Staged: the Answer models' servers one after another, then the Evaluate model's. Every
         model an adapter of one base (`one_server`): one vLLM server for all, pipelined."""
         if self.one_server:
-            from orchestrator.core.common.process import free_port
-            from orchestrator.core.serving.servers import served_adapters
-
             every = [a.loaded for a in [*self.answers, self.evaluate] if a.loaded]
             one = _url_of(served_adapters(every, free_port(), startup_timeout=self.left()))
             with self._serving(one, [*self.answers, self.evaluate]) as url:
@@ -739,9 +739,6 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
     """The agent's model; for a served one, the recipe and split its training manifest records."""
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
     if agent.loaded and not agent.url:
-        from orchestrator.core.run_folders.role_paths import role_paths
-        from orchestrator.core.run_folders.trained import read_manifest
-
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)
         if trained is not None:

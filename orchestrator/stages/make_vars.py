@@ -16,6 +16,8 @@ from pathlib import Path
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_text
 from orchestrator.core.common.paths import project_root
+from orchestrator.core.recipes.loading import load_pipeline, load_role
+from orchestrator.core.recipes.schema import DataSection
 
 SETTINGS = {"TRAIN": "data.train", "TEST": "data.test", "GOLD": "data.gold", "TEACHER_URL": "teacher.base_url",
             "TEACHER_MODEL": "teacher.model", "TEACHER_KEY_ENV": "teacher.api_key_env"}
@@ -108,9 +110,6 @@ def _existing(files: list[str | None]) -> list[str]:
 def data_files(result: MakeVars, default_pipeline: str, answer_recipe: str, evaluate_recipe: str) -> None:
     """The files each stage reads, from the recipes with the values in force; a recipe that does
     not load lists none (the stage's own command says why)."""
-    from orchestrator.core.recipes.loading import load_pipeline, load_role
-    from orchestrator.core.recipes.schema import DataSection
-
     sets = [f"{key}={result.values[name]}" for name, key in SETTINGS.items() if result.values[name]]
     result.files = {"PIPELINE_FILES": [], "TRAIN_FILES": [], "TEST_FILES": [], "GOLD_FILES": [],
                     "ANSWER_EXTRA": [], "EVALUATE_EXTRA": []}

@@ -17,6 +17,7 @@ from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
 from orchestrator.core.common.ledger import stable_key
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import clean, say, worth_showing
+from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.llamafactory.chat_template import save_template
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.gptq import calibration_texts, gptq_export
@@ -98,8 +99,6 @@ def _merge(
     questions: list = []
     quantize = needs_calibration(loaded)
     if quantize:
-        from orchestrator.core.data.competition import read_dataset
-
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
         questions = read_dataset(calibration_data).questions

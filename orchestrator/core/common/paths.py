@@ -9,9 +9,7 @@ from orchestrator.core.common.errors import UserError
 
 # The source checkout (templates/, datasets/sample/): the package's parent folder, or
 # $ORCHESTRATOR_SOURCE where the package is installed from a wheel (the submission image).
-SOURCE_ROOT = Path(os.environ.get("ORCHESTRATOR_SOURCE") or Path(__file__).resolve().parent.parent.parent)
-
-
+SOURCE_ROOT = Path(os.environ.get("ORCHESTRATOR_SOURCE") or Path(__file__).resolve().parents[3])
 HOME_ENV = "ORCHESTRATOR_HOME"
 
 
@@ -43,3 +41,11 @@ def inside(path: str | Path, base: Path, what: str) -> Path:
     if resolved != base.resolve() and base.resolve() not in resolved.parents:
         raise UserError(f"{what}: {path} is outside {base} (paths may not escape it)")
     return resolved
+
+
+def display(path: Path) -> str:
+    """`path` relative to the working directory when inside it, as users typed it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_jsonl
+from orchestrator.core.common.progress import say
 
 LETTERS = "ABCDEFG"
 MAX_OPTIONS = len(LETTERS)
@@ -346,8 +347,6 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
 
 def read_reporting(path: str | Path, stage: str, skip_invalid: bool = False) -> Dataset:
     """read_dataset for a stage: with `skip_invalid`, each skipped line is said under the stage."""
-    from orchestrator.core.common.progress import say
-
     dataset = read_dataset(path, skip_invalid=skip_invalid)
     for line in dataset.errors:
         say(stage, f"skipped {line}")

@@ -26,30 +26,20 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from orchestrator.core.common.ledger import stable_key
+from orchestrator.core.common.ledger import Ledger, read_records, stable_key
 from orchestrator.core.common.paths import project_root, runs_dir
 from orchestrator.core.data.competition import Question, read_dataset
+from orchestrator.core.data.heldout import split_by_problem
+from orchestrator.core.data.prompts import Example, answer_prompt
+from orchestrator.core.data.sources import read_sources, training_sources
+from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
 from orchestrator.core.recipes.schema import FewshotSection, PipelineRecipe, RoleRecipe, TeacherSection
+from orchestrator.core.run_folders.role_paths import model_path
 
 K1, B = 1.5, 0.75
 TOKENS = "alnum-lower-char-bigrams-v1"  # what `bigrams` does: change it when bigrams changes
 INDEX_KEY = hashlib.sha256(json.dumps([K1, B, TOKENS]).encode()).hexdigest()[:12]
 CHUNK = 256  # queries scored at once (a CHUNK x pool matrix of floats)
-
-
-@dataclass(frozen=True)
-class Example:
-    """A worked example: a training question and the teacher reply that reached its gold letter."""
-
-    qid: str
-    problem: str
-    question: str
-    options: tuple[str, ...]
-    solution: str
-
-    @property
-    def problem_id(self) -> str:
-        return self.qid.rpartition("#")[0]
 
 
 def bigrams(text: str) -> list[str]:
@@ -164,11 +154,6 @@ def _problem_texts(files: Iterable[str | None]) -> set[str]:
 def train_pool(pipe: PipelineRecipe, role: RoleRecipe, teacher: TeacherSection | None = None) -> list[Example]:
     """The worked examples of `pool: train` (see the module docstring), in training-file order;
     `teacher`: the settings whose replies to read (default: the last distillation's)."""
-    from orchestrator.core.common.ledger import Ledger
-    from orchestrator.core.data.heldout import split_by_problem
-    from orchestrator.core.data.sources import training_sources
-    from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
-
     teacher = teacher or last_teacher(pipe.teacher)
     gold = [q for q in training_sources(pipe.data, None, "fewshot")[0].questions if q.answer is not None]
     held = split_by_problem(gold, role.dataset.val_size, role.dataset.seed)[1]
@@ -232,9 +217,6 @@ class Fewshot:
 def trained_pool(role: RoleRecipe) -> list[Example] | None:
     """The pool the role's built training set drew its examples from (its sources record names
     it by hash, kept under runs/fewshot/), or None when there is none to read."""
-    from orchestrator.core.common.ledger import read_records
-    from orchestrator.core.data.sources import read_sources
-
     recorded = ((read_sources(role.dataset_name) or {}).get("fewshot") or {}).get("pool_hash")
     path = runs_dir() / "fewshot" / str(recorded) / "pool.jsonl"
     if not recorded or not path.is_file():
@@ -265,10 +247,6 @@ def longest_prompt(pipe: PipelineRecipe, role: RoleRecipe) -> tuple[int, str, st
     """(length, unit, question id) of the longest Answer prompt of data.train with its worked
     examples, in the base model's tokens when its tokenizer is there, else in characters; None
     when fewshot.k is 0 or nothing is distilled yet."""
-    from orchestrator.core.data.prompts import answer_prompt
-    from orchestrator.core.data.sources import training_sources
-    from orchestrator.core.run_folders.role_paths import model_path
-
     if role.role != "answer" or role.fewshot.k == 0:
         return None
     questions = [q for q in training_sources(pipe.data, None, "check")[0].questions if q.answer is not None]

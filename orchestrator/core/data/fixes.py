@@ -18,15 +18,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.data.competition import LETTERS, Dataset, Problem, letter_counts, read_reporting
-
-if TYPE_CHECKING:
-    from orchestrator.core.recipes.schema import PipelineRecipe
+from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.progress import say
+from orchestrator.core.data.competition import LETTERS, Dataset, Problem, read_reporting
 
 _KEY = re.compile(r"(?P<pid>[^#\s]+)(?:#(?P<index>\d+))?")
 DROP = "drop"
@@ -165,8 +164,6 @@ def read_training(
 ) -> tuple[Dataset, FixSummary | None]:
     """The training file as every stage reads it: repaired, then corrected by the fixes file
     (when given), with one summary line said under `stage`."""
-    from orchestrator.core.common.progress import say
-
     dataset = read_reporting(path, stage, skip_invalid)
     if fixes is None:
         return dataset, None
@@ -177,36 +174,6 @@ def read_training(
 
 def fixes_path(data: Any) -> Path | None:
     """The recipe's `data.fixes` as a path under the project, or None."""
-    from orchestrator.core.common.paths import project_root
-
     return project_root() / data.fixes if data.fixes else None
 
 
-def prior_letter(train: str | Path, fixes: str | Path | None, stage: str) -> str:
-    """The most frequent gold letter of the training file (after fixes), said with its count.
-    No training file: `A`, said too, so inference against an endpoint still runs."""
-    from orchestrator.core.common.progress import say
-
-    if not Path(train).exists():
-        say(stage, f"fallback: no training file {train} to take the prior from; using A "
-                   "(set inference.fallback to a letter, or null, to choose)")
-        return "A"
-    dataset, _ = read_training(train, fixes, stage)
-    counts = letter_counts(dataset.questions)
-    if not counts:
-        say(stage, f"fallback: {train} has no gold letters; using A")
-        return "A"
-    letter, n = next(iter(counts.items()))
-    total = sum(counts.values())
-    say(stage, f"fallback: {letter}, the most frequent gold letter of {train} ({n} of {total}, {n / total:.0%})")
-    return letter
-
-
-def fallback_letter(recipe: PipelineRecipe, stage: str = "infer") -> str | None:
-    """A pipeline recipe's `inference.fallback` as a letter: the training prior, a fixed letter, or None."""
-    from orchestrator.core.common.paths import project_root
-
-    setting = recipe.inference.fallback
-    if setting != "prior":
-        return setting
-    return prior_letter(project_root() / recipe.data.train, fixes_path(recipe.data), stage)

@@ -1,4 +1,6 @@
-"""Extra training sets named in a role recipe (`dataset.extra: {name: file}`).
+"""Training sets in LLaMA-Factory's own formats that a role recipe mixes into its training
+(`dataset.extra: {name: file}`), beside the set the `dataset` stage builds; not competition
+files (those are data.extra_train, read by sources.py).
 
 Each file is alpaca or sharegpt, JSON (a list) or JSONL (one object a line). Its format is
 read off the file, so the `dataset_info.json` entry is right without the user writing one;
@@ -30,12 +32,12 @@ ALPACA_EXAMPLE = '{"instruction": "...", "input": "", "output": "..."}'
 SHAREGPT_EXAMPLE = '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}'
 
 
-class BadExtra(Exception):
-    """What is wrong with an extra file, in words."""
+class BadMixedDataset(Exception):
+    """What is wrong with a mixed-in file, in words."""
 
 
-def extra_path(file: str) -> Path:
-    """An extra file as the recipe names it: relative to the project root, or absolute."""
+def mixed_path(file: str) -> Path:
+    """A mixed-in file as the recipe names it: relative to the project root, or absolute."""
     return (project_root() / file).resolve()
 
 
@@ -49,21 +51,21 @@ def _records(path: Path) -> list[Any]:
                 try:
                     out.append(json.loads(line))
                 except (ValueError, RecursionError) as e:
-                    raise BadExtra(f"line {lineno} is not valid JSON ({e})") from None
+                    raise BadMixedDataset(f"line {lineno} is not valid JSON ({e})") from None
         return out
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise BadExtra(f"not valid JSON ({e})") from None
+        raise BadMixedDataset(f"not valid JSON ({e})") from None
     if not isinstance(data, list):
-        raise BadExtra(f"a JSON file must hold a list of examples, not a {type(data).__name__}")
+        raise BadMixedDataset(f"a JSON file must hold a list of examples, not a {type(data).__name__}")
     return data
 
 
 def _format_of(record: Any) -> str:
     """alpaca, conversations or messages: what one example looks like."""
     if not isinstance(record, dict):
-        raise BadExtra(f"an example must be an object, not a {type(record).__name__}")
+        raise BadMixedDataset(f"an example must be an object, not a {type(record).__name__}")
     if "instruction" in record and "output" in record:
         return "alpaca"
     for key, spec in SHAREGPT.items():
@@ -73,59 +75,59 @@ def _format_of(record: Any) -> str:
             seen = {t.get(tag) for t in turns}
             if user in seen and assistant in seen:
                 return key
-    raise BadExtra(f"an example is neither alpaca ({ALPACA_EXAMPLE}) nor sharegpt ({SHAREGPT_EXAMPLE})")
+    raise BadMixedDataset(f"an example is neither alpaca ({ALPACA_EXAMPLE}) nor sharegpt ({SHAREGPT_EXAMPLE})")
 
 
 @lru_cache(maxsize=64)
 def _inspect(path: Path, mtime_ns: int, size: int) -> tuple[str, int]:
     records = _records(path)
     if not records:
-        raise BadExtra("it holds no examples")
+        raise BadMixedDataset("it holds no examples")
     formats = set()
     for i, record in enumerate(records):
         try:
             formats.add(_format_of(record))
-        except BadExtra as e:
-            raise BadExtra(f"example {i + 1}: {e}") from None
+        except BadMixedDataset as e:
+            raise BadMixedDataset(f"example {i + 1}: {e}") from None
         if len(formats) > 1:
-            raise BadExtra(f"example {i + 1} is {_format_of(record)} but the first is {_format_of(records[0])}; "
+            raise BadMixedDataset(f"example {i + 1} is {_format_of(record)} but the first is {_format_of(records[0])}; "
                              "one file holds one format")
     return formats.pop(), len(records)
 
 
 def inspect_file(file: str) -> tuple[str, int]:
-    """(format, number of examples) of an extra file; BadExtra says what is wrong."""
-    path = extra_path(file)
+    """(format, number of examples) of a mixed-in file; BadMixedDataset says what is wrong."""
+    path = mixed_path(file)
     if path.suffix not in (".json", ".jsonl"):
-        raise BadExtra(f"{file}: expected a .json or .jsonl file")
+        raise BadMixedDataset(f"{file}: expected a .json or .jsonl file")
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise BadExtra(f"{file} does not exist (looked for {path})") from None
+        raise BadMixedDataset(f"{file} does not exist (looked for {path})") from None
     except OSError as e:
-        raise BadExtra(f"{file}: cannot read ({e.strerror})") from None
+        raise BadMixedDataset(f"{file}: cannot read ({e.strerror})") from None
     if not path.is_file():
-        raise BadExtra(f"{file} is not a file")
+        raise BadMixedDataset(f"{file} is not a file")
     try:
         return _inspect(path, stat.st_mtime_ns, stat.st_size)
     except UnicodeDecodeError:
-        raise BadExtra(f"{file}: not UTF-8 text") from None
-    except BadExtra as e:
-        raise BadExtra(f"{file}: {e}") from None
+        raise BadMixedDataset(f"{file}: not UTF-8 text") from None
+    except BadMixedDataset as e:
+        raise BadMixedDataset(f"{file}: {e}") from None
 
 
 def entry(file: str, fmt: str) -> dict[str, Any]:
-    """The dataset_info.json entry of an extra file (absolute: LLaMA-Factory joins it to dataset_dir)."""
+    """The dataset_info.json entry of a mixed-in file (absolute: LLaMA-Factory joins it to dataset_dir)."""
     if fmt == "alpaca":
-        return {"file_name": str(extra_path(file)), "formatting": "alpaca", "columns": ALPACA_COLUMNS}
-    out: dict[str, Any] = {"file_name": str(extra_path(file)), "formatting": "sharegpt",
+        return {"file_name": str(mixed_path(file)), "formatting": "alpaca", "columns": ALPACA_COLUMNS}
+    out: dict[str, Any] = {"file_name": str(mixed_path(file)), "formatting": "sharegpt",
                            "columns": {"messages": fmt}}
     if SHAREGPT[fmt]["tags"]:
         out["tags"] = SHAREGPT[fmt]["tags"]
     return out
 
 
-def extra_entries(recipe: Any, where: Any = None) -> dict[str, dict[str, Any]]:
+def mixed_entries(recipe: Any, where: Any = None) -> dict[str, dict[str, Any]]:
     """dataset name -> dataset_info.json entry for each of `dataset.extra`; every bad file is
     one error line naming its key (`where(dotted)` gives the recipe file that set it)."""
     entries, problems = {}, []
@@ -140,7 +142,7 @@ def extra_entries(recipe: Any, where: Any = None) -> dict[str, dict[str, Any]]:
             continue
         try:
             fmt, _ = inspect_file(file)
-        except BadExtra as e:
+        except BadMixedDataset as e:
             problems.append(f"{prefix}{dotted}: {e}")
             continue
         entries[name] = entry(file, fmt)
@@ -149,7 +151,7 @@ def extra_entries(recipe: Any, where: Any = None) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def extra_counts(recipe: Any) -> dict[str, dict[str, Any]]:
+def mixed_counts(recipe: Any) -> dict[str, dict[str, Any]]:
     """name -> {file, format, examples}, for manifests."""
     out = {}
     for name, file in recipe.dataset.extra.items():

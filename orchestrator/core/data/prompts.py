@@ -1,16 +1,29 @@
 """The prompts, one renderer for distillation, the training sets and inference, so what a
-model was trained on and what it is asked can never drift apart."""
+model was trained on and what it is asked can never drift apart; and the worked example an
+Answer prompt may show (found by fewshot.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from orchestrator.core.common.render import render
 from orchestrator.core.data.competition import LETTERS, Question
 
-if TYPE_CHECKING:
-    from orchestrator.core.data.prompts import Example
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example: a training question and the teacher reply that reached its gold letter."""
+
+    qid: str
+    problem: str
+    question: str
+    options: tuple[str, ...]
+    solution: str
+
+    @property
+    def problem_id(self) -> str:
+        return self.qid.rpartition("#")[0]
 
 
 def format_options(options: tuple[str, ...] | list[str]) -> str:
@@ -44,3 +57,4 @@ def evaluate_prompt(q: Question, think: str) -> str:
 
 def evaluate_target(letter: str) -> str:
     return f"答案是：{letter}"
+

@@ -16,9 +16,10 @@ from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import datasets_dir, project_root
 from orchestrator.core.data.competition import Question, read_reporting
 from orchestrator.core.data.fixes import fixes_path, read_training
+from orchestrator.core.data.mixed_datasets import mixed_counts
 from orchestrator.core.recipes.schema import DataSection, RoleRecipe
 
-GOLD, PSEUDO, EXTRA = "gold", "pseudo-labels", "extra"
+GOLD, PSEUDO, EXTRA_TRAIN = "gold", "pseudo-labels", "extra"  # the kinds of file (data.train, data.extra_train)
 
 
 def provenance_path(file: str | Path) -> Path:
@@ -28,7 +29,9 @@ def provenance_path(file: str | Path) -> Path:
 
 
 @dataclass
-class Source:
+class TrainingSource:
+    """One file of training questions: data.train (gold) or one of data.extra_train."""
+
     file: str  # as the recipe (or --input) names it
     key: str  # data.train, data.extra_train[i] or --input
     kind: str  # gold, pseudo-labels or extra
@@ -40,18 +43,18 @@ class Source:
 
 
 def _kind(path: Path) -> str:
-    return PSEUDO if provenance_path(path).exists() else EXTRA
+    return PSEUDO if provenance_path(path).exists() else EXTRA_TRAIN
 
 
 def training_sources(
     data: DataSection, input_path: str | Path | None = None, stage: str = "", skip_invalid: bool = False
-) -> list[Source]:
+) -> list[TrainingSource]:
     """The gold training file (`input_path` or data.train, corrected by data.fixes) and each of
     data.extra_train. Extra files must label every question they hold; no question may be in two files."""
     gold_file = str(input_path) if input_path else data.train
     gold_path = Path(input_path) if input_path else project_root() / data.train
     gold, fixed = read_training(gold_path, fixes_path(data), stage, skip_invalid)
-    sources = [Source(gold_file, "--input" if input_path else "data.train", GOLD, gold.questions,
+    sources = [TrainingSource(gold_file, "--input" if input_path else "data.train", GOLD, gold.questions,
                       fixed.record() if fixed else None)]
     for i, file in enumerate(data.extra_train):
         key = f"data.extra_train[{i}]"
@@ -63,8 +66,8 @@ def training_sources(
         if unlabelled:
             raise UserError(f"{key}: {file}: {len(unlabelled)} questions have no answer (first {unlabelled[0]}); "
                             "an extra training file labels every question")
-        sources.append(Source(file, key, _kind(path), questions))
-    seen: dict[str, Source] = {}
+        sources.append(TrainingSource(file, key, _kind(path), questions))
+    seen: dict[str, TrainingSource] = {}
     for source in sources:
         for q in source.questions:
             other = seen.setdefault(q.qid, source)
@@ -91,6 +94,4 @@ def read_sources(dataset_name: str) -> dict[str, Any] | None:
 def training_data(recipe: RoleRecipe) -> dict[str, Any]:
     """What a role's training run read, for its manifest: the built set's sources (as
     `dataset` recorded them) and each dataset.extra file."""
-    from orchestrator.core.data.mixed_datasets import mixed_counts
-
     return {"dataset": read_sources(recipe.dataset_name), "extra": mixed_counts(recipe)}

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.core.common.ledger import Ledger, stable_key, text_hash
 from orchestrator.core.common.paths import runs_dir
 from orchestrator.core.data.competition import Question
+from orchestrator.core.data.prompts import Example, answer_prompt
 from orchestrator.core.recipes.schema import TeacherSection
-
-if TYPE_CHECKING:
-    from orchestrator.core.data.prompts import Example
 
 
 def teacher_key(qid: str, prompt: str, model: str, sampling: dict[str, Any]) -> str:
@@ -28,8 +26,6 @@ def sampling_of(teacher: TeacherSection) -> dict[str, Any]:
 
 
 def teacher_prompt(q: Question, teacher: TeacherSection, examples: Sequence[Example] = ()) -> str:
-    from orchestrator.core.data.prompts import answer_prompt
-
     return answer_prompt(q, hint_gold=q.answer if teacher.hint_gold else None, examples=examples)
 
 

@@ -24,8 +24,13 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_text
+from orchestrator.core.data.competition import Question
+from orchestrator.core.data.prompts import Example, answer_prompt, evaluate_prompt
+from orchestrator.core.llamafactory.parser import import_parser
+from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.role_paths import model_path, role_paths
 
 # train: keys that change the template LLaMA-Factory trains with (data/template.py:
 # get_template_and_fix_tokenizer)
@@ -48,8 +53,6 @@ def load_tokenizer(path: Path) -> Any:
 def lf_template(recipe: RoleRecipe, tokenizer: Any) -> Any:
     """LLaMA-Factory's Template for the recipe, `tokenizer` fixed as training fixes it (its own
     get_template_and_fix_tokenizer, on a copy: its registry stays as it was)."""
-    from orchestrator.core.llamafactory.parser import import_parser
-
     import_parser()  # quiet logging
     from llamafactory.hparams import DataArguments
 
@@ -96,16 +99,12 @@ def jinja_ids(tokenizer: Any, chat_template: str | None, user: str) -> list[int]
 
 
 def base_tokenizer_dir(recipe: RoleRecipe) -> Path:
-    from orchestrator.core.run_folders.role_paths import model_path
-
     return model_path(recipe)
 
 
 def vllm_template_file(loaded: Loaded[RoleRecipe]) -> Path:
     """runs/<name>/chat_template.jinja: LLaMA-Factory's template for the base's tokenizer, the
     --chat-template of `vllm serve`."""
-    from orchestrator.core.run_folders.role_paths import role_paths
-
     recipe = loaded.recipe
     base = base_tokenizer_dir(recipe)
     if not (base / "tokenizer_config.json").is_file():
@@ -148,9 +147,6 @@ PROBE_REASONING = "### 思考思路:\n1. 假设甲说真话，则乙说谎。\n#
 def probe_prompts(recipe: RoleRecipe) -> list[str]:
     """The role's own prompt for a probe question: the Answer prompt (with a worked example when
     fewshot.k > 0) or the Evaluate prompt; they cross every line of the template."""
-    from orchestrator.core.data.competition import Question
-    from orchestrator.core.data.prompts import Example, answer_prompt, evaluate_prompt
-
     q = Question("probe", 0, PROBE_PROBLEM, "选择题 1：\n谁说了真话？", ("甲", "乙", "丙"), "B")
     if recipe.role == "evaluate":
         return [evaluate_prompt(q, PROBE_REASONING)]
@@ -175,9 +171,6 @@ class Served:
 
 def _served_ids(loaded: Loaded[RoleRecipe]) -> tuple[str, Callable[[str], list[int]]]:
     """What serves the role's model, and how it turns a user text into prompt tokens."""
-    from orchestrator.core.llamafactory.quantization import served_weights
-    from orchestrator.core.run_folders.role_paths import role_paths
-
     recipe = loaded.recipe
     base = base_tokenizer_dir(recipe)
     merged = role_paths(recipe).merged
@@ -198,8 +191,6 @@ def _served_ids(loaded: Loaded[RoleRecipe]) -> tuple[str, Callable[[str], list[i
 
 def served_prompt(loaded: Loaded[RoleRecipe]) -> Served:
     """Whether the role's serving path feeds the model its training prompt, token for token."""
-    from orchestrator.core.llamafactory.quantization import served_weights
-
     recipe = loaded.recipe
     where = loaded.where("model.template")
     tokenizer = load_tokenizer(base_tokenizer_dir(recipe))

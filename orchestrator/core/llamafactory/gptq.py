@@ -14,7 +14,7 @@ from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import clean, say, worth_showing
-from orchestrator.core.llamafactory.gptq import calibration_texts
+from orchestrator.core.data.prompts import answer_prompt
 from orchestrator.core.llamafactory.launch import cli_path, visible_gpus
 
 SETUP = "the quantization packages are installed by `make setup-quant`"
@@ -25,6 +25,21 @@ def missing_packages() -> list[str]:
     import importlib.util
 
     return [name for name in ("optimum", "gptqmodel") if importlib.util.find_spec(name) is None]
+
+
+def calibration_texts(questions: list, maxlen: int) -> list[dict[str, str]]:
+    """Calibration samples for GPTQ export: Answer prompts joined until each is longer than
+    `maxlen` tokens (LLaMA-Factory only takes samples longer than that)."""
+    chars = 4 * maxlen  # Qwen2's tokenizer packs well under 4 characters of this text per token
+    texts, current = [], ""
+    for q in questions:
+        current += answer_prompt(q) + "\n"
+        if len(current) > chars:
+            texts.append({"text": current})
+            current = ""
+    if current:
+        texts.append({"text": current * (chars // len(current) + 1)})
+    return texts
 
 
 def gptq_export(
@@ -83,3 +98,4 @@ def packed_weights(model_dir: Path) -> int:
         with safe_open(str(path), "pt") as f:
             count += sum(1 for key in f.keys() if key.endswith(".qweight"))
     return count
+

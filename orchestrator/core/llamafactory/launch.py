@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,14 @@ def describe(ran: dict[str, Any]) -> str:
         return "world size 1 (one process)"
     return (f"world size {ran['world_size']} ({ran['nnodes']} node(s) x {ran['nproc_per_node']} process(es), "
             f"{ran['backend']}), node rank {ran['node_rank']}")
+
+
+def cli_path() -> str:
+    """`llamafactory-cli` of this Python environment."""
+    beside = Path(sys.executable).parent / "llamafactory-cli"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("llamafactory-cli")
+    if not found:
+        raise UserError("llamafactory-cli is not installed in this environment: run `make setup`")
+    return found

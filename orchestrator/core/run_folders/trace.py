@@ -22,7 +22,7 @@ from pydantic import BaseModel, model_validator
 
 from orchestrator.core.common.ledger import read_records
 
-Source = Literal["evaluate", "answer_fallback", "vote_fallback", "fallback", "none"]
+LetterSource = Literal["evaluate", "answer_fallback", "vote_fallback", "fallback", "none"]  # whose letter is final
 Status = Literal["done", "failed"]
 
 
@@ -55,7 +55,7 @@ class Evaluation(TracedReply):
     model: str = "evaluate"
 
 
-class Problem(BaseModel):
+class ErrorRecord(BaseModel):
     """A problem the Error Agent lists: an API failure, unparseable output, a disagreement, no
     answer. Written with only the keys that apply (errors.jsonl reads as it always did)."""
 
@@ -163,10 +163,10 @@ class TraceRecord(BaseModel):
     id: str
     status: Status = "done"  # failed: a request failed after retries; asked again next run
     final: str | None = None
-    source: Source = "none"
+    source: LetterSource = "none"
     answer: AnswerStep = AnswerStep()
     evaluate: Evaluation | None = None
-    errors: list[Problem] = []
+    errors: list[ErrorRecord] = []
 
     def line(self) -> dict[str, Any]:
         """The JSON line: every key, the problems with only theirs."""

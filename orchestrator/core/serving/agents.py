@@ -1,6 +1,6 @@
 """The models the inference loop and the Evaluate-set builder talk to: an endpoint we were
 given, or a role recipe whose model (merged, or base + adapter) we serve on a free loopback port
-for a block."""
+for a block; and which of them is the pipeline's Answer model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from orchestrator.core.common.api_keys import resolve_api_key
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.recipes.loading import Loaded
-from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.process import free_port
+from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.recipes.loading import Loaded, load_role
+from orchestrator.core.recipes.schema import InferenceSection, RoleRecipe
+from orchestrator.core.serving.endpoints import listed_model
+from orchestrator.core.serving.servers import model_version, served
 
 
 @dataclass
@@ -29,7 +35,6 @@ class Agent:
     def describe(self) -> str:
         if self.url or self.loaded is None:
             return f"{self.url} ({self.model})"
-        from orchestrator.core.llamafactory.quantization import served_weights
 
         name = self.loaded.recipe.run_name
         if self.lora:
@@ -38,9 +43,6 @@ class Agent:
 
 
 def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | None) -> Agent:
-    from orchestrator.core.common.api_keys import resolve_api_key
-    from orchestrator.core.serving.endpoints import listed_model
-
     # no variable named: a keyless server (vLLM, llamafactory-cli api) on any host
     api_key = resolve_api_key(api_key_env, url) if api_key_env else "EMPTY"
     model = model or listed_model(url, api_key, role)
@@ -48,8 +50,6 @@ def endpoint_agent(role: str, url: str, model: str | None, api_key_env: str | No
 
 
 def served_agent(role: str, loaded: Loaded[RoleRecipe] | None, model: str | None) -> Agent:
-    from orchestrator.core.serving.servers import model_version
-
     if loaded is None:
         raise UserError(f"no {role} endpoint (--{role}-url) and no {role} recipe to serve (--{role}-recipe)")
     name = loaded.recipe.run_name
@@ -73,9 +73,19 @@ def agent_url(agent: Agent, startup_timeout: float | None = None) -> Iterator[st
     if agent.url:
         yield agent.url
         return
-    from orchestrator.core.common.process import free_port
-    from orchestrator.core.serving.servers import served
 
     assert agent.loaded is not None  # an agent without a URL has a recipe (see make_agent)
     with served(agent.loaded, free_port(), startup_timeout=startup_timeout) as serving:
         yield serving.url
+
+
+def answer_agent(inference: InferenceSection, answer_url: str | None,
+                 answer_model: str | None) -> tuple[Agent, Loaded[RoleRecipe]]:
+    """The pipeline's (first) Answer model, unless the command names an endpoint; and its
+    recipe, whose fewshot setting its prompts follow (an endpoint's too, as in infer)."""
+    first = inference.answer_models[0]
+    url = answer_url or first.url
+    loaded = load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
+    agent = make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,
+                       loaded=None if url else loaded)
+    return agent, loaded

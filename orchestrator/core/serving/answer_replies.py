@@ -19,13 +19,14 @@ from typing import Any
 
 from orchestrator.core.common.errors import StageFailed
 from orchestrator.core.common.ledger import Ledger, stable_key, text_hash
-from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.progress import bar
 from orchestrator.core.data.answers import extract_choice
 from orchestrator.core.data.competition import Question
+from orchestrator.core.data.fewshot import examples_for
 from orchestrator.core.data.prompts import answer_prompt
-from orchestrator.core.recipes.loading import Loaded
-from orchestrator.core.recipes.schema import InferenceSection, PipelineRecipe, RoleRecipe
-from orchestrator.core.serving.agents import Agent, agent_url, make_agent
+from orchestrator.core.recipes.schema import InferenceSection, PipelineRecipe
+from orchestrator.core.serving.agents import Agent, agent_url, answer_agent
+from orchestrator.core.serving.endpoints import Endpoint, EndpointError
 
 
 @dataclass
@@ -54,20 +55,6 @@ class AnswerReplies:
                 f"{self.unparseable} without a letter); {self.asked} asked now, {self.cached} cached")
 
 
-def _answerer(inference: InferenceSection, answer_url: str | None,
-              answer_model: str | None) -> tuple[Agent, Loaded[RoleRecipe]]:
-    """The pipeline's (first) Answer model, unless the command names an endpoint; and its
-    recipe, whose fewshot setting its prompts follow (an endpoint's too, as in infer)."""
-    from orchestrator.core.recipes.loading import load_role
-
-    first = inference.answer_models[0]
-    url = answer_url or first.url
-    loaded = load_role("answer", project_root() / (first.recipe or inference.answer_recipe))
-    agent = make_agent("answer", url=url, model=answer_model or first.model, api_key_env=inference.api_key_env,
-                       loaded=None if url else loaded)
-    return agent, loaded
-
-
 def sample_key(q: Question, prompt: str, identity: str, i: int, temperature: float, max_tokens: int) -> str:
     return stable_key(qid=q.qid, prompt=text_hash(prompt), model=identity, sample=i,
                       temperature=temperature, max_tokens=max_tokens)
@@ -81,10 +68,8 @@ def answer_model_replies(
     StageFailed after the run when a request failed, the replies received kept for the next.
     Each is asked the Answer model's own prompt: the one its training set has for the question,
     worked examples included (fewshot.k > 0), as infer asks it."""
-    from orchestrator.core.data.fewshot import examples_for
-
     inference = pipe.inference
-    answerer, role = _answerer(inference, answer_url, answer_model)
+    answerer, role = answer_agent(inference, answer_url, answer_model)
     temperature, max_tokens = inference.vote_temperature, inference.max_tokens
     shots = examples_for(questions, pipe, role.recipe, trained=True)
     prompts = {q.qid: answer_prompt(q, examples=shots.get(q)) for q in questions}
@@ -111,9 +96,6 @@ def answer_model_replies(
 
 async def _ask_all(todo, url: str, answerer: Agent, inference: InferenceSection, prompts, keys, cache: Ledger,
                    out: AnswerReplies) -> None:
-    from orchestrator.core.common.progress import bar
-    from orchestrator.core.serving.endpoints import Endpoint, EndpointError
-
     progress = bar(len(todo), "dataset evaluate", "reply")
     async with Endpoint(url, answerer.model, answerer.api_key, concurrency=inference.concurrency,
                         timeout=inference.timeout, max_retries=inference.max_retries) as endpoint:

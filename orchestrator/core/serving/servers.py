@@ -34,9 +34,10 @@ from orchestrator.core.common.paths import display
 from orchestrator.core.common.process import Server, check_host, require_free_port
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
-from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args
+from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
 from orchestrator.core.llamafactory.configs import flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
+from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
@@ -128,8 +129,6 @@ def merged_identity(merged: Path) -> str:
 
 def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     """Refuse a missing merged model (or adapter) and serve.args that LLaMA-Factory's parser rejects."""
-    from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args
-
     recipe = loaded.recipe
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
@@ -305,8 +304,6 @@ def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -
     """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
     the first recipe's serve: and distributed: sections set the server. Its --chat-template is
     LLaMA-Factory's template the adapters were trained with (written to runs/<first>/)."""
-    from orchestrator.core.llamafactory.chat_template import vllm_template_file
-
     first: RoleRecipe = loadeds[0].recipe
     ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
     wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])

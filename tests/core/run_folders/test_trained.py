@@ -125,9 +125,10 @@ def test_a_second_command_on_one_run_folder_refuses(tmp_path: Path) -> None:
 
 def test_the_bm25_index_is_named_by_its_parameters(project: Path) -> None:
     from orchestrator.core.data import fewshot
+    from orchestrator.core.data.prompts import Example
 
-    pool = [fewshot.Example("p1#0", "甲比乙高", "谁最高", ("甲", "乙"), "甲"),
-            fewshot.Example("p2#0", "丙是丁的父亲", "丁的父亲是谁", ("丙", "丁"), "丙")]
+    pool = [Example("p1#0", "甲比乙高", "谁最高", ("甲", "乙"), "甲"),
+            Example("p2#0", "丙是丁的父亲", "丁的父亲是谁", ("丙", "丁"), "丙")]
     fewshot.Retriever(pool, project / "cache")
     assert sorted(p.name for p in (project / "cache").iterdir()) == [
         f"index-{fewshot.INDEX_KEY}.npz", f"vocab-{fewshot.INDEX_KEY}.json"]
