@@ -1,7 +1,7 @@
 """Stage: serve a role's model (merged, or base + adapter) over the OpenAI API with
 `llamafactory-cli api`, until Ctrl-C.
 
-The work is in orchestrator.core.serving, which `infer` uses too.
+The work is in orchestrator.core.serving.servers, which `infer` uses too.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_ada
     assert "is GPTQ-quantized, which LLaMA-Factory cannot merge into" in err
     assert not (project / "runs" / "tiny-answer" / "merged").exists()
 
-    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/cpu_ddp)
+    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/llamafactory/cpu_ddp)
     trace = _infer(cli, project, "gptq", *base)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
