@@ -27,12 +27,16 @@ def _train(cli, *sets: str) -> None:
         assert code == 0, f"{command}: {err}"
 
 
-def _infer(cli, project: Path, out: str, *sets: str) -> list[dict]:
+def _infer(cli, project: Path, out: str, *sets: str, gptq: bool = True) -> list[dict]:
     with FakeOpenAI(models=("ev",)) as evaluate:
         code, _, err = cli("infer", "datasets/sample/test.jsonl", "--out-dir", project / "runs" / out, "--limit", "2",
                            "--recipe", "recipes/tiny-pipeline.yaml", "--answer-recipe", "recipes/tiny-answer.yaml",
                            "--evaluate-url", evaluate.url, "--set", "inference.max_tokens=16", *sets)
-    assert code == 0, err
+    log = project / "runs" / "tiny-answer" / "serve.log"
+    assert code == 0, err + (log.read_text(encoding="utf-8", errors="replace")[-3000:] if log.exists() else "")
+    # a GPTQ model: the first request alone (serving.repacks_on_first_request), then the 8 at once
+    this_serve = log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
+    assert this_serve.count('"POST /v1/chat/completions HTTP/1.1" 200') == 8 + gptq
     return read_jsonl(project / "runs" / out / "trace.jsonl")
 
 
@@ -82,7 +86,7 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
     log = (project / "runs" / "tiny-answer" / "train.log").read_text(encoding="utf-8")
     assert "Quantizing model to 4 bit with bitsandbytes." in log
 
-    trace = _infer(cli, project, "qlora", *qlora, "--set", "serve.weights=adapter")
+    trace = _infer(cli, project, "qlora", *qlora, "--set", "serve.weights=adapter", gptq=False)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
     assert "adapter_name_or_path:" in serve and "quantization_bit: 4\n" in serve

@@ -20,8 +20,11 @@ import pytest
 
 from orchestrator.core.common.process import free_port, port_free
 from orchestrator.core.recipes.loading import load_role
+from orchestrator.core.run_folders.role_paths import role_paths
 from orchestrator.core.serving.endpoints import Endpoint
+from orchestrator.core.serving.servers import repacks_on_first_request
 from orchestrator.stages.serve import serve
+from helpers import GPTQ, write_base
 
 TINY = "recipes/tiny-answer.yaml"
 KEY = "sk-SERVE-SECRET-0123456789"
@@ -203,3 +206,32 @@ def test_a_qlora_adapter_is_served_on_the_4_bit_load_it_trained_on(project: Path
     model = serve_sections(recipe, role_paths(recipe))["model"]
     quantized = {k: v for k, v in model.items() if k.startswith("quantization_")}
     assert quantized == ({"quantization_bit": 4, "quantization_type": "nf4"} if weights == "adapter" else {})
+
+
+# (serve.weights, the base's quantization, the merged model's, CUDA_VISIBLE_DEVICES, warmed up)
+WARM_UPS = [
+    pytest.param("adapter", GPTQ, None, "", True, id="gptq-base-adapter-no-gpu"),
+    pytest.param("merged", None, GPTQ, "", True, id="gptq-export-no-gpu"),
+    pytest.param("adapter", GPTQ, None, "0", False, id="gptq-base-on-a-gpu"),
+    pytest.param("adapter", None, None, "", False, id="plain-base"),
+    pytest.param("merged", GPTQ, None, "", False, id="merged-from-a-plain-copy"),
+    pytest.param("adapter", {"quant_method": "awq"}, None, "", False, id="awq"),
+    pytest.param("merged", None, "missing", "", False, id="no-merged-model-yet"),
+]
+
+
+@pytest.mark.parametrize("weights, base, merged_quant, visible, expected", WARM_UPS)
+def test_a_gptq_model_on_cpu_gets_one_request_alone_first(
+    project: Path, monkeypatch: pytest.MonkeyPatch, weights: str, base: dict | None, merged_quant, visible: str,
+    expected: bool,
+) -> None:
+    # gptqmodel's CPU kernel repacks a layer on its first forward; two first requests at once repack twice
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    write_base(project, base)
+    loaded = load_role("answer", TINY, ["model.path=models/base", f"serve.weights={weights}"])
+    paths = role_paths(loaded.recipe)
+    if merged_quant != "missing":
+        paths.merged.mkdir(parents=True)
+        config = {"model_type": "qwen2", **({"quantization_config": merged_quant} if merged_quant else {})}
+        (paths.merged / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert repacks_on_first_request(loaded.recipe, paths) is expected

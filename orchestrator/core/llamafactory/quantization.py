@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from orchestrator.core.llamafactory.parser import import_parser
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import model_path
 
-
 # What LLaMA-Factory needs installed to load a pre-quantized base, by the quant_method of its
 # config.json (model/model_utils/quantization.py: configure_quantization, check_version mandatory).
 QUANTIZED_REQUIRES = {"gptq": "gptqmodel>=2.0.0", "awq": "autoawq", "aqlm": "aqlm>=1.1.0"}
-
-
 # LLaMA-Factory's refusal to merge into such a base (train/tuner.py: export_model).
 CANNOT_MERGE = "Cannot merge adapters to a quantized model."
-
-
 _QUANTIZED_NAME = re.compile(r"(?i)(?<![a-z])(gptq|awq|aqlm)(?![a-z])")
+# merge.export_quantization_* keys: LLaMA-Factory quantizes no adapter ("Please merge adapters
+# before quantizing the model."), so merge.yaml merges and the merged model is quantized apart
+# (core/llamafactory/gptq.py).
+QUANTIZE_KEYS = ("export_quantization_bit", "export_quantization_nsamples", "export_quantization_maxlen")
+EXPORT_BITS = (2, 3, 4, 8)  # what LLaMA-Factory's GPTQ export accepts
 
 
 def base_quantization(recipe: RoleRecipe, *, by_name: bool = True) -> str | None:
@@ -33,10 +34,17 @@ def base_quantization(recipe: RoleRecipe, *, by_name: bool = True) -> str | None
     judged by its name (`Qwen2.5-32B-Instruct-GPTQ-Int4` is gptq) unless `by_name` is False, so
     make plans the same targets before and after the download."""
     try:
-        config = json.loads((model_path(recipe) / "config.json").read_text(encoding="utf-8"))
+        return config_quantization(model_path(recipe))
     except OSError:
         named = by_name and _QUANTIZED_NAME.search(recipe.model.path or recipe.model.source or "")
         return named.group(1).lower() if named else None
+
+
+def config_quantization(model_dir: Path) -> str | None:
+    """The quant_method a model folder's config.json declares (None: none, or unreadable JSON);
+    OSError when there is no config.json to read."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except ValueError:
         return None
     quantization = config.get("quantization_config") if isinstance(config, dict) else None
@@ -91,10 +99,3 @@ def quantization_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
                             f"LLaMA-Factory needs {requirement} to load it{how}: {said}")
     return problems
 
-
-# merge.export_quantization_* keys: LLaMA-Factory quantizes no adapter ("Please merge adapters
-# before quantizing the model."), so merge.yaml merges and the merged model is quantized apart (core/llamafactory/gptq.py).
-QUANTIZE_KEYS = ("export_quantization_bit", "export_quantization_nsamples", "export_quantization_maxlen")
-
-
-EXPORT_BITS = (2, 3, 4, 8)  # what LLaMA-Factory's GPTQ export accepts

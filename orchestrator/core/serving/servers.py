@@ -20,6 +20,8 @@ import os
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template
 from orchestrator.core.llamafactory.configs import flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
 from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args
-from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.llamafactory.quantization import config_quantization, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
@@ -232,8 +234,36 @@ def served(
         startup_timeout=_startup(recipe.serve.startup_timeout, startup_timeout),
         headers={"Authorization": f"Bearer {key}"} if key else None,
     ) as server:
+        if repacks_on_first_request(recipe, paths):
+            _warm_up(server, base, recipe.run_name, key, recipe.serve.startup_timeout)
         say(stage, f"ready: {base} (model {recipe.run_name})")
         yield Serving(base, recipe.run_name, server)
+
+
+def repacks_on_first_request(recipe: RoleRecipe, paths: RolePaths) -> bool:
+    """A GPTQ model served with no GPU: gptqmodel's CPU kernel (7.2, TorchAtenLinear) repacks each
+    layer on its first forward, unguarded, so two first requests at once repack twice and fail
+    (`"rshift_cpu" not implemented for 'BFloat16'`, HTTP 500)."""
+    if not no_gpu_env():
+        return False
+    folder = model_path(recipe) if served_weights(recipe) == "adapter" else paths.merged
+    try:
+        return config_quantization(folder) == "gptq"
+    except OSError:
+        return False
+
+
+def _warm_up(server: Server, base: str, model: str, key: str | None, timeout: float) -> None:
+    """One request of one token, alone, before the server takes concurrent ones."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "1"}], "max_tokens": 1})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(f"{base}/chat/completions", data=body.encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except (urllib.error.URLError, OSError) as exc:
+        raise StageFailed(f"{server.stage}: its first request (a warm-up) failed: {exc}; its log: {server.log_path}",
+                          *[f"  {line}" for line in server.tail(8)]) from exc
 
 
 # ---------------------------------------------------------------- several adapters, one vLLM server
