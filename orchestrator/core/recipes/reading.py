@@ -13,13 +13,14 @@ import yaml
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import HOME_ENV, display
 
-
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
 MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
 MAX_DEPTH = 50
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """One recipe file as a mapping (empty for an empty file); every way it can be unreadable
+    is one UserError naming it."""
     name = display(path)
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:

@@ -18,7 +18,6 @@ from pydantic import (
 
 from orchestrator.core.common.api_keys import ENV_NAME_RULE, is_env_name
 
-
 ROLES = ("answer", "evaluate")
 _PLAIN = re.compile(r"\w[\w.-]{0,59}")  # one file-name component (<255 bytes): no separator, no "..", no NUL
 

@@ -13,6 +13,8 @@ from orchestrator.core.recipes.schema import RoleRecipe
 
 @dataclass(frozen=True)
 class RolePaths:
+    """The files of one role's run folder, runs/<name>/."""
+
     run_dir: Path
 
     @property
