@@ -227,8 +227,8 @@ def ask(base: str, prompts: list[str], max_tokens: int, concurrency: int) -> tup
 
 
 def answer_prompts(n: int) -> list[str]:
-    from orchestrator.core.competition import read_dataset
-    from orchestrator.core.prompts import answer_prompt
+    from orchestrator.core.data.competition import read_dataset
+    from orchestrator.core.data.prompts import answer_prompt
 
     questions = [q for p in read_dataset(REPO / "datasets/sample/test.jsonl").problems for q in p.questions]
     return [answer_prompt(questions[i % len(questions)]) for i in range(n)]
@@ -278,8 +278,8 @@ def train_and_serve(recipe: tuple[str, str], port: int, prompts: list[str], max_
 
 def quantized_step(work: Path, steps: int, prompts: list[str], max_tokens: int) -> dict:
     """The tiny model quantized (4-bit GPTQ), a LoRA trained on it, served as base + adapter."""
-    from orchestrator.core.gptq import packed_weights
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
+    from orchestrator.core.llamafactory.gptq import packed_weights
 
     port = free_port()
     (work / "recipes" / "gpu-check-gptq.yaml").write_text(GPTQ_RECIPE.format(port=port), encoding="utf-8")
@@ -308,7 +308,7 @@ def main() -> int:
     figures: dict = {"shape": "tiny" if args.tiny else "qwen2-7b", "steps": steps, "work": str(work)}
     figures["environment"] = environment(work)
 
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     shutil.copytree(REPO / "recipes", work / "recipes", dirs_exist_ok=True)
     shutil.copytree(REPO / "datasets" / "sample", work / "datasets" / "sample", dirs_exist_ok=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core.heldout import check_before_training, check_recipes, check_split
-from orchestrator.core.inference_models import Models
+from orchestrator.core.data.heldout import check_before_training, check_recipes, check_split
+from orchestrator.core.serving.inference_models import Models
 from orchestrator.stages.infer import InferSummary, infer
 from orchestrator.stages.score import ScoreResult, score
 

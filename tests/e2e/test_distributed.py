@@ -86,7 +86,7 @@ def saved(project: Path, step: int) -> bool:
 
 def test_two_nodes_on_loopback_interrupted_then_resumed(tiny_project: Path,
                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     node0 = with_makefile(tiny_project)
     built = make(node0, "datasets/train_answer_instruct.json", "RECIPE=tiny", timeout=300)

@@ -12,7 +12,7 @@ import pytest
 from helpers import read_jsonl
 
 from fake_openai import FakeOpenAI
-from orchestrator.core.gptq import packed_weights
+from orchestrator.core.llamafactory.gptq import packed_weights
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_ada
     assert "is GPTQ-quantized, which LLaMA-Factory cannot merge into" in err
     assert not (project / "runs" / "tiny-answer" / "merged").exists()
 
-    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/cpu_ddp)
+    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/llamafactory/cpu_ddp)
     trace = _infer(cli, project, "gptq", *base)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
@@ -109,8 +109,8 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
 
 
 def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, wide_tiny_model_dir: Path) -> None:
-    """Weights as core/memory.py counts them, against the safetensors the tiny models really hold."""
-    from orchestrator.core.memory import model_shape
+    """Weights as core/serving/memory.py counts them, against the safetensors the tiny models really hold."""
+    from orchestrator.core.serving.memory import model_shape
 
     for model in (gptq_model_dir, wide_tiny_model_dir):
         estimate = model_shape(json.loads((model / "config.json").read_text(encoding="utf-8"))).weight_bytes()

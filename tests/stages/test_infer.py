@@ -16,16 +16,16 @@ import pytest
 from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
 from helpers import by_id, marker, read_jsonl, write_competition
 
-from orchestrator.core.competition import read_dataset
-from orchestrator.core.trace import Sample, chosen_reply, chosen_sample, majority
-from orchestrator.core.prompts import answer_prompt
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.prompts import answer_prompt
+from orchestrator.core.run_folders.trace import Sample, chosen_reply, chosen_sample, majority
 
 # questions per problem, options per question
 
 
 def sample_prior() -> str:
     """The most frequent gold letter of the shipped sample's training file."""
-    from orchestrator.core.competition import letter_counts
+    from orchestrator.core.data.competition import letter_counts
 
     questions = read_dataset(Path(__file__).resolve().parents[2] / "datasets" / "sample" / "train.jsonl").questions
     return next(iter(letter_counts(questions)))
@@ -290,7 +290,7 @@ def test_the_prior_needs_no_training_file(project, cli, servers):
 
 def test_the_prior_follows_the_fixes(project, cli, servers):
     """The prior is taken after the corrections: every sample question fixed to A makes it A."""
-    from orchestrator.core.competition import read_dataset as read
+    from orchestrator.core.data.competition import read_dataset as read
 
     train = read(project / "datasets" / "sample" / "train.jsonl")
     fixes = "".join(f"{q.qid}: A\n" for q in train.questions)

@@ -21,7 +21,7 @@ import pytest
 from fake_openai import FakeOpenAI, default_reply
 from helpers import REPO, adapter_variant, read_jsonl, write_competition
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.data.competition import read_dataset
 from orchestrator.stages.infer import Deadline, deadline_margin
 from orchestrator.stages.infer.deadline import NotAsked
 
@@ -159,8 +159,8 @@ class CutAt:
 
 def _infer(test: Path, out: Path, a: FakeOpenAI, e: FakeOpenAI, *sets: str, clock=None):
     """The infer stage itself, on the test's clock."""
-    from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.recipes import load_pipeline
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.serving.inference_models import resolve_models
     from orchestrator.stages.infer import infer
 
     models = resolve_models(load_pipeline(None, sets), (), answer_urls=[a.url], answer_names=["ans"],

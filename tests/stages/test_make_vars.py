@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, make, with_makefile
 
-from orchestrator.core.recipes import RoleRecipe, load
+from orchestrator.core.recipes.loading import load
+from orchestrator.core.recipes.schema import RoleRecipe
 
 GPTQ = ("ANSWER_RECIPE=recipes/answer-32b-gptq.yaml", "EVALUATE_RECIPE=recipes/evaluate-32b-gptq.yaml")
 # Every shipped recipe, and the make variables that make it the one its role uses (a pipeline

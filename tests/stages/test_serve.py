@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.endpoints import Endpoint
-from orchestrator.core.llamafactory import role_paths
-from orchestrator.core.serving import repacks_on_first_request
-from orchestrator.core.process import free_port, port_free
+from orchestrator.core.common.process import free_port, port_free
+from orchestrator.core.recipes.loading import load_role
+from orchestrator.core.run_folders.role_paths import role_paths
+from orchestrator.core.serving.endpoints import Endpoint
+from orchestrator.core.serving.servers import repacks_on_first_request
 from orchestrator.stages.serve import serve
-from orchestrator.core.recipes import load_role
 from helpers import GPTQ, write_base
 
 TINY = "recipes/tiny-answer.yaml"
@@ -189,7 +189,7 @@ def test_beyond_loopback_needs_a_key(merged, cli, host, monkeypatch):
 
 
 def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
-    from orchestrator.core.process import check_host
+    from orchestrator.core.common.process import check_host
 
     check_host("0.0.0.0", "the tiny-answer model server", guarded=True, how="unused")
     assert capsys.readouterr().err == "Warning: the tiny-answer model server listens on 0.0.0.0: reachable from other machines.\n"
@@ -198,8 +198,8 @@ def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
 
 @pytest.mark.parametrize("weights", ["adapter", "merged"])
 def test_a_qlora_adapter_is_served_on_the_4_bit_load_it_trained_on(project: Path, weights: str) -> None:
-    from orchestrator.core.llamafactory import role_paths
-    from orchestrator.core.serving import serve_sections
+    from orchestrator.core.run_folders.role_paths import role_paths
+    from orchestrator.core.serving.servers import serve_sections
 
     sets = ["train.quantization_bit=4", "train.quantization_type=nf4", f"serve.weights={weights}"]
     recipe = load_role("answer", "recipes/tiny-answer.yaml", sets).recipe

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Protocol, TypeVar
 
-from orchestrator.core.agents import Agent
-from orchestrator.core.endpoints import Endpoint, EndpointError
-from orchestrator.core.errors import StageFailed
-from orchestrator.core.progress import say
+from orchestrator.core.common.errors import StageFailed
+from orchestrator.core.common.progress import say
+from orchestrator.core.serving.agents import Agent
+from orchestrator.core.serving.endpoints import Endpoint, EndpointError
 
 DEADLINE_MARGIN_S = 2.0  # at most this long before inference.deadline_s, the submission is written
 T = TypeVar("T")

@@ -10,17 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.agents import Agent, make_agent
-from orchestrator.core.competition import Dataset, read_reporting, write_submission
-from orchestrator.core.errors import UserError
-from orchestrator.core.fewshot import Fewshot, examples_for
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.core.fixes import fallback_letter
-from orchestrator.core.ledger import read_records
-from orchestrator.core.locks import run_lock
-from orchestrator.core.progress import say
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe
-from orchestrator.core.trace import TraceRecord
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.common.ledger import read_records
+from orchestrator.core.common.progress import say
+from orchestrator.core.data.competition import Dataset, read_reporting, write_submission
+from orchestrator.core.data.fallback import fallback_letter
+from orchestrator.core.data.fewshot import Fewshot, examples_for
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.trace import TraceRecord
+from orchestrator.core.serving.agents import Agent, make_agent
 from orchestrator.stages.infer.deadline import Clock, Deadline
 from orchestrator.stages.infer.scheduler import Scheduler
 from orchestrator.stages.infer.servers import make_answer_agents, share_servers
@@ -43,8 +44,8 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
     """The agent's model; for a served one, the recipe and split its training manifest records."""
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
     if agent.loaded and not agent.url:
-        from orchestrator.core.llamafactory import role_paths
-        from orchestrator.core.trained import read_manifest
+        from orchestrator.core.run_folders.role_paths import role_paths
+        from orchestrator.core.run_folders.trained import read_manifest
 
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)

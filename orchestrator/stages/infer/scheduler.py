@@ -11,15 +11,15 @@ from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextma
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.agents import Agent
-from orchestrator.core.competition import Question
-from orchestrator.core.endpoints import Endpoint, EndpointError
-from orchestrator.core.fewshot import Fewshot
-from orchestrator.core.ledger import Ledger, stable_key, text_hash
-from orchestrator.core.progress import bar
-from orchestrator.core.prompts import answer_prompt, evaluate_prompt
-from orchestrator.core.recipes import InferenceSection
-from orchestrator.core.trace import Evaluation, Problem, Sample, TraceRecord, chosen_reply
+from orchestrator.core.common.ledger import Ledger, stable_key, text_hash
+from orchestrator.core.common.progress import bar
+from orchestrator.core.data.competition import Question
+from orchestrator.core.data.fewshot import Fewshot
+from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt
+from orchestrator.core.recipes.schema import InferenceSection
+from orchestrator.core.run_folders.trace import ErrorRecord, Evaluation, Sample, TraceRecord, chosen_reply
+from orchestrator.core.serving.agents import Agent
+from orchestrator.core.serving.endpoints import Endpoint, EndpointError
 from orchestrator.stages.infer.deadline import Deadline, Guard, NotAsked
 from orchestrator.stages.infer.servers import Unit, serving_units
 from orchestrator.stages.infer.votes import gathered, reply_fields, temperatures, trace_record, wants_extra
@@ -55,8 +55,8 @@ class Scheduler:
     def deadline(self) -> Deadline:
         return self.guard.deadline
 
-    def _not_asked(self, q: Question, stage: str, why: NotAsked, model: str | None = None) -> Problem:
-        return Problem(id=q.qid, stage=stage, kind="not_asked", reason=why.reason,
+    def _not_asked(self, q: Question, stage: str, why: NotAsked, model: str | None = None) -> ErrorRecord:
+        return ErrorRecord(id=q.qid, stage=stage, kind="not_asked", reason=why.reason,
                        model=model if len(self.answers) > 1 else None)
 
     def snapshot(self, q: Question) -> TraceRecord:
@@ -137,10 +137,10 @@ class Scheduler:
             return []
         return [q for q in questions if wants_extra([s.letter for s in first[q.qid]], self.inf.extra_when)]
 
-    def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> Problem:
+    def _api_error(self, q: Question, stage: str, e: EndpointError, model: str | None = None) -> ErrorRecord:
         """The failure as a problem (its sample's position is set by `gathered`)."""
         model = model if len(self.answers) > 1 else None
-        error = Problem(id=q.qid, stage=stage, kind="api", reason=e.reason, attempts=e.attempts, detail=e.detail,
+        error = ErrorRecord(id=q.qid, stage=stage, kind="api", reason=e.reason, attempts=e.attempts, detail=e.detail,
                         model=model)
         self.live_errors.append(error.line())  # visible at once; errors.jsonl is rewritten at the end
         self.failures.append(f"{q.qid} ({stage}{f' {model}' if model else ''}): {e.reason}")
@@ -183,12 +183,12 @@ class Scheduler:
             self._bars = {}
 
     async def stage1(self, q: Question, agent: Agent, endpoint: Endpoint | None, indices: Sequence[int],
-                     round_: int = 0) -> list[tuple[Sample, Problem | None]]:
+                     round_: int = 0) -> list[tuple[Sample, ErrorRecord | None]]:
         """One Answer model's samples `indices` of `q` (from stage1.jsonl when there), each with its
         API failure. The samples to ask at one temperature go in one request (`n`) where the
         endpoint takes it."""
         prompt = self.prompts[agent.label][q.qid]
-        done: dict[int, tuple[Sample, Problem | None]] = {}
+        done: dict[int, tuple[Sample, ErrorRecord | None]] = {}
         todo: dict[float, list[int]] = {}
         for i in indices:
             cached = self.samples.get(self.sample_key(q, agent, i))
@@ -223,7 +223,7 @@ class Scheduler:
         await asyncio.gather(*(ask(t, numbers) for t, numbers in todo.items()))
         return [done[i] for i in indices]
 
-    async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[Problem]]:
+    async def stage1_all(self, q: Question, endpoints: list[Endpoint | None]) -> tuple[list[Sample], list[ErrorRecord]]:
         """Every Answer model's samples of `q`: the first round in the order the models are
         listed, then the extra round's where the first round calls for it."""
         parts = list(await asyncio.gather(*(self.stage1(q, a, e, self.rounds[0])
@@ -236,7 +236,7 @@ class Scheduler:
         self._tick("answer")
         return gathered(parts)
 
-    async def stage2(self, q: Question, first: tuple[list[Sample], list[Problem]], endpoint: Endpoint | None) -> None:
+    async def stage2(self, q: Question, first: tuple[list[Sample], list[ErrorRecord]], endpoint: Endpoint | None) -> None:
         """Ask the Evaluate Agent about the chosen Answer text; trace the question."""
         samples, api_errors = first
         chosen = chosen_reply(samples)
@@ -270,13 +270,13 @@ class Scheduler:
 
     async def staged_answer(
         self, todo: list[Question], agents: list[Agent], url: str | None, round_: int = 0
-    ) -> list[list[list[tuple[Sample, Problem | None]]]]:
+    ) -> list[list[list[tuple[Sample, ErrorRecord | None]]]]:
         """Stage 1 (one round) of one unit's agents for every question: results[question][agent]."""
         async with self._endpoints(agents, {a.label: url for a in agents}) as endpoints:
             label = "answer" + ("" if len(self.answers) == 1 else f" ({', '.join(a.label for a in agents)})")
             label += " (extra votes)" if round_ else ""
             with self._progress("answer", total=len(todo), names={"answer": label}):
-                async def one(q: Question) -> list[list[tuple[Sample, Problem | None]]]:
+                async def one(q: Question) -> list[list[tuple[Sample, ErrorRecord | None]]]:
                     parts = await asyncio.gather(*(self.stage1(q, a, e, self.rounds[round_], round_)
                                                    for a, e in zip(agents, endpoints, strict=True)))
                     self._tick("answer")
@@ -285,7 +285,7 @@ class Scheduler:
                 return list(await asyncio.gather(*(one(q) for q in todo)))
 
     async def staged_evaluate(
-        self, todo: list[Question], first: dict[str, tuple[list[Sample], list[Problem]]], url: str | None
+        self, todo: list[Question], first: dict[str, tuple[list[Sample], list[ErrorRecord]]], url: str | None
     ) -> None:
         async with self._endpoint(self.evaluate, url) as e:
             with self._progress("evaluate", total=len(todo)):
@@ -307,10 +307,10 @@ class Scheduler:
                  and self.inf.extra_votes and wants_extra(letters, self.inf.extra_when)]
         return self._needed(unit, open_, 1)
 
-    def _staged_rounds(self, todo: list[Question], units: list[Unit]) -> dict[str, tuple[list[Sample], list[Problem]]]:
+    def _staged_rounds(self, todo: list[Question], units: list[Unit]) -> dict[str, tuple[list[Sample], list[ErrorRecord]]]:
         """Stage 1 unit by unit: the first round, then the extra round for the questions it
         leaves open. One unit stays up for both rounds; several are served again for the second."""
-        parts: dict[tuple[str, str], list[list[tuple[Sample, Problem | None]]]] = {}
+        parts: dict[tuple[str, str], list[list[tuple[Sample, ErrorRecord | None]]]] = {}
 
         def ask(unit: Unit, url: str | None, questions: list[Question], round_: int) -> None:
             results = asyncio.run(self.staged_answer(questions, unit.agents, url, round_))

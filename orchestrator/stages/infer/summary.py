@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core.trace import TraceRecord
+from orchestrator.core.run_folders.trace import TraceRecord
 
 
 @dataclass

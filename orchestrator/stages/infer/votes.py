@@ -8,11 +8,19 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.core.answers import extract_choice
-from orchestrator.core.competition import Question
-from orchestrator.core.endpoints import Reply
-from orchestrator.core.recipes import InferenceSection
-from orchestrator.core.trace import AnswerStep, Evaluation, Problem, Sample, Source, TraceRecord, chosen_reply
+from orchestrator.core.data.answers import extract_choice
+from orchestrator.core.data.competition import Question
+from orchestrator.core.recipes.schema import InferenceSection
+from orchestrator.core.run_folders.trace import (
+    AnswerStep,
+    ErrorRecord,
+    Evaluation,
+    LetterSource,
+    Sample,
+    TraceRecord,
+    chosen_reply,
+)
+from orchestrator.core.serving.endpoints import Reply
 
 
 def temperatures(inference: InferenceSection) -> list[float]:
@@ -34,7 +42,7 @@ def wants_extra(letters: Sequence[str | None], rule: str) -> bool:
     return not top or top[0][1] * 2 <= len(letters)
 
 
-def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[list[Sample], list[Problem]]:
+def gathered(parts: Sequence[Sequence[tuple[Sample, ErrorRecord | None]]]) -> tuple[list[Sample], list[ErrorRecord]]:
     """The Answer models' samples in the order the models are listed, and their API failures,
     each numbered by its sample's position among all (when there are several)."""
     pairs = [pair for part in parts for pair in part]
@@ -44,7 +52,7 @@ def gathered(parts: Sequence[Sequence[tuple[Sample, Problem | None]]]) -> tuple[
 
 
 def trace_record(
-    q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[Problem],
+    q: Question, key: str, models: list[str], samples: list[Sample], api_errors: list[ErrorRecord],
     evaluation: Evaluation | None, extra_rounds: int = 0, few_shot: dict[str, list[str]] | None = None,
 ) -> TraceRecord:
     """The trace line of a question: final answer, its source, and every problem found.
@@ -54,7 +62,7 @@ def trace_record(
                                                                 "few_shot": few_shot or {}})
     vote, read = answer.letter, chosen_reply(samples)  # read is not None when there is a vote
     eval_letter = evaluation.letter if evaluation else None
-    source: Source
+    source: LetterSource
     if eval_letter:
         final, source = eval_letter, "evaluate"
     elif vote:
@@ -66,15 +74,15 @@ def trace_record(
     problems = list(api_errors)
     for i, s in enumerate(samples):
         if s.answered and s.letter is None:
-            problems.append(Problem(id=q.qid, stage="answer", kind="unparseable", text=s.text,
+            problems.append(ErrorRecord(id=q.qid, stage="answer", kind="unparseable", text=s.text,
                                     sample=i if several else None, model=s.model if ensemble else None))
     if evaluation and evaluation.text is not None and eval_letter is None:
-        problems.append(Problem(id=q.qid, stage="evaluate", kind="unparseable", text=evaluation.text))
+        problems.append(ErrorRecord(id=q.qid, stage="evaluate", kind="unparseable", text=evaluation.text))
     if evaluation and eval_letter and read and vote and eval_letter != vote:
-        problems.append(Problem(id=q.qid, stage="evaluate", kind="disagreement", answer_letter=vote,
+        problems.append(ErrorRecord(id=q.qid, stage="evaluate", kind="disagreement", answer_letter=vote,
                                 evaluate_letter=eval_letter, answer_text=read.text, evaluate_text=evaluation.text))
     if final is None:
-        problems.append(Problem(id=q.qid, stage="final", kind="no_answer"))
+        problems.append(ErrorRecord(id=q.qid, stage="final", kind="no_answer"))
     return TraceRecord(key=key, id=q.qid, status="failed" if api_errors else "done", final=final, source=source,
                        answer=answer, evaluate=evaluation, errors=problems)
 
