@@ -26,6 +26,11 @@ from pathlib import Path
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_text
 from orchestrator.core.common.paths import project_root
+from orchestrator.core.data.heldout import check_before_training
+from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.recipes.loading import default_role_recipe, load_pipeline, load_role
+from orchestrator.core.recipes.schema import DataSection
+from orchestrator.core.serving.inference_models import resolve_models
 
 SETTINGS = {"TRAIN": "data.train", "TEST": "data.test", "GOLD": "data.gold", "TEACHER_URL": "teacher.base_url",
             "TEACHER_MODEL": "teacher.model", "TEACHER_KEY_ENV": "teacher.api_key_env"}
@@ -194,14 +199,11 @@ def role_recipe(role: str, call: dict[str, str]) -> tuple[str, str | None]:
         return call["RECIPE"], "RECIPE"
     if own:
         return own, variable
-    from orchestrator.core.recipes.loading import default_role_recipe
 
     return _shown(default_role_recipe(role, recipe_prefix(call["RECIPE"]).removesuffix("-") or None)), None
 
 
 def load_role_for_make(role: str, recipe: str, named_by: str | None) -> Role:
-    from orchestrator.core.llamafactory.quantization import served_weights
-    from orchestrator.core.recipes.loading import load_role
 
     try:
         loaded = load_role(role, recipe)
@@ -217,8 +219,6 @@ def load_role_for_make(role: str, recipe: str, named_by: str | None) -> Role:
 def data_files(result: MakeVars) -> None:
     """The files each stage reads, from the pipeline recipe with the values in force; a recipe
     that does not load lists only itself (the stage's own command says why)."""
-    from orchestrator.core.recipes.loading import load_pipeline
-    from orchestrator.core.recipes.schema import DataSection
 
     sets = [f"{key}={result.values[name]}" for name, key in result.settings()]
     result.files = {"PIPELINE_DEPS": _existing([result.pipeline]), "TRAIN_FILES": [], "TEST_FILES": [],
@@ -238,9 +238,6 @@ def data_files(result: MakeVars) -> None:
 
 def eval_refusal(result: MakeVars) -> list[str]:
     """The Error lines of `orchestrator eval --check-only` with these recipes; none when it would run."""
-    from orchestrator.core.data.heldout import check_before_training
-    from orchestrator.core.recipes.loading import load_pipeline
-    from orchestrator.core.serving.inference_models import resolve_models
 
     try:
         models = resolve_models(load_pipeline(result.pipeline), (), trained=True,

@@ -27,6 +27,8 @@ from orchestrator.stages.infer.scheduler import Scheduler
 from orchestrator.stages.infer.servers import make_answer_agents, share_servers
 from orchestrator.stages.infer.summary import InferSummary
 from orchestrator.stages.infer.votes import with_fallback
+from orchestrator.core.run_folders.role_paths import role_paths
+from orchestrator.core.run_folders.trained import read_manifest
 
 
 def _compact_trace(path: Path, current: list[TraceRecord]) -> None:
@@ -44,8 +46,6 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
     """The agent's model; for a served one, the recipe and split its training manifest records."""
     record: dict[str, Any] = {"model": agent.model, "identity": agent.identity, "url": agent.url}
     if agent.loaded and not agent.url:
-        from orchestrator.core.run_folders.role_paths import role_paths
-        from orchestrator.core.run_folders.trained import read_manifest
 
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)

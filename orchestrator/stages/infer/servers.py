@@ -13,6 +13,8 @@ from orchestrator.core.common.errors import UserError
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import AnswerModel, RoleRecipe
 from orchestrator.core.serving.agents import Agent, agent_url, make_agent
+from orchestrator.core.common.process import free_port
+from orchestrator.core.serving.servers import adapter_version, check_adapters, lora_group_key, one_server, served_adapters
 
 
 @dataclass
@@ -31,8 +33,6 @@ class Unit:
             with agent_url(first, startup_timeout) as url:
                 yield url
             return
-        from orchestrator.core.common.process import free_port
-        from orchestrator.core.serving.servers import served_adapters
 
         with served_adapters([a.loaded for a in self.agents if a.loaded], free_port(),
                              startup_timeout=startup_timeout) as serving:
@@ -41,7 +41,6 @@ class Unit:
 
 def _adapter_groups(answers: list[Agent]) -> list[list[Agent]]:
     """The served Answer models that one vLLM server can hold together: two or more of one base."""
-    from orchestrator.core.serving.servers import lora_group_key
 
     groups: dict[tuple[str, str], list[Agent]] = {}
     for a in answers:
@@ -59,7 +58,6 @@ def make_answer_agents(
     would serve together are checked here (trained, one base), before anything else is asked."""
     from urllib.parse import urlsplit
 
-    from orchestrator.core.serving.servers import check_adapters
 
     agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
               for m, loaded in zip(listed, recipes, strict=True)]
@@ -82,7 +80,6 @@ def share_servers(answers: list[Agent], evaluate: Agent) -> bool:
     """Mark the agents whose adapters a vLLM server holds together: the Answer adapters of one
     base (their cache identity then names the adapter), or, when every model is an adapter of
     one base (see serving.one_server), all of them: True, the whole run is pipelined on it."""
-    from orchestrator.core.serving.servers import adapter_version, check_adapters, one_server
 
     groups = _adapter_groups(answers)
     everyone = [*answers, evaluate]
@@ -103,7 +100,6 @@ def share_servers(answers: list[Agent], evaluate: Agent) -> bool:
 def serving_units(agents: list[Agent]) -> list[Unit]:
     """One unit per server to start or endpoint to reach, in the order the models are listed;
     the adapters sharing a vLLM server form one unit, where the first of them is listed."""
-    from orchestrator.core.serving.servers import lora_group_key
 
     units: list[Unit] = []
     shared: dict[tuple[str, str] | None, Unit] = {}
