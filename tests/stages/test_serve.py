@@ -22,7 +22,7 @@ from orchestrator.core.common.process import free_port, port_free
 from orchestrator.core.recipes.loading import load_role
 from orchestrator.core.run_folders.role_paths import role_paths
 from orchestrator.core.serving.endpoints import Endpoint
-from orchestrator.core.serving.servers import repacks_on_first_request
+from orchestrator.core.serving.servers import one_at_a_time
 from orchestrator.stages.serve import serve
 from helpers import GPTQ, write_base
 
@@ -221,11 +221,11 @@ WARM_UPS = [
 
 
 @pytest.mark.parametrize("weights, base, merged_quant, visible, expected", WARM_UPS)
-def test_a_gptq_model_on_cpu_gets_one_request_alone_first(
+def test_a_gptq_model_on_cpu_answers_one_request_at_a_time(
     project: Path, monkeypatch: pytest.MonkeyPatch, weights: str, base: dict | None, merged_quant, visible: str,
     expected: bool,
 ) -> None:
-    # gptqmodel's CPU kernel repacks a layer on its first forward; two first requests at once repack twice
+    # gptqmodel's CPU kernel is not thread-safe (it repacks a layer on its first forward)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     write_base(project, base)
     loaded = load_role("answer", TINY, ["model.path=models/base", f"serve.weights={weights}"])
@@ -234,4 +234,4 @@ def test_a_gptq_model_on_cpu_gets_one_request_alone_first(
         paths.merged.mkdir(parents=True)
         config = {"model_type": "qwen2", **({"quantization_config": merged_quant} if merged_quant else {})}
         (paths.merged / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    assert repacks_on_first_request(loaded.recipe, paths) is expected
+    assert one_at_a_time(loaded.recipe, paths) is expected

@@ -20,8 +20,6 @@ import os
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -212,7 +210,7 @@ def served(
         "API_PORT": str(port),
         "API_MODEL_NAME": recipe.run_name,
         "API_KEY": key or "",  # empty: no check, even if the caller's environment has an API_KEY
-        "MAX_CONCURRENT": str(recipe.serve.max_concurrent),
+        "MAX_CONCURRENT": str(1 if one_at_a_time(recipe, paths) else recipe.serve.max_concurrent),
         "DISABLE_VERSION_CHECK": "1",
         **no_gpu_env(),  # no GPU here: gptqmodel's CPU kernel for a GPTQ model (core/llamafactory/cpu_ddp/sitecustomize.py)
     }
@@ -223,6 +221,8 @@ def served(
             else str(paths.merged))
     if served_weights(recipe) == "adapter" and qlora_load(recipe):
         what += f" loaded in {recipe.train['quantization_bit']} bits as trained (train.quantization_bit)"
+    if one_at_a_time(recipe, paths):
+        what += ", one request at a time (a GPTQ model on CPU: gptqmodel's CPU kernel is not thread-safe)"
     say(stage, f"loading {what} with llamafactory-cli api on {host}:{port} (log: {log})")
     with Server(
         [cli_path(), "api", str(config)],
@@ -234,16 +234,14 @@ def served(
         startup_timeout=_startup(recipe.serve.startup_timeout, startup_timeout),
         headers={"Authorization": f"Bearer {key}"} if key else None,
     ) as server:
-        if repacks_on_first_request(recipe, paths):
-            _warm_up(server, base, recipe.run_name, key, recipe.serve.startup_timeout)
         say(stage, f"ready: {base} (model {recipe.run_name})")
         yield Serving(base, recipe.run_name, server)
 
 
-def repacks_on_first_request(recipe: RoleRecipe, paths: RolePaths) -> bool:
-    """A GPTQ model served with no GPU: gptqmodel's CPU kernel (7.2, TorchAtenLinear) repacks each
-    layer on its first forward, unguarded, so two first requests at once repack twice and fail
-    (`"rshift_cpu" not implemented for 'BFloat16'`, HTTP 500)."""
+def one_at_a_time(recipe: RoleRecipe, paths: RolePaths) -> bool:
+    """A GPTQ model served with no GPU answers one request at a time: gptqmodel's CPU kernel (7.2,
+    TorchAtenLinear) is not thread-safe (it repacks each layer on its first forward, unguarded: two
+    first requests at once repack twice and fail, `"rshift_cpu" not implemented for 'BFloat16'`)."""
     if not no_gpu_env():
         return False
     folder = model_path(recipe) if served_weights(recipe) == "adapter" else paths.merged
@@ -251,19 +249,6 @@ def repacks_on_first_request(recipe: RoleRecipe, paths: RolePaths) -> bool:
         return config_quantization(folder) == "gptq"
     except OSError:
         return False
-
-
-def _warm_up(server: Server, base: str, model: str, key: str | None, timeout: float) -> None:
-    """One request of one token, alone, before the server takes concurrent ones."""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "1"}], "max_tokens": 1})
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-    request = urllib.request.Request(f"{base}/chat/completions", data=body.encode(), headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return
-    except (urllib.error.URLError, OSError) as exc:
-        raise StageFailed(f"{server.stage}: its first request (a warm-up) failed: {exc}; its log: {server.log_path}",
-                          *[f"  {line}" for line in server.tail(8)]) from exc
 
 
 # ---------------------------------------------------------------- several adapters, one vLLM server
