@@ -1,0 +1,83 @@
+"""What the commands share: the options they spell the same, and the recipe loading of the
+commands that read one role's recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.core.common.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestrator.core.recipes.loading import Loaded
+    from orchestrator.core.recipes.schema import RoleRecipe
+
+ROLE = click.Choice(["answer", "evaluate"])
+recipe_option = click.option(
+    "--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<role>.yaml)."
+)
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.learning_rate=5e-5."
+)
+def both_set_option(example: str):
+    """--set for a command that reads a role and the pipeline recipe; `example` one that applies to it."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help=f"Override a key of the role or the pipeline recipe (by its first part), e.g. {example}.",
+    )
+pipeline_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a pipeline recipe key, e.g. teacher.max_attempts=3 or inference.votes=3.",
+)
+skip_option = click.option(
+    "--skip-invalid", is_flag=True, help="Process the good lines of a partly bad file; list the bad ones."
+)
+pipeline_option = click.option(
+    "--recipe", "pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml)."
+)
+
+
+def echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def given_path(path: str | None) -> str | None:
+    """A file named on the command line, as a data.* value (which is relative to the project)."""
+    if path is None:
+        return None
+    from orchestrator.core.common.paths import project_root
+
+    p = Path(path)
+    return path if p.is_absolute() or Path.cwd().resolve() == project_root() else str(p.resolve())
+
+
+def failed_requests(counted: str, failures: list[str], errors: Path, meanwhile: str = "") -> UserError:
+    """The one line for requests that failed after retries: how many, the first, where they
+    are listed, and that the same command asks them again (exit code 1)."""
+    more = ", ..." if len(failures) > 1 else ""
+    return UserError(f"{counted} ({failures[0]}{more}); they are in {errors} and are asked again when you run "
+                     f"the same command" + (f"; {meanwhile}" if meanwhile else ""), exit_code=1)
+
+
+def role_recipes(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list[Loaded[RoleRecipe]]:
+    """The role recipes of `render` and `check` (all roles when none is given)."""
+    from orchestrator.core.recipes.loading import load_role
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.core.recipes.schema import ROLES
+
+    roles = roles or ROLES
+    if recipe and len(roles) > 1:
+        raise UserError("--recipe names one role's recipe: give the role too, e.g. `render answer --recipe FILE`")
+    role_sets, _ = route_overrides(overrides, pipeline=False)
+    return [load_role(role, recipe, role_sets) for role in roles]
+
+
+def role_recipe(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Loaded[RoleRecipe]:
+    """The role recipe of a command that reads no pipeline recipe."""
+    from orchestrator.core.recipes.loading import load_role
+    from orchestrator.core.recipes.overrides import route_overrides
+
+    role_sets, _ = route_overrides(overrides, pipeline=False)
+    return load_role(role, recipe, role_sets)
