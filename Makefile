@@ -169,6 +169,8 @@ check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parse
 	$(ORCH) check answer --recipe $(ANSWER_RECIPE)
 	$(ORCH) check evaluate --recipe $(EVALUATE_RECIPE)
 
+# The stages' rules: only once make-vars has answered (not for `make help`, `make test`...).
+ifneq ($(ANSWER_RUN),)
 # ---------------------------------------------------------------- data
 # distill writes runs/distill/.done itself when every question is settled (all but
 # teacher.max_failed): a hand run counts. With LIMIT it writes .done-limit-<10*LIMIT>.
@@ -247,6 +249,7 @@ eval: $(EVAL_REPORT) ## answer and score the held-out problems (dataset.val_size
 # unchanged. Then: docker build -t submission $(OUT)
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE) $(SET)
+endif
 
 # Opt-in, minutes and gigabytes (not in `make test`): the tiny pipeline's package folder built into an
 # image with podman, offline, and run with no network; its results checked (benchmarks/image_check.sh).
