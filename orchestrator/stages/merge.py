@@ -21,8 +21,8 @@ from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.llamafactory.chat_template import save_template
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.gptq import calibration_texts, gptq_export
-from orchestrator.core.llamafactory.launch import cli_path
-from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, served_weights
+from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
+from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
@@ -129,7 +129,7 @@ def _merge(
     shutil.rmtree(full, ignore_errors=True)
     cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={full if quantize else tmp}"]
     log = paths.run_dir / "merge.log"
-    env = {"DISABLE_VERSION_CHECK": "1"}
+    env = {"DISABLE_VERSION_CHECK": "1", **no_gpu_env(quantized=quantized_anywhere(loaded.recipe))}
     if loaded.recipe.merge.get("export_device") == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU export: do not take a GPU others may be using
     if echo:

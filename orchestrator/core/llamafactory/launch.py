@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.llamafactory.quantization import quantized_anywhere
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 
@@ -39,13 +40,24 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
 
 
-def no_gpu_env(gpus: list[str] | None = None) -> dict[str, str]:
+# Set for a process whose model quantizes nothing: the modules sitecustomize.py hides from it.
+HIDDEN_ENV = "ORCHESTRATOR_HIDDEN_MODULES"
+# peft looks for their layers in every LoRA process once they are installed (`make setup-quant`),
+# importing them (tuners/lora: dispatch_gptq, dispatch_bnb_*): seconds of two CPU cores each.
+QUANTIZATION_PACKAGES = ("gptqmodel", "bitsandbytes")
+
+
+def no_gpu_env(gpus: list[str] | None = None, *, quantized: bool = True) -> dict[str, str]:
     """For a process started on a machine that shows no GPU (default: this one): cpu_ddp/ first on
     PYTHONPATH, whose sitecustomize.py fixes what a CUDA-built torch gets wrong there (resuming
-    CPU processes, gptqmodel's kernel choice). Nothing on a machine with a GPU."""
+    CPU processes, gptqmodel's kernel choice), and for a model that is not `quantized` hides the
+    quantization packages, which it would import for nothing. Nothing on a machine with a GPU."""
     if visible_gpus() if gpus is None else gpus:
         return {}
-    return {"PYTHONPATH": os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {"PYTHONPATH": os.pathsep.join([CPU_DDP, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if not quantized:
+        env[HIDDEN_ENV] = ",".join(QUANTIZATION_PACKAGES)
+    return env
 
 
 SETUP_QUANT = "make setup-quant"  # the quantization packages (requirements-quant.txt)
@@ -100,8 +112,8 @@ def launch_env(loaded: Loaded[RoleRecipe], gpus: list[str] | None = None) -> dic
             )
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(ds.gpus_per_node)
-        if not gpus:  # CPU processes: see cpu_ddp/sitecustomize.py (resuming them fails without it)
-            env.update(no_gpu_env(gpus))
+    # no GPU: see cpu_ddp/sitecustomize.py (resuming CPU processes fails without it)
+    env.update(no_gpu_env(gpus, quantized=quantized_anywhere(loaded.recipe)))
     if ds.nnodes > 1:
         env.update(
             NNODES=str(ds.nnodes),

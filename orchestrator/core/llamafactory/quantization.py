@@ -54,6 +54,13 @@ def config_quantization(model_dir: Path) -> str | None:
     return str(method or "unknown").lower()
 
 
+def quantized_anywhere(recipe: RoleRecipe) -> bool:
+    """Whether the role's models meet a quantization: a quantized base, a QLoRA training
+    (train.quantization_bit) or a quantized export (merge.export_quantization_bit)."""
+    return bool(base_quantization(recipe) or recipe.train.get("quantization_bit")
+                or recipe.merge.get("export_quantization_bit"))
+
+
 def served_weights(recipe: RoleRecipe) -> str:
     """What serving the role loads: `merged` (runs/<name>/merged/) or `adapter` (the base with
     runs/<name>/adapter/ on top). serve.weights auto: the adapter on a quantized base."""

@@ -38,7 +38,7 @@ from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template
 from orchestrator.core.llamafactory.configs import flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
 from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args
-from orchestrator.core.llamafactory.quantization import config_quantization, served_weights
+from orchestrator.core.llamafactory.quantization import config_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
@@ -212,7 +212,9 @@ def served(
         "API_KEY": key or "",  # empty: no check, even if the caller's environment has an API_KEY
         "MAX_CONCURRENT": str(1 if one_at_a_time(recipe, paths) else recipe.serve.max_concurrent),
         "DISABLE_VERSION_CHECK": "1",
-        **no_gpu_env(),  # no GPU here: gptqmodel's CPU kernel for a GPTQ model (core/llamafactory/cpu_ddp/sitecustomize.py)
+        # no GPU here: gptqmodel's CPU kernel for a GPTQ model, no quantization packages for the others
+        # (core/llamafactory/cpu_ddp/sitecustomize.py)
+        **no_gpu_env(quantized=quantized_anywhere(recipe)),
     }
     base = f"http://{_connect_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"

@@ -12,10 +12,13 @@ import pytest
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.llamafactory.launch import (
     CPU_DDP,
+    HIDDEN_ENV,
+    QUANTIZATION_PACKAGES,
     describe,
     launch_env,
     launch_line,
     missing_extras,
+    no_gpu_env,
     visible_gpus,
     what_ran,
 )
@@ -30,7 +33,15 @@ LAUNCH = [
     pytest.param([], EIGHT, {"NPROC_PER_NODE": "1"}, id="one-process"),  # not torchrun on all 8
     pytest.param(["distributed.gpus_per_node=8"], EIGHT, {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8"}, id="8-gpus"),
     pytest.param(["distributed.gpus_per_node=2"], [], {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2",
-                                                       "PYTHONPATH": CPU_DDP}, id="2-cpu-procs"),
+                                                       "PYTHONPATH": CPU_DDP, HIDDEN_ENV: "gptqmodel,bitsandbytes"},
+                 id="2-cpu-procs"),
+    pytest.param([], [], {"NPROC_PER_NODE": "1", "PYTHONPATH": CPU_DDP, HIDDEN_ENV: "gptqmodel,bitsandbytes"},
+                 id="1-cpu-process"),
+    pytest.param(["train.quantization_bit=4"], [], {"NPROC_PER_NODE": "1", "PYTHONPATH": CPU_DDP}, id="qlora-on-cpu"),
+    pytest.param(["model.path=models/Qwen2.5-32B-Instruct-GPTQ-Int4"], [], {"NPROC_PER_NODE": "1", "PYTHONPATH": CPU_DDP},
+                 id="gptq-base-on-cpu"),
+    pytest.param(["merge.export_quantization_bit=4"], [], {"NPROC_PER_NODE": "1", "PYTHONPATH": CPU_DDP},
+                 id="gptq-export-on-cpu"),
     pytest.param(
         [*CLUSTER, "distributed.deepspeed=3"], EIGHT,
         {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",
@@ -56,6 +67,28 @@ def test_cpu_processes_resume_an_optimizer_saved_on_cpu(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": CPU_DDP})
     assert done.stdout.strip() == "2.0", done.stderr[-2000:]
+
+
+def test_a_hidden_module_is_not_installed_for_the_process() -> None:
+    """What peft asks (importlib.util.find_spec) before it imports gptqmodel or bitsandbytes, in a
+    process started with the environment of a model that quantizes nothing; yaml stands for a
+    package surely installed here."""
+    import subprocess
+    import sys
+
+    hidden = (*QUANTIZATION_PACKAGES, "yaml")
+    code = ("import importlib.util, sys, torch\n"
+            f"for name in {list(hidden)!r}:\n"
+            "    assert importlib.util.find_spec(name) is None, name\n"
+            "    try:\n        __import__(name)\n    except ImportError:\n        pass\n"
+            "    else:\n        sys.exit(name + ' imported')\n"
+            "print('hidden')")
+    env = {**os.environ, **no_gpu_env([], quantized=False), HIDDEN_ENV: ",".join(hidden)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.stdout.strip() == "hidden", done.stderr[-2000:]
+    shown = subprocess.run([sys.executable, "-c", "import importlib.util; print(importlib.util.find_spec('yaml') is None)"],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, **no_gpu_env([])})
+    assert shown.stdout.strip() == "False"  # a quantized model's processes see every package
 
 
 REFUSED = [

@@ -9,11 +9,22 @@ restore data location ... (tagged with cpu:0)". Teach it that cpu:N is the CPU.
 torch.accelerator.current_accelerator() even with no GPU; gptqmodel (7.2, utils/importer.py
 normalize_device_device_map) then picks its CUDA-only Triton kernel for device_map "auto" and
 the first request fails: "Expected a cuda device, but got: cpu". Report only an accelerator
-that is there, so it picks its CPU kernel."""
+that is there, so it picks its CPU kernel.
 
-import torch
-import torch.accelerator
-import torch.serialization
+3. A process whose model quantizes nothing is not shown the quantization packages
+(ORCHESTRATOR_HIDDEN_MODULES, launch.py): peft imports gptqmodel and bitsandbytes in every
+LoRA process only to look for their layers, seconds of CPU each. A hidden module is None in
+sys.modules: importlib.util.find_spec() says it is not installed, and importing it fails."""
+
+import os
+import sys
+
+for _name in filter(None, os.environ.get("ORCHESTRATOR_HIDDEN_MODULES", "").split(",")):
+    sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+
+import torch  # noqa: E402
+import torch.accelerator  # noqa: E402
+import torch.serialization  # noqa: E402
 
 
 def _tag(obj: object) -> None:
