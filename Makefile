@@ -4,8 +4,9 @@
 #
 # RECIPE=tiny uses recipes/tiny-answer.yaml, tiny-evaluate.yaml and tiny-pipeline.yaml (run
 # folders runs/tiny-answer, runs/tiny-evaluate); by default the real answer.yaml, evaluate.yaml.
-# RECIPE=<file>.yaml names one Answer recipe, e.g. a variant to vote over (dataset.subsample):
-# its run folder and training set come from its own name: and dataset.name.
+# RECIPE=<file>.yaml (or ANSWER_RECIPE=<file>.yaml) names one Answer recipe, e.g. a variant to vote
+# over (dataset.subsample), EVALUATE_RECIPE=<file>.yaml one Evaluate recipe: each run folder and
+# training set come from the recipe's own name: and dataset.name.
 #
 # Data and teacher have one source, the pipeline recipe (data:, teacher:): TRAIN, TEST, GOLD,
 # TEACHER_URL, TEACHER_MODEL and TEACHER_KEY_ENV, when given, reach every command as
@@ -21,6 +22,8 @@ STAMP := $(VENV)/.installed
 QUANT_STAMP := $(VENV)/.quant-installed
 
 RECIPE ?=          ## tiny: the CPU recipes; recipes/<variant>.yaml: one Answer variant; default: the real recipes
+ANSWER_RECIPE ?=   ## the Answer recipe (default: the one RECIPE names: recipes/<RECIPE>-answer.yaml)
+EVALUATE_RECIPE ?= ## the Evaluate recipe (default: recipes/<RECIPE>-evaluate.yaml), e.g. recipes/evaluate-32b-gptq.yaml
 PIPELINE ?=        ## the pipeline recipe (default: recipes/<RECIPE>-pipeline.yaml if there, else recipes/pipeline.yaml)
 TRAIN ?=           ## your training file (default: data.train of the pipeline recipe)
 TEST ?=            ## the file to answer (default: data.test)
@@ -29,6 +32,7 @@ TEACHER_URL ?=     ## the teacher's OpenAI-compatible base URL (default: teacher
 TEACHER_MODEL ?=   ## the teacher's model name (default: teacher.model)
 TEACHER_KEY_ENV ?= ## the NAME of the variable holding the teacher's key (default: teacher.api_key_env)
 LIMIT ?=           ## a trial: infer and eval answer the first N problems, distill asks about the first 10*N
+OUT ?=             ## the folder make package writes (default: runs/image, RECIPE=tiny: runs/tiny-image)
 ROLE ?= answer     ## the role of make webui
 PORT ?=            ## the port of make webui
 # The project remembers its data: each of KEPT given to a make call (command line or
@@ -38,85 +42,72 @@ PORT ?=            ## the port of make webui
 KEPT := PIPELINE TRAIN TEST GOLD TEACHER_URL TEACHER_MODEL TEACHER_KEY_ENV LIMIT
 GIVEN_NAMES := $(foreach v,$(KEPT),$(if $(filter command line environment,$(origin $(v))),$(v)))
 # (the text after a value, up to its comment, is part of it: stripped here)
-$(foreach v,RECIPE PIPELINE TRAIN TEST GOLD TEACHER_URL TEACHER_MODEL TEACHER_KEY_ENV LIMIT ROLE PORT,\
-	$(eval override $(v) := $(strip $($(v)))))
+CALL := RECIPE ANSWER_RECIPE EVALUATE_RECIPE OUT ROLE PORT
+$(foreach v,$(KEPT) $(CALL),$(eval override $(v) := $(strip $($(v)))))
 
-VARIANT_RECIPE := $(filter %.yaml %.yml,$(RECIPE))
-PREFIX := $(if $(VARIANT_RECIPE),,$(if $(RECIPE),$(RECIPE)-,))
-DEFAULT_PIPELINE := $(or $(wildcard recipes/$(PREFIX)pipeline.yaml),recipes/pipeline.yaml)
-ANSWER_RECIPE := recipes/$(PREFIX)answer.yaml
-EVALUATE_RECIPE := recipes/$(PREFIX)evaluate.yaml
-ANSWER_RUN := runs/$(PREFIX)answer
-EVALUATE_RUN := runs/$(PREFIX)evaluate
-# What each stage depends on: the recipe in use and the parents it extends (the shipped
-# chains: evaluate -> answer, tiny-evaluate -> tiny-answer -> answer).
-ANSWER_DEPS := $(sort $(ANSWER_RECIPE) recipes/answer.yaml)
-EVALUATE_DEPS := $(sort $(EVALUATE_RECIPE) $(ANSWER_DEPS))
-
-ANSWER_SET := datasets/train_answer_instruct.json
-ifneq ($(VARIANT_RECIPE),)
-# the variant's run name and dataset name
-VARIANT := $(shell $(BIN)/python -c 'from orchestrator.core.recipes import load_role as l; r = l("answer", "$(VARIANT_RECIPE)").recipe; print(r.run_name, r.dataset_name)' 2>/dev/null)
-$(if $(VARIANT),,$(error RECIPE=$(VARIANT_RECIPE) is not an Answer recipe that loads; `orchestrator check answer --recipe $(VARIANT_RECIPE)` says why))
-ANSWER_RECIPE := $(VARIANT_RECIPE)
-ANSWER_RUN := runs/$(word 1,$(VARIANT))
-ANSWER_SET := datasets/$(word 2,$(VARIANT)).json
-ANSWER_DEPS := $(sort $(VARIANT_RECIPE) $(wildcard recipes/*answer*.yaml))
+# A .venv made in another folder (the project moved or copied) does not run here: its scripts
+# name the old folder (on their first line, or on the second for a folder with a space). It is
+# made again, and make says why.
+SCRIPT_HEAD := $(if $(wildcard $(STAMP)),$(shell head -2 $(ORCH) 2>/dev/null))
+HERE := $(realpath $(BIN))
+VENV_ELSEWHERE := $(if $(wildcard $(STAMP)),$(if $(or $(findstring !$(HERE)/,$(SCRIPT_HEAD)),\
+	$(findstring "$(HERE)/,$(SCRIPT_HEAD))),,yes))
+ifneq ($(VENV_ELSEWHERE),)
+$(info make: $(VENV) was installed in another folder (its scripts name $(shell head -1 $(ORCH) 2>/dev/null | cut -c3-)): installing it again)
 endif
+INSTALLED := $(if $(VENV_ELSEWHERE),,$(wildcard $(ORCH)))
 
-# The values in force and the files the recipes name with them (data.train, fixes, extra_train,
-# test, gold, the pipeline recipe's chain, each role's dataset.extra), from the recipes themselves:
-# an edit of any of them re-runs what reads it.
-# (not for the targets that read no data: `make demo` says nothing of the kept values it ignores)
-ifneq ($(and $(wildcard $(ORCH)),$(filter-out demo help setup setup-quant house-rules test test-fast clean sample bench gpu-check gpu-wheels,$(or $(MAKECMDGOALS),help))),)
-MAKE_VARS := $(shell rm -f .make/vars.mk; $(ORCH) make-vars --out .make/vars.mk --pipeline $(DEFAULT_PIPELINE) \
-	--answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE) \
-	$(if $(KEPT),,--ignore-kept) $(foreach v,$(GIVEN_NAMES),'$(v)=$($(v))') >&2)
--include .make/vars.mk
+# What make needs of the recipes, asked once per make call (`orchestrator make-vars`, written to
+# .make/vars.mk and included): each role's recipe and the recipe files it extends (an edit of any
+# makes its model stale), its run folder and training set, whether its model ends at the adapter
+# or the merged model; the values in force and the files the recipes name with them (data.train,
+# fixes, extra_train, test, gold, the pipeline recipe's chain, each role's dataset.extra): an edit
+# of any of them re-runs what reads it. Every value a command gets comes from there quoted for the
+# shell, and every file escaped for make: a path with a space is one argument, one file.
+# Where make stops before planning, make-vars prints the Error line: a role recipe a model needs
+# does not load, or `make eval` would be refused after hours of training (`eval --check-only`).
+# (not for the targets that read no recipe: `make demo` says nothing of the kept values it ignores)
+quote = '$(subst ','\'',$(1))'
+ASKS := $(filter-out demo help setup setup-quant house-rules test test-fast clean sample bench gpu-check gpu-wheels \
+	image-check,$(or $(MAKECMDGOALS),help))
+MODEL_GOALS := $(filter answer-model evaluate-model infer score all eval package runs/%,$(MAKECMDGOALS))
+MAKE_VARS := $(ORCH) make-vars --out .make/vars.mk $(if $(KEPT),,--ignore-kept) $(if $(MODEL_GOALS),--models) \
+	$(if $(filter eval,$(MAKECMDGOALS)),--eval-check) $(foreach v,$(GIVEN_NAMES),$(call quote,$(v)=$($(v)))) \
+	$(foreach v,$(CALL),$(call quote,$(v)=$($(v))))
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
+ifneq ($(ASKS),)
+ifneq ($(INSTALLED),)
+ASKED := $(shell rm -f .make/vars.mk; $(MAKE_VARS) >&2)
+$(if $(wildcard .make/vars.mk),,$(error make stopped: `orchestrator make-vars` could not answer (its Error is above)))
+include .make/vars.mk
+$(if $(MAKE_VARS_STOP),$(error $(MAKE_VARS_STOP)))
+else ifneq ($(DRY_RUN),)
+$(error make -n $(MAKECMDGOALS): $(VENV) is not installed here yet, and make asks it what to plan: make setup first)
+else ifneq ($(MAKE_RESTARTS),)
+$(error make stopped: $(ORCH) does not run here after the install (its first lines: $(SCRIPT_HEAD)))
+else
+# not installed yet: make installs, then reads itself again (make-vars answers then)
+include .make/vars.mk
+.make/vars.mk: $(STAMP)
+	mkdir -p $(@D) && touch $@
 endif
-# (before the install: the values given, the files they name)
-TRAIN_FILES ?= $(wildcard $(TRAIN))
-TEST_FILES ?= $(wildcard $(TEST))
-GOLD_FILES ?= $(wildcard $(GOLD))
-override PIPELINE := $(or $(PIPELINE),$(DEFAULT_PIPELINE))
-PIPELINE_DEPS := $(or $(PIPELINE_FILES),$(sort $(wildcard $(PIPELINE)) recipes/pipeline.yaml))
+endif
+TRAIN_VALUE := .make/train
+TEST_VALUE := .make/test
+GOLD_VALUE := .make/gold
 # runs/<prefix>infer for the shipped sample, runs/<prefix>infer-<stem of data.test> for another file
 INFER_DIR := runs/$(PREFIX)infer$(INFER_SUFFIX)
 
-# The make variables in force, as the --set items of the commands; ORCHESTRATOR_MAKE_VARIABLES lets
-# each command name the variable as the value's origin (`data.train = ... (from TRAIN)`, or
-# `(from TRAIN in the last make call)`).
-SETTINGS := data.train=TRAIN data.test=TEST data.gold=GOLD teacher.base_url=TEACHER_URL \
-	teacher.model=TEACHER_MODEL teacher.api_key_env=TEACHER_KEY_ENV
-GIVEN := $(foreach s,$(SETTINGS),$(if $($(word 2,$(subst =, ,$(s)))),$(s)))
-SET := $(foreach s,$(GIVEN),--set $(word 1,$(subst =, ,$(s)))=$($(word 2,$(subst =, ,$(s)))))
-export ORCHESTRATOR_MAKE_VARIABLES := $(foreach s,$(GIVEN),$(s)$(if $(filter $(word 2,$(subst =, ,$(s))),$(FROM_LAST)),@last))
 LIMIT_FLAG := $(if $(LIMIT),--limit $(LIMIT))
 # a trial's distillation: the first 10*LIMIT training problems (LIMIT with a 0 appended)
 DISTILL_LIMIT := $(if $(LIMIT),$(LIMIT)0)
-# A changed variable re-runs what reads it: its value is kept in .make/<name>, rewritten
-# only when it changes (a file given by a variable is a dependency only when it exists: a
-# missing one gets the tool's own error, which names the variable).
-remember = $(shell mkdir -p .make && { printf '%s\n' '$(2)' | cmp -s - .make/$(1) || printf '%s\n' '$(2)' > .make/$(1); }).make/$(1)
-TRAIN_VALUE := $(call remember,train,$(TRAIN) $(TEACHER_URL) $(TEACHER_MODEL) $(TEACHER_KEY_ENV) $(DISTILL_LIMIT))
-TEST_VALUE := $(call remember,test,$(TEST) $(LIMIT))
-GOLD_VALUE := $(call remember,gold,$(GOLD))
-
 DISTILLED := runs/distill/.done$(if $(DISTILL_LIMIT),-limit-$(DISTILL_LIMIT))
-EVALUATE_SET := datasets/train_evaluate_instruct.json
 ANSWER_ADAPTER := $(ANSWER_RUN)/adapter/adapter_model.safetensors
 EVALUATE_ADAPTER := $(EVALUATE_RUN)/adapter/adapter_model.safetensors
 ANSWER_MERGED := $(ANSWER_RUN)/merged/config.json
 EVALUATE_MERGED := $(EVALUATE_RUN)/merged/config.json
 # Where each model ends: its adapter when the role serves base + adapter (serve.weights adapter,
-# or auto on a quantized base: `orchestrator weights` says which), else its merged model.
-# A recipe that does not load stops a make that builds models, with its own Error line above.
-MODEL_GOALS := $(filter answer-model evaluate-model infer score all eval package runs/%,$(MAKECMDGOALS))
-ifneq ($(and $(wildcard $(ORCH)),$(MODEL_GOALS)),)
-ANSWER_WEIGHTS := $(shell $(ORCH) weights answer --recipe $(ANSWER_RECIPE) || echo failed)
-EVALUATE_WEIGHTS := $(shell $(ORCH) weights evaluate --recipe $(EVALUATE_RECIPE) || echo failed)
-$(if $(filter failed,$(ANSWER_WEIGHTS) $(EVALUATE_WEIGHTS)),$(error make stopped: `orchestrator weights` could not read a recipe (its Error is above)))
-endif
+# or auto on a quantized base: make-vars asks what `orchestrator weights` says), else its merged model.
 ANSWER_MODEL := $(if $(filter adapter,$(ANSWER_WEIGHTS)),$(ANSWER_ADAPTER),$(ANSWER_MERGED))
 EVALUATE_MODEL := $(if $(filter adapter,$(EVALUATE_WEIGHTS)),$(EVALUATE_ADAPTER),$(EVALUATE_MERGED))
 SUBMISSION := $(INFER_DIR)/submission.jsonl
@@ -139,12 +130,7 @@ help: ## this list
 	@awk -F '## ' '/^[A-Z_]+ \?=.*## / { split($$1, v, " "); printf "  %-18s %s\n", v[1] "=", $$2 }' $(firstword $(MAKEFILE_LIST))
 
 # ---------------------------------------------------------------- install
-# A .venv made in another folder (the project moved or copied) does not run here: its scripts
-# name the old folder. It is made again, and make says why.
-VENV_ELSEWHERE := $(if $(wildcard $(STAMP)),$(shell head -1 $(ORCH) 2>/dev/null | grep -qF '!$(realpath $(BIN))/' || echo yes))
-ifneq ($(VENV_ELSEWHERE),)
-$(info make: $(VENV) was installed in another folder (its scripts name $(shell head -1 $(ORCH) 2>/dev/null | cut -c3-)): installing it again)
-endif
+# (VENV_ELSEWHERE, above: a .venv made in another folder is made again)
 $(STAMP): pyproject.toml $(if $(VENV_ELSEWHERE),FORCE)
 	$(if $(VENV_ELSEWHERE),$(PYTHON) -m venv --clear $(VENV))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -196,19 +182,20 @@ $(EVALUATE_SET): $(DISTILLED) $(EVALUATE_DEPS)
 	$(ORCH) dataset evaluate --recipe $(EVALUATE_RECIPE) --pipeline $(PIPELINE) $(SET)
 
 # ---------------------------------------------------------------- base model
+# Each role's base: the tiny model built here (RECIPE=tiny), else the recipe's download.
 ifeq ($(RECIPE),tiny)
-BASE := models/tiny-qwen2/config.json
-$(BASE): | $(STAMP)
+ANSWER_BASE := models/tiny-qwen2/config.json
+EVALUATE_BASE := $(ANSWER_BASE)
+$(ANSWER_BASE): | $(STAMP)
 	$(ORCH) tiny-model models/tiny-qwen2
-else ifneq ($(VARIANT_RECIPE),)
-BASE := $(ANSWER_RUN)/.base-model
-$(BASE): $(ANSWER_DEPS) | $(STAMP)
+else
+ANSWER_BASE := $(ANSWER_RUN)/.base-model
+EVALUATE_BASE := $(EVALUATE_RUN)/.base-model
+$(ANSWER_BASE): $(ANSWER_DEPS) | $(STAMP)
 	$(ORCH) download answer --recipe $(ANSWER_RECIPE)
 	mkdir -p $(@D) && touch $@
-else
-BASE := $(ANSWER_RUN)/.base-model
-$(BASE): $(EVALUATE_DEPS) | $(STAMP)
-	$(ORCH) download answer --recipe $(ANSWER_RECIPE)
+
+$(EVALUATE_BASE): $(EVALUATE_DEPS) | $(STAMP)
 	$(ORCH) download evaluate --recipe $(EVALUATE_RECIPE)
 	mkdir -p $(@D) && touch $@
 endif
@@ -217,10 +204,10 @@ endif
 # A newer recipe or dataset only makes train check: content decides. Unchanged (train.yaml,
 # dataset files, base model), it says `up to date` and trains nothing; changed, it trains again
 # from scratch; an interrupted training (checkpoints, no adapter yet) resumes. merge the same.
-$(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(ANSWER_EXTRA) $(BASE)
+$(ANSWER_ADAPTER): $(ANSWER_SET) $(ANSWER_DEPS) $(ANSWER_EXTRA) $(ANSWER_BASE)
 	$(ORCH) train answer --recipe $(ANSWER_RECIPE)
 
-$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(EVALUATE_EXTRA) $(BASE)
+$(EVALUATE_ADAPTER): $(EVALUATE_SET) $(EVALUATE_DEPS) $(EVALUATE_EXTRA) $(EVALUATE_BASE)
 	$(ORCH) train evaluate --recipe $(EVALUATE_RECIPE)
 
 $(ANSWER_MERGED): $(ANSWER_ADAPTER)
@@ -246,15 +233,10 @@ all: $(REPORT) ## everything: data, both models, infer, score
 
 # The held-out problems (datasets/val.jsonl, written by the dataset stage) answered by the
 # trained models; eval refuses a split that changed since they were trained. Before make
-# builds anything, `eval --check-only` refuses recipes that hold no problems out (its Error
-# line printed as is), so `make eval` stops before hours of training.
+# builds anything, make-vars makes the check of `eval --check-only` (recipes that hold no
+# problems out are refused, the Error line printed as is), so `make eval` stops before hours
+# of training.
 EVAL_FLAGS = --recipe $(PIPELINE) --answer-recipe $(ANSWER_RECIPE) --evaluate-recipe $(EVALUATE_RECIPE)
-ifneq ($(filter eval,$(MAKECMDGOALS)),)
-ifneq ($(wildcard $(ORCH)),)
-EVAL_REFUSED := $(shell $(ORCH) eval --check-only $(EVAL_FLAGS) >/dev/null || echo refused)
-$(if $(EVAL_REFUSED),$(error make eval stopped before training: see the Error above))
-endif
-endif
 $(EVAL_REPORT): $(ANSWER_MODEL) $(EVALUATE_MODEL) $(PIPELINE_DEPS) $(wildcard $(VAL)) $(TEST_VALUE)
 	$(ORCH) eval --out-dir $(EVAL_DIR) $(EVAL_FLAGS) $(SET) $(LIMIT_FLAG)
 
@@ -263,8 +245,6 @@ eval: $(EVAL_REPORT) ## answer and score the held-out problems (dataset.val_size
 # The submission image as a folder: the merged models the pipeline recipe's inference serves,
 # the wheel, requirements.txt, Dockerfile, run.sh, MANIFEST. Packaging again copies nothing
 # unchanged. Then: docker build -t submission $(OUT)
-OUT ?= runs/$(PREFIX)image ## the folder make package writes
-override OUT := $(strip $(OUT))
 package: $(ANSWER_MERGED) $(EVALUATE_MERGED) $(PIPELINE_DEPS) ## the submission image's folder runs/<prefix>image (OUT=DIR): docker build it
 	$(ORCH) package --out $(OUT) --recipe $(PIPELINE) $(SET)
 
@@ -280,8 +260,8 @@ demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU m
 	$(MAKE) --no-print-directory all RECIPE=tiny KEPT=
 	@echo "demo done: the score is in runs/tiny-infer/report.md"
 
-webui: $(STAMP) ## LlamaBoard prefilled from recipes/<RECIPE>-<ROLE>.yaml
-	$(ORCH) webui $(ROLE) --recipe recipes/$(PREFIX)$(ROLE).yaml $(if $(PORT),--port $(PORT))
+webui: $(STAMP) ## LlamaBoard prefilled from the ROLE's recipe (recipes/<RECIPE>-<ROLE>.yaml, or the one named)
+	$(ORCH) webui $(WEBUI)
 
 sample: $(STAMP) ## regenerate the shipped synthetic sample (datasets/sample/)
 	$(BIN)/python datasets/sample/make_sample.py --out datasets/sample
@@ -289,21 +269,17 @@ sample: $(STAMP) ## regenerate the shipped synthetic sample (datasets/sample/)
 bench: $(STAMP) ## throughput benchmarks (docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_endpoints.py
 
-# The GPU check runs where there is no network: llamafactory and the pure-Python packages a lent
-# machine (Python 3.12, torch, transformers and peft there) lacks travel as wheels, 64 MiB at most.
-GPU_WHEELS ?= llamafactory==0.9.5 trl==0.24.0 accelerate==1.11.0 datasets==4.0.0 dill==0.3.8 \
-	multiprocess==0.70.16 fsspec==2025.3.0 fire termcolor omegaconf \
-	sse-starlette fastapi starlette uvicorn h11 tyro==0.8.14 docstring-parser shtab typeguard einops \
-	modelscope click jinja2 openai distro jiter httpx httpcore anyio sniffio
-GPU_SDISTS ?= antlr4-python3-runtime==4.9.3  # pure Python, published as source only: built here
+# The GPU check runs where there is no network: llamafactory at the versions it pins (the lent
+# machine's transformers and accelerate are newer), the quantization packages and what else the
+# machine lacks travel as wheels, 64 MiB at most. benchmarks/gpu_wheels.py lists them and says
+# why, builds them once per machine (~/.cache/orchestrator/gpu-wheels) and resolves the set offline
+# for the machine's Python 3.12 against its own packages (benchmarks/gpu_machine.txt).
+GPU_WHEELS_DIR ?= benchmarks/wheels
 gpu-check: ## the one GPU check (benchmarks/gpu_check.sh) [ARGS=--tiny]
 	benchmarks/gpu_check.sh $(ARGS)
 
-gpu-wheels: $(STAMP) ## the wheels the GPU check carries (benchmarks/wheels)
-	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-		--platform manylinux2014_x86_64 -d benchmarks/wheels $(GPU_WHEELS)
-	$(BIN)/pip wheel --quiet --no-deps -w benchmarks/wheels $(GPU_SDISTS)
-	@size=$$(du -sm benchmarks/wheels | cut -f1); echo "benchmarks/wheels: $$size MiB"; test $$size -le 64
+gpu-wheels: $(STAMP) ## the wheels the GPU check carries (benchmarks/wheels), resolved offline for the lent machine
+	$(BIN)/python benchmarks/gpu_wheels.py build $(GPU_WHEELS_DIR)
 
 clean: ## remove runs/ and the built datasets
 	rm -rf runs .make datasets/*.json datasets/val.jsonl

@@ -114,7 +114,7 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import openai  # noqa: F401  warm imports: the benchmark measures the steady state
 
-    import orchestrator.stages.distill, orchestrator.core.endpoints  # noqa: E401, F401
+    import orchestrator.stages.distill, orchestrator.core.serving.endpoints  # noqa: E401, F401
     server, url = start_server(args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:

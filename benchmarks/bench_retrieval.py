@@ -1,4 +1,4 @@
-"""Few-shot retrieval speed: BM25 over character bigrams (orchestrator/core/fewshot.py), 1,328
+"""Few-shot retrieval speed: BM25 over character bigrams (orchestrator/core/data/fewshot.py), 1,328
 queries (the test set's question count) over pools of 1,421 and 20,000 worked examples.
 
     .venv/bin/python benchmarks/bench_retrieval.py [--queries 1328] [--pools 1421,20000]
@@ -36,7 +36,7 @@ def text(rng: random.Random, low: int, high: int) -> str:
 
 
 def examples(n: int, seed: int):
-    from orchestrator.core.fewshot import Example
+    from orchestrator.core.data.prompts import Example
 
     rng = random.Random(seed)
     return [Example(f"pool{i:06d}#0", text(rng, 150, 600), text(rng, 15, 40), ("甲", "乙", "丙", "丁"), "解答")
@@ -67,7 +67,7 @@ def main() -> None:
 
 def measure(pool: list, queries: list) -> tuple[float, float, float]:
     """Seconds to build the index, load it back from its cache folder, and rank every query."""
-    from orchestrator.core.fewshot import Retriever
+    from orchestrator.core.data.fewshot import Retriever
 
     with tempfile.TemporaryDirectory() as tmp:
         def build() -> Retriever:

@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    from orchestrator.core.chat_template import as_jinja, jinja_ids, lf_template, load_tokenizer, training_ids
-    from orchestrator.core.competition import read_dataset
-    from orchestrator.core.prompts import answer_prompt, evaluate_prompt
-    from orchestrator.core.recipes import load_role
+    from orchestrator.core.data.competition import read_dataset
+    from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt
+    from orchestrator.core.llamafactory.chat_template import (
+        as_jinja,
+        jinja_ids,
+        lf_template,
+        load_tokenizer,
+        training_ids,
+    )
+    from orchestrator.core.recipes.loading import load_role
     from orchestrator.stages.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

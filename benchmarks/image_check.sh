@@ -43,7 +43,7 @@ elapsed() { awk -v a="$1" -v b="$(seconds)" 'BEGIN { printf "%.0f", b - a }'; }
 # ---------------------------------------------------------------- 1. the base image
 # the torch stack the requirements leave to the base (llamafactory needs torchvision, torchaudio too)
 stack=$("$python" -c 'from importlib import metadata as m; print(" ".join(n + "==" + m.version(n).split("+")[0] for n in ("torch", "torchvision", "torchaudio")))')
-py=$("$python" -c 'from orchestrator.core.recipes import load_pipeline as l; print(l("'"$repo"'/recipes/tiny-pipeline.yaml").recipe.package.python)')
+py=$("$python" -c 'from orchestrator.core.recipes.loading import load_pipeline as l; print(l("'"$repo"'/recipes/tiny-pipeline.yaml").recipe.package.python)')
 base="localhost/orchestrator-check-base:$(echo "$stack" | tr ' ' '-' | tr -d '=')"
 if ! pod image exists "$base"; then
     root="$cache/rootfs"

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.core.errors import UserError
+from orchestrator.core.common.errors import UserError
 
 if TYPE_CHECKING:
-    from orchestrator.core.recipes import Loaded, RoleRecipe
+    from orchestrator.core.recipes.loading import Loaded
+    from orchestrator.core.recipes.schema import RoleRecipe
 
 ROLE = click.Choice(["answer", "evaluate"])
 recipe_option = click.option(
@@ -50,7 +51,7 @@ def _given_path(path: str | None) -> str | None:
     """A file named on the command line, as a data.* value (which is relative to the project)."""
     if path is None:
         return None
-    from orchestrator.core.paths import project_root
+    from orchestrator.core.common.paths import project_root
 
     p = Path(path)
     return path if p.is_absolute() or Path.cwd().resolve() == project_root() else str(p.resolve())
@@ -70,7 +71,9 @@ def _failed_requests(counted: str, failures: list[str], errors: Path, meanwhile:
 
 def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list[Loaded[RoleRecipe]]:
     """The role recipes of `render` and `check` (all roles when none is given)."""
-    from orchestrator.core.recipes import ROLES, load_role, route_overrides
+    from orchestrator.core.recipes.loading import load_role
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.core.recipes.schema import ROLES
 
     roles = roles or ROLES
     if recipe and len(roles) > 1:
@@ -81,7 +84,8 @@ def _roles(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
 
 def _role(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Loaded[RoleRecipe]:
     """The role recipe of a command that reads no pipeline recipe."""
-    from orchestrator.core.recipes import load_role, route_overrides
+    from orchestrator.core.recipes.loading import load_role
+    from orchestrator.core.recipes.overrides import route_overrides
 
     role_sets, _ = route_overrides(overrides, pipeline=False)
     return load_role(role, recipe, role_sets)
@@ -95,7 +99,7 @@ def cli(debug: bool, verbose: bool) -> None:
     """LLaMA-Factory recipes for the Answer + Evaluate reasoning pipeline."""
     # --debug is read by run(), around click: an error raised before this group runs is shown too
     if verbose:
-        from orchestrator.core.progress import VERBOSE_ENV
+        from orchestrator.core.common.progress import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
 
@@ -131,7 +135,7 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
     orchestrator check
     orchestrator check answer --recipe recipes/tiny-answer.yaml
     """
-    from orchestrator.core.recipes import load_pipeline
+    from orchestrator.core.recipes.loading import load_pipeline
     from orchestrator.stages.check import check as run_check
 
     result = run_check(_roles(roles, recipe, overrides), load_pipeline().recipe)
@@ -207,9 +211,10 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     orchestrator distill --teacher-url http://127.0.0.1:8000/v1 --teacher-model local --limit 20
     orchestrator distill --set teacher.max_attempts=3      # re-ask when the teacher misses
     """
+    from orchestrator.core.common.paths import project_root
+    from orchestrator.core.recipes.loading import load_pipeline, load_role, with_flags
+    from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.distill import distill as run_distill, errors_path
-    from orchestrator.core.paths import project_root
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     _, pipeline_sets = route_overrides(overrides, role=False)
     loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
@@ -254,8 +259,9 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
     orchestrator dataset answer --set teacher.keep=all
     orchestrator dataset evaluate --set dataset.evaluate_source=answer_model   # the Answer model's replies
     """
+    from orchestrator.core.recipes.loading import load_pipeline, load_role, with_flags
+    from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.dataset import build_dataset
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides, with_flags
 
     role_sets, pipeline_sets = route_overrides(overrides)
     pipe = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.train": ("--input", _given_path(input_path))})
@@ -317,7 +323,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
     """
     from orchestrator.stages.train import train as run_train
 
-    from orchestrator.core.launch import describe
+    from orchestrator.core.llamafactory.launch import describe
 
     loaded = _role(role, recipe, overrides)
     result = run_train(loaded, fresh=fresh)
@@ -347,8 +353,9 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     \b
     orchestrator merge answer
     """
+    from orchestrator.core.recipes.loading import load_pipeline, load_role
+    from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.merge import merge as run_merge, needs_calibration
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
 
     role_sets, pipeline_sets = route_overrides(overrides)
     loaded = load_role(role, recipe, role_sets)
@@ -363,19 +370,22 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
 @cli.command("make-vars", hidden=True)
 @click.argument("given", nargs=-1, metavar="NAME=VALUE...")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The makefile fragment to write.")
-@click.option("--pipeline", "default_pipeline", required=True, help="The pipeline recipe when PIPELINE is not in force.")
-@click.option("--answer-recipe", required=True)
-@click.option("--evaluate-recipe", required=True)
 @click.option("--ignore-kept", is_flag=True, help="Neither read nor write the kept values (make demo).")
-def make_vars(given, out, default_pipeline, answer_recipe, evaluate_recipe, ignore_kept) -> None:
-    """For the Makefile: the variables given to this make call over those kept from the last one,
-    and the data files they name, as a fragment to include (OUT); the kept values are said."""
+@click.option("--models", is_flag=True, help="The make call builds or serves models: a role recipe must load.")
+@click.option("--eval-check", is_flag=True, help="The make call runs eval: stop where eval would refuse.")
+def make_vars(given, out, ignore_kept, models, eval_check) -> None:
+    """For the Makefile, once per make call: the variables given to it over those kept from the
+    last one, the data files they name, each role's recipe, the recipe files it extends, its run
+    folder, training set and served weights, as a fragment to include (OUT), every command
+    argument quoted for the shell; the kept values are said, and the Error lines where make stops."""
     from orchestrator.stages.make_vars import make_vars as run_make_vars
 
     pairs = dict(item.partition("=")[::2] for item in given)
-    result = run_make_vars(pairs, Path(out), default_pipeline, answer_recipe, evaluate_recipe, ignore_kept)
+    result = run_make_vars(pairs, Path(out), ignore_kept, models=models, eval_check=eval_check)
     for line in result.notes():
         echo_err(line)
+    for line in result.errors:
+        echo_err(f"Error: {line}")
 
 
 @cli.command()
@@ -386,7 +396,7 @@ def weights(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Print what serving the role loads: `merged` or `adapter` (the base + the adapter).
 
     serve.weights decides; auto is `adapter` when the base's config.json declares a
-    quantization (LLaMA-Factory cannot merge into it). make asks this to know where a model ends.
+    quantization (LLaMA-Factory cannot merge into it): where `make answer-model` ends (make-vars asks the same).
 
     \b
     orchestrator weights answer --recipe recipes/answer-32b-gptq.yaml
@@ -447,9 +457,10 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     orchestrator infer test.jsonl --out-dir runs/vote --answer-url U1 --answer-url U2 \\
         --answer-url U3 --evaluate-url U4           # three Answer models vote; ties to U1
     """
-    from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.paths import project_root
-    from orchestrator.core.recipes import load_pipeline, load_role, route_overrides
+    from orchestrator.core.common.paths import project_root
+    from orchestrator.core.recipes.loading import load_pipeline, load_role
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.core.serving.inference_models import resolve_models
     from orchestrator.stages.infer import infer as run_infer
 
     role_sets, pipeline_sets = route_overrides(overrides)
@@ -492,8 +503,9 @@ def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, 
     orchestrator package --out runs/tiny-image --recipe recipes/tiny-pipeline.yaml
     docker build -t submission runs/image
     """
-    from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.core.serving.inference_models import resolve_models
     from orchestrator.stages.package import package as run_package
 
     role_sets, pipeline_sets = route_overrides(overrides)
@@ -520,7 +532,8 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
     orchestrator score runs/infer/submission.jsonl datasets/sample/test_gold.jsonl
     orchestrator score runs/infer/submission.jsonl --set data.gold=data/gold.jsonl
     """
-    from orchestrator.core.recipes import load_pipeline, route_overrides, with_flags
+    from orchestrator.core.recipes.loading import load_pipeline, with_flags
+    from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.score import score as run_score
 
     if gold is not None and pipeline is None and not overrides:
@@ -561,8 +574,9 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
         --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
     orchestrator eval --check-only      # no training needed: are problems held out?
     """
-    from orchestrator.core.inference_models import resolve_models
-    from orchestrator.core.recipes import load_pipeline, route_overrides
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.core.serving.inference_models import resolve_models
     from orchestrator.stages.evaluate import evaluate
 
     role_sets, pipeline_sets = route_overrides(overrides)
@@ -601,8 +615,7 @@ def compare(run_dirs, gold, out_dir, as_json) -> None:
     """
     import json
 
-    from orchestrator.stages.compare import compare as run_compare
-    from orchestrator.stages.compare import table
+    from orchestrator.stages.compare import compare as run_compare, table
 
     result = run_compare(list(run_dirs), gold=gold, out_dir=out_dir)
     click.echo(json.dumps(result.to_json(), ensure_ascii=False) if as_json else table(result))

@@ -30,6 +30,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def spaced_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project ready for make (with_makefile) in a folder with a space and a quote in its name."""
+    root = _with_recipes_and_sample(tmp_path / "my pro'ject")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(root))
+    return with_makefile(root)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Qwen2-architecture model, built once per test session."""

@@ -18,8 +18,8 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 def make_train(path: Path, problems: int = 4, per_problem: int = 3) -> Path:
     """Questions whose gold letter is what the fake server's default reply will say."""
-    from orchestrator.core.competition import Question
-    from orchestrator.core.prompts import answer_prompt
+    from orchestrator.core.data.competition import Question
+    from orchestrator.core.data.prompts import answer_prompt
 
     lines = []
     for p in range(problems):
@@ -177,9 +177,10 @@ def training_encoder(recipe_path: Path | str, role: str):
     and template loaded and fixed as training does, then Template.encode_oneturn."""
     import tempfile
 
-    from orchestrator.core.chat_template import fixed_template
-    from orchestrator.core.llamafactory import gpus_hidden, import_parser, read_rendered, render_role
-    from orchestrator.core.recipes import load_role
+    from orchestrator.core.llamafactory.chat_template import fixed_template
+    from orchestrator.core.llamafactory.configs import render_role
+    from orchestrator.core.llamafactory.parser import gpus_hidden, import_parser, read_rendered
+    from orchestrator.core.recipes.loading import load_role
 
     parser = import_parser()
     from llamafactory.model import load_tokenizer

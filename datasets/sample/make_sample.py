@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.competition import LETTERS, read_dataset
+from orchestrator.core.common.files import atomic_write_jsonl, atomic_write_text
+from orchestrator.core.common.ledger import text_hash
+from orchestrator.core.data.competition import LETTERS, read_dataset
+from orchestrator.core.data.prompts import answer_prompt
 from orchestrator.stages.distill import teacher_key
-from orchestrator.core.files import atomic_write_jsonl, atomic_write_text
-from orchestrator.core.ledger import text_hash
-from orchestrator.core.prompts import answer_prompt
 
 DEFAULT_SAMPLING: dict[str, Any] = {"temperature": 0.0, "max_tokens": 1024}
 PROBLEMS_PER_FAMILY = 4

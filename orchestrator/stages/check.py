@@ -3,16 +3,20 @@ LLaMA-Factory's own parser: write runs/<role>/train.yaml, merge.yaml and
 datasets/dataset_info.json from the role recipes; `check` also validates every file (no GPU,
 no model) and warns where a few-shot prompt outgrows train.cutoff_len or the base model is not
 there yet, and fails where the prompt the model would be served differs from the one it is
-trained on (core/chat_template.py; it needs the base's tokenizer only)."""
+trained on (core/llamafactory/chat_template.py; it needs the base's tokenizer only)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator.core.errors import UserError
-from orchestrator.core.llamafactory import model_path
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, command_for
-from orchestrator.core.role_configs import check_roles, render_roles
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.data.fewshot import longest_prompt
+from orchestrator.core.llamafactory.chat_template import served_prompt
+from orchestrator.core.llamafactory.checks import check_roles
+from orchestrator.core.llamafactory.configs import render_roles
+from orchestrator.core.recipes.loading import Loaded, command_for
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.role_paths import model_path
 
 
 def render(loaded: list[Loaded[RoleRecipe]]) -> list[str]:
@@ -30,9 +34,6 @@ class Checked:
 
 def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked:
     """Render and check every role's configs (all problems at once, as one UserError)."""
-    from orchestrator.core.chat_template import served_prompt
-    from orchestrator.core.fewshot import longest_prompt
-
     result = Checked()
     problems = []
     for r in check_roles(loaded):

@@ -6,7 +6,7 @@ Per run: accuracy by question and by problem, each with a 95% bootstrap interval
 Evaluate Agent fixed and broke. Per pair: the questions fixed (A wrong, B right) and broken,
 the exact McNemar p-value and how often the two agree. Without gold: agreement only (the
 offline proxy: agreement with a strong model's answers tracks the test score). A submission
-is read and matched as `score` reads it (orchestrator/core/submission.py): with gold, a letter the
+is read and matched as `score` reads it (orchestrator/core/data/submission.py): with gold, a letter the
 question does not offer, null or a missing question is wrong; without gold it is no answer.
 Runs are compared on the questions they all hold (and the gold file has). What differed between the
 runs comes from each run's run.json (inference settings, and the recipes of the models it
@@ -21,17 +21,24 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.competition import Dataset, gold_answers
-from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_text
-from orchestrator.core.paths import runs_dir
-from orchestrator.core.recipes import display
-from orchestrator.core.report import md_table, save_png, text_table
-from orchestrator.core.stats import bootstrap_interval, mcnemar_exact
-from orchestrator.core.submission import (
-    KIND_TEXT, Finding, Submission, gold_findings, match, own_reference, read_gold, read_submission, summarise,
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.paths import display, project_root, runs_dir
+from orchestrator.core.common.report import md_table, save_png, text_table
+from orchestrator.core.common.stats import bootstrap_interval, mcnemar_exact
+from orchestrator.core.data.competition import Dataset, gold_answers
+from orchestrator.core.data.submission import (
+    KIND_TEXT,
+    Finding,
+    Submission,
+    gold_findings,
+    match,
+    own_reference,
+    read_gold,
+    read_submission,
+    summarise,
 )
-from orchestrator.core.trace import TraceRecord, read_trace
+from orchestrator.core.run_folders.trace import TraceRecord, read_trace
 
 # run.json keys that differ between any two runs without telling how they differ
 _NOISE = ("trained", "manifest", "split.val_problems", "split.val_file", "split.val_hash", "split.source")
@@ -181,8 +188,6 @@ def settings(run: Run) -> dict[str, Any]:
 def _relative(value: Any) -> Any:
     """A path inside the project as the recipes write it (relative), so one file spelled two ways
     (absolute, relative) is not a difference."""
-    from orchestrator.core.paths import project_root
-
     if isinstance(value, str) and value.startswith("/"):
         try:
             return str(Path(value).relative_to(project_root()))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core.competition import read_dataset
-from orchestrator.core.submission import check_submission, summarise
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.submission import check_submission, summarise
 
 
 @dataclass

@@ -6,7 +6,7 @@ the teacher's text as its reasoning, output = `答案是：X` with the gold X; i
 reply, since a wrong reasoning paired with the gold letter teaches the correction.
 The replies are those of the last `distill` run, whatever settings it was given.
 With `dataset.evaluate_source: answer_model` the Evaluate set reads the trained Answer model's
-own replies instead (orchestrator/core/answer_replies.py). Questions come from data.train and each
+own replies instead (orchestrator/core/serving/answer_replies.py). Questions come from data.train and each
 of data.extra_train, counted per file in the summary and in datasets/<name>.sources.json.
 
 With `dataset.val_size > 0` whole problems of the gold training file are held out, chosen from
@@ -23,21 +23,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core.competition import Question
-from orchestrator.core.errors import UserError
-from orchestrator.core.answer_replies import AnswerReplies, answer_model_replies
-from orchestrator.core.extra_datasets import extra_entries
-from orchestrator.core.fewshot import examples_for
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash
-from orchestrator.core.heldout import split_by_problem
-from orchestrator.core.ledger import Ledger
-from orchestrator.core.llamafactory import render_dataset_info, role_paths
-from orchestrator.core.progress import say
-from orchestrator.core.paths import datasets_dir, val_path
-from orchestrator.core.prompts import answer_prompt, evaluate_prompt, evaluate_target
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe
-from orchestrator.core.sources import sources_path, training_sources
-from orchestrator.core.teacher_cache import cache_path, cached_reply, last_teacher
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash
+from orchestrator.core.common.ledger import Ledger
+from orchestrator.core.common.paths import datasets_dir, val_path
+from orchestrator.core.common.progress import say
+from orchestrator.core.data.competition import Question
+from orchestrator.core.data.fewshot import examples_for
+from orchestrator.core.data.heldout import split_by_problem
+from orchestrator.core.data.mixed_datasets import mixed_entries
+from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt, evaluate_target
+from orchestrator.core.data.sources import sources_path, training_sources
+from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
+from orchestrator.core.llamafactory.configs import render_dataset_info
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.role_paths import role_paths
+from orchestrator.core.serving.answer_replies import AnswerReplies, answer_model_replies
 
 
 @dataclass
@@ -114,7 +116,7 @@ def build_dataset(
     answer_model: str | None = None,
 ) -> DatasetSummary:
     role_recipe, pipe = role.recipe, pipeline.recipe
-    extra_entries(role_recipe, role.where)  # a bad dataset.extra file fails before any work
+    mixed_entries(role_recipe, role.where)  # a bad dataset.extra file fails before any work
     from_answer_model = role_recipe.role == "evaluate" and role_recipe.dataset.evaluate_source == "answer_model"
     if (answer_url or answer_model) and not from_answer_model:
         raise UserError("--answer-url and --answer-model are for `dataset evaluate` with "

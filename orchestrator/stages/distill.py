@@ -13,17 +13,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.core.competition import Question
-from orchestrator.core.endpoints import Endpoint, EndpointError
-from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
-from orchestrator.core.locks import run_lock
-from orchestrator.core.ledger import Ledger, read_records, text_hash
-from orchestrator.core.paths import project_root, runs_dir
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, TeacherSection
-from orchestrator.core.teacher_cache import (
+from orchestrator.core.common.api_keys import resolve_api_key
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.common.ledger import Ledger, read_records, text_hash
+from orchestrator.core.common.paths import project_root, runs_dir
+from orchestrator.core.common.progress import bar, say
+from orchestrator.core.data.answers import extract_choice
+from orchestrator.core.data.competition import Question
+from orchestrator.core.data.fewshot import examples_for
+from orchestrator.core.data.prompts import Example
+from orchestrator.core.data.sources import training_sources
+from orchestrator.core.data.teacher_cache import (
     IDENTITY,
     cache_path,
     cached_reply,
@@ -32,9 +35,10 @@ from orchestrator.core.teacher_cache import (
     teacher_key,
     teacher_prompt,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.core.fewshot import Example
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe, TeacherSection
+from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.serving.endpoints import Endpoint, EndpointError
 
 
 OTHER_TEACHER = ("or point at another teacher: teacher.base_url in your pipeline recipe, `--teacher-url URL` "
@@ -132,8 +136,6 @@ def _count(summary: DistillSummary, record: dict[str, Any]) -> None:
 async def _ask(q: Question, teacher: TeacherSection, endpoint: Endpoint, cache: Ledger,
                examples: Sequence[Example] = ()) -> dict[str, Any]:
     """Ask until the reply reaches the gold letter or attempts run out; cache the outcome."""
-    from orchestrator.core.answers import extract_choice
-
     prompt = teacher_prompt(q, teacher, examples)
     sampling = sampling_of(teacher)
     key = teacher_key(q.qid, prompt, teacher.model, sampling)
@@ -184,10 +186,6 @@ def _distill(
     (default: data.train), the first `limit` only when given. For each of `answers` (Answer
     recipes) with `fewshot.k > 0`, a second pass asks the prompts with their worked examples,
     which come from the first pass's replies: what the dataset trains on and infer asks."""
-    from orchestrator.core.fewshot import examples_for
-    from orchestrator.core.progress import bar, say
-    from orchestrator.core.sources import training_sources
-
     recipe = pipeline.recipe
     teacher = recipe.teacher
     if input_path is None:
@@ -255,8 +253,6 @@ def _distill(
 
 async def _ask_all(todo: list[Question], teacher: TeacherSection, examples: dict[str, tuple], cache: Ledger,
                    errors: Ledger, summary: DistillSummary, make_bar) -> None:
-    from orchestrator.core.api_keys import resolve_api_key
-
     try:
         api_key = resolve_api_key(teacher.api_key_env, teacher.base_url)
     except UserError as e:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_text
-from orchestrator.core.llamafactory import model_path
-from orchestrator.core.recipes import Loaded, RoleRecipe
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.role_paths import model_path
 
 COMPLETE = ".orchestrator-complete"
 

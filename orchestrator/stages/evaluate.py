@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core.heldout import check_recipes, check_split
-from orchestrator.core.inference_models import Models
-from orchestrator.core.llamafactory import role_paths
+from orchestrator.core.data.heldout import check_before_training, check_recipes, check_split
+from orchestrator.core.serving.inference_models import Models
 from orchestrator.stages.infer import InferSummary, infer
 from orchestrator.stages.score import ScoreResult, score
 
@@ -31,15 +30,12 @@ def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False, l
     """Check the recipes hold problems out (before anything is trained: `check_only`), then
     answer the held-out problems with `models` (each with its training recipe, `trained=True`)
     into `out_dir` and score them there (the first `limit` problems only: scored as a subset)."""
-    check_recipes(models.trained)
     dataset = models.trained[-1].recipe.dataset
     result = EvalResult(dataset.val_size, dataset.seed)
     if check_only:
-        # models trained already: what eval checks next, that they were trained without val.jsonl's problems
-        result.trained = all(role_paths(m.recipe).manifest.exists() for m in models.trained)
-        if result.trained:
-            check_split([m.recipe for m in models.trained])
+        result.trained = check_before_training(models.trained)
         return result
+    check_recipes(models.trained)
     val = check_split([m.recipe for m in models.trained])
     result.inferred = infer(pipeline=models.pipeline, input_path=val, out_dir=out_dir, answers=models.answers,
                             evaluate=models.evaluate, limit=limit)

@@ -2,7 +2,7 @@
 
 The export goes to a temporary folder renamed to runs/<name>/merged/ only on success, so a
 half-written model is never taken as done. Its saved tokenizer is given LLaMA-Factory's chat
-template of the recipe (core/chat_template.py), so the folder renders the training prompt on any
+template of the recipe (core/llamafactory/chat_template.py), so the folder renders the training prompt on any
 engine. A role that serves its adapter (serve.weights
 adapter, or auto on a quantized base) is not merged: the merge says why and stops."""
 
@@ -12,28 +12,22 @@ import json
 import shutil
 from pathlib import Path
 
-from orchestrator.core.chat_template import save_template
-from orchestrator.core.role_configs import check_roles
-from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.gptq import gptq_export
-from orchestrator.core.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
-from orchestrator.core.llamafactory import (
-    ADAPTER_FILE,
-    base_quantization,
-    QUANTIZE_KEYS,
-    calibration_texts,
-    cli_path,
-    is_trained,
-    model_path,
-    role_paths,
-    served_weights,
-)
-from orchestrator.core.ledger import stable_key
-from orchestrator.core.locks import run_lock
-from orchestrator.core.process import run
-from orchestrator.core.progress import clean, say, worth_showing
-from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
-from orchestrator.core.trained import adapter_identity, portable_hash
+from orchestrator.core.common.errors import StageFailed, UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
+from orchestrator.core.common.ledger import stable_key
+from orchestrator.core.common.process import run
+from orchestrator.core.common.progress import clean, say, worth_showing
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.llamafactory.chat_template import save_template
+from orchestrator.core.llamafactory.checks import check_roles
+from orchestrator.core.llamafactory.gptq import calibration_texts, gptq_export
+from orchestrator.core.llamafactory.launch import cli_path
+from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, served_weights
+from orchestrator.core.recipes.loading import Loaded, command_for
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
+from orchestrator.core.run_folders.trained import adapter_identity, portable_hash
 
 
 def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
@@ -105,8 +99,6 @@ def _merge(
     questions: list = []
     quantize = needs_calibration(loaded)
     if quantize:
-        from orchestrator.core.competition import read_dataset
-
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
         questions = read_dataset(calibration_data).questions

@@ -16,7 +16,7 @@ and nothing else:
   .dockerignore     keeps what a local try of run.sh writes (runs/infer, logs) out of the image
   MANIFEST          every file's sha256 (`sha256sum -c MANIFEST`) and the models' sizes
 
-The GPU memory of serving is estimated first (core/memory.py) and a package that would not fit
+The GPU memory of serving is estimated first (core/serving/memory.py) and a package that would not fit
 package.gpu_memory_gb is refused before anything is copied. Packaging again copies nothing
 unchanged and removes what it wrote before that is no longer needed; a DIR without our
 MANIFEST is refused.
@@ -39,13 +39,18 @@ from typing import Any
 
 import yaml
 
-from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_text
-from orchestrator.core.memory import ConfigError, ServerEstimate, budget_problem, peak_gb, server_estimate
-from orchestrator.core.paths import SOURCE_ROOT
-from orchestrator.core.progress import say
-from orchestrator.core.recipes import Loaded, PipelineRecipe, RoleRecipe, command_for, display
-from orchestrator.core.render import render
+from orchestrator.core.common.errors import StageFailed, UserError
+from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.paths import SOURCE_ROOT, display
+from orchestrator.core.common.progress import say
+from orchestrator.core.common.render import render
+from orchestrator.core.data.fallback import fallback_letter
+from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.recipes.loading import Loaded, command_for
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
+from orchestrator.core.serving.memory import ConfigError, ServerEstimate, budget_problem, peak_gb, server_estimate
+from orchestrator.core.serving.servers import check_adapters, lora_group_key, one_server
 
 MANIFEST_HEADER = "# orchestrator package:"
 VLLM_DEFAULT_MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen when serve.args does not set it
@@ -112,8 +117,6 @@ def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe
     base on vLLM share one server, and every other model is served as serve.weights says (its
     merged model, or its base with the adapter on top).
     Refuses a model that is not trained, merged or downloaded yet."""
-    from orchestrator.core.serving import check_adapters, lora_group_key, one_server
-
     every = [*answers, evaluate]
     if one_server([x.recipe for x in every]):  # every model an adapter of one base: one vLLM server
         check_adapters(every)
@@ -138,16 +141,12 @@ def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe
 
 def _base_server(group: list[Loaded[RoleRecipe]]) -> ImageServer:
     """One vLLM server of a base with the adapters of `group`."""
-    from orchestrator.core.llamafactory import model_path, role_paths
-
     return ImageServer("+".join(x.recipe.run_name for x in group), model_path(group[0].recipe), tuple(group),
                        tuple(role_paths(x.recipe).adapter for x in group))
 
 
 def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
     """The server of one role's model: its merged model, or its base with the adapter on top."""
-    from orchestrator.core.llamafactory import ADAPTER_FILE, is_trained, model_path, role_paths, served_weights
-
     paths = role_paths(loaded.recipe)
     if served_weights(loaded.recipe) == "adapter":
         if not is_trained(paths):
@@ -202,8 +201,6 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
 def _model_files(s: ImageServer) -> tuple[dict[str, Path], dict[str, str]]:
     """Where each model file goes in DIR -> its source, and each role recipe's model.path there.
     A role's manifest.json goes too: serving an adapter takes it as the sign of a finished training."""
-    from orchestrator.core.llamafactory import role_paths
-
     files: dict[str, Path] = {}
     model_paths: dict[str, str] = {}
     base = f"runs/{s.recipes[0].recipe.run_name}/merged" if not s.adapters else f"models/{s.model.name}"
@@ -476,8 +473,6 @@ def package(
     """Write the image folder `out` for the pipeline recipe's inference (`answers[i]`: the loaded
     recipe of `inference.answer_models[i]`, None for an endpoint, which an image cannot reach);
     with `wheels`, every requirement's wheel goes into it too (the build then needs no network)."""
-    from orchestrator.core.fixes import fallback_letter
-
     recipe = pipeline.recipe
     inf = recipe.inference
     for m, loaded in zip(inf.answer_models, answers, strict=True):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.competition import read_dataset
-from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_jsonl
-from orchestrator.core.sources import provenance_path
-from orchestrator.core.trace import read_trace
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_jsonl
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.sources import provenance_path
+from orchestrator.core.run_folders.trace import read_trace
 
 
 @dataclass

@@ -9,14 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.competition import Dataset
-from orchestrator.core.errors import UserError
-from orchestrator.core.files import atomic_write_json, atomic_write_text
-from orchestrator.core.report import md_table, save_png
-from orchestrator.core.submission import (
-    Finding, gold_findings, match, read_gold, read_submission, summarise, terminal_lines,
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_json, atomic_write_text
+from orchestrator.core.common.report import md_table, save_png
+from orchestrator.core.data.competition import Dataset
+from orchestrator.core.data.submission import (
+    Finding,
+    gold_findings,
+    match,
+    read_gold,
+    read_submission,
+    summarise,
+    terminal_lines,
 )
-from orchestrator.core.trace import read_trace
+from orchestrator.core.run_folders.trace import read_trace
 
 PERCENTILES = (50, 90, 99)
 

@@ -1,17 +1,18 @@
 """Stage: serve a role's model (merged, or base + adapter) over the OpenAI API with
 `llamafactory-cli api`, until Ctrl-C.
 
-The work is in orchestrator.core.serving, which `infer` uses too.
+The work is in orchestrator.core.serving.servers, which `infer` uses too.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from orchestrator.core.process import free_port
-from orchestrator.core.progress import say
-from orchestrator.core.recipes import Loaded, RoleRecipe
-from orchestrator.core.serving import Serving, served
+from orchestrator.core.common.process import free_port
+from orchestrator.core.common.progress import say
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.serving.servers import Serving, served
 
 
 def serve(

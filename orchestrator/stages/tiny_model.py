@@ -22,8 +22,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from orchestrator.core.errors import UserError
-from orchestrator.core.paths import SOURCE_ROOT
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import SOURCE_ROOT
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.llamafactory.gptq import gptq_export
 
 SAMPLE_DIR = SOURCE_ROOT / "datasets" / "sample"
 PROMPTS_DIR = SOURCE_ROOT / "templates" / "prompts"
@@ -110,9 +112,6 @@ def build_quantized_tiny_model(out_dir: Path, method: str = "gptq", seed: int = 
     """The tiny model, 128 wide, quantized for real: a 4-bit GPTQ checkpoint (packed qweight
     tensors, group size 128) calibrated on the sample's Answer prompts, by `llamafactory-cli
     export`. Returns at once if `out_dir` already holds one."""
-    from orchestrator.core.competition import read_dataset
-    from orchestrator.core.gptq import gptq_export
-
     out_dir = Path(out_dir)
     if method not in QUANTIZE_METHODS:
         raise UserError(f"--quantize {method}: not a method; one of {', '.join(QUANTIZE_METHODS)}")

@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from orchestrator.core.role_configs import check_roles
-from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.files import atomic_write_json, file_hash, mark_current
-from orchestrator.core.launch import launch_env, launch_line, visible_gpus, what_ran
-from orchestrator.core.llamafactory import ADAPTER_FILE, RolePaths, cli_path, is_trained, model_path, role_paths
-from orchestrator.core.locks import run_lock
-from orchestrator.core.paths import datasets_dir, project_root
-from orchestrator.core.process import run
-from orchestrator.core.progress import bar, clean, say, worth_showing
-from orchestrator.core.recipes import Loaded, RoleRecipe, command_for
-from orchestrator.core.sources import training_data
-from orchestrator.core.trained import adapter_hash, base_identity, portable_hash, read_manifest, set_aside
+from orchestrator.core.common.errors import StageFailed, UserError
+from orchestrator.core.common.files import atomic_write_json, file_hash, mark_current
+from orchestrator.core.common.paths import datasets_dir, project_root
+from orchestrator.core.common.process import run
+from orchestrator.core.common.progress import bar, clean, say, worth_showing
+from orchestrator.core.data.sources import training_data
+from orchestrator.core.llamafactory.checks import check_roles
+from orchestrator.core.llamafactory.launch import cli_path, launch_env, launch_line, visible_gpus, what_ran
+from orchestrator.core.recipes.loading import Loaded, command_for
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
+from orchestrator.core.run_folders.trained import adapter_hash, base_identity, portable_hash, read_manifest, set_aside
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Trained:
     final_loss: float | None
     seconds: float
     resumed_from: str | None
-    distributed: dict | None = None  # what the launch did (core/launch.py what_ran)
+    distributed: dict | None = None  # what the launch did (core/llamafactory/launch.py what_ran)
     up_to_date: bool = False  # nothing changed since the recorded training: nothing was run
 
     @property

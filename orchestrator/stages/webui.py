@@ -1,7 +1,7 @@
 """Stage: LlamaBoard (LLaMA-Factory's web UI) opened with a role recipe's values, no click needed.
 
 The page shows the arguments `orchestrator train` would use: `llamaboard_values` maps them onto
-LlamaBoard's element ids, rendered into runs/<name>/llamaboard.yaml; orchestrator.core.llamaboard puts
+LlamaBoard's element ids, rendered into runs/<name>/llamaboard.yaml; orchestrator.core.llamafactory.llamaboard puts
 them on the page when it loads. LlamaBoard keeps its files (llamaboard_cache/, saves/) relative
 to its working directory, runs/<name>/llamaboard/; a training started from the page writes its
 adapter to runs/<name>/adapter, as `orchestrator train` does.
@@ -19,16 +19,18 @@ from typing import Any
 
 import yaml
 
-from orchestrator.core.role_configs import render_roles
-from orchestrator.core.errors import StageFailed
-from orchestrator.core.files import atomic_write_text
-from orchestrator.core.launch import launch_env
-from orchestrator.core.llamaboard import AUTH_ENV
-from orchestrator.core.llamafactory import flat, role_paths, train_sections
-from orchestrator.core.process import Server, check_host, require_free_port
-from orchestrator.core.progress import say
-from orchestrator.core.recipes import Loaded, RoleRecipe, display
-from orchestrator.core.render import render
+from orchestrator.core.common.errors import StageFailed
+from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.paths import display
+from orchestrator.core.common.process import Server, check_host, require_free_port
+from orchestrator.core.common.progress import say
+from orchestrator.core.common.render import render
+from orchestrator.core.llamafactory.configs import flat, render_roles, train_sections
+from orchestrator.core.llamafactory.launch import launch_env
+from orchestrator.core.llamafactory.llamaboard import AUTH_ENV
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.role_paths import role_paths
 
 # LlamaBoard element -> the LLaMA-Factory argument it shows.
 ELEMENTS = {
@@ -174,7 +176,7 @@ def launch_webui(
         **launch_env(loaded),  # a training started from the page launches like `orchestrator train`
     }
     server = Server(
-        [sys.executable, "-m", "orchestrator.core.llamaboard", str(values_path)],
+        [sys.executable, "-m", "orchestrator.core.llamafactory.llamaboard", str(values_path)],
         stage=stage,
         log_path=paths.run_dir / "webui.log",
         ready_url=url,

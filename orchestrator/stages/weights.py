@@ -1,10 +1,11 @@
 """Stage: `weights`, what serving a role loads: `merged` or `adapter` (the base + the adapter).
-serve.weights decides; make asks it to know where a model ends."""
+serve.weights decides; make learns the same from `make-vars`, to know where a model ends."""
 
 from __future__ import annotations
 
-from orchestrator.core.llamafactory import served_weights
-from orchestrator.core.recipes import Loaded, RoleRecipe
+from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
 
 
 def weights(loaded: Loaded[RoleRecipe]) -> str:

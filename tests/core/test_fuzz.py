@@ -2,7 +2,7 @@
 competition-data reader gets arbitrary bytes, arbitrary JSON per line and near-valid problems
 with one field mutated; the recipe loader gets arbitrary YAML, mappings and `--set` strings,
 including alias bombs; templates try to leave the sandbox; the ledger gets any text and is cut
-at any byte (tests/core/test_ledger.py)."""
+at any byte (tests/core/common/test_ledger.py)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,11 @@ from hypothesis import strategies as st
 
 from helpers import FUZZ
 
-from orchestrator.core.competition import Dataset, read_dataset
-from orchestrator.core.errors import UserError
-from orchestrator.core.recipes import (
-    Loaded,
-    PipelineRecipe,
-    RoleRecipe,
-    load,
-    parse_override,
-)
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.data.competition import Dataset, read_dataset
+from orchestrator.core.recipes.loading import Loaded, load
+from orchestrator.core.recipes.overrides import parse_override
+from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 
 
 GOOD = {"id": "p1", "problem": "有一些事实。", "questions": [{"question": "选择题 1：\n谁?", "options": ["甲", "乙", "丙"], "answer": "B"}]}
@@ -155,7 +151,7 @@ def test_cli_data_check_exits_0_or_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (code == 0) == bool(out) and (code == 2) == err.startswith("Error: ")
 
 
-# Each case found a crash or a silently wrong result before the fix in orchestrator/core/competition.py.
+# Each case found a crash or a silently wrong result before the fix in orchestrator/core/data/competition.py.
 FOUND = [
     ('{"id": %s, "problem": "p", "questions": [{"question": "q", "options": ["a", "b"]}]}' % ("9" * 5000),
      "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)"),
@@ -381,7 +377,7 @@ ESCAPING_TEMPLATES = [
 
 @pytest.mark.parametrize("text, reason", ESCAPING_TEMPLATES)
 def test_template_cannot_escape_the_sandbox(tmp_path: Path, text: str, reason: str) -> None:
-    from orchestrator.core.render import render
+    from orchestrator.core.common.render import render
 
     (tmp_path / "t.j2").write_text(text)
     with pytest.raises(UserError) as info:
@@ -390,7 +386,7 @@ def test_template_cannot_escape_the_sandbox(tmp_path: Path, text: str, reason: s
 
 
 def test_template_missing_value_names_it(tmp_path: Path) -> None:
-    from orchestrator.core.render import render
+    from orchestrator.core.common.render import render
 
     (tmp_path / "t.j2").write_text("{{ problem }}\n{{ questoin }}\n")
     with pytest.raises(UserError) as info:
@@ -399,7 +395,7 @@ def test_template_missing_value_names_it(tmp_path: Path) -> None:
 
 
 def test_template_values_are_not_templates(tmp_path: Path) -> None:
-    from orchestrator.core.render import render
+    from orchestrator.core.common.render import render
 
     (tmp_path / "t.j2").write_text("{{ problem }}")
     assert render("t.j2", templates_dir=tmp_path, problem="{{ 7 * 7 }}{% raw %}") == "{{ 7 * 7 }}{% raw %}"
@@ -407,7 +403,7 @@ def test_template_values_are_not_templates(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("writer", ["json", "jsonl"])
 def test_atomic_json_writers_keep_any_text(tmp_path: Path, writer: str) -> None:
-    from orchestrator.core.files import atomic_write_json, atomic_write_jsonl
+    from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
 
     row = {"reply": "半个表情\ud83d", "\\": "\\\udc00"}  # before the fix: UnicodeEncodeError, nothing written
     path = tmp_path / f"out.{writer}"

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import trained_copy
 
-from orchestrator.core.competition import read_dataset
-from orchestrator.core.endpoints import Endpoint
-from orchestrator.core.process import free_port
-from orchestrator.core.prompts import answer_prompt
-from orchestrator.core.recipes import load_role
-from orchestrator.core.serving import served
+from orchestrator.core.common.process import free_port
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.prompts import answer_prompt
+from orchestrator.core.recipes.loading import load_role
+from orchestrator.core.serving.endpoints import Endpoint
+from orchestrator.core.serving.servers import served
 
 pytestmark = pytest.mark.slow
 

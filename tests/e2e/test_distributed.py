@@ -50,7 +50,7 @@ def set_recipe(project: Path, old: str, new: str) -> None:
 
 
 def test_make_answer_model_trains_with_2_processes(tiny_project: Path) -> None:
-    """What the README's "2 GPUs" command runs, on CPU: `gpus_per_node: 2` is 2 gloo processes."""
+    """What docs/scaling.md's "Several GPUs, one machine" runs, on CPU: `gpus_per_node: 2` is 2 gloo processes."""
     assert shutil.which("torchrun", path=plain_env(tiny_project)["PATH"]) is None  # the issue's failure, if unfixed
     with_makefile(tiny_project)
     set_recipe(tiny_project, "max_steps: 120", "max_steps: 8")
@@ -86,7 +86,7 @@ def saved(project: Path, step: int) -> bool:
 
 def test_two_nodes_on_loopback_interrupted_then_resumed(tiny_project: Path,
                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     node0 = with_makefile(tiny_project)
     built = make(node0, "datasets/train_answer_instruct.json", "RECIPE=tiny", timeout=300)

@@ -16,9 +16,9 @@ import pytest
 from fake_openai import FakeOpenAI, RandomFaults
 from helpers import make_train, teacher_flags
 
+from orchestrator.core.recipes.loading import load_pipeline
 from orchestrator.stages.distill import distill
 from orchestrator.stages.infer import infer
-from orchestrator.core.recipes import load_pipeline
 
 
 def restart_after(server: FakeOpenAI, requests: int, down: float) -> threading.Thread:
@@ -97,7 +97,7 @@ LOAD_SCRIPT = """
 import sys, json
 from orchestrator.stages.distill import distill
 from orchestrator.stages.infer import infer
-from orchestrator.core.recipes import load_pipeline
+from orchestrator.core.recipes.loading import load_pipeline
 url, train, out = sys.argv[1:4]
 flags = (f"teacher.base_url={url}", "teacher.model=fake-model", "teacher.preload=[]", "teacher.concurrency=64")
 d = distill(pipeline=load_pipeline(None, flags), input_path=train, echo=False)

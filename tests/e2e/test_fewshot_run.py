@@ -12,7 +12,7 @@ import pytest
 from fake_openai import FakeOpenAI
 from helpers import read_jsonl, trained_runs
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.data.competition import read_dataset
 
 pytestmark = pytest.mark.slow
 

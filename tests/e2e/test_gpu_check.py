@@ -1,8 +1,11 @@
-"""benchmarks/gpu_check.sh --tiny: the GPU check's every stage (build, distil, train, merge,
-serve, 64 Answer prompts) on CPU with a 2-layer shape, as the lent GPU machine will run it."""
+"""benchmarks/gpu_check.sh --tiny: the GPU check's every stage (versions, build, distil, train,
+merge, serve, 64 Answer prompts; then the GPTQ base + LoRA, served, when the quantization packages
+are there, as `make test` installs them) on CPU with a 2-layer shape, as the lent GPU machine will
+run it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path) -> None:
     work = tmp_path / "work"
     done = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--tiny", "--work", str(work)],
-                          capture_output=True, text=True, timeout=900,
+                          capture_output=True, text=True, timeout=1800,
                           env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_HOME"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     figures = json.loads((work / "gpu_check.json").read_text())
@@ -32,3 +35,19 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path) -> None:
     assert state["global_step"] == 2
     assert (work / "runs/gpu-check/merged/config.json").exists()
     assert f"gpu-check (tiny): step {figures['step_s']} s" in done.stdout
+
+    # what is in force, said first; LLaMA-Factory's own version check passed; the machine's list kept
+    assert done.stdout.startswith("gpu-check: Python ") and "transformers 5.6.0" in done.stdout.splitlines()[0]
+    assert figures["environment"]["versions"]["llamafactory"] == "0.9.5"
+    assert "llamafactory==0.9.5" in (work / "machine-packages.txt").read_text().splitlines()
+
+    # the quantized path: a real 4-bit GPTQ tiny model, a LoRA trained on it, served as base + adapter
+    if all(importlib.util.find_spec(name) for name in ("gptqmodel", "optimum")):
+        gptq = figures["gptq"]
+        assert figures["gptq_skipped"] is None and gptq["packed_qweights"] == 2 * 7
+        assert gptq["step_s"] > 0 and 0 < gptq["reply_tokens"] <= 16 * 32
+        serve = (work / "runs/gpu-check-gptq/serve.yaml").read_text()
+        assert "adapter_name_or_path:" in serve and not (work / "runs/gpu-check-gptq/merged").exists()
+        assert f"gpu-check GPTQ base + LoRA: the tiny model quantized to 4 bits in {gptq['quantize_s']} s" in done.stdout
+    else:
+        assert figures["gptq"] is None and "gpu-check GPTQ base + LoRA: skipped, " in done.stdout

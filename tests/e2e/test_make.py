@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +42,26 @@ def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path, m
     assert "up to date: " in checked.stdout and "launching" not in checked.stderr  # content decides: trains nothing
     assert "llamafactory-cli export" not in checked.stderr  # nor merges
     assert make(project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # and make sees it done
+
+
+def test_a_data_file_in_a_folder_with_a_space_in_a_project_in_one(spaced_project: Path) -> None:
+    """For real: distil and build the Answer set from TRAIN="my data/train 1.jsonl" in a project
+    whose folder holds a space and a quote; make then sees every file it depends on."""
+    train = spaced_project / "my data" / "train 1.jsonl"
+    train.parent.mkdir()
+    shutil.copy(spaced_project / "datasets/sample/train.jsonl", train)  # the sample's cached teacher replies
+    args = ("datasets/train_answer_instruct.json", "RECIPE=tiny")
+
+    done = make(spaced_project, *args, "TRAIN=my data/train 1.jsonl")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[distill] data.train = my data/train 1.jsonl (from TRAIN)" in done.stderr
+    assert (spaced_project / "datasets/train_answer_instruct.json").exists()
+    assert make(spaced_project, "-q", *args).returncode == 0  # the kept TRAIN, up to date
+
+    later = time.time() + 10
+    os.utime(train, (later, later))  # the data file edited: distill again
+    plan = make(spaced_project, "-n", *args).stdout
+    assert "orchestrator distill --recipe recipes/tiny-pipeline.yaml --set 'data.train=my data/train 1.jsonl'" in plan
 
 
 def test_help_lists_every_target_and_variable(project: Path) -> None:

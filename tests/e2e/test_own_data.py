@@ -14,7 +14,7 @@ import pytest
 from fake_openai import FailPrompts, FakeOpenAI
 from helpers import REPO, make_train, with_makefile, write_competition
 
-from orchestrator.core.competition import letter_counts, read_dataset
+from orchestrator.core.data.competition import letter_counts, read_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.data.competition import read_dataset
 
 pytestmark = pytest.mark.slow
 

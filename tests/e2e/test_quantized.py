@@ -12,7 +12,7 @@ import pytest
 from helpers import read_jsonl
 
 from fake_openai import FakeOpenAI
-from orchestrator.core.gptq import packed_weights
+from orchestrator.core.llamafactory.gptq import packed_weights
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,10 @@ def _infer(cli, project: Path, out: str, *sets: str, gptq: bool = True) -> list[
                            "--evaluate-url", evaluate.url, "--set", "inference.max_tokens=16", *sets)
     log = project / "runs" / "tiny-answer" / "serve.log"
     assert code == 0, err + (log.read_text(encoding="utf-8", errors="replace")[-3000:] if log.exists() else "")
-    # a GPTQ model: the first request alone (serving.repacks_on_first_request), then the 8 at once
+    # a GPTQ model on CPU is served one request at a time (serving.one_at_a_time)
+    assert ("one request at a time" in err) is gptq
     this_serve = log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
-    assert this_serve.count('"POST /v1/chat/completions HTTP/1.1" 200') == 8 + gptq
+    assert this_serve.count('"POST /v1/chat/completions HTTP/1.1" 200') == 8
     return read_jsonl(project / "runs" / out / "trace.jsonl")
 
 
@@ -66,7 +67,7 @@ def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_ada
     assert "is GPTQ-quantized, which LLaMA-Factory cannot merge into" in err
     assert not (project / "runs" / "tiny-answer" / "merged").exists()
 
-    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/cpu_ddp)
+    # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/llamafactory/cpu_ddp)
     trace = _infer(cli, project, "gptq", *base)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
@@ -109,8 +110,8 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
 
 
 def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, wide_tiny_model_dir: Path) -> None:
-    """Weights as core/memory.py counts them, against the safetensors the tiny models really hold."""
-    from orchestrator.core.memory import model_shape
+    """Weights as core/serving/memory.py counts them, against the safetensors the tiny models really hold."""
+    from orchestrator.core.serving.memory import model_shape
 
     for model in (gptq_model_dir, wide_tiny_model_dir):
         estimate = model_shape(json.loads((model / "config.json").read_text(encoding="utf-8"))).weight_bytes()

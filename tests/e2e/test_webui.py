@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.llamafactory import model_path
-from orchestrator.core.process import free_port, port_free
-from orchestrator.core.recipes import load_role
+from orchestrator.core.common.process import free_port, port_free
+from orchestrator.core.recipes.loading import load_role
+from orchestrator.core.run_folders.role_paths import model_path
 from orchestrator.stages.webui import launch_webui
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,9 +11,9 @@ import pytest
 from fake_openai import FakeOpenAI, default_reply
 from helpers import marker, qids, write_competition, write_file
 
+from orchestrator.core.common.stats import mcnemar_exact
+from orchestrator.core.data.submission import summarise
 from orchestrator.stages.compare import compare, table
-from orchestrator.core.stats import mcnemar_exact
-from orchestrator.core.submission import summarise
 
 # questions per problem of the real test file (143 x1, 90 x2, 63 x3, 204 x4 = 1,328)
 TEST_SHAPE = [1] * 143 + [2] * 90 + [3] * 63 + [4] * 204

@@ -10,12 +10,12 @@ import pytest
 from fake_openai import FakeOpenAI
 from helpers import make_train, teacher_flags
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.prompts import answer_prompt, evaluate_prompt
+from orchestrator.core.recipes.loading import load_pipeline, load_role
 from orchestrator.stages.dataset import build_dataset, split_by_problem
 from orchestrator.stages.distill import distill
-from orchestrator.core.errors import UserError
-from orchestrator.core.prompts import answer_prompt, evaluate_prompt
-from orchestrator.core.recipes import load_pipeline, load_role
 
 
 def rows(project: Path, name: str) -> list[dict]:
@@ -133,7 +133,7 @@ def test_prompt_lengths_in_tokens_with_a_tokenizer(project: Path, cli, tiny_mode
 
 
 def test_a_distill_run_that_got_nothing_changes_nothing(project: Path, cli) -> None:
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     assert cli("distill")[0] == 0
     dead = f"http://127.0.0.1:{free_port()}/v1"

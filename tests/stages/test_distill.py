@@ -15,10 +15,10 @@ import pytest
 
 from fake_openai import FailPrompts, FakeOpenAI, Script, expected_letter
 from helpers import make_train, teacher_flags
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.ledger import read_records
+from orchestrator.core.recipes.loading import load_pipeline, load_role
 from orchestrator.stages.distill import distill
-from orchestrator.core.errors import UserError
-from orchestrator.core.ledger import read_records
-from orchestrator.core.recipes import load_pipeline, load_role
 
 
 def cache_lines(project: Path) -> list[dict]:
@@ -122,7 +122,7 @@ def test_remote_teacher_without_key_is_one_clear_error(project: Path, monkeypatc
 
 
 def test_unreachable_teacher_fails_cleanly(project: Path, cli) -> None:
-    from orchestrator.core.process import free_port
+    from orchestrator.core.common.process import free_port
 
     train = make_train(project / "train.jsonl", problems=1, per_problem=2)
     url = f"http://127.0.0.1:{free_port()}/v1"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.recipes.loading import load_role
 from orchestrator.stages.download import COMPLETE, download
-from orchestrator.core.recipes import load_role
 
 
 def test_local_model_path_is_used_as_is(tiny_project: Path) -> None:

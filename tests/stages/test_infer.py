@@ -16,16 +16,16 @@ import pytest
 from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
 from helpers import by_id, marker, read_jsonl, write_competition
 
-from orchestrator.core.competition import read_dataset
-from orchestrator.core.trace import Sample, chosen_reply, chosen_sample, majority
-from orchestrator.core.prompts import answer_prompt
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.prompts import answer_prompt
+from orchestrator.core.run_folders.trace import Sample, chosen_reply, chosen_sample, majority
 
 # questions per problem, options per question
 
 
 def sample_prior() -> str:
     """The most frequent gold letter of the shipped sample's training file."""
-    from orchestrator.core.competition import letter_counts
+    from orchestrator.core.data.competition import letter_counts
 
     questions = read_dataset(Path(__file__).resolve().parents[2] / "datasets" / "sample" / "train.jsonl").questions
     return next(iter(letter_counts(questions)))
@@ -104,6 +104,22 @@ def test_changed_settings_are_not_taken_for_done_work(project, cli, servers):
     assert cli(*infer_args(project, a, e, "--set", "inference.max_tokens=99"))[0] == 0
     assert (a.completions, e.completions) == (len(qids), len(qids))
     assert len(read_jsonl(project / "out" / "trace.jsonl")) == len(qids)  # one line per question still
+
+
+def test_a_question_backing_off_holds_no_slot_of_the_concurrency(project, cli):
+    """inference.concurrency 1: while the first question waits out its 429's Retry-After (2 s),
+    the others are asked; it is asked again after them and answered."""
+    from fake_openai import Script
+
+    qids = write_competition(project / "test.jsonl", [[4], [4], [4]])
+    with FakeOpenAI(models=("ans",), faults=Script([("429", 2)])) as a, FakeOpenAI(models=("ev",)) as e:
+        code, _, err = cli(*infer_args(project, a, e, "--concurrency", "1"))
+        assert code == 0, err
+        first = a.prompts[0]
+        assert a.prompts.count(first) == 2 and a.prompts[-1] == first and len(a.prompts) == len(qids) + 1
+    trace = read_jsonl(project / "out" / "trace.jsonl")
+    assert all(r["status"] == "done" for r in trace)
+    assert sorted(r["answer"]["samples"][0]["attempts"] for r in trace) == [1, 1, 2]
 
 
 @pytest.mark.parametrize("letters, expected", [
@@ -274,7 +290,7 @@ def test_the_prior_needs_no_training_file(project, cli, servers):
 
 def test_the_prior_follows_the_fixes(project, cli, servers):
     """The prior is taken after the corrections: every sample question fixed to A makes it A."""
-    from orchestrator.core.competition import read_dataset as read
+    from orchestrator.core.data.competition import read_dataset as read
 
     train = read(project / "datasets" / "sample" / "train.jsonl")
     fixes = "".join(f"{q.qid}: A\n" for q in train.questions)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import GPTQ, write_base
 
-from orchestrator.core.llamafactory import CANNOT_MERGE
+from orchestrator.core.llamafactory.quantization import CANNOT_MERGE
 
 RECIPE = "recipes/quant.yaml"
 

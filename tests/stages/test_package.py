@@ -132,9 +132,9 @@ def test_the_frozen_recipes_load_inside_the_folder_with_no_source_project(merged
     out = merged_project / "image"
     assert _package(cli, out)[0] == 0
     code = (
-        "from orchestrator.core.recipes import load_pipeline, load_role\n"
-        "from orchestrator.core.llamafactory import model_path, role_paths\n"
-        "from orchestrator.core.fixes import fallback_letter\n"
+        "from orchestrator.core.recipes.loading import load_pipeline, load_role\n"
+        "from orchestrator.core.run_folders.role_paths import model_path, role_paths\n"
+        "from orchestrator.core.data.fallback import fallback_letter\n"
         "p = load_pipeline('recipes/pipeline.yaml').recipe\n"
         "a = load_role('answer', p.inference.answer_models[0].recipe).recipe\n"
         "e = load_role('evaluate', p.inference.evaluate_recipe).recipe\n"
@@ -267,9 +267,9 @@ def test_an_adapter_on_its_base_ships_the_base_and_the_adapter(tiny_project: Pat
     # inside the folder, the frozen recipe serves the shipped base with the shipped adapter
     code = (
         "import json\n"
-        "from orchestrator.core.recipes import load_role\n"
-        "from orchestrator.core.llamafactory import role_paths\n"
-        "from orchestrator.core.serving import check_serve, serve_sections\n"
+        "from orchestrator.core.recipes.loading import load_role\n"
+        "from orchestrator.core.run_folders.role_paths import role_paths\n"
+        "from orchestrator.core.serving.servers import check_serve, serve_sections\n"
         "loaded = load_role('answer', 'recipes/tiny-answer.yaml')\n"
         "check_serve(loaded, role_paths(loaded.recipe))\n"
         "print(json.dumps(serve_sections(loaded.recipe, role_paths(loaded.recipe))['model']))\n"
@@ -291,8 +291,8 @@ def test_every_model_an_adapter_of_one_base_on_vllm_is_one_server(tiny_project: 
     assert not list(out.glob("runs/*/merged"))
     assert "vllm==0.11.0" in (out / "requirements.txt").read_text().splitlines()
     code = (
-        "from orchestrator.core.recipes import load_role\n"
-        "from orchestrator.core.serving import one_server\n"
+        "from orchestrator.core.recipes.loading import load_role\n"
+        "from orchestrator.core.serving.servers import one_server\n"
         "print(one_server([load_role(r, f'recipes/tiny-{r}.yaml').recipe for r in ('answer', 'evaluate')]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,

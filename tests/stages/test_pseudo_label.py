@@ -14,14 +14,14 @@ from fake_openai import FakeOpenAI
 from helpers import make_train, teacher_flags
 from helpers import marker, write_competition
 
-from orchestrator.core.competition import read_dataset
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.data.sources import training_data
+from orchestrator.core.recipes.loading import load_pipeline, load_role
+from orchestrator.core.run_folders.trace import AnswerStep
 from orchestrator.stages.dataset import build_dataset
 from orchestrator.stages.distill import distill
-from orchestrator.core.errors import UserError
-from orchestrator.core.trace import AnswerStep
 from orchestrator.stages.pseudo_label import agreement, pseudo_label
-from orchestrator.core.recipes import load_pipeline, load_role
-from orchestrator.core.sources import training_data
 
 # the letters the Answer model gives each question's 3 samples (None: a reply without a letter)
 PLAN = {

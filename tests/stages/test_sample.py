@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.answers import extract_choice
-from orchestrator.core.competition import LETTERS, read_dataset
+from orchestrator.core.common.ledger import text_hash
+from orchestrator.core.data.answers import extract_choice
+from orchestrator.core.data.competition import LETTERS, read_dataset
+from orchestrator.core.data.prompts import answer_prompt
 from orchestrator.stages.distill import teacher_key
-from orchestrator.core.ledger import text_hash
-from orchestrator.core.prompts import answer_prompt
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "sample"
 sys.path.insert(0, str(SHIPPED))  # the generator lives beside the data it makes, outside the package

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.errors import UserError
+from orchestrator.core.common.errors import UserError
 from orchestrator.stages.score import percentile, score
 
 # problem id -> gold letters of its questions

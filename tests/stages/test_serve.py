@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.endpoints import Endpoint
-from orchestrator.core.llamafactory import role_paths
-from orchestrator.core.serving import repacks_on_first_request
-from orchestrator.core.process import free_port, port_free
+from orchestrator.core.common.process import free_port, port_free
+from orchestrator.core.recipes.loading import load_role
+from orchestrator.core.run_folders.role_paths import role_paths
+from orchestrator.core.serving.endpoints import Endpoint
+from orchestrator.core.serving.servers import one_at_a_time
 from orchestrator.stages.serve import serve
-from orchestrator.core.recipes import load_role
 from helpers import GPTQ, write_base
 
 TINY = "recipes/tiny-answer.yaml"
@@ -189,7 +189,7 @@ def test_beyond_loopback_needs_a_key(merged, cli, host, monkeypatch):
 
 
 def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
-    from orchestrator.core.process import check_host
+    from orchestrator.core.common.process import check_host
 
     check_host("0.0.0.0", "the tiny-answer model server", guarded=True, how="unused")
     assert capsys.readouterr().err == "Warning: the tiny-answer model server listens on 0.0.0.0: reachable from other machines.\n"
@@ -198,8 +198,8 @@ def test_beyond_loopback_with_a_key_only_warns(merged, monkeypatch, capsys):
 
 @pytest.mark.parametrize("weights", ["adapter", "merged"])
 def test_a_qlora_adapter_is_served_on_the_4_bit_load_it_trained_on(project: Path, weights: str) -> None:
-    from orchestrator.core.llamafactory import role_paths
-    from orchestrator.core.serving import serve_sections
+    from orchestrator.core.run_folders.role_paths import role_paths
+    from orchestrator.core.serving.servers import serve_sections
 
     sets = ["train.quantization_bit=4", "train.quantization_type=nf4", f"serve.weights={weights}"]
     recipe = load_role("answer", "recipes/tiny-answer.yaml", sets).recipe
@@ -221,11 +221,11 @@ WARM_UPS = [
 
 
 @pytest.mark.parametrize("weights, base, merged_quant, visible, expected", WARM_UPS)
-def test_a_gptq_model_on_cpu_gets_one_request_alone_first(
+def test_a_gptq_model_on_cpu_answers_one_request_at_a_time(
     project: Path, monkeypatch: pytest.MonkeyPatch, weights: str, base: dict | None, merged_quant, visible: str,
     expected: bool,
 ) -> None:
-    # gptqmodel's CPU kernel repacks a layer on its first forward; two first requests at once repack twice
+    # gptqmodel's CPU kernel is not thread-safe (it repacks a layer on its first forward)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     write_base(project, base)
     loaded = load_role("answer", TINY, ["model.path=models/base", f"serve.weights={weights}"])
@@ -234,4 +234,4 @@ def test_a_gptq_model_on_cpu_gets_one_request_alone_first(
         paths.merged.mkdir(parents=True)
         config = {"model_type": "qwen2", **({"quantization_config": merged_quant} if merged_quant else {})}
         (paths.merged / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    assert repacks_on_first_request(loaded.recipe, paths) is expected
+    assert one_at_a_time(loaded.recipe, paths) is expected

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.errors import UserError
+from orchestrator.core.common.errors import UserError
 from orchestrator.stages.tiny_model import REQUIRED_FILES, build_tiny_model
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

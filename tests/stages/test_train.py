@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.errors import StageFailed, UserError
-from orchestrator.core.recipes import load_role
+from orchestrator.core.common.errors import StageFailed, UserError
+from orchestrator.core.recipes.loading import load_role
 
 pytestmark = pytest.mark.slow
 
 
 def build_datasets(cli) -> None:
     """The sample's sets, with one label corrected through a fixes file."""
-    from orchestrator.core.competition import read_dataset
-    from orchestrator.core.paths import project_root
+    from orchestrator.core.common.paths import project_root
+    from orchestrator.core.data.competition import read_dataset
 
     first = read_dataset(project_root() / "datasets/sample/train.jsonl").questions[0]
     other = next(letter for letter in first.letters if letter != first.answer)
@@ -76,8 +76,8 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
     assert code == 0 and "up to date" in err and "llamafactory-cli export" not in err, err
 
     # a changed input is named, and the adapter is trained again (not run here: the check alone)
-    from orchestrator.core.llamafactory import role_paths
-    from orchestrator.core.role_configs import render_roles
+    from orchestrator.core.llamafactory.configs import render_roles
+    from orchestrator.core.run_folders.role_paths import role_paths
     from orchestrator.stages.train import _changed, training_inputs
 
     changed = load_role("answer", "recipes/tiny-answer.yaml", ["train.learning_rate=1e-3"])
@@ -194,7 +194,7 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     """A manifest from before identities by content (absolute paths, no adapter_hash): the same
     inputs read the old way are the same training, recorded again portably; a corrupt manifest
     is one Error and the adapter stays."""
-    from orchestrator.core.role_configs import render_roles
+    from orchestrator.core.llamafactory.configs import render_roles
     from orchestrator.stages.train import _absolute_inputs, train, training_inputs
 
     rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}]

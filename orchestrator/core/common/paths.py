@@ -1,0 +1,51 @@
+"""Where things live. Everything generated goes under runs/ and datasets/ of the project root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestrator.core.common.errors import UserError
+
+# The source checkout (templates/, datasets/sample/): the package's parent folder, or
+# $ORCHESTRATOR_SOURCE where the package is installed from a wheel (the submission image).
+SOURCE_ROOT = Path(os.environ.get("ORCHESTRATOR_SOURCE") or Path(__file__).resolve().parents[3])
+HOME_ENV = "ORCHESTRATOR_HOME"
+
+
+def project_root() -> Path:
+    """The project directory: $ORCHESTRATOR_HOME, else the nearest folder from the working
+    directory up that holds recipes/pipeline.yaml, else the working directory."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / "recipes" / "pipeline.yaml").is_file()), cwd)
+
+
+def runs_dir() -> Path:
+    return project_root() / "runs"
+
+
+def datasets_dir() -> Path:
+    return project_root() / "datasets"
+
+
+def val_path() -> Path:
+    """The held-out validation problems in competition format, with their answers."""
+    return datasets_dir() / "val.jsonl"
+
+
+def inside(path: str | Path, base: Path, what: str) -> Path:
+    """Resolve `path` against `base`; refuse anything that escapes it (`../`, absolute elsewhere)."""
+    resolved = (base / path).resolve()
+    if resolved != base.resolve() and base.resolve() not in resolved.parents:
+        raise UserError(f"{what}: {path} is outside {base} (paths may not escape it)")
+    return resolved
+
+
+def display(path: Path) -> str:
+    """`path` relative to the working directory when inside it, as users typed it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

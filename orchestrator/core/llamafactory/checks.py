@@ -1,0 +1,99 @@
+"""Every rendered config checked by LLaMA-Factory's own parser before anything is launched: the
+recipe's `train:` and `merge:` keys against its argument classes, the chat template against its
+templates, each config parsed twice (as command-line flags, then as the rendered YAML file),
+the datasets against dataset_info.json, and the quantization of the base. The `check` command."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any
+
+from orchestrator.core.common.errors import UserError, did_you_mean
+from orchestrator.core.common.paths import datasets_dir
+from orchestrator.core.llamafactory.configs import (
+    Rendered,
+    dataset_entries,
+    flat,
+    merge_sections,
+    render_roles,
+    train_sections,
+)
+from orchestrator.core.llamafactory.launch import missing_extras
+from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args, read_rendered
+from orchestrator.core.llamafactory.quantization import quantization_problems
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.role_paths import RolePaths
+
+
+def check_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
+    """Render, then let LLaMA-Factory's own parser check every file; all problems at once."""
+    rendered = render_roles(loaded)
+    problems = [p for r in rendered for p in check_role(r.loaded, r.paths)]
+    if problems:
+        raise UserError(*problems)
+    return rendered
+
+
+def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
+    """Problems LLaMA-Factory's parser finds in the rendered train and merge configs."""
+    recipe = loaded.recipe
+    parser = import_parser()
+    problems = []
+    for section, kind, keys in (("train", "train", recipe.train), ("merge", "infer", recipe.merge)):
+        valid = known_arguments(kind)
+        for key in keys:
+            if key not in valid:
+                dotted = f"{section}.{key}"
+                problems.append(
+                    f"{loaded.where(dotted)}: {dotted} is not a LLaMA-Factory argument{did_you_mean(key, valid)}"
+                )
+    from llamafactory.data.template import TEMPLATES
+
+    if recipe.model.template not in TEMPLATES:
+        problems.append(
+            f"{loaded.where('model.template')}: model.template {recipe.model.template} is not a LLaMA-Factory "
+            f"chat template{did_you_mean(recipe.model.template, TEMPLATES)}"
+        )
+    problems += missing_extras(loaded)
+    if problems:
+        return problems
+
+    # Two passes over each config. First the values as command-line flags: HfArgumentParser
+    # converts and type-checks each one, which catches more (`lora_rank: abc` passes parse_dict
+    # and fails an hour later). Then the rendered YAML file itself, loaded as llamafactory-cli
+    # loads it (OmegaConf, then parse_dict): what will run, quoting and rendering included.
+    def train_args(source: dict[str, Any], tmp: str) -> dict[str, Any]:
+        train = dict(source)
+        train.pop("deepspeed", None)  # needs the package and FORCE_TORCHRUN; its JSON is checked apart
+        train.pop("ray_num_workers", None)
+        train["output_dir"] = tmp  # an empty dir: the parser looks for checkpoints in it
+        train["use_cpu"] = True
+        if train.get("bf16") or train.get("fp16"):
+            train.pop("bf16", None)
+            train.pop("fp16", None)
+        return train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        complaint = parse_args(parser.get_train_args, train_args(flat(train_sections(recipe, paths)), tmp))
+        if not complaint and paths.train_yaml.exists():
+            complaint = parse_args(parser.get_train_args, train_args(read_rendered(paths.train_yaml), tmp),
+                                   as_argv=False)
+    if complaint:
+        problems.append(blame(loaded, "train", complaint, recipe.train))
+    complaint = parse_args(parser.get_infer_args, flat(merge_sections(recipe, paths)))
+    if not complaint and paths.merge_yaml.exists():
+        complaint = parse_args(parser.get_infer_args, read_rendered(paths.merge_yaml), as_argv=False)
+    if complaint and not any(complaint in p for p in problems):
+        problems.append(blame(loaded, "merge", complaint, recipe.merge))
+
+    info_path = datasets_dir() / "dataset_info.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
+        if name not in info:
+            problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
+    return problems + quantization_problems(loaded)

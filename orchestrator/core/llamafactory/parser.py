@@ -1,0 +1,104 @@
+"""LLaMA-Factory's own argument parser, run in this process on what we render: its quiet
+import, the arguments it knows, a mapping handed to it as `llamafactory-cli` would (command-line
+flags, or the YAML file as OmegaConf reads it), and its complaint tied to the recipe key."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.schema import RoleRecipe
+
+
+@contextmanager
+def gpus_hidden() -> Iterator[None]:
+    """Hide the GPUs while LLaMA-Factory's parser runs, so validation does not depend on this
+    machine's GPUs; the subprocesses started afterwards see them again."""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+def import_parser():
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    from llamafactory.hparams import parser
+
+    return parser
+
+
+def known_arguments(kind: str) -> set[str]:
+    parser = import_parser()
+    classes = [*parser._TRAIN_ARGS, parser.RayArguments] if kind == "train" else parser._INFER_ARGS
+    import dataclasses
+
+    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+
+
+def _as_argv(args: dict[str, Any]) -> list[str]:
+    """A mapping as command-line flags, so HfArgumentParser converts and type-checks each value
+    exactly as `llamafactory-cli` does with a YAML file."""
+    argv = []
+    for key, value in args.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value) if isinstance(value, dict) else ",".join(map(str, value))
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def read_rendered(path: Path) -> dict[str, Any]:
+    """A rendered YAML as `llamafactory-cli train|export FILE` reads it (parser.read_args)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(path.absolute()))
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: rendered as a {type(data).__name__}, not a mapping (a template bug)")
+    return {str(k): v for k, v in data.items()}
+
+
+def parse_args(parse_fn, args: dict[str, Any], *, as_argv: bool = True) -> str | None:
+    """Run one of LLaMA-Factory's parsers; its complaint, or None. as_argv: hand it command-line
+    flags (HfArgumentParser converts and type-checks each value); else the mapping itself,
+    as `llamafactory-cli` does with a YAML file (parse_dict: no conversion)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with gpus_hidden(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parse_fn(_as_argv(args) if as_argv else args)
+    except SystemExit:
+        lines = [line for line in err.getvalue().splitlines() if "error:" in line]
+        return lines[-1].split("error:", 1)[1].strip() if lines else err.getvalue().strip()[-300:]
+    except (ValueError, ImportError, RuntimeError, TypeError) as e:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
+
+
+def blame(loaded: Loaded[RoleRecipe], section: str, message: str, args: dict[str, Any]) -> str:
+    """Name the recipe key a LLaMA-Factory complaint is about, when it names one."""
+    for word in re.findall(r"[`'\-]{1,2}([a-z_][a-z0-9_]+)", message):
+        if word in args:
+            dotted = f"{section}.{word}"
+            return f"{loaded.where(dotted)}: {dotted}: LLaMA-Factory says: {message}"
+    return f"{loaded.where(section)}: {section}: LLaMA-Factory says: {message}"

@@ -1,0 +1,81 @@
+"""A recipe file read safely: its size bounded, a YAML error one line with its line number, and
+what YAML aliases can build (a structure that contains itself, a billion-laughs bomb) refused
+before anything copies, merges or prints it. `--set` values pass the same check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import HOME_ENV, display
+
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
+MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
+MAX_DEPTH = 50
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """One recipe file as a mapping (empty for an empty file); every way it can be unreadable
+    is one UserError naming it."""
+    name = display(path)
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        home = "" if os.environ.get(HOME_ENV) else (
+            f" (no project found from {Path.cwd()} up: run from the project folder or set {HOME_ENV}=/path/to/project)")
+        raise UserError(f"{name}: no such recipe{home}") from None
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
+        raise UserError(f"{name}: cannot read ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: not valid YAML ({reason})") from None
+    except RecursionError:
+        raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{name}: a recipe is a mapping of keys, not a {type(data).__name__}")
+    check_tree(data, name)
+    return data
+
+
+def check_tree(value: Any, where: str) -> None:
+    """Refuse what YAML aliases can build: a structure that contains itself, or one that
+    expands to more than MAX_VALUES values (each later copy, merge and print would hang)."""
+    count = 0
+
+    def walk(v: Any, depth: int, path: tuple[int, ...]) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{where}: aliases expand it beyond {MAX_VALUES} values; write the values out")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{where}: text has an unpaired \\uXXXX surrogate escape") from None
+        if not isinstance(v, (dict, list)):
+            return
+        if id(v) in path:
+            raise UserError(f"{where}: an alias refers to itself (a structure cannot contain itself)")
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        for child in ([*v.keys(), *v.values()] if isinstance(v, dict) else v):
+            walk(child, depth + 1, (*path, id(v)))
+
+    walk(value, 0, ())
+
+
+def shown(text: str) -> str:
+    """User text in an error line: as typed, or quoted when it holds a newline or the like."""
+    return text if text.isprintable() else repr(text)

@@ -1,0 +1,113 @@
+"""What a training leaves in runs/<name>/: its manifest (read here, by every stage, with one
+error policy), its adapter's identity by content, and the generation before it, kept in
+runs/<name>/previous/ while a new training runs and after it. Identities never name a
+timestamp or an absolute path, so touching a file or moving the project changes none."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import display, project_root
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def previous_dir(paths: RolePaths) -> Path:
+    """The generation before: previous/adapter/ and previous/manifest.json."""
+    return paths.run_dir / "previous"
+
+
+def read_manifest(paths: RolePaths, role: str) -> dict[str, Any] | None:
+    """The training manifest runs/<name>/manifest.json; None when there is none. An unreadable
+    one is a UserError naming it and the fix, in every stage that reads it."""
+    try:
+        text = paths.manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        problem = e.strerror or type(e).__name__
+    else:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            problem = "not valid JSON"
+        else:
+            if isinstance(record, dict):
+                return record
+            problem = "not a JSON object"
+    raise UserError(f"{display(paths.manifest)} is unreadable ({problem}): `orchestrator train {role} --fresh` "
+                    f"trains again, keeping {display(paths.adapter)} aside in {display(previous_dir(paths))}")
+
+
+def files_hash(files: list[Path]) -> str:
+    """A short hash of the names and content of `files` (read in blocks: adapters are large)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def adapter_hash(adapter: Path) -> str:
+    """The adapter's identity: its weights and config, by content."""
+    return files_hash([p for p in (adapter / ADAPTER_FILE, adapter / ADAPTER_CONFIG) if p.is_file()])
+
+
+def adapter_identity(paths: RolePaths, role: str) -> str:
+    """The trained adapter's identity as its manifest records it (hashed from the files for a
+    manifest written before it did); `missing` without an adapter."""
+    if not (paths.adapter / ADAPTER_FILE).is_file():
+        return "missing"
+    manifest = read_manifest(paths, role) or {}
+    recorded = manifest.get("adapter_hash")
+    return recorded if isinstance(recorded, str) else adapter_hash(paths.adapter)
+
+
+def portable_hash(path: Path, base: Path) -> str:
+    """A rendered config's hash without its comment lines, the project root and the base
+    model's folder written as placeholders: the same config in a moved or re-mounted project
+    hashes the same."""
+    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if not line.lstrip().startswith("#"))
+    for folder, name in sorted(((str(base), "<base>"), (str(project_root()), "<project>")),
+                               key=lambda pair: -len(pair[0])):
+        text = text.replace(folder, name)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def base_identity(base: Path) -> dict[str, Any]:
+    """A base model by content, cheaply: its config.json's hash and the names and sizes of its
+    files (weights, tokenizer), never where it lies."""
+    config = base / "config.json"
+    files = sorted(p for p in base.iterdir() if p.is_file() and not p.name.startswith(".")) if base.is_dir() else []
+    return {
+        "config": files_hash([config]) if config.is_file() else None,
+        "files": {p.name: p.stat().st_size for p in files},
+    }
+
+
+def set_aside(paths: RolePaths) -> Path | None:
+    """Before a training that starts over: move the finished adapter and its manifest into
+    runs/<name>/previous/ (which then replaces the generation before it); None when there is
+    no finished adapter. Nothing is deleted before its replacement exists."""
+    if not (paths.adapter / ADAPTER_FILE).is_file():
+        return None
+    previous = previous_dir(paths)
+    older = paths.run_dir / ".previous.old"
+    shutil.rmtree(older, ignore_errors=True)
+    if previous.exists():
+        previous.rename(older)
+    previous.mkdir()
+    paths.adapter.rename(previous / "adapter")
+    if paths.manifest.exists():
+        paths.manifest.rename(previous / "manifest.json")
+    shutil.rmtree(older, ignore_errors=True)
+    return previous
