@@ -229,3 +229,22 @@ def with_makefile(project: Path) -> Path:
 def make(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
+
+
+def trained_copy(made: Path, to: Path, *, without: tuple[str, ...] = ()) -> Path:
+    """The project of the session's `make eval RECIPE=tiny` (conftest's made_eval: both tiny models
+    distilled, trained and merged once, read only) copied to `to` as it is, timestamps kept (so
+    make finds it up to date), less the project-relative paths in `without`: a test whose subject
+    is not training starts from the trained pair instead of training its own. Its .venv and
+    models/tiny-qwen2 stay links (to this checkout's venv, to the session's tiny model)."""
+    skip = {made / rel for rel in without}
+    shutil.copytree(made, to, symlinks=True, ignore=lambda folder, names: [n for n in names if Path(folder) / n in skip])
+    return to
+
+
+def trained_runs(made: Path, project: Path, *names: str, merged: bool = True) -> None:
+    """runs/<name> of the session's trained pair (see trained_copy) copied into `project`, its
+    merged/ model left out unless `merged`."""
+    for name in names:
+        shutil.copytree(made / "runs" / name, project / "runs" / name, symlinks=True,
+                        ignore=None if merged else shutil.ignore_patterns("merged"))

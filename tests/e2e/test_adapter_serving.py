@@ -1,7 +1,7 @@
 """Serving base + adapter for real on the tiny model: `make infer RECIPE=tiny` with
-serve.weights adapter goes from training to a submission with no merge, and the adapter served
-on its base by `llamafactory-cli api` answers exactly as the merged model does at temperature 0
-(the models are trained once, for both)."""
+serve.weights adapter goes from the trained adapters to a submission with no merge, and the
+adapter served on its base by `llamafactory-cli api` answers exactly as its merged model does at
+temperature 0 (the session's trained pair: conftest's made_eval, trained and merged once)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import trained_copy
 
 from orchestrator.core.common.process import free_port
 from orchestrator.core.data.competition import read_dataset
@@ -44,11 +44,14 @@ def _served_replies(sets: list[str], prompts: list[str]) -> tuple[list[str], str
     return replies, (Path("runs/tiny-answer/serve.yaml")).read_text(encoding="utf-8")
 
 
-def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(tiny_project: Path, cli) -> None:
-    for name in ("Makefile", "pyproject.toml"):
-        shutil.copy(REPO / name, tiny_project)
-    os.utime(tiny_project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
-    (tiny_project / ".venv").symlink_to(REPO / ".venv")
+def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(
+    made_eval, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    tiny_project = trained_copy(made_eval.project, tmp_path / "project",
+                                without=("runs/tiny-answer/merged", "runs/tiny-evaluate/merged", "runs/tiny-eval"))
+    monkeypatch.chdir(tiny_project)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tiny_project))
     recipe = tiny_project / TINY  # tiny-evaluate.yaml extends it: both roles serve their adapters
     text = recipe.read_text(encoding="utf-8")
     assert "serve:\n  port: 8011\n" in text
@@ -58,6 +61,7 @@ def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(
     done = make(tiny_project, "infer", "RECIPE=tiny")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "orchestrator train evaluate" in done.stdout and "orchestrator merge" not in done.stdout
+    assert "launching" not in done.stderr  # the trained adapters are current: nothing trained again
     assert not list(tiny_project.rglob("merged")), "a merged model was written"
     submission = read_dataset(tiny_project / "runs/tiny-infer/submission.jsonl")
     test = read_dataset(tiny_project / "datasets/sample/test.jsonl")
@@ -67,14 +71,13 @@ def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(
     assert run["evaluate"]["agent"] == "serve runs/tiny-evaluate/adapter on its base"
     assert make(tiny_project, "-q", "infer", "RECIPE=tiny").returncode == 0  # up to date: the adapters end it
 
-    # the same adapter served both ways: on its base, then merged into it
+    # the same adapter served both ways: on its base, then merged into it (by made_eval's `make eval`)
     prompts = [answer_prompt(q) for q in test.questions[:4]]
     on_base, config = _served_replies([], prompts)
     base = (tiny_project / "models" / "tiny-qwen2").resolve()  # model.path, resolved
     adapter = tiny_project / "runs" / "tiny-answer" / "adapter"
     assert f"model_name_or_path: {base}\nadapter_name_or_path: {adapter}\n" in config
-    code, out, err = cli("merge", "answer", "--recipe", TINY, "--set", "serve.weights=merged")
-    assert code == 0, err
+    shutil.copytree(made_eval.project / "runs/tiny-answer/merged", tiny_project / "runs/tiny-answer/merged")
     merged, config = _served_replies(["serve.weights=merged"], prompts)
     assert f"model_name_or_path: {tiny_project / 'runs/tiny-answer/merged'}\n" in config
     assert "adapter_name_or_path" not in config

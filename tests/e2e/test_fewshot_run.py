@@ -1,6 +1,7 @@
-"""Few-shot end to end on the tiny model: a k=1 variant and the plain model distilled, built,
-trained and served by the real llamafactory-cli, both answering the held-out problems, and
-`compare` telling the runs apart by their fewshot setting."""
+"""Few-shot end to end on the tiny model: a k=1 variant distilled, built, trained and served by
+the real llamafactory-cli beside the plain model (the session's trained one: conftest's
+made_eval), both answering the held-out problems, and `compare` telling the runs apart by their
+fewshot setting."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
-from helpers import read_jsonl
+from helpers import read_jsonl, trained_runs
 
 from orchestrator.core.data.competition import read_dataset
 
 pytestmark = pytest.mark.slow
 
 
-def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, cli) -> None:
+def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, made_eval, cli) -> None:
     project = tiny_project
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    trained_runs(made_eval.project, project, "tiny-answer", merged=False)  # the plain model, trained
     (project / "recipes" / "fewshot-answer.yaml").write_text(
         "extends: tiny-answer.yaml\nname: tiny-answer-fs\ndataset:\n  name: train_answer_fs\nfewshot:\n  k: 1\n",
         encoding="utf-8")
@@ -34,18 +37,19 @@ def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, cli) -> None
         code, _, err = cli("distill", "--recipe", "recipes/fewshot-pipeline.yaml",
                            "--set", f"teacher.base_url={teacher.url}")
         assert code == 0, err
-    fast = ("--set", "train.max_steps=4", "--set", "serve.weights=adapter")
-    for recipe in ("recipes/tiny-answer.yaml", "recipes/fewshot-answer.yaml"):
-        for command in ("dataset", "train"):
-            code, _, err = cli(command, "answer", "--recipe", recipe, *fast)
-            assert code == 0, f"{command} {recipe}: {err}"
+    adapter = ("--set", "serve.weights=adapter")
+    fast = ("--set", "train.max_steps=4", *adapter)
+    for command in ("dataset", "train"):
+        code, _, err = cli(command, "answer", "--recipe", "recipes/fewshot-answer.yaml", *fast)
+        assert code == 0, f"{command}: {err}"
 
     val = project / "datasets" / "val.jsonl"
     with FakeOpenAI(models=("ev",)) as evaluate:
-        for name, recipe in (("plain", "recipes/tiny-answer.yaml"), ("fewshot", "recipes/fewshot-answer.yaml")):
+        for name, recipe, sets in (("plain", "recipes/tiny-answer.yaml", adapter),
+                                   ("fewshot", "recipes/fewshot-answer.yaml", fast)):
             code, _, err = cli("infer", val, "--out-dir", project / "runs" / name, "--recipe",
                                "recipes/fewshot-pipeline.yaml", "--answer-recipe", recipe, "--evaluate-url",
-                               evaluate.url, "--set", "inference.max_tokens=16", *fast)
+                               evaluate.url, "--set", "inference.max_tokens=16", *sets)
             assert code == 0, err
     plain, shot = (read_jsonl(project / "runs" / n / "trace.jsonl") for n in ("plain", "fewshot"))
     assert plain and all(r["answer"]["few_shot"] == {} for r in plain)

@@ -11,35 +11,37 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make, with_makefile
+from helpers import make, trained_copy, with_makefile
 
 pytestmark = pytest.mark.slow
 
 
-def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path) -> None:
-    with_makefile(tiny_project)
+def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path, made_eval, tmp_path: Path) -> None:
+    """What `make answer-model` runs from nothing; then, in the session's trained project (made_eval,
+    whose `make eval` ran it: test_pipeline checks each command), nothing to do, and a recipe saved
+    again unchanged is checked by content and trains nothing."""
+    plan = make(with_makefile(tiny_project), "-n", "answer-model", "RECIPE=tiny", timeout=120).stdout
+    steps = [plan.find(f"orchestrator {step}") for step in ("distill", "dataset answer", "train answer", "merge answer")]
+    assert -1 not in steps and steps == sorted(steps), plan  # each in turn
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    project = trained_copy(made_eval.project, tmp_path / "trained")
+    assert (project / "runs/tiny-answer/merged/config.json").exists()
 
-    first = make(tiny_project, "answer-model", "RECIPE=tiny")
-    assert first.returncode == 0, first.stderr[-3000:]
-    for step in ("orchestrator distill", "orchestrator dataset answer", "orchestrator train answer", "orchestrator merge answer"):
-        assert step in first.stdout
-    assert (tiny_project / "runs/tiny-answer/merged/config.json").exists()
-
-    assert make(tiny_project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # up to date
-    again = make(tiny_project, "answer-model", "RECIPE=tiny")
+    assert make(project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # up to date
+    again = make(project, "answer-model", "RECIPE=tiny")
     assert again.returncode == 0 and "orchestrator" not in again.stdout  # trains nothing
 
-    recipe = tiny_project / "recipes" / "tiny-answer.yaml"
+    recipe = project / "recipes" / "tiny-answer.yaml"
     time.sleep(0.01)
     os.utime(recipe)  # saved again, unchanged, after the model was trained
-    plan = make(tiny_project, "-n", "answer-model", "RECIPE=tiny").stdout
+    plan = make(project, "-n", "answer-model", "RECIPE=tiny").stdout
     assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan  # the timestamp: a check
     assert "orchestrator distill" not in plan  # the teacher is not asked again
-    checked = make(tiny_project, "answer-model", "RECIPE=tiny")
+    checked = make(project, "answer-model", "RECIPE=tiny")
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert "up to date: " in checked.stdout and "launching" not in checked.stderr  # content decides: trains nothing
     assert "llamafactory-cli export" not in checked.stderr  # nor merges
-    assert make(tiny_project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # and make sees it done
+    assert make(project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # and make sees it done
 
 
 def test_a_data_file_in_a_folder_with_a_space_in_a_project_in_one(spaced_project: Path) -> None:

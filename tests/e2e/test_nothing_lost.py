@@ -1,7 +1,8 @@
 """Nothing lost, nothing asked twice (issue 25), with the real llamafactory-cli and make: an
 unchanged dataset rebuild and a moved project train nothing and send no request; a corrupt
 manifest is one Error line; a retraining keeps the previous adapter, killed or finished; two
-commands on one run folder refuse; make -j4 runs one stage at a time."""
+commands on one run folder refuse; make -j4 runs one stage at a time. They start from the
+session's trained pair (conftest's made_eval), copied."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make, with_makefile
+from helpers import make, trained_copy
 
 pytestmark = pytest.mark.slow
 
@@ -40,19 +41,19 @@ def orchestrator(root: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**os.environ, "ORCHESTRATOR_HOME": str(root)})
 
 
-def test_adapters_are_never_trained_asked_or_lost_twice(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    root = with_makefile(tiny_project)
+def test_adapters_are_never_trained_asked_or_lost_twice(made_eval, tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    root = trained_copy(made_eval.project, tmp_path_factory.mktemp("trained") / "project",
+                        without=("runs/tiny-answer/merged", "runs/tiny-evaluate/merged"))
     recipe = root / "recipes/tiny-answer.yaml"  # tiny-evaluate extends it: both serve base + adapter
     text = recipe.read_text()
-    for old, new in (("serve:\n  port: 8011", "serve:\n  port: 8011\n  weights: adapter"),
-                     ("max_steps: 120", "max_steps: 6"), ("save_steps: 60", "save_steps: 3")):
-        assert old in text
-        text = text.replace(old, new)
-    recipe.write_text(text)
+    assert "serve:\n  port: 8011" in text
+    recipe.write_text(text.replace("serve:\n  port: 8011", "serve:\n  port: 8011\n  weights: adapter"))
 
     first = make(root, "-j4", "all", "RECIPE=tiny", timeout=1800)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "is in use by" not in first.stderr
+    assert "orchestrator train answer" in first.stdout and "launching" not in first.stderr  # trained: checked
     for role in ("answer", "evaluate"):
         assert (root / f"runs/tiny-{role}/adapter/adapter_model.safetensors").exists()
         assert not (root / f"runs/tiny-{role}/merged").exists()
@@ -95,7 +96,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(tiny_project: Path, tmp_
     run = moved / "runs/tiny-answer"
     old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
     retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
-               "--set", "train.lora_alpha=16"]
+               "--set", "train.lora_alpha=16", "--set", "train.max_steps=6", "--set", "train.save_steps=3"]
     env = {**os.environ, "ORCHESTRATOR_HOME": str(moved)}
     proc = subprocess.Popen(retrain, cwd=moved, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

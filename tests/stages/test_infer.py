@@ -396,29 +396,6 @@ def test_sigkill_mid_run_then_rerun_completes_once(project, mode, watched):
     assert all(q.answer for q in submission.questions)
 
 
-@pytest.mark.slow
-def test_staged_run_serves_each_model_in_turn(project, cli, tiny_model_dir):
-    """No URL: infer serves runs/<name>/merged with llamafactory-cli api, one model at a time."""
-    for name in ("tiny-answer", "tiny-evaluate"):
-        (project / "runs" / name).mkdir(parents=True)
-        os.symlink(tiny_model_dir, project / "runs" / name / "merged")
-    qids = write_competition(project / "test.jsonl", [[4, 3], [2]])
-    args = ["infer", project / "test.jsonl", "--out-dir", project / "out",
-            "--answer-recipe", "recipes/tiny-answer.yaml", "--evaluate-recipe", "recipes/tiny-evaluate.yaml",
-            "--set", "inference.max_tokens=8"]
-    code, out, err = cli(*args)
-    assert code == 0, err
-    trace = read_jsonl(project / "out" / "trace.jsonl")
-    assert [r["id"] for r in trace] == qids
-    assert {r["answer"]["model"] for r in trace} == {"tiny-answer"}
-    assert {r["evaluate"]["model"] for r in trace} == {"tiny-evaluate"}
-    assert all(r["status"] == "done" for r in trace)
-    assert (project / "runs" / "tiny-answer" / "serve.yaml").exists()
-    assert "ready: http://127.0.0.1:" in err
-    code, out, err = cli(*args)  # resumed: nothing to ask, no model served
-    assert code == 0 and "ready:" not in err
-
-
 def test_answers_of_another_model_are_counted_and_said(project, cli, servers):
     """After a retrain (here: another Answer model name) nothing is silently `already done`."""
     a, e = servers

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
-from helpers import make_train
+from helpers import make_train, trained_runs
 
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.data.prompts import answer_prompt
@@ -111,17 +111,14 @@ def test_refusals(project: Path, cli, extra: list, expected: str) -> None:
 
 
 @pytest.mark.slow
-def test_from_the_tiny_answer_model(tiny_project: Path, cli) -> None:
-    """Train and merge the tiny Answer model briefly, then build the Evaluate set from it, served."""
+def test_from_the_tiny_answer_model(tiny_project: Path, made_eval, cli) -> None:
+    """The tiny Answer model trained and merged (the session's: conftest's made_eval), then the
+    Evaluate set built from it, served."""
     make_train(tiny_project / "train.jsonl", problems=1, per_problem=2)
     (tiny_project / "recipes" / "pl.yaml").write_text(
         "extends: tiny-pipeline.yaml\ndata:\n  train: train.jsonl\n", encoding="utf-8")
-    assert cli("distill")[0] == 0  # the sample's preloaded replies train the Answer model
-    tiny = ["--recipe", "recipes/tiny-answer.yaml"]
-    for step in (["dataset", "answer", *tiny], ["train", "answer", *tiny, "--set", "train.max_steps=3"],
-                 ["merge", "answer", *tiny]):
-        code, out, err = cli(*step)
-        assert code == 0, err
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+    trained_runs(made_eval.project, tiny_project, "tiny-answer")
     # the merged folder's own chat template renders the training prompt (merge wrote LF's into it)
     from helpers import training_encoder
     from transformers import AutoTokenizer
