@@ -3,6 +3,8 @@ of 429s, and 2,000 questions at concurrency 64 with the peak memory of the run b
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from fake_openai import FakeOpenAI, RandomFaults
 from helpers import make_train, teacher_flags
 
 from orchestrator.core.recipes.loading import load_pipeline
+from orchestrator.core.serving.endpoints import Endpoint
 from orchestrator.stages.distill import distill
 from orchestrator.stages.infer import infer
 
@@ -84,13 +87,23 @@ def test_a_server_that_stays_down_leaves_a_resumable_state(project: Path, cli) -
     del thread
 
 
-def test_a_storm_of_429s(project: Path) -> None:
+def test_a_storm_of_429s(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refused request is asked again after the backoff, at least the server's Retry-After;
+    the delays are recorded instead of waited out (full jitter up to 30 s: half a minute of sleep)."""
+    waited: list[float] = []
+
+    async def record(delay: float) -> None:
+        waited.append(delay)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(Endpoint, "__init__", functools.partialmethod(Endpoint.__init__, sleep=record))
     train = make_train(project / "train.jsonl", problems=8, per_problem=4)
-    storm = RandomFaults({"429:0.05": 0.5}, seed=3)  # half of all requests refused
+    storm = RandomFaults({"429:0.05": 0.5}, seed=3)  # half of all requests refused, Retry-After 0.05 s
     with FakeOpenAI(faults=storm) as server:
         summary = distill(pipeline=load_pipeline(None, teacher_flags(server.url, **{"teacher.max_retries": 12})), input_path=str(train), echo=False)
         assert (summary.asked, summary.failed) == (32, 0)
         assert server.completions > 40  # the storm really happened
+    assert len(waited) == server.completions - 32 and min(waited) >= 0.05  # one backoff per refusal
 
 
 LOAD_SCRIPT = """
