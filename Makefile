@@ -158,12 +158,19 @@ house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make te
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite
-	$(BIN)/python -m pytest -q
+# The fast tests (no training, no `llamafactory-cli`, no browser) wait on loopback servers and
+# child processes half the time: FAST_WORKERS pytest-xdist processes share the two cores. The
+# slow ones train and serve on every core, one at a time, on the recipes' fixed ports.
+FAST_WORKERS ?= 3
+FAST := -m "not slow and not browser" -n $(FAST_WORKERS)
 
-# After each change: the tests that start no training, no `llamafactory-cli` and no browser.
+test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite: the fast tests, then the slow
+	$(BIN)/python -m pytest -q $(FAST)
+	$(BIN)/python -m pytest -q -m "slow or browser"
+
+# After each change.
 test-fast: house-rules ## lint, types, import layers, then the tests not marked slow or browser
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(BIN)/python -m pytest -q $(FAST)
 
 check: $(STAMP) ## render and check both role recipes with LLaMA-Factory's parser
 	$(ORCH) check answer --recipe $(ANSWER_RECIPE)

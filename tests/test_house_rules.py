@@ -33,7 +33,10 @@ def run(project: Path, *cmd: str) -> subprocess.CompletedProcess:
 def test_make_test_runs_the_checks_before_the_tests() -> None:
     plan = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
     steps = [line.split()[0].rsplit("/", 1)[-1] for line in plan.splitlines() if line.startswith(".venv/bin/")]
-    assert steps[-4:] == ["ruff", "mypy", "lint-imports", "python"]
+    assert steps[-5:] == ["ruff", "mypy", "lint-imports", "python", "python"]
+    # the fast tests spread over processes, then the slow ones: every test, none twice
+    fast, slow = [line for line in plan.splitlines() if " -m pytest " in line][-2:]
+    assert '-m "not slow and not browser" -n ' in fast and '-m "slow or browser"' in slow and " -n " not in slow
 
 
 UPWARD = [

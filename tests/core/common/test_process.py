@@ -155,6 +155,15 @@ def test_a_dead_grandchild_left_as_a_zombie_does_not_stall(tmp_path: Path) -> No
     assert clock.now() < 2  # the grandchild's 0.3 s, no grace period
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in the user's terminal, whatever the test
+    runner set (a pytest-xdist worker ignores SIGINT: its controller stops it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt(how: str) -> None:
     if how == "interrupt_main":
         _thread.interrupt_main()
@@ -162,6 +171,7 @@ def _interrupt(how: str) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 @pytest.mark.parametrize("how", ["interrupt_main", "SIGINT"])
 def test_ctrl_c_while_streaming_leaves_no_orphan(tmp_path: Path, how: str) -> None:
     clock = Waits()
@@ -178,6 +188,7 @@ def test_ctrl_c_while_streaming_leaves_no_orphan(tmp_path: Path, how: str) -> No
     assert_gone(pids.pids)
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_second_ctrl_c_skips_the_grace_period(tmp_path: Path) -> None:
     # The child ignores SIGTERM: the first Ctrl-C would wait the 10 s grace; the second kills.
     clock = Waits()
@@ -282,6 +293,7 @@ def test_server_context_manager_is_reaped_on_exception(tmp_path: Path) -> None:
     assert port_free("127.0.0.1", port)  # nothing listens on it any more
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_server_context_manager_is_reaped_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(KeyboardInterrupt), server(tmp_path, [sys.executable, "-c", HTTP_SERVER, str(port)], port) as s:
