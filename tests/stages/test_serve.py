@@ -22,7 +22,8 @@ from orchestrator.core.common.process import free_port, port_free
 from orchestrator.core.recipes.loading import load_role
 from orchestrator.core.run_folders.role_paths import role_paths
 from orchestrator.core.serving.endpoints import Endpoint
-from orchestrator.core.serving.servers import one_at_a_time
+from orchestrator.core.serving import servers
+from orchestrator.core.serving.servers import check_serve, one_at_a_time
 from orchestrator.stages.serve import serve
 from helpers import GPTQ, write_base
 
@@ -75,6 +76,20 @@ BAD_ARGS = [
 def test_refuses_serve_args_llamafactory_rejects(merged, cli, override, message):
     code, out, err = cli("serve", "answer", "--recipe", TINY, "--set", override)
     assert (code, err) == (2, f"Error: {message}\n")
+
+
+def test_an_accepted_serving_config_is_parsed_again_only_when_it_changed(merged, monkeypatch) -> None:
+    """What LLaMA-Factory's parser accepted is remembered in the run folder (parser.Accepted)."""
+    loaded = load_role("answer", TINY)
+    check_serve(loaded, role_paths(loaded.recipe))
+    calls: list[dict] = []
+    real = servers.parse_args
+    monkeypatch.setattr(servers, "parse_args", lambda fn, args, **kw: calls.append(args) or real(fn, args, **kw))
+    check_serve(loaded, role_paths(loaded.recipe))
+    assert calls == []
+    changed = load_role("answer", TINY, ["serve.args.max_new_tokens=64"])
+    check_serve(changed, role_paths(changed.recipe))
+    assert [args["max_new_tokens"] for args in calls] == [64]
 
 
 def test_refuses_an_unset_key_variable_and_a_taken_port(merged, cli, monkeypatch):

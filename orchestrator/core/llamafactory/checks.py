@@ -20,7 +20,14 @@ from orchestrator.core.llamafactory.configs import (
     train_sections,
 )
 from orchestrator.core.llamafactory.launch import missing_extras
-from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args, read_rendered
+from orchestrator.core.llamafactory.parser import (
+    Accepted,
+    blame,
+    import_parser,
+    known_arguments,
+    parse_args,
+    read_rendered,
+)
 from orchestrator.core.llamafactory.quantization import quantization_problems
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
@@ -36,10 +43,43 @@ def check_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
     return rendered
 
 
+# Where a run folder remembers the train and merge configs LLaMA-Factory's parser accepted.
+CHECKED = ".llamafactory-accepted"
+
+
 def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
-    """Problems LLaMA-Factory's parser finds in the rendered train and merge configs."""
+    """Problems LLaMA-Factory's parser finds in the rendered train and merge configs (not asked
+    again of configs it accepted, parser.Accepted), the optional packages the recipe needs, the
+    datasets and the quantization of the base."""
     recipe = loaded.recipe
-    parser = import_parser()
+    train, merge = flat(train_sections(recipe, paths)), flat(merge_sections(recipe, paths))
+    rendered = [p.read_text(encoding="utf-8") if p.exists() else None for p in (paths.train_yaml, paths.merge_yaml)]
+    accepted = Accepted(paths.run_dir / CHECKED, recipe.train, recipe.merge, recipe.model.template, train, merge,
+                        rendered, code=[__file__])
+    known = accepted.before()
+    problems = ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
+    if problems:
+        return problems
+    if not known:
+        problems = _parsed(loaded, paths, train, merge)
+        if not problems:
+            accepted.remember()
+
+    info_path = datasets_dir() / "dataset_info.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
+        if name not in info:
+            problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
+    return problems + quantization_problems(loaded)
+
+
+def _unknown_names(loaded: Loaded[RoleRecipe]) -> list[str]:
+    """The recipe's train: and merge: keys LLaMA-Factory has no argument for, and a chat template
+    it does not know."""
+    recipe = loaded.recipe
     problems = []
     for section, kind, keys in (("train", "train", recipe.train), ("merge", "infer", recipe.merge)):
         valid = known_arguments(kind)
@@ -56,44 +96,40 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
             f"{loaded.where('model.template')}: model.template {recipe.model.template} is not a LLaMA-Factory "
             f"chat template{did_you_mean(recipe.model.template, TEMPLATES)}"
         )
-    problems += missing_extras(loaded)
-    if problems:
-        return problems
+    return problems
 
-    # Two passes over each config. First the values as command-line flags: HfArgumentParser
-    # converts and type-checks each one, which catches more (`lora_rank: abc` passes parse_dict
-    # and fails an hour later). Then the rendered YAML file itself, loaded as llamafactory-cli
-    # loads it (OmegaConf, then parse_dict): what will run, quoting and rendering included.
+
+def _parsed(loaded: Loaded[RoleRecipe], paths: RolePaths, train: dict[str, Any], merge: dict[str, Any]) -> list[str]:
+    """LLaMA-Factory's parser on both configs, twice each. First the values as command-line flags:
+    HfArgumentParser converts and type-checks each one, which catches more (`lora_rank: abc`
+    passes parse_dict and fails an hour later). Then the rendered YAML file itself, loaded as
+    llamafactory-cli loads it (OmegaConf, then parse_dict): what will run, quoting and rendering
+    included."""
+    recipe = loaded.recipe
+    parser = import_parser()
+
     def train_args(source: dict[str, Any], tmp: str) -> dict[str, Any]:
-        train = dict(source)
-        train.pop("deepspeed", None)  # needs the package and FORCE_TORCHRUN; its JSON is checked apart
-        train.pop("ray_num_workers", None)
-        train["output_dir"] = tmp  # an empty dir: the parser looks for checkpoints in it
-        train["use_cpu"] = True
-        if train.get("bf16") or train.get("fp16"):
-            train.pop("bf16", None)
-            train.pop("fp16", None)
-        return train
+        args = dict(source)
+        args.pop("deepspeed", None)  # needs the package and FORCE_TORCHRUN; its JSON is checked apart
+        args.pop("ray_num_workers", None)
+        args["output_dir"] = tmp  # an empty dir: the parser looks for checkpoints in it
+        args["use_cpu"] = True
+        if args.get("bf16") or args.get("fp16"):
+            args.pop("bf16", None)
+            args.pop("fp16", None)
+        return args
 
+    problems = []
     with tempfile.TemporaryDirectory() as tmp:
-        complaint = parse_args(parser.get_train_args, train_args(flat(train_sections(recipe, paths)), tmp))
+        complaint = parse_args(parser.get_train_args, train_args(train, tmp))
         if not complaint and paths.train_yaml.exists():
             complaint = parse_args(parser.get_train_args, train_args(read_rendered(paths.train_yaml), tmp),
                                    as_argv=False)
     if complaint:
         problems.append(blame(loaded, "train", complaint, recipe.train))
-    complaint = parse_args(parser.get_infer_args, flat(merge_sections(recipe, paths)))
+    complaint = parse_args(parser.get_infer_args, merge)
     if not complaint and paths.merge_yaml.exists():
         complaint = parse_args(parser.get_infer_args, read_rendered(paths.merge_yaml), as_argv=False)
     if complaint and not any(complaint in p for p in problems):
         problems.append(blame(loaded, "merge", complaint, recipe.merge))
-
-    info_path = datasets_dir() / "dataset_info.json"
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        info = {}
-    for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
-        if name not in info:
-            problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
-    return problems + quantization_problems(loaded)
+    return problems

@@ -1,18 +1,22 @@
 """LLaMA-Factory's own argument parser, run in this process on what we render: its quiet
 import, the arguments it knows, a mapping handed to it as `llamafactory-cli` would (command-line
-flags, or the YAML file as OmegaConf reads it), and its complaint tied to the recipe key."""
+flags, or the YAML file as OmegaConf reads it), its complaint tied to the recipe key, and what it
+accepted once, not asked again."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 
@@ -102,3 +106,35 @@ def blame(loaded: Loaded[RoleRecipe], section: str, message: str, args: dict[str
             dotted = f"{section}.{word}"
             return f"{loaded.where(dotted)}: {dotted}: LLaMA-Factory says: {message}"
     return f"{loaded.where(section)}: {section}: LLaMA-Factory says: {message}"
+
+
+class Accepted:
+    """What LLaMA-Factory's parser accepted, remembered in the run folder, so it is not parsed
+    again while nothing it read has changed: importing the parser costs seconds of CPU (torch,
+    transformers) in every command that checks, a `train` or `merge` with nothing to do included.
+    The stamp holds a fingerprint of the arguments and rendered files (`parts`), the versions of
+    LLaMA-Factory and the packages it checks with, and the text of our checking code (`code`).
+    Only an acceptance is remembered: a refused config is parsed again each time."""
+
+    def __init__(self, stamp: Path, *parts: Any, code: Iterable[str], packages: Iterable[str] = ()):
+        self.stamp = stamp
+        versions = {name: _version(name) for name in ("llamafactory", "transformers", "peft", *packages)}
+        ours = [Path(__file__).read_text(encoding="utf-8"), *(Path(f).read_text(encoding="utf-8") for f in code)]
+        blob = json.dumps([versions, ours, *parts], sort_keys=True, default=str, ensure_ascii=False)
+        self.key = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def before(self) -> bool:
+        try:
+            return self.stamp.read_text(encoding="utf-8").strip() == self.key
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def remember(self) -> None:
+        atomic_write_text(self.stamp, self.key + "\n")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

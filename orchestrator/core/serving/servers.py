@@ -37,7 +37,7 @@ from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
 from orchestrator.core.llamafactory.configs import flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
-from orchestrator.core.llamafactory.parser import blame, import_parser, known_arguments, parse_args
+from orchestrator.core.llamafactory.parser import Accepted, blame, import_parser, known_arguments, parse_args
 from orchestrator.core.llamafactory.quantization import config_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
@@ -127,8 +127,13 @@ def merged_identity(merged: Path) -> str:
     return identity if isinstance(identity, str) else text_hash(text)
 
 
+# Where a run folder remembers the serving config LLaMA-Factory's parser accepted (parser.Accepted).
+SERVE_CHECKED = ".llamafactory-accepted-serve"
+
+
 def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
-    """Refuse a missing merged model (or adapter) and serve.args that LLaMA-Factory's parser rejects."""
+    """Refuse a missing merged model (or adapter) and serve.args that LLaMA-Factory's parser rejects
+    (not asked again of a config it accepted)."""
     recipe = loaded.recipe
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
@@ -141,26 +146,27 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
                             f"run `{command_for(loaded, 'download')}`")
     elif not (paths.merged / "config.json").exists():
         raise UserError(f"{paths.merged} has no merged model: run `{command_for(loaded, 'merge')}` first")
-    problems = []
-    valid: set[str] | None = None
-    for key, value in recipe.serve.args.items():
-        dotted = f"serve.args.{key}"
-        if key in SERVE_DERIVED and value is not None:
-            problems.append(f"{loaded.where(dotted)}: {dotted} is filled in by the orchestrator: {SERVE_DERIVED[key]}")
-            continue
-        valid = valid or known_arguments("infer")
-        if key not in valid:
-            hint = did_you_mean(key, valid)
-            problems.append(f"{loaded.where(dotted)}: {dotted} is not a LLaMA-Factory argument{hint}")
-    if problems:
-        raise UserError(*problems)
-    complaint = parse_args(import_parser().get_infer_args, flat(serve_sections(recipe, paths)))
+    derived = [f"{loaded.where(f'serve.args.{key}')}: serve.args.{key} is filled in by the orchestrator: "
+               f"{SERVE_DERIVED[key]}" for key, value in recipe.serve.args.items() if key in SERVE_DERIVED and value is not None]
+    if derived:
+        raise UserError(*derived)
+    sections = flat(serve_sections(recipe, paths))
     backend = recipe.serve.infer_backend
+    accepted = Accepted(paths.run_dir / SERVE_CHECKED, recipe.serve.args, sections, code=[__file__], packages=[backend])
+    if accepted.before():
+        return
+    valid = known_arguments("infer") if recipe.serve.args else set()
+    unknown = [f"{loaded.where(f'serve.args.{key}')}: serve.args.{key} is not a LLaMA-Factory argument"
+               f"{did_you_mean(key, valid)}" for key in recipe.serve.args if key not in valid]
+    if unknown:
+        raise UserError(*unknown)
+    complaint = parse_args(import_parser().get_infer_args, sections)
     if complaint and backend in complaint:  # e.g. the backend's package is not installed
         where = loaded.where("serve.infer_backend")
         raise UserError(f"{where}: serve.infer_backend {backend}: LLaMA-Factory says: {complaint}")
     if complaint:
         raise UserError(blame(loaded, "serve.args", complaint, recipe.serve.args))
+    accepted.remember()
 
 
 KEY_HOW = "require a key: export SERVE_KEY=<a secret> and pass --api-key-env SERVE_KEY"

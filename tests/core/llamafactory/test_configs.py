@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.llamafactory import checks, parser
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.configs import deepspeed_config, render_roles
 from orchestrator.core.recipes.loading import load_role
@@ -147,3 +148,42 @@ def test_calibration_set_from_competition_prompts(project: Path) -> None:
     assert len(texts) > 5
     assert all(len(t["text"]) > 4 * 512 for t in texts)
     assert "### 题目:" in texts[0]["text"]
+
+
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The parser passes check_roles runs from now on (they still run, and still refuse)."""
+    calls: list[str] = []
+    for name in ("_unknown_names", "_parsed"):
+        real = getattr(checks, name)
+        monkeypatch.setattr(checks, name, lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args))
+    return calls
+
+
+AGAIN = [
+    # (what changed since LLaMA-Factory accepted the tiny Answer config, the recipe overrides then)
+    pytest.param(lambda run, mp: None, [], False, id="nothing"),
+    pytest.param(lambda run, mp: None, ["train.learning_rate=1e-3"], True, id="a-recipe-value"),
+    pytest.param(lambda run, mp: mp.setattr(parser, "_version", lambda name: "9.9"), [], True, id="llamafactory-upgraded"),
+    pytest.param(lambda run, mp: (run / checks.CHECKED).write_text("garbled"), [], True, id="the-stamp-garbled"),
+    pytest.param(lambda run, mp: (run / checks.CHECKED).unlink(), [], True, id="the-stamp-gone"),
+]
+
+
+@pytest.mark.parametrize("change, overrides, parsed", AGAIN)
+def test_an_accepted_config_is_parsed_again_only_when_what_it_read_changed(
+        project: Path, monkeypatch: pytest.MonkeyPatch, change, overrides: list[str], parsed: bool) -> None:
+    [first] = check_roles([load_role("answer", "recipes/tiny-answer.yaml")])
+    calls = _count_parses(monkeypatch)
+    change(first.paths.run_dir, monkeypatch)
+    check_roles([load_role("answer", "recipes/tiny-answer.yaml", overrides)])
+    assert calls == (["_unknown_names", "_parsed"] if parsed else [])
+
+
+def test_a_refused_config_is_never_remembered(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_parses(monkeypatch)
+    for _ in range(2):
+        with pytest.raises(UserError) as info:
+            check_roles([load_role("answer", "recipes/tiny-answer.yaml", ["train.lora_rank=abc"])])
+        assert "train.lora_rank" in info.value.lines[0]
+    assert calls == ["_unknown_names", "_parsed"] * 2
+    assert check_roles([load_role("answer", "recipes/tiny-answer.yaml")])  # and the good one is accepted after
