@@ -18,10 +18,12 @@ from orchestrator.core.common.ledger import stable_key
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import clean, say, worth_showing
 from orchestrator.core.data.competition import read_dataset
-from orchestrator.core.llamafactory.chat_template import save_template
+from orchestrator.core.llamafactory import chat_template
+from orchestrator.core.llamafactory.chat_template import JINJA_FILE, save_template, template_args
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.gptq import calibration_texts, gptq_export
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
+from orchestrator.core.llamafactory.parser import Accepted
 from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
@@ -59,14 +61,31 @@ def _merged_from(merged: Path) -> object:
         return None
 
 
+# Where a run folder remembers that its merged tokenizer carries the recipe's template.
+TEMPLATE_CHECKED = ".llamafactory-accepted-template"
+
+
+def _template_done(loaded: Loaded[RoleRecipe], folder: Path) -> Accepted:
+    """The merged tokenizer's template files as they were when save_template last saw them carry
+    the recipe's template (loading the tokenizer and LLaMA-Factory's template costs seconds)."""
+    files = [(folder / name).read_text(encoding="utf-8") if (folder / name).is_file() else None
+             for name in (JINJA_FILE, "tokenizer_config.json")]
+    return Accepted(role_paths(loaded.recipe).run_dir / TEMPLATE_CHECKED, template_args(loaded.recipe), files,
+                    code=[chat_template.__file__])
+
+
 def _save_template(loaded: Loaded[RoleRecipe], folder: Path) -> bool:
     """LLaMA-Factory's template into the merged tokenizer; a template it cannot give as Jinja is
     left as it is (llamafactory-cli api applies its own template anyway), with a warning."""
+    if _template_done(loaded, folder).before():
+        return False
     try:
-        return save_template(loaded.recipe, folder)
+        saved = save_template(loaded.recipe, folder)
     except UserError as e:
         say(f"merge {loaded.recipe.run_name}", f"warning: {e.lines[0]}; {folder} keeps its base's chat template")
         return False
+    _template_done(loaded, folder).remember()
+    return saved
 
 
 def merge(loaded: Loaded[RoleRecipe], *, calibration_data: str | Path | None = None,

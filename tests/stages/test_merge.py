@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from helpers import GPTQ, write_base
 
 from orchestrator.core.llamafactory.quantization import CANNOT_MERGE
+from orchestrator.core.recipes.loading import load_role
+from orchestrator.stages import merge
 
 RECIPE = "recipes/quant.yaml"
 
@@ -98,3 +101,21 @@ def test_the_shipped_gptq_recipes_pass_check(project, cli, role):
     code, out, err = cli("check", role, "--recipe", f"recipes/{role}-32b-gptq.yaml")
     assert code == 0, err
     assert out.startswith(f"ok  {role}:")
+
+
+def test_the_merged_tokenizers_template_is_checked_again_only_when_its_files_change(
+        project: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An up-to-date merge makes sure the merged tokenizer carries the recipe's template (one merged
+    before it did); once it does, the tokenizer is not loaded again until a file of it changes."""
+    loaded = load_role("answer", "recipes/tiny-answer.yaml")
+    folder = project / "runs" / "tiny-answer" / "merged"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)  # merged before it got LF's template
+    saves: list[bool] = []
+    real = merge.save_template
+    monkeypatch.setattr(merge, "save_template", lambda recipe, f: saves.append(real(recipe, f)) or saves[-1])
+    assert merge._save_template(loaded, folder) and saves == [True]
+    assert not merge._save_template(loaded, folder) and saves == [True]  # remembered: not loaded again
+    (folder / "chat_template.jinja").write_text("{{ messages }}", encoding="utf-8")  # a new export, say
+    assert merge._save_template(loaded, folder) and saves == [True, True]
+    assert "{{ messages }}" not in (folder / "chat_template.jinja").read_text(encoding="utf-8")
