@@ -77,7 +77,7 @@ def test_a_hidden_module_is_not_installed_for_the_process() -> None:
     import sys
 
     hidden = (*QUANTIZATION_PACKAGES, "yaml")
-    code = ("import importlib.util, sys, torch\n"
+    code = ("import importlib.util, sys\n"
             f"for name in {list(hidden)!r}:\n"
             "    assert importlib.util.find_spec(name) is None, name\n"
             "    try:\n        __import__(name)\n    except ImportError:\n        pass\n"
@@ -86,9 +86,7 @@ def test_a_hidden_module_is_not_installed_for_the_process() -> None:
     env = {**os.environ, **no_gpu_env([], quantized=False), HIDDEN_ENV: ",".join(hidden)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout.strip() == "hidden", done.stderr[-2000:]
-    shown = subprocess.run([sys.executable, "-c", "import importlib.util; print(importlib.util.find_spec('yaml') is None)"],
-                           capture_output=True, text=True, timeout=120, env={**os.environ, **no_gpu_env([])})
-    assert shown.stdout.strip() == "False"  # a quantized model's processes see every package
+    assert HIDDEN_ENV not in no_gpu_env([])  # a quantized model's processes see every package
 
 
 REFUSED = [
