@@ -96,7 +96,8 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_eval, tmp_path_fact
     run = moved / "runs/tiny-answer"
     old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
     retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
-               "--set", "train.lora_alpha=16", "--set", "train.max_steps=6", "--set", "train.save_steps=3"]
+               "--set", "train.lora_alpha=16", "--set", "train.max_steps=200", "--set", "train.save_steps=100"]
+    # (200 steps: still training when the Ctrl-C below arrives on a loaded machine; 6 finished first once)
     env = {**os.environ, "ORCHESTRATOR_HOME": str(moved)}
     proc = subprocess.Popen(retrain, cwd=moved, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
