@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 LINE = re.compile(r"^\s*([\d.]+)s (setup|call|teardown)\s+(\S+)")
-SUMMARY = re.compile(r"=* ?(\d+ passed.*) in ([\d.]+)s")
+SUMMARY = re.compile(r"=* ?(\d+ (?:passed|failed).*) in ([\d.]+)s")
 
 
 def read(report: str) -> tuple[dict[str, float], str | None]:
