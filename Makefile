@@ -160,13 +160,16 @@ house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make te
 
 # The fast tests (no training, no `llamafactory-cli`, no browser) wait on loopback servers and
 # child processes half the time: FAST_WORKERS pytest-xdist processes share the two cores. The
-# slow ones train and serve on every core, one at a time, on the recipes' fixed ports.
+# slow ones spend most of theirs starting Python processes (one core each): SLOW_WORKERS of them,
+# the tests of one xdist_group (a module's costly fixture) in one process.
 FAST_WORKERS ?= 3
+SLOW_WORKERS ?= 2
 FAST := -m "not slow and not browser" -n $(FAST_WORKERS)
+SLOW := -m "slow or browser" -n $(SLOW_WORKERS) --dist loadgroup
 
 test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite: the fast tests, then the slow
 	$(BIN)/python -m pytest -q $(FAST)
-	$(BIN)/python -m pytest -q -m "slow or browser"
+	$(BIN)/python -m pytest -q $(SLOW)
 
 # After each change.
 test-fast: house-rules ## lint, types, import layers, then the tests not marked slow or browser

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,33 +43,91 @@ def spaced_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return with_makefile(root)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start from the session's trained pair (made_eval) run after the others: under
+    pytest-xdist the first to need it trains it while the other processes go on with the rest."""
+    items.sort(key=lambda item: "made_eval" in getattr(item, "fixturenames", ()))
+
+
+def once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,
+         build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """`build(folder)` run once per test run, also across pytest-xdist's processes: the first to ask
+    builds `folder` under a lock, the others wait and read what it returned (JSON). A build that
+    failed is tried again by the next to ask."""
+    if worker_id == "master":
+        folder = tmp_path_factory.mktemp(name)
+        return folder, build(folder)
+    root = tmp_path_factory.getbasetemp().parent  # shared by the run's workers
+    folder, built = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            built.write_text(json.dumps(build(folder)))
+    return folder, json.loads(built.read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Path]:
+    """The run's own machine cache (XDG_CACHE_HOME) for every test and the processes it starts:
+    what LLaMA-Factory's parser accepted (parser.Accepted) is shared by the run's tests, never
+    taken from an earlier run; the downloaded wheels stay the user's (linked)."""
+    from orchestrator.core.common.paths import cache_dir
+
+    wheels = cache_dir("wheels")
+    base = tmp_path_factory.getbasetemp()
+    cache = (base if worker_id == "master" else base.parent) / "cache"
+    (cache / "orchestrator").mkdir(parents=True, exist_ok=True)
+    wheels.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        (cache / "orchestrator" / "wheels").symlink_to(wheels)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A machine cache of the test's own: nothing another test's parser accepted is known."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The tiny Qwen2-architecture model, built once per test session."""
     from orchestrator.stages.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+    folder, _ = once(tmp_path_factory, worker_id, "models", lambda f: {"path": str(build_tiny_model(f / "tiny-qwen2"))})
+    return folder / "tiny-qwen2"
 
 
 @pytest.fixture(scope="session")
-def gptq_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gptq_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The tiny model quantized for real (4-bit GPTQ) by `orchestrator tiny-model DIR --quantize
     gptq`, built once per test session."""
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen2-gptq"
-    done = subprocess.run([str(REPO / ".venv" / "bin" / "orchestrator"), "tiny-model", str(out), "--quantize", "gptq"],
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == str(out)
-    return out
+    def build(folder: Path) -> dict:
+        out = folder / "tiny-qwen2-gptq"
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "orchestrator"), "tiny-model", str(out), "--quantize", "gptq"],
+                              capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip() == str(out)
+        return {}
+
+    folder, _ = once(tmp_path_factory, worker_id, "gptq-model", build)
+    return folder / "tiny-qwen2-gptq"
 
 
 @pytest.fixture(scope="session")
-def wide_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wide_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The tiny model 128 wide (whole GPTQ groups of 128 in every layer: what a CPU serves a GPTQ
     export of), built once per test session."""
     from orchestrator.stages.tiny_model import QUANTIZED_WIDTH, build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-wide", width=QUANTIZED_WIDTH)
+    folder, _ = once(tmp_path_factory, worker_id, "wide-model",
+                     lambda f: {"path": str(build_tiny_model(f / "tiny-qwen2-wide", width=QUANTIZED_WIDTH))})
+    return folder / "tiny-qwen2-wide"
 
 
 def _with_tiny_model(project: Path, tiny_model_dir: Path) -> Path:
@@ -88,13 +150,20 @@ class Made:
 
 
 @pytest.fixture(scope="session")
-def made_eval(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Made:
+def made_eval(tmp_path_factory: pytest.TempPathFactory, worker_id: str, tiny_model_dir: Path) -> Made:
     """`make eval RECIPE=tiny` once per test run, in a tiny project with no runs folder: it
     distils, builds both datasets, trains and merges both tiny models, then answers and scores
     the held-out problems. The tests that need trained models take them from here (read only)."""
-    root = with_makefile(_with_tiny_model(_with_recipes_and_sample(tmp_path_factory.mktemp("made")), tiny_model_dir))
-    clean = not (root / "runs").exists()
-    return Made(root, clean, make(root, "eval", "RECIPE=tiny", timeout=1800))
+    def build(folder: Path) -> dict:
+        root = with_makefile(_with_tiny_model(_with_recipes_and_sample(folder / "project"), tiny_model_dir))
+        clean = not (root / "runs").exists()
+        done = make(root, "eval", "RECIPE=tiny", timeout=1800)
+        return {"clean": clean, "args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                "stderr": done.stderr}
+
+    folder, made = once(tmp_path_factory, worker_id, "made", build)
+    done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
+    return Made(folder / "project", made["clean"], done)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ import yaml
 
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_text
-from orchestrator.core.common.paths import SOURCE_ROOT, display
+from orchestrator.core.common.paths import SOURCE_ROOT, cache_dir, display
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.data.fallback import fallback_letter
@@ -337,7 +337,7 @@ def build_wheel(into: Path) -> Path:
 
 def wheel_cache() -> Path:
     """Where downloaded wheels are kept between packages (hard-linked into DIR/wheels)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestrator" / "wheels"
+    return cache_dir("wheels")
 
 
 def _pip(*args: str | Path) -> subprocess.CompletedProcess:

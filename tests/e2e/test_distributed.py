@@ -53,8 +53,8 @@ def test_make_answer_model_trains_with_2_processes(tiny_project: Path) -> None:
     """What docs/scaling.md's "Several GPUs, one machine" runs, on CPU: `gpus_per_node: 2` is 2 gloo processes."""
     assert shutil.which("torchrun", path=plain_env(tiny_project)["PATH"]) is None  # the issue's failure, if unfixed
     with_makefile(tiny_project)
-    set_recipe(tiny_project, "max_steps: 120", "max_steps: 8")
-    set_recipe(tiny_project, "save_steps: 60", "save_steps: 4")
+    set_recipe(tiny_project, "max_steps: 60", "max_steps: 8")
+    set_recipe(tiny_project, "save_steps: 30", "save_steps: 4")
     (tiny_project / "recipes" / "tiny-answer.yaml").write_text(
         (tiny_project / "recipes" / "tiny-answer.yaml").read_text() + "\ndistributed:\n  gpus_per_node: 2\n")
 

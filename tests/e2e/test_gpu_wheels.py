@@ -16,7 +16,7 @@ import pytest
 
 from helpers import REPO
 
-pytestmark = pytest.mark.slow  # downloads the set once per machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu-wheels")]  # downloads the set once per machine; one build
 
 
 def _module() -> ModuleType:

@@ -156,6 +156,7 @@ def open_and_check(
 
 @pytest.mark.browser
 @needs_chromium
+@pytest.mark.xdist_group("browser")  # one chromium, the module's fixture
 @pytest.mark.parametrize(
     "role, recipe, model_name",
     [("answer", "recipes/tiny-answer.yaml", "Custom"), ("evaluate", "recipes/evaluate.yaml", "Qwen2-7B-Instruct")],
@@ -166,6 +167,7 @@ def test_webui_opens_with_the_recipe(browser, project: Path, role: str, recipe: 
 
 @pytest.mark.browser
 @needs_chromium
+@pytest.mark.xdist_group("browser")  # one chromium, the module's fixture
 def test_unknown_model_name_shows_custom_with_path_and_template(browser, project: Path) -> None:
     # LlamaBoard's own default for Custom is the `default` template: the recipe's must win
     overrides = ("model.name=my-own-qwen", "model.path=models/my-own-qwen", "model.template=qwen")

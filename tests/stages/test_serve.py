@@ -78,7 +78,7 @@ def test_refuses_serve_args_llamafactory_rejects(merged, cli, override, message)
     assert (code, err) == (2, f"Error: {message}\n")
 
 
-def test_an_accepted_serving_config_is_parsed_again_only_when_it_changed(merged, monkeypatch) -> None:
+def test_an_accepted_serving_config_is_parsed_again_only_when_it_changed(merged, private_cache, monkeypatch) -> None:
     """What LLaMA-Factory's parser accepted is remembered in the run folder (parser.Accepted)."""
     loaded = load_role("answer", TINY)
     check_serve(loaded, role_paths(loaded.recipe))

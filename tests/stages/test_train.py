@@ -45,13 +45,13 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
         assert "pin_memory" not in err  # CPU noise: in the log only
         assert "pin_memory" in (tiny_project / "runs" / f"tiny-{role}" / "train.log").read_text()
         steps = [line for line in err.splitlines() if " step (" in line]  # the bar: a line per 10 s that moved
-        assert len(steps) == len(set(steps)) and steps[-1].startswith(f"[train tiny-{role}] 120/120 step")
+        assert len(steps) == len(set(steps)) and steps[-1].startswith(f"[train tiny-{role}] 60/60 step")
         tool_lines = [line for line in err.splitlines() if " step (" not in line]
         assert len(tool_lines) < 10, err
         run = tiny_project / "runs" / f"tiny-{role}"
         assert (run / "adapter" / "adapter_model.safetensors").exists()
         manifest = json.loads((run / "manifest.json").read_text())
-        assert manifest["steps"] == 120 and manifest["final_loss"] > 0
+        assert manifest["steps"] == 60 and manifest["final_loss"] > 0
         assert manifest["versions"]["llamafactory"] == "0.9.5"
         assert manifest["recipe"]["role"] == role
         assert manifest["data"]["dataset"]["fixes"]["corrected"] == 1  # what the set was built from

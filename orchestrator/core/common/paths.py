@@ -22,6 +22,11 @@ def project_root() -> Path:
     return next((d for d in (cwd, *cwd.parents) if (d / "recipes" / "pipeline.yaml").is_file()), cwd)
 
 
+def cache_dir(*parts: str) -> Path:
+    """The orchestrator's cache on this machine: $XDG_CACHE_HOME/orchestrator, else ~/.cache/orchestrator."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "orchestrator", *parts)
+
+
 def runs_dir() -> Path:
     return project_root() / "runs"
 

@@ -11,12 +11,13 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.paths import cache_dir, project_root
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 
@@ -109,28 +110,41 @@ def blame(loaded: Loaded[RoleRecipe], section: str, message: str, args: dict[str
 
 
 class Accepted:
-    """What LLaMA-Factory's parser accepted, remembered in the run folder, so it is not parsed
-    again while nothing it read has changed: importing the parser costs seconds of CPU (torch,
-    transformers) in every command that checks, a `train` or `merge` with nothing to do included.
-    The stamp holds a fingerprint of the arguments and rendered files (`parts`), the versions of
-    LLaMA-Factory and the packages it checks with, and the text of our checking code (`code`).
-    Only an acceptance is remembered: a refused config is parsed again each time."""
+    """What LLaMA-Factory's parser accepted, remembered so it is not parsed again while nothing it
+    read has changed: importing the parser costs seconds of CPU (torch, transformers) in every
+    command that checks, a `train` or `merge` with nothing to do included. The key is a
+    fingerprint of the arguments and rendered files (`parts`, the project folder in them as a
+    placeholder), the versions of LLaMA-Factory and the packages it checks with, and the text of
+    our checking code (`code`). It is kept in the run folder (`stamp`) and in this machine's
+    cache (cache_dir("accepted")), so a moved project, or another with the same recipe, is not
+    parsed again either. Only an acceptance is remembered: a refused config is parsed each time."""
 
     def __init__(self, stamp: Path, *parts: Any, code: Iterable[str], packages: Iterable[str] = ()):
         self.stamp = stamp
         versions = {name: _version(name) for name in ("llamafactory", "transformers", "peft", *packages)}
         ours = [Path(__file__).read_text(encoding="utf-8"), *(Path(f).read_text(encoding="utf-8") for f in code)]
         blob = json.dumps([versions, ours, *parts], sort_keys=True, default=str, ensure_ascii=False)
-        self.key = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        root = json.dumps(str(project_root()), ensure_ascii=False)[1:-1]  # as it is written in the blob
+        self.key = hashlib.sha256(blob.replace(root, "<project>").encode("utf-8")).hexdigest()
+        self.shared = cache_dir("accepted") / self.key
 
     def before(self) -> bool:
         try:
-            return self.stamp.read_text(encoding="utf-8").strip() == self.key
+            if self.stamp.read_text(encoding="utf-8").strip() == self.key:
+                return True
         except (OSError, UnicodeDecodeError):
-            return False
+            pass
+        if self.shared.is_file():
+            with suppress(OSError):
+                atomic_write_text(self.stamp, self.key + "\n")
+            return True
+        return False
 
     def remember(self) -> None:
         atomic_write_text(self.stamp, self.key + "\n")
+        with suppress(OSError):  # the machine's cache is a convenience: a read-only home parses again
+            self.shared.parent.mkdir(parents=True, exist_ok=True)
+            self.shared.touch()
 
 
 def _version(name: str) -> str | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import cache_dir
 from orchestrator.core.llamafactory import checks, parser
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.configs import deepspeed_config, render_roles
@@ -164,14 +166,17 @@ AGAIN = [
     pytest.param(lambda run, mp: None, [], False, id="nothing"),
     pytest.param(lambda run, mp: None, ["train.learning_rate=1e-3"], True, id="a-recipe-value"),
     pytest.param(lambda run, mp: mp.setattr(parser, "_version", lambda name: "9.9"), [], True, id="llamafactory-upgraded"),
-    pytest.param(lambda run, mp: (run / checks.CHECKED).write_text("garbled"), [], True, id="the-stamp-garbled"),
-    pytest.param(lambda run, mp: (run / checks.CHECKED).unlink(), [], True, id="the-stamp-gone"),
+    pytest.param(lambda run, mp: (run / checks.CHECKED).write_text("garbled"), [], False, id="the-stamp-garbled-the-machine-knows"),
+    pytest.param(lambda run, mp: (run / checks.CHECKED).unlink(), [], False, id="the-stamp-gone-the-machine-knows"),
+    pytest.param(lambda run, mp: [(run / checks.CHECKED).unlink(), *map(Path.unlink, cache_dir("accepted").iterdir())],
+                 [], True, id="the-stamp-and-the-machines-cache-gone"),
 ]
 
 
 @pytest.mark.parametrize("change, overrides, parsed", AGAIN)
 def test_an_accepted_config_is_parsed_again_only_when_what_it_read_changed(
-        project: Path, monkeypatch: pytest.MonkeyPatch, change, overrides: list[str], parsed: bool) -> None:
+        project: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch, change, overrides: list[str],
+        parsed: bool) -> None:
     [first] = check_roles([load_role("answer", "recipes/tiny-answer.yaml")])
     calls = _count_parses(monkeypatch)
     change(first.paths.run_dir, monkeypatch)
@@ -179,7 +184,21 @@ def test_an_accepted_config_is_parsed_again_only_when_what_it_read_changed(
     assert calls == (["_unknown_names", "_parsed"] if parsed else [])
 
 
-def test_a_refused_config_is_never_remembered(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_same_recipe_in_another_project_is_not_parsed_again(
+        project: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A moved project, or another with the same recipe: the project folder is no part of the key."""
+    [first] = check_roles([load_role("answer", "recipes/tiny-answer.yaml")])
+    other = project / "elsewhere"
+    shutil.copytree(project / "recipes", other / "recipes")
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(other))
+    calls = _count_parses(monkeypatch)
+    [again] = check_roles([load_role("answer", "recipes/tiny-answer.yaml")])
+    assert calls == [] and again.paths.run_dir == other / "runs/tiny-answer"
+    assert (again.paths.run_dir / checks.CHECKED).read_text() == (first.paths.run_dir / checks.CHECKED).read_text()
+
+
+def test_a_refused_config_is_never_remembered(project: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_parses(monkeypatch)
     for _ in range(2):
         with pytest.raises(UserError) as info:
