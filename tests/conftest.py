@@ -50,10 +50,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,
-         build: Callable[[Path], dict]) -> tuple[Path, dict]:
+         build: Callable[[Path], dict | None]) -> tuple[Path, dict | None]:
     """`build(folder)` run once per test run, also across pytest-xdist's processes: the first to ask
-    builds `folder` under a lock, the others wait and read what it returned (JSON). A build that
-    failed is tried again by the next to ask."""
+    builds `folder` under a lock, the others wait and read what it returned (JSON, or None). A
+    build that failed is tried again by the next to ask."""
     if worker_id == "master":
         folder = tmp_path_factory.mktemp(name)
         return folder, build(folder)
@@ -99,7 +99,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> 
     """The tiny Qwen2-architecture model, built once per test session."""
     from orchestrator.stages.tiny_model import build_tiny_model
 
-    folder, _ = once(tmp_path_factory, worker_id, "models", lambda f: {"path": str(build_tiny_model(f / "tiny-qwen2"))})
+    folder, _ = once(tmp_path_factory, worker_id, "models", lambda f: build_tiny_model(f / "tiny-qwen2") and None)
     return folder / "tiny-qwen2"
 
 
@@ -107,13 +107,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> 
 def gptq_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The tiny model quantized for real (4-bit GPTQ) by `orchestrator tiny-model DIR --quantize
     gptq`, built once per test session."""
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> None:
         out = folder / "tiny-qwen2-gptq"
         done = subprocess.run([str(REPO / ".venv" / "bin" / "orchestrator"), "tiny-model", str(out), "--quantize", "gptq"],
                               capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.strip() == str(out)
-        return {}
 
     folder, _ = once(tmp_path_factory, worker_id, "gptq-model", build)
     return folder / "tiny-qwen2-gptq"
@@ -126,7 +125,7 @@ def wide_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str
     from orchestrator.stages.tiny_model import QUANTIZED_WIDTH, build_tiny_model
 
     folder, _ = once(tmp_path_factory, worker_id, "wide-model",
-                     lambda f: {"path": str(build_tiny_model(f / "tiny-qwen2-wide", width=QUANTIZED_WIDTH))})
+                     lambda f: build_tiny_model(f / "tiny-qwen2-wide", width=QUANTIZED_WIDTH) and None)
     return folder / "tiny-qwen2-wide"
 
 
@@ -162,6 +161,7 @@ def made_eval(tmp_path_factory: pytest.TempPathFactory, worker_id: str, tiny_mod
                 "stderr": done.stderr}
 
     folder, made = once(tmp_path_factory, worker_id, "made", build)
+    assert made is not None
     done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
     return Made(folder / "project", made["clean"], done)
 
