@@ -18,6 +18,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO, install_fake_vllm, make, with_makefile  # noqa: E402
 
+# One OpenMP thread a process. The slow tests run several torch processes at once (xdist workers,
+# two servers, torchrun's ranks) on a few cores, and torch's threads spin waiting for each other:
+# three tiny trainings side by side on this 2-core machine took 28 s of train_runtime each with
+# the default threads, 4.5 s with one (docs/benchmarks.md). torchrun sets the same for its ranks.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def _with_recipes_and_sample(root: Path) -> Path:
     shutil.copytree(REPO / "recipes", root / "recipes")

@@ -74,7 +74,7 @@ def test_make_answer_model_trains_with_2_processes(tiny_project: Path) -> None:
 
 def start_node(project: Path, rank: int, port: int) -> subprocess.Popen:
     sets = ["distributed.nnodes=2", f"distributed.node_rank={rank}", "distributed.master_addr=127.0.0.1",
-            f"distributed.master_port={port}", "train.max_steps=40", "train.save_steps=10"]
+            f"distributed.master_port={port}", "train.max_steps=16", "train.save_steps=4"]
     cmd = [ORCH, "train", "answer", "--recipe", "recipes/tiny-answer.yaml", *[a for s in sets for a in ("--set", s)]]
     return subprocess.Popen(cmd, cwd=project, env=plain_env(project), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -97,7 +97,7 @@ def test_two_nodes_on_loopback_interrupted_then_resumed(tiny_project: Path,
 
     nodes = [start_node(node0, 0, port), start_node(node1, 1, port)]
     deadline = time.monotonic() + 600
-    while not (saved(node0, 10) and saved(node1, 10)):  # each node keeps its own checkpoints
+    while not (saved(node0, 4) and saved(node1, 4)):  # each node keeps its own checkpoints
         assert all(n.poll() is None for n in nodes), [n.communicate()[0][-3000:] for n in nodes]
         assert time.monotonic() < deadline
         time.sleep(0.1)
@@ -115,7 +115,7 @@ def test_two_nodes_on_loopback_interrupted_then_resumed(tiny_project: Path,
     manifest = json.loads((node0 / "runs/tiny-answer/manifest.json").read_text())
     assert manifest["distributed"] == {"world_size": 2, "nnodes": 2, "nproc_per_node": 1, "node_rank": 0,
                                        "backend": "gloo"}
-    assert manifest["resumed_from"].startswith("checkpoint-") and manifest["steps"] == 40
+    assert manifest["resumed_from"].startswith("checkpoint-") and manifest["steps"] == 16
     assert (node0 / "runs/tiny-answer/adapter/adapter_model.safetensors").exists()
     assert "rank 0 (node 0, 127.0.0.1) saved the model in its runs/tiny-answer/adapter" in outs[1]
     assert "world size 2 (2 node(s) x 1 process(es), gloo), node rank 1" in outs[1]

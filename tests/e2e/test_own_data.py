@@ -56,6 +56,10 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
     # a teacher that always fails one question, which the tiny pipeline recipe allows
     tiny = project / "recipes/tiny-pipeline.yaml"
     tiny.write_text(tiny.read_text(encoding="utf-8") + "teacher:\n  max_failed: 1\n  max_retries: 0\n", encoding="utf-8")
+    # the own data is the subject, not training: 10 steps a model (the tiny recipes train 60)
+    answer = project / "recipes/tiny-answer.yaml"
+    answer.write_text(answer.read_text(encoding="utf-8").replace("max_steps: 60", "max_steps: 10", 1)
+                      .replace("save_steps: 30", "save_steps: 10", 1), encoding="utf-8")
     first, second = own_data_section()
     with FakeOpenAI(faults=FailPrompts("问题 5-0?", "500")) as teacher:
         done = bash(project, first, teacher.url)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import trained_copy
 
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.recipes.loading import load_role
@@ -34,43 +35,45 @@ def build_datasets(cli) -> None:
         assert code == 0, err
 
 
-def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
-    build_datasets(cli)
+def test_both_roles_as_make_eval_trained_and_merged_them(made_eval, tmp_path: Path, monkeypatch, cli) -> None:
+    """The session's `make eval RECIPE=tiny` (conftest's made_eval) trained and merged both roles
+    with the real llamafactory-cli; what each left, and what it said. Then, in a copy, the recipe
+    saved again unchanged trains and merges nothing."""
+    done = made_eval.done
+    assert done.returncode == 0, done.stderr[-3000:]
     for role in ("answer", "evaluate"):
-        code, out, err = cli("train", role, "--recipe", f"recipes/tiny-{role}.yaml")
-        assert code == 0, err
+        said = [line for line in done.stderr.splitlines() if line.startswith(f"[train tiny-{role}]")]
         # quiet by default: the command, the training summary and the step bar, not the tool's 300 lines
-        assert "train_runtime" in err and "{'loss'" not in err and "input_ids" not in err
-        assert f"[train tiny-{role}] {{'eval_loss': " in err  # behind tqdm's escape code in the log
-        assert "pin_memory" not in err  # CPU noise: in the log only
-        assert "pin_memory" in (tiny_project / "runs" / f"tiny-{role}" / "train.log").read_text()
-        steps = [line for line in err.splitlines() if " step (" in line]  # the bar: a line per 10 s that moved
+        assert any("train_runtime" in line for line in said) and f"[train tiny-{role}] {{'eval_loss': " in done.stderr
+        assert "{'loss'" not in done.stderr and "input_ids" not in done.stderr
+        assert "pin_memory" not in done.stderr  # CPU noise: in the log only
+        run = made_eval.project / "runs" / f"tiny-{role}"
+        assert "pin_memory" in (run / "train.log").read_text()
+        steps = [line for line in said if " step (" in line]  # the bar: a line per 10 s that moved
         assert len(steps) == len(set(steps)) and steps[-1].startswith(f"[train tiny-{role}] 60/60 step")
-        tool_lines = [line for line in err.splitlines() if " step (" not in line]
-        assert len(tool_lines) < 10, err
-        run = tiny_project / "runs" / f"tiny-{role}"
+        assert len(said) - len(steps) < 10, said
         assert (run / "adapter" / "adapter_model.safetensors").exists()
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["steps"] == 60 and manifest["final_loss"] > 0
         assert manifest["versions"]["llamafactory"] == "0.9.5"
         assert manifest["recipe"]["role"] == role
-        assert manifest["data"]["dataset"]["fixes"]["corrected"] == 1  # what the set was built from
+        assert manifest["data"]["dataset"]["split"]["val_problems"]  # what the set was built from
         assert (run / "adapter" / "training_loss.png").exists()  # plot_loss kept
-
-        code, out, err = cli("merge", role, "--recipe", f"recipes/tiny-{role}.yaml")
-        assert code == 0, err
         merged = run / "merged"
         assert (merged / "config.json").exists() and list(merged.glob("*.safetensors"))
         assert not (run / ".merged.tmp").exists()
 
     # trained already: content, not timestamps, decides; the recipe saved again unchanged trains nothing
-    recipe = tiny_project / "recipes/tiny-answer.yaml"
+    project = trained_copy(made_eval.project, tmp_path / "trained")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(project))
+    recipe = project / "recipes/tiny-answer.yaml"
     recipe.write_text(recipe.read_text())
-    adapter = tiny_project / "runs/tiny-answer/adapter/adapter_model.safetensors"
+    adapter = project / "runs/tiny-answer/adapter/adapter_model.safetensors"
     before = adapter.stat().st_mtime
     code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml")
     assert code == 0, err
-    assert out.startswith(f"up to date: {tiny_project}/runs/tiny-answer/adapter") and "launching" not in err
+    assert out.startswith(f"up to date: {project}/runs/tiny-answer/adapter") and "launching" not in err
     assert adapter.stat().st_mtime >= before  # touched: make sees it checked
     code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml")
     assert code == 0 and "up to date" in err and "llamafactory-cli export" not in err, err
@@ -82,7 +85,7 @@ def test_train_and_merge_both_roles(tiny_project: Path, cli) -> None:
 
     changed = load_role("answer", "recipes/tiny-answer.yaml", ["train.learning_rate=1e-3"])
     render_roles([changed])
-    manifest = json.loads((tiny_project / "runs/tiny-answer/manifest.json").read_text())
+    manifest = json.loads((project / "runs/tiny-answer/manifest.json").read_text())
     assert _changed(manifest["inputs"], training_inputs(changed, role_paths(changed.recipe))) == ["train_yaml"]
 
 
@@ -131,7 +134,7 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     build_datasets(cli)
     run = tiny_project / "runs" / "tiny-answer"
     cmd = [sys.executable, "-m", "orchestrator", "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
-           "--set", "train.max_steps=40", "--set", "train.save_steps=2"]
+           "--set", "train.max_steps=20", "--set", "train.save_steps=2"]
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tiny_project)}
     proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -148,16 +151,16 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     # as if the signal had come while the Trainer was saving: a newer checkpoint with no state yet
     (run / "adapter" / "checkpoint-39").mkdir(exist_ok=True)
 
-    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=40", "--set", "train.save_steps=2")
+    code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=20", "--set", "train.save_steps=2")
     assert code == 0, err
     assert "set aside incomplete-checkpoint-39: its save was interrupted" in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["resumed_from"].startswith("checkpoint-")
     assert "resuming from checkpoint-" in err
-    assert manifest["steps"] == 40
+    assert manifest["steps"] == 20
     # the values the command line set: printed at start and kept in the manifest
-    assert "[train tiny-answer] train.max_steps = 40  (from --set)" in err
-    assert manifest["overrides"] == {"train.max_steps": {"value": 40, "from": "--set"},
+    assert "[train tiny-answer] train.max_steps = 20  (from --set)" in err
+    assert manifest["overrides"] == {"train.max_steps": {"value": 20, "from": "--set"},
                                      "train.save_steps": {"value": 2, "from": "--set"}}
 
 

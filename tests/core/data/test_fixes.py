@@ -10,6 +10,8 @@ import pytest
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.data.fixes import apply_fixes, load_fixes
+from orchestrator.core.data.sources import training_data
+from orchestrator.core.recipes.loading import load_role
 
 # p0: 1 question of 2 options (gold A); p1: 3 questions of 4 options (gold B, C, D); p2: 1 question
 TRAIN = [
@@ -109,6 +111,8 @@ def test_distill_and_dataset_apply_the_fixes_and_record_them(project: Path, cli)
     source = json.loads((project / "datasets/train_evaluate_instruct.sources.json").read_text(encoding="utf-8"))
     assert source["fixes"]["path"].endswith("fixes.yaml") and source["fixes"]["corrected"] == 1
     assert len(source["fixes"]["sha256"]) == 64
+    # what a training run's manifest records it was built from
+    assert training_data(load_role("evaluate", "recipes/evaluate.yaml").recipe)["dataset"] == source
 
 
 def test_a_bad_fix_stops_distill_with_one_line(project: Path, cli):
