@@ -290,15 +290,20 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def quantized_step(work: Path, steps: int, prompts: list[str], max_tokens: int) -> dict:
-    """The tiny model quantized (4-bit GPTQ), a LoRA trained on it, served as base + adapter."""
+def quantized_step(work: Path, steps: int, prompts: list[str], max_tokens: int, model: Path | None) -> dict:
+    """The tiny model quantized (4-bit GPTQ), or the one `model` names, a LoRA trained on it,
+    served as base + adapter."""
     from orchestrator.core.common.process import free_port
     from orchestrator.core.llamafactory.gptq import packed_weights
 
     port = free_port()
     (work / "recipes" / "gpu-check-gptq.yaml").write_text(GPTQ_RECIPE.format(port=port), encoding="utf-8")
-    figures = {"quantize_s": round(orchestrator("tiny-model", "models/check-gptq", "--quantize", "gptq"), 1),
-               "packed_qweights": packed_weights(work / "models" / "check-gptq")}
+    if model:
+        (work / "models" / "check-gptq").symlink_to(model.resolve())
+        quantize_s = None
+    else:
+        quantize_s = round(orchestrator("tiny-model", "models/check-gptq", "--quantize", "gptq"), 1)
+    figures = {"quantize_s": quantize_s, "packed_qweights": packed_weights(work / "models" / "check-gptq")}
     # On CPU one request at a time: 4 at once got one HTTP 500 in three runs here (a loaded 2-core
     # machine, after serve's warm-up request; cause not established, the log was lost)
     figures.update(train_and_serve(("--recipe", "recipes/gpu-check-gptq.yaml"), port, prompts, max_tokens,
@@ -317,6 +322,8 @@ def main() -> int:
     parser.add_argument("--gptq-prompts", type=int, default=16, help="Answer prompts sent to the GPTQ base + adapter")
     parser.add_argument("--max-tokens", type=int, default=32, help="reply tokens per prompt")
     parser.add_argument("--work", type=Path, help="the throwaway project folder (default: a new temporary one)")
+    parser.add_argument("--gptq-model", type=Path, help="a tiny model `orchestrator tiny-model DIR --quantize gptq` "
+                        "built, trained on instead of quantizing one (the tests pass the session's)")
     args = parser.parse_args()
     steps = args.steps or (2 if args.tiny else 20)
     work = (args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))).resolve()
@@ -343,7 +350,8 @@ def main() -> int:
     figures.update(train_and_serve(("--recipe", "recipes/gpu-check.yaml"), port, answer_prompts(args.prompts),
                                    args.max_tokens, "gpu-check"))
     missing = quantization_missing()
-    figures["gptq"] = None if missing else quantized_step(work, steps, answer_prompts(args.gptq_prompts), args.max_tokens)
+    figures["gptq"] = None if missing else quantized_step(work, steps, answer_prompts(args.gptq_prompts),
+                                                          args.max_tokens, args.gptq_model)
     figures["gptq_skipped"] = missing
     figures["not_checked"] = [why for name, why in NOT_CARRIED.items() if figures["environment"]["versions"].get(name) is None]
     memory.stop.set()
@@ -359,7 +367,9 @@ def main() -> int:
           f"peak GPU memory {peak}; total {figures['total_s']} s; figures: {work / 'gpu_check.json'}")
     gptq = figures["gptq"]
     if gptq:
-        print(f"gpu-check GPTQ base + LoRA: the tiny model quantized to 4 bits in {gptq['quantize_s']} s "
+        made = (f"quantized to 4 bits in {gptq['quantize_s']} s" if gptq["quantize_s"] is not None
+                else f"4-bit GPTQ, from {args.gptq_model}")
+        print(f"gpu-check GPTQ base + LoRA: the tiny model {made} "
               f"({gptq['packed_qweights']} packed qweights), step {gptq['step_s']} s over {steps} steps, served as base + "
               f"adapter: {gptq['prompts']} Answer prompts in {gptq['answer_s']:.1f} s ({gptq['reply_tokens_per_s']} reply tokens/s)")
     else:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def spaced_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests that start from the session's trained pair (made_eval) run after the others: under
-    pytest-xdist the first to need it trains it while the other processes go on with the rest."""
+    pytest-xdist, made_eval_early has made it by then."""
     items.sort(key=lambda item: "made_eval" in getattr(item, "fixturenames", ()))
 
 
@@ -154,22 +155,50 @@ class Made:
     done: subprocess.CompletedProcess
 
 
+def _make_eval(tiny_model_dir: Path, environ: dict[str, str]) -> Callable[[Path], dict]:
+    """made_eval's build: `make eval RECIPE=tiny` in a new tiny project under `folder`, in `environ`."""
+    def build(folder: Path) -> dict:
+        root = with_makefile(_with_tiny_model(_with_recipes_and_sample(folder / "project"), tiny_model_dir))
+        clean = not (root / "runs").exists()
+        done = make(root, "eval", "RECIPE=tiny", timeout=1800, environ=environ)
+        return {"clean": clean, "args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                "stderr": done.stderr}
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def made_eval(tmp_path_factory: pytest.TempPathFactory, worker_id: str, tiny_model_dir: Path) -> Made:
     """`make eval RECIPE=tiny` once per test run, in a tiny project with no runs folder: it
     distils, builds both datasets, trains and merges both tiny models, then answers and scores
     the held-out problems. The tests that need trained models take them from here (read only)."""
-    def build(folder: Path) -> dict:
-        root = with_makefile(_with_tiny_model(_with_recipes_and_sample(folder / "project"), tiny_model_dir))
-        clean = not (root / "runs").exists()
-        done = make(root, "eval", "RECIPE=tiny", timeout=1800)
-        return {"clean": clean, "args": done.args, "returncode": done.returncode, "stdout": done.stdout,
-                "stderr": done.stderr}
-
-    folder, made = once(tmp_path_factory, worker_id, "made", build)
+    folder, made = once(tmp_path_factory, worker_id, "made", _make_eval(tiny_model_dir, dict(os.environ)))
     assert made is not None
     done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
     return Made(folder / "project", made["clean"], done)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def made_eval_early(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str,
+                    machine_cache: Path) -> Iterator[None]:
+    """Under pytest-xdist the first process (gw0) starts made_eval's `make eval` in a thread as its
+    first test starts: the pair trains while the processes go on with the other tests, and the
+    tests that need it (ordered last) find it made, where one process used to wait minutes for the
+    other to make it. A build that failed there is tried again by the made_eval fixture."""
+    needed = any("made_eval" in getattr(item, "fixturenames", ()) for item in request.session.items)
+    if worker_id != "gw0" or not needed:
+        yield
+        return
+    build = _make_eval(request.getfixturevalue("tiny_model_dir"), dict(os.environ))
+
+    def run() -> None:
+        with suppress(Exception):  # the fixture builds it again, and fails with the reason
+            once(tmp_path_factory, worker_id, "made", build)
+
+    thread = threading.Thread(target=run, name="made_eval", daemon=True)
+    thread.start()
+    yield
+    thread.join()
 
 
 @pytest.fixture

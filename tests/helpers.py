@@ -226,9 +226,12 @@ def with_makefile(project: Path) -> Path:
     return project
 
 
-def make(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def make(project: Path, *args: str, timeout: float = 600,
+         environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`make ARGS...` in `project`, in this process's environment (or `environ`)."""
     return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
+                          timeout=timeout, env={**(os.environ if environ is None else environ),
+                                                "ORCHESTRATOR_HOME": str(project)})
 
 
 def trained_copy(made: Path, to: Path, *, without: tuple[str, ...] = ()) -> Path:

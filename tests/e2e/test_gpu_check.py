@@ -19,11 +19,14 @@ from helpers import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path) -> None:
+def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     work = tmp_path / "work"
-    # fewer prompts than the GPU machine's 64 and 16: the same path, a tenth of the CPU's time
+    quantized = all(importlib.util.find_spec(name) for name in ("gptqmodel", "optimum"))
+    # fewer prompts than the GPU machine's 64 and 16, and the session's GPTQ tiny model (the same
+    # `orchestrator tiny-model --quantize gptq`): the same path in less of the CPU's time
+    gptq_model = request.getfixturevalue("gptq_model_dir") if quantized else None
     done = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--tiny", "--work", str(work),
-                           "--prompts", "8", "--gptq-prompts", "4"],
+                           "--prompts", "8", "--gptq-prompts", "4", *(["--gptq-model", str(gptq_model)] * quantized)],
                           capture_output=True, text=True, timeout=1800,
                           env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_HOME"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -44,12 +47,13 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path) -> None:
     assert "llamafactory==0.9.5" in (work / "machine-packages.txt").read_text().splitlines()
 
     # the quantized path: a real 4-bit GPTQ tiny model, a LoRA trained on it, served as base + adapter
-    if all(importlib.util.find_spec(name) for name in ("gptqmodel", "optimum")):
+    if quantized:
         gptq = figures["gptq"]
         assert figures["gptq_skipped"] is None and gptq["packed_qweights"] == 2 * 7
         assert gptq["step_s"] > 0 and 0 < gptq["reply_tokens"] <= 4 * 32
         serve = (work / "runs/gpu-check-gptq/serve.yaml").read_text()
         assert "adapter_name_or_path:" in serve and not (work / "runs/gpu-check-gptq/merged").exists()
-        assert f"gpu-check GPTQ base + LoRA: the tiny model quantized to 4 bits in {gptq['quantize_s']} s" in done.stdout
+        assert gptq["quantize_s"] is None
+        assert f"gpu-check GPTQ base + LoRA: the tiny model 4-bit GPTQ, from {gptq_model} (14 packed" in done.stdout
     else:
         assert figures["gptq"] is None and "gpu-check GPTQ base + LoRA: skipped, " in done.stdout
