@@ -21,8 +21,8 @@ from helpers import REPO, install_fake_vllm, make, with_makefile  # noqa: E402
 
 # One OpenMP thread a process. The slow tests run several torch processes at once (xdist workers,
 # two servers, torchrun's ranks) on a few cores, and torch's threads spin waiting for each other:
-# three tiny trainings side by side on this 2-core machine took 28 s of train_runtime each with
-# the default threads, 4.5 s with one (docs/benchmarks.md). torchrun sets the same for its ranks.
+# three tiny trainings side by side on this 2-core machine took 40.6 s of train_runtime each with
+# the default threads, 6.3 s with one (benchmarks/bench_threads.py). torchrun does so for its ranks.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
