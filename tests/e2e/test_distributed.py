@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+import helpers
+from helpers import REPO, with_makefile
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +31,8 @@ def plain_env(project: Path) -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(path), "ORCHESTRATOR_HOME": str(project)}
 
 
-def with_makefile(project: Path) -> Path:
-    shutil.copy(REPO / "Makefile", project)
-    shutil.copy(REPO / "pyproject.toml", project)
-    os.utime(project / "pyproject.toml", (0, 0))  # older than the install stamp: no reinstall
-    (project / ".venv").symlink_to(REPO / ".venv")
-    return project
-
-
 def make(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env=plain_env(project))
+    return helpers.make(project, *args, timeout=timeout, environ=plain_env(project))
 
 
 def set_recipe(project: Path, old: str, new: str) -> None:

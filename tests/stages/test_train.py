@@ -149,11 +149,11 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     ps = subprocess.run(["pgrep", "-f", str(run / "train.yaml")], capture_output=True, text=True)
     assert ps.stdout.strip() == ""
     # as if the signal had come while the Trainer was saving: a newer checkpoint with no state yet
-    (run / "adapter" / "checkpoint-39").mkdir(exist_ok=True)
+    (run / "adapter" / "checkpoint-19").mkdir(exist_ok=True)
 
     code, out, err = cli("train", "answer", "--recipe", "recipes/tiny-answer.yaml", "--set", "train.max_steps=20", "--set", "train.save_steps=2")
     assert code == 0, err
-    assert "set aside incomplete-checkpoint-39: its save was interrupted" in err
+    assert "set aside incomplete-checkpoint-19: its save was interrupted" in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["resumed_from"].startswith("checkpoint-")
     assert "resuming from checkpoint-" in err
