@@ -1,14 +1,15 @@
 """Where the test suite's CPU goes, process by process: every Python process the venv starts
 while pytest runs (the workers, each `orchestrator`, `llamafactory-cli`, torchrun rank, server)
-logs its command, CPU time and whether it imported torch and LLaMA-Factory; the table sums them
+logs its command, CPU time and whether it imported torch; the table sums them
 by the test that started them.
 
     .venv/bin/python benchmarks/suite_processes.py --top 20 -- -q -m "slow or browser" -n 2 --dist loadgroup
 
 It installs a .pth hook into the venv for the run and removes it after. A child is counted under
 the test that was running when it started (it inherits PYTEST_CURRENT_TEST), so what a session
-fixture starts in the background lands on its neighbours. A process killed by a signal logs
-nothing: the summary compares the logged CPU with the run's whole (getrusage of its children)."""
+fixture starts in the background lands on its neighbours. A process killed by a signal, and one
+that is not Python (make, bash, the browser), logs nothing: the summary compares the logged CPU
+with the run's whole (getrusage of its children)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,13 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-HOOK = '''import atexit, json, os, resource, sys, time
-_t0 = time.time()
+HOOK = '''import atexit, json, os, resource, sys
 def _suite_process_done():
     try:
         r = resource.getrusage(resource.RUSAGE_SELF)
         with open(os.path.join({log!r}, f"{{os.getpid()}}.json"), "w") as f:
             json.dump({{"argv": sys.argv[:4], "test": os.environ.get("PYTEST_CURRENT_TEST"),
-                       "wall": time.time() - _t0, "cpu": r.ru_utime + r.ru_stime,
-                       "heavy": "torch" in sys.modules and "llamafactory" in sys.modules}}, f)
+                       "cpu": r.ru_utime + r.ru_stime, "torch": "torch" in sys.modules}}, f)
     except Exception:
         pass
 atexit.register(_suite_process_done)
@@ -43,11 +42,11 @@ def table(rows: list[dict], top: int) -> str:
         test = row["test"].rsplit(" ", 1)[0] if row["test"] else "(pytest and its workers)"
         counts = by_test[test]
         counts[0] += 1
-        counts[1] += row["heavy"]
+        counts[1] += row["torch"]
         counts[2] += row["cpu"]
-    lines = ["| CPU s | processes | of them torch + LLaMA-Factory | test |", "|---|---|---|---|"]
-    for test, (n, heavy, cpu) in sorted(by_test.items(), key=lambda kv: -kv[1][2])[:top]:
-        lines.append(f"| {cpu:.0f} | {n:.0f} | {heavy:.0f} | {test} |")
+    lines = ["| CPU s | processes | of them importing torch | test |", "|---|---|---|---|"]
+    for test, (n, torch, cpu) in sorted(by_test.items(), key=lambda kv: -kv[1][2])[:top]:
+        lines.append(f"| {cpu:.0f} | {n:.0f} | {torch:.0f} | {test} |")
     return "\n".join(lines)
 
 
@@ -70,9 +69,8 @@ def main() -> int:
     whole = resource.getrusage(resource.RUSAGE_CHILDREN)
     logged = sum(r["cpu"] for r in rows)
     print(table(rows, args.top))
-    print(f"\n{len(rows)} processes logged, {sum(r['heavy'] for r in rows)} of them importing torch and "
-          f"LLaMA-Factory: {logged:.0f} s of CPU of the run's {whole.ru_utime + whole.ru_stime:.0f} s "
-          f"(the rest: processes killed by a signal)")
+    print(f"\n{len(rows)} processes logged, {sum(r['torch'] for r in rows)} of them importing torch: {logged:.0f} s of CPU of the run's {whole.ru_utime + whole.ru_stime:.0f} s "
+          f"(the rest: processes killed by a signal, and not Python)")
     return rc
 
 
