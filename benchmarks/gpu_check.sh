@@ -37,7 +37,9 @@ fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"  # `python -m orchestrator` from this checkout
 # (no DISABLE_VERSION_CHECK: gpu_check.py runs LLaMA-Factory's own version check first)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$python" -c 'import torch, transformers, peft, llamafactory' 2>/dev/null || {
+# (found, not imported: importing them costs seconds of CPU, and gpu_check.py does so next)
+"$python" -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))' \
+        torch transformers peft llamafactory 2>/dev/null || {
     echo "Error: $python lacks torch, transformers, peft or llamafactory; run \`make gpu-wheels\` where there is network and bring benchmarks/wheels/" >&2
     exit 2
 }

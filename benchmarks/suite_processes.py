@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 HOOK = '''import atexit, json, os, resource, sys
+with open(os.path.join({log!r}, f"{{os.getpid()}}.start"), "w") as f:
+    json.dump({{"argv": sys.argv[:4], "test": os.environ.get("PYTEST_CURRENT_TEST")}}, f)
 def _suite_process_done():
     try:
         r = resource.getrusage(resource.RUSAGE_SELF)
@@ -53,6 +55,7 @@ def table(rows: list[dict], top: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--list", metavar="TEST", help="also list each process of the tests whose name holds TEST")
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments")
     args = parser.parse_args()
     site = Path(sysconfig.get_paths()["purelib"])
@@ -66,11 +69,20 @@ def main() -> int:
             pth.unlink(missing_ok=True)
             hook.unlink(missing_ok=True)
         rows = [json.loads(p.read_text(encoding="utf-8")) for p in Path(log).glob("*.json")]
+        # a process with a start and no end was stopped by a signal (a server): its CPU is unknown
+        ended = {p.stem for p in Path(log).glob("*.json")}
+        killed = [json.loads(p.read_text(encoding="utf-8")) for p in Path(log).glob("*.start") if p.stem not in ended]
     whole = resource.getrusage(resource.RUSAGE_CHILDREN)
     logged = sum(r["cpu"] for r in rows)
     print(table(rows, args.top))
+    if args.list:
+        print()
+        for row in sorted(rows + killed, key=lambda r: (r["test"] or "", -r.get("cpu", 0))):
+            if args.list in (row["test"] or ""):
+                cpu = f"{row['cpu']:6.1f}" if "cpu" in row else "killed"
+                print(f"{cpu} {'torch' if row.get('torch') else '     '} {' '.join(row['argv'])[:150]}")
     print(f"\n{len(rows)} processes logged, {sum(r['torch'] for r in rows)} of them importing torch: {logged:.0f} s of CPU of the run's {whole.ru_utime + whole.ru_stime:.0f} s "
-          f"(the rest: processes killed by a signal, and not Python)")
+          f"(the rest: {len(killed)} processes killed by a signal, and not Python)")
     return rc
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO, install_fake_vllm, make, with_makefile  # noqa: E402
+from helpers import REPO, install_fake_vllm, make, trained_copy, with_makefile  # noqa: E402
 
 # One OpenMP thread a process. The slow tests run several torch processes at once (xdist workers,
 # two servers, torchrun's ranks) on a few cores, and torch's threads spin waiting for each other:
@@ -176,6 +176,34 @@ def made_eval(tmp_path_factory: pytest.TempPathFactory, worker_id: str, tiny_mod
     assert made is not None
     done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
     return Made(folder / "project", made["clean"], done)
+
+
+ADAPTER_ONLY = ("serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n")
+
+
+@pytest.fixture(scope="session")
+def made_adapter_all(tmp_path_factory: pytest.TempPathFactory, worker_id: str, made_eval: Made) -> Made:
+    """made_eval's trained pair less its merged models (and eval run), both roles serving base +
+    adapter (serve.weights adapter in tiny-answer.yaml, which tiny-evaluate.yaml extends), then
+    `make -j4 all RECIPE=tiny`: infer and score from the adapters, nothing merged. Once per test run
+    for the tests of serving adapters (xdist_group "adapters": one process builds it while the other
+    goes on); they copy it (helpers.trained_copy)."""
+    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
+
+    def build(folder: Path) -> dict:
+        root = trained_copy(made_eval.project, folder / "project",
+                            without=("runs/tiny-answer/merged", "runs/tiny-evaluate/merged", "runs/tiny-eval"))
+        recipe = root / "recipes/tiny-answer.yaml"
+        text = recipe.read_text(encoding="utf-8")
+        assert ADAPTER_ONLY[0] in text
+        recipe.write_text(text.replace(*ADAPTER_ONLY), encoding="utf-8")
+        done = make(root, "-j4", "all", "RECIPE=tiny", timeout=1800)
+        return {"args": done.args, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+    folder, made = once(tmp_path_factory, worker_id, "adapter-all", build)
+    assert made is not None
+    done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
+    return Made(folder / "project", False, done)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,7 +1,8 @@
-"""Serving base + adapter for real on the tiny model: `make infer RECIPE=tiny` with
-serve.weights adapter goes from the trained adapters to a submission with no merge, and the
-adapter served on its base by `llamafactory-cli api` answers exactly as its merged model does at
-temperature 0 (the session's trained pair: conftest's made_eval, trained and merged once)."""
+"""Serving base + adapter for real on the tiny model: `make all RECIPE=tiny` with
+serve.weights adapter goes from the trained adapters to a submission with no merge (conftest's
+made_adapter_all), and the adapter served on its base by `llamafactory-cli api` answers exactly as
+its merged model does at temperature 0 (the session's trained pair: conftest's made_eval, trained
+and merged once)."""
 
 from __future__ import annotations
 
@@ -44,24 +45,18 @@ def _served_replies(sets: list[str], prompts: list[str]) -> tuple[list[str], str
     return replies, (Path("runs/tiny-answer/serve.yaml")).read_text(encoding="utf-8")
 
 
+@pytest.mark.xdist_group("adapters")  # conftest's made_adapter_all, built by one process
 def test_make_infer_without_a_merge_and_adapter_replies_equal_the_merged_models(
-    made_eval, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    made_eval, made_adapter_all, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
-    tiny_project = trained_copy(made_eval.project, tmp_path / "project",
-                                without=("runs/tiny-answer/merged", "runs/tiny-evaluate/merged", "runs/tiny-eval"))
-    monkeypatch.chdir(tiny_project)
-    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tiny_project))
-    recipe = tiny_project / TINY  # tiny-evaluate.yaml extends it: both roles serve their adapters
-    text = recipe.read_text(encoding="utf-8")
-    assert "serve:\n  port: 8011\n" in text
-    recipe.write_text(text.replace("serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n"),
-                      encoding="utf-8")
-
-    done = make(tiny_project, "infer", "RECIPE=tiny")
+    # `make -j4 all RECIPE=tiny` with serve.weights adapter, from the trained pair less its merged models
+    done = made_adapter_all.done
     assert done.returncode == 0, done.stderr[-3000:]
     assert "orchestrator train evaluate" in done.stdout and "orchestrator merge" not in done.stdout
     assert "launching" not in done.stderr  # the trained adapters are current: nothing trained again
+    tiny_project = trained_copy(made_adapter_all.project, tmp_path / "project")
+    monkeypatch.chdir(tiny_project)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tiny_project))
     assert not list(tiny_project.rglob("merged")), "a merged model was written"
     submission = read_dataset(tiny_project / "runs/tiny-infer/submission.jsonl")
     test = read_dataset(tiny_project / "datasets/sample/test.jsonl")

@@ -10,15 +10,28 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import REPO
 
-pytestmark = pytest.mark.slow
+
+def test_a_python_without_the_packages_is_one_error_line(tmp_path: Path) -> None:
+    """The packages found, not imported (seconds of CPU each): the venv's base Python has none of them."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    script = tmp_path / "benchmarks" / "gpu_check.sh"  # beside no benchmarks/wheels: nothing installed
+    script.parent.mkdir()
+    shutil.copy(REPO / "benchmarks" / "gpu_check.sh", script)
+    done = subprocess.run([str(script), "--tiny", "--work", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": str(base)})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"Error: {base} lacks torch, transformers, peft or llamafactory; run `make gpu-wheels` "
+                           "where there is network and bring benchmarks/wheels/\n")
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     work = tmp_path / "work"
     quantized = all(importlib.util.find_spec(name) for name in ("gptqmodel", "optimum"))

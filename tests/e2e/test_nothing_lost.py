@@ -2,7 +2,7 @@
 unchanged dataset rebuild and a moved project train nothing and send no request; a corrupt
 manifest is one Error line; a retraining keeps the previous adapter, killed or finished; two
 commands on one run folder refuse; make -j4 runs one stage at a time. They start from the
-session's trained pair (conftest's made_eval), copied."""
+session's trained pair (conftest's made_eval, and made_adapter_all serving its adapters), copied."""
 
 from __future__ import annotations
 
@@ -41,19 +41,14 @@ def orchestrator(root: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**os.environ, "ORCHESTRATOR_HOME": str(root)})
 
 
-def test_adapters_are_never_trained_asked_or_lost_twice(made_eval, tmp_path_factory: pytest.TempPathFactory) -> None:
-    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
-    root = trained_copy(made_eval.project, tmp_path_factory.mktemp("trained") / "project",
-                        without=("runs/tiny-answer/merged", "runs/tiny-evaluate/merged"))
-    recipe = root / "recipes/tiny-answer.yaml"  # tiny-evaluate extends it: both serve base + adapter
-    text = recipe.read_text()
-    assert "serve:\n  port: 8011" in text
-    recipe.write_text(text.replace("serve:\n  port: 8011", "serve:\n  port: 8011\n  weights: adapter"))
-
-    first = make(root, "-j4", "all", "RECIPE=tiny", timeout=1800)
+@pytest.mark.xdist_group("adapters")  # conftest's made_adapter_all, built by one process
+def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # `make -j4 all RECIPE=tiny` serving base + adapter, from the trained pair less its merged models
+    first = made_adapter_all.done
     assert first.returncode == 0, first.stderr[-3000:]
     assert "is in use by" not in first.stderr
     assert "orchestrator train answer" in first.stdout and "launching" not in first.stderr  # trained: checked
+    root = trained_copy(made_adapter_all.project, tmp_path_factory.mktemp("trained") / "project")
     for role in ("answer", "evaluate"):
         assert (root / f"runs/tiny-{role}/adapter/adapter_model.safetensors").exists()
         assert not (root / f"runs/tiny-{role}/merged").exists()
