@@ -75,7 +75,7 @@ def main() -> int:
     whole = resource.getrusage(resource.RUSAGE_CHILDREN)
     logged = sum(r["cpu"] for r in rows)
     print(table(rows, args.top))
-    if args.list:
+    if args.list is not None:
         print()
         for row in sorted(rows + killed, key=lambda r: (r["test"] or "", -r.get("cpu", 0))):
             if args.list in (row["test"] or ""):
