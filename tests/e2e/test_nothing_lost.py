@@ -91,10 +91,11 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     run = moved / "runs/tiny-answer"
     old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
     retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
-               "--set", "train.lora_alpha=16", "--set", "train.max_steps=200", "--set", "train.save_steps=100"]
-    # (200 steps: still training when the Ctrl-C below arrives on a loaded machine; 6 finished first once)
+               "--set", "train.lora_alpha=16", "--set", "train.save_steps=100"]
+    # (a run that cannot finish before the Ctrl-C below: 200 steps did once, in 23 s, on a quiet machine)
     env = {**os.environ, "ORCHESTRATOR_HOME": str(moved)}
-    proc = subprocess.Popen(retrain, cwd=moved, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*retrain, "--set", "train.max_steps=2000"], cwd=moved, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:
@@ -108,12 +109,14 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
                                      f"recipes/tiny-answer.yaml` (pid {proc.pid}): wait "
                                      "for it to finish (one command at a time per run folder)")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Interrupted." in err, (proc.returncode, err[-2000:])
     assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights
     assert json.loads((run / "previous/manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
     assert not (run / "adapter/adapter_model.safetensors").exists()
 
-    finished = subprocess.run(retrain, cwd=moved, env=env, capture_output=True, text=True, timeout=900)
+    finished = subprocess.run([*retrain, "--set", "train.max_steps=200"], cwd=moved, env=env, capture_output=True,
+                              text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
     assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights  # one generation back
