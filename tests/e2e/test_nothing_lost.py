@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,11 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
                "--set", "train.lora_alpha=16", "--set", "train.save_steps=100"]
     # (a run that cannot finish before the Ctrl-C below: 200 steps did once, in 23 s, on a quiet machine)
     env = {**os.environ, "ORCHESTRATOR_HOME": str(moved)}
-    proc = subprocess.Popen([*retrain, "--set", "train.max_steps=2000"], cwd=moved, env=env,
+    # a Ctrl-C as a terminal's: SIGINT at its default (a pytest-xdist worker may ignore it, and a
+    # child inherits an ignored SIGINT: the training then ran to its end), then exec: the same pid
+    default_int = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", default_int, *retrain, "--set", "train.max_steps=2000"], cwd=moved, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = []
