@@ -68,9 +68,9 @@ def main() -> int:
         finally:
             pth.unlink(missing_ok=True)
             hook.unlink(missing_ok=True)
-        rows = [json.loads(p.read_text(encoding="utf-8")) for p in Path(log).glob("*.json")]
+        ended = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in Path(log).glob("*.json")}
+        rows = list(ended.values())
         # a process with a start and no end was stopped by a signal (a server): its CPU is unknown
-        ended = {p.stem for p in Path(log).glob("*.json")}
         killed = [json.loads(p.read_text(encoding="utf-8")) for p in Path(log).glob("*.start") if p.stem not in ended]
     whole = resource.getrusage(resource.RUSAGE_CHILDREN)
     logged = sum(r["cpu"] for r in rows)

@@ -40,7 +40,7 @@ def pytest_runtest_logfinish(nodeid: str, location) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def summary(rows: list[dict], top: int = 8) -> str:
+def summary(rows: list[dict]) -> str:
     first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
     by_worker: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO, install_fake_vllm, make, trained_copy, with_makefile  # noqa: E402
+from helpers import ADAPTER_ONLY, REPO, install_fake_vllm, make, trained_copy, with_makefile  # noqa: E402
 
 # One OpenMP thread a process. The slow tests run several torch processes at once (xdist workers,
 # two servers, torchrun's ranks) on a few cores, and torch's threads spin waiting for each other:
@@ -176,9 +176,6 @@ def made_eval(tmp_path_factory: pytest.TempPathFactory, worker_id: str, tiny_mod
     assert made is not None
     done = subprocess.CompletedProcess(made["args"], made["returncode"], made["stdout"], made["stderr"])
     return Made(folder / "project", made["clean"], done)
-
-
-ADAPTER_ONLY = ("serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n")
 
 
 @pytest.fixture(scope="session")

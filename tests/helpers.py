@@ -12,6 +12,8 @@ from fake_openai import expected_letter
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+# tiny-answer.yaml (which tiny-evaluate.yaml extends) edited to serve base + adapter: no merge
+ADAPTER_ONLY = ("serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n")
 # the property tests' budget: many examples, no per-example deadline on a loaded machine
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

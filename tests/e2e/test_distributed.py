@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import REPO, with_makefile
+from helpers import ADAPTER_ONLY, REPO, with_makefile
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_make_answer_model_trains_with_2_processes(tiny_project: Path) -> None:
     set_recipe(tiny_project, "max_steps: 60", "max_steps: 8")
     set_recipe(tiny_project, "save_steps: 30", "save_steps: 4")
     # the adapter ends the model: a merge is the same after 2 processes as after 1 (not the subject)
-    set_recipe(tiny_project, "serve:\n  port: 8011\n", "serve:\n  port: 8011\n  weights: adapter\n")
+    set_recipe(tiny_project, *ADAPTER_ONLY)
     (tiny_project / "recipes" / "tiny-answer.yaml").write_text(
         (tiny_project / "recipes" / "tiny-answer.yaml").read_text() + "\ndistributed:\n  gpus_per_node: 2\n")
 
