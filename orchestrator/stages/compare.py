@@ -235,8 +235,10 @@ def _run_stats(run: Run, common: list[str], truth: dict[str, str] | None, seed: 
         letter = {q: run.trace[q].answer.letter for q in traced}
         stats.traced = len(traced)
         stats.answer_alone = sum(letter[q] == truth[q] for q in traced) / len(traced)
-        stats.fixed = sum(right[q] and letter[q] != truth[q] for q in traced)
-        stats.broken = sum(letter[q] == truth[q] and not right[q] for q in traced)
+        # the Evaluate Agent's own final letters only: a fallback letter is not its doing
+        evaluated = [q for q in traced if run.trace[q].source == "evaluate"]
+        stats.fixed = sum(right[q] and letter[q] != truth[q] for q in evaluated)
+        stats.broken = sum(letter[q] == truth[q] and not right[q] for q in evaluated)
     return stats
 
 
@@ -437,7 +439,8 @@ def compare_markdown(c: Comparison, picture: str) -> str:
              "", "## Runs", "", *md_table(*_run_table(c)), "",
              ("Intervals: 95% bootstrap over problems (seeded). A problem counts when all its compared questions "
               "are right. Answer alone is the Answer Agent's letter before the Evaluate Agent; Eval fixed/broke "
-              "count the questions the Evaluate Agent turned right/wrong (from the trace)."),
+              "count the questions the Evaluate Agent's own letter turned right/wrong (from the trace; a "
+              "fallback letter is not its doing)."),
              "", "## Pairs", "",
              *(md_table(*_pair_table(c)) if c.pairs else ["None: the runs share no question (different inputs)."]), "",
              ("McNemar: exact two-sided test on the questions that changed; below 0.05 the difference is "

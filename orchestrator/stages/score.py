@@ -36,8 +36,9 @@ class Report:
     # each Answer model's own letter (the majority of its samples), by label in the order listed
     model_correct: dict[str, int] = field(default_factory=dict)
     model_traced: dict[str, int] = field(default_factory=dict)
-    fixed: int = 0  # Answer wrong, final right
-    broken: int = 0  # Answer right, final wrong
+    fixed: int = 0  # Answer wrong, the Evaluate Agent's final letter right
+    broken: int = 0  # Answer right, the Evaluate Agent's final letter wrong
+    fallback_right: int = 0  # no letter from either agent: the fallback letter right
     sources: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)  # (kind, stage) -> count
     latency: dict[str, list[float]] = field(default_factory=lambda: {"answer": [], "evaluate": []})
@@ -98,6 +99,8 @@ class ScoreResult:
         lines += summarise(self.findings)
         if self.report:
             lines.append(f"Evaluate Agent fixed {self.report.fixed}, broke {self.report.broken}")
+            if fallbacks := self.report.sources["fallback"]:
+                lines.append(f"fallback letter (no answer read) right {self.report.fallback_right} of {fallbacks}")
             lines += [line for line in [self.report.rounds_line()] if line]
         if self.report_path:
             lines.append(f"report: {self.report_path}")
@@ -122,8 +125,11 @@ def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None
         for label, letter in r.answer.by_model.items():
             report.model_correct[label] = report.model_correct.get(label, 0) + (letter == truth[qid])
             report.model_traced[label] = report.model_traced.get(label, 0) + 1
-        report.fixed += final_right and not answer_right
-        report.broken += answer_right and not final_right
+        # only a final letter the Evaluate Agent gave is its doing; a fallback's is not
+        evaluated = r.source == "evaluate"
+        report.fixed += evaluated and final_right and not answer_right
+        report.broken += evaluated and answer_right and not final_right
+        report.fallback_right += r.source == "fallback" and final_right
         report.sources[r.source] += 1
         report.errors.update((e.kind, e.stage) for e in r.errors)
         report.latency["answer"] += [s.latency for s in r.answer.samples if s.latency is not None]
@@ -179,8 +185,10 @@ def report_markdown(result: ScoreResult, paths: dict[str, Path], picture: str) -
         "",
         "## What the Evaluate Agent did",
         "",
-        f"- fixed {report.fixed} answers (Answer Agent wrong, final answer right)",
-        f"- broke {report.broken} answers (Answer Agent right, final answer wrong)",
+        f"- fixed {report.fixed} answers (Answer Agent wrong, its final answer right)",
+        f"- broke {report.broken} answers (Answer Agent right, its final answer wrong)",
+        *([f"- the fallback letter (no answer read from either agent) was right for {report.fallback_right} of "
+           f"{report.sources['fallback']}"] if report.sources["fallback"] else []),
         "- final answer from: " + ", ".join(f"{k} {v}" for k, v in sorted(report.sources.items())),
         "",
         "## Errors by kind",

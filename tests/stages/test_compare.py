@@ -23,13 +23,14 @@ def gold_letters(shape: list[int]) -> dict[str, str]:
     return {q: "A" for q in qids(shape)}
 
 
-def make_run(directory: Path, shape: list[int], wrong: set[str], trace: dict[str, str] | None = None,
-             record: dict | None = None) -> Path:
+def make_run(directory: Path, shape: list[int], wrong: set[str], trace: dict[str, str | None] | None = None,
+             record: dict | None = None, fallback: set[str] = frozenset()) -> Path:
     """A run folder whose final answer is gold (A) except on `wrong` (B); `trace` gives the
-    Answer Agent's letter per question."""
+    Answer Agent's letter per question, the final one the Evaluate Agent's but on `fallback`."""
     write_file(directory / "submission.jsonl", shape, {q: "B" if q in wrong else "A" for q in qids(shape)})
     if trace is not None:
         lines = [{"id": q, "status": "done", "final": "B" if q in wrong else "A",
+                  "source": "fallback" if q in fallback else "evaluate",
                   # the fields issue 13 adds (a model per sample, answer.models) are read past
                   "answer": {"letter": letter, "models": ["m1"], "samples": [{"letter": letter, "model": "m1"}]}}
                  for q, letter in trace.items()]
@@ -87,12 +88,13 @@ def test_a_handful_of_questions_is_not_significant(tmp_path: Path, fixed: int, b
 def test_agents_from_the_trace(tmp_path: Path) -> None:
     shape = [2, 2]  # p000#0 p000#1 p001#0 p001#1, gold all A
     gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
-    # final wrong on p001#1; the Answer Agent: wrong on p000#0 (fixed), right on p001#1 (broken)
-    trace = {"p000#0": "C", "p000#1": "A", "p001#0": "A", "p001#1": "A"}
-    a = make_run(tmp_path / "a", shape, {"p001#1"}, trace=trace)
+    # final wrong on p001#1; the Answer Agent: wrong on p000#0 (fixed), right on p001#1 (broken);
+    # on p000#1 no letter, the fallback's right: not the Evaluate Agent's fix
+    trace = {"p000#0": "C", "p000#1": None, "p001#0": "A", "p001#1": "A"}
+    a = make_run(tmp_path / "a", shape, {"p001#1"}, trace=trace, fallback={"p000#1"})
     b = make_run(tmp_path / "b", shape, set())  # no trace: no agent columns
     ra, rb = compare([a, b], gold=gold, out_dir=tmp_path / "out").runs
-    assert (ra.accuracy, ra.problem_accuracy, ra.answer_alone, ra.fixed, ra.broken) == (0.75, 0.5, 0.75, 1, 1)
+    assert (ra.accuracy, ra.problem_accuracy, ra.answer_alone, ra.fixed, ra.broken) == (0.75, 0.5, 0.5, 1, 1)
     assert (rb.accuracy, rb.answer_alone, rb.fixed) == (1.0, None, None)
 
 

@@ -103,6 +103,37 @@ def test_report_from_the_trace(tmp_path, cli):
     assert (tmp_path / "elsewhere" / "report.md").exists() and (tmp_path / "elsewhere" / "report.png").exists()
 
 
+# p0#0's gold is A: (the Answer Agent's letter, the final letter, whose it is) -> (fixed, broke, fallback right)
+WHOSE = [
+    pytest.param("B", "A", "evaluate", (1, 0, 0), id="evaluate-fixed"),
+    pytest.param("A", "B", "evaluate", (0, 1, 0), id="evaluate-broke"),
+    pytest.param(None, "A", "evaluate", (1, 0, 0), id="evaluate-read-what-answer-did-not-say"),
+    pytest.param(None, "A", "fallback", (0, 0, 1), id="fallback-right-is-not-the-evaluate-agent"),
+    pytest.param(None, "B", "fallback", (0, 0, 0), id="fallback-wrong"),
+    pytest.param("A", "A", "answer_fallback", (0, 0, 0), id="answer-letter-kept"),
+]
+
+
+@pytest.mark.parametrize("answer, final, source, counts", WHOSE)
+def test_only_the_evaluate_agents_own_letters_count_as_its_fixes(tmp_path, cli, answer, final, source, counts):
+    gold = write(tmp_path / "gold.jsonl", {"p0": "A"})
+    out = tmp_path / "run"
+    out.mkdir()
+    submission = write(out / "submission.jsonl", {"p0": final})
+    evaluate_latency = 1.0 if source == "evaluate" else None
+    record = _record("p0#0", answer, final, source=source, evaluate_latency=evaluate_latency)
+    (out / "trace.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    report = score(submission, gold).report
+    assert (report.fixed, report.broken, report.fallback_right) == counts
+    code, stdout, err = cli("score", submission, gold)
+    assert code == 0, err
+    assert f"Evaluate Agent fixed {counts[0]}, broke {counts[1]}" in stdout
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    said = f"the fallback letter (no answer read from either agent) was right for {counts[2]} of 1"
+    assert (f"fallback letter (no answer read) right {counts[2]} of 1" in stdout) == (source == "fallback")
+    assert (said in markdown) == (source == "fallback")
+
+
 def test_an_explicit_trace_must_exist(tmp_path):
     gold = write(tmp_path / "gold.jsonl", GOLD)
     with pytest.raises(UserError, match="--trace .*nope.jsonl: no such file"):
