@@ -18,8 +18,13 @@ def project_root() -> Path:
     directory up that holds recipes/pipeline.yaml, else the working directory."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).resolve()
+    return found_project() or Path.cwd().resolve()
+
+
+def found_project() -> Path | None:
+    """The nearest folder from the working directory up that holds recipes/pipeline.yaml."""
     cwd = Path.cwd().resolve()
-    return next((d for d in (cwd, *cwd.parents) if (d / "recipes" / "pipeline.yaml").is_file()), cwd)
+    return next((d for d in (cwd, *cwd.parents) if (d / "recipes" / "pipeline.yaml").is_file()), None)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.paths import HOME_ENV, display
+from orchestrator.core.common.paths import HOME_ENV, display, found_project
 
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
 MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
@@ -27,9 +27,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        home = "" if os.environ.get(HOME_ENV) else (
-            f" (no project found from {Path.cwd()} up: run from the project folder or set {HOME_ENV}=/path/to/project)")
-        raise UserError(f"{name}: no such recipe{home}") from None
+        raise UserError(f"{name}: no such recipe{_where_recipes_are(path)}") from None
     except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
         raise UserError(f"{name}: cannot read ({e})") from None
     try:
@@ -47,6 +45,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"{name}: a recipe is a mapping of keys, not a {type(data).__name__}")
     check_tree(data, name)
     return data
+
+
+def _where_recipes_are(missing: Path) -> str:
+    """The hint for a recipe not there: the recipes its folder holds, or that no project was found."""
+    if not os.environ.get(HOME_ENV) and found_project() is None:
+        return f" (no project found from {Path.cwd()} up: run from the project folder or set {HOME_ENV}=/path/to/project)"
+    try:
+        names = sorted(f.name for f in missing.parent.iterdir() if f.suffix in (".yaml", ".yml"))
+    except OSError:
+        return ""
+    return f" ({display(missing.parent)}/ holds {', '.join(names)})" if names else ""
 
 
 def check_tree(value: Any, where: str) -> None:

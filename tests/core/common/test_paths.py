@@ -162,3 +162,13 @@ def test_outside_a_project_the_error_names_orchestrator_home(cli, monkeypatch, t
     assert code == 2
     assert err == (f"Error: recipes/answer.yaml: no such recipe (no project found from {elsewhere.resolve()} up: "
                    "run from the project folder or set ORCHESTRATOR_HOME=/path/to/project)\n")
+
+
+def test_inside_a_project_a_missing_recipe_lists_its_folder(cli, project, monkeypatch) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_HOME")
+    monkeypatch.chdir(project)
+    code, _out, err = cli("check", "answer", "--recipe", "recipes/nosuch-answer.yaml")
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith("Error: recipes/nosuch-answer.yaml: no such recipe (recipes/ holds ")
+    assert "answer.yaml, " in line and "pipeline.yaml" in line and "no project found" not in line
