@@ -49,8 +49,9 @@ if ! pod image exists "$base"; then
     root="$cache/rootfs"
     if [ ! -e "$root/.debootstrap-done" ]; then
         rm -rf "$root"
-        mirror=$(sed -n 's/^URIs: *//p; s/^deb  *\(\[[^]]*\] *\)\{0,1\}\(http[^ ]*\) .*/\2/p' \
-            /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v security | head -1)
+        # either file may be missing (Debian 12 has only the .sources): a missing one is no error
+        mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+            sed -n 's/^URIs: *//p; s/^deb  *\(\[[^]]*\] *\)\{0,1\}\(http[^ ]*\) .*/\2/p' | grep -v security | head -1) || true
         echo "image-check: debootstrap bookworm from ${mirror:-http://deb.debian.org/debian} into $root"
         debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3 \
             bookworm "$root" "${mirror:-http://deb.debian.org/debian}" > "$cache/debootstrap.log" 2>&1 ||
