@@ -46,6 +46,10 @@ def test_sample_to_scored_submission(made_eval, tiny_project: Path, cli) -> None
     assert json.loads((eval_dir / "run.json").read_text())["inference"]["mode"] == "staged"
     accounted_for(eval_dir, read_dataset(made_eval.project / "datasets" / "val.jsonl").questions)
     assert (eval_dir / "report.md").exists() and (eval_dir / "report.png").stat().st_size > 0
+    # the tiny Evaluate model learnt its reply's form (`答案是：X`; at recipes/tiny-answer.yaml's
+    # former 5e-3 it stopped after `答案是` and every letter was the fallback's): the demo shows the agents
+    sources = {json.loads(line)["source"] for line in (eval_dir / "trace.jsonl").read_text().splitlines()}
+    assert sources == {"evaluate"}, sources
 
     # pipelined, here: both models served at once
     test = tiny_project / "datasets" / "sample" / "test.jsonl"

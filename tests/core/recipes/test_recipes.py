@@ -31,7 +31,7 @@ def test_extends_and_precedence(project: Path) -> None:
     recipe = loaded.recipe
     assert recipe.run_name == "tiny-evaluate"
     assert recipe.train["lora_rank"] == 32  # --set beats tiny-answer.yaml's 4
-    assert recipe.train["learning_rate"] == 5.0e-3 and recipe.train["lr_scheduler_type"] == "cosine"
+    assert recipe.train["learning_rate"] == 1.0e-2 and recipe.train["lr_scheduler_type"] == "cosine"
     assert "bf16" in recipe.train and recipe.train["bf16"] is None  # null removes the parent's key
     assert loaded.where("train.lora_rank") == "--set"
     assert loaded.where("train.lora_alpha") == "recipes/tiny-answer.yaml"
