@@ -3,7 +3,8 @@ call and written as a makefile fragment that the Makefile includes (.make/vars.m
 
 - the data and teacher of this make call and the files they name (make dependencies). The
   project remembers its data: a variable given to a make call (even empty) is kept in
-  .make/kept.json, and a later call that omits it takes the kept value, said in one line. A new
+  .make/kept.json, and a later call that omits it takes the kept value, said in one line (a
+  TRAIN, TEST or GOLD naming no file is used, and refused by its stage, but not kept). A new
   PIPELINE drops the kept data and teacher (that recipe names its own);
 - each role's recipe (RECIPE, ANSWER_RECIPE, EVALUATE_RECIPE) and the recipe files it is made of
   (it and every parent it extends: an edit of any makes its model stale), its run folder, its
@@ -35,6 +36,7 @@ from orchestrator.core.serving.inference_models import resolve_models
 SETTINGS = {"TRAIN": "data.train", "TEST": "data.test", "GOLD": "data.gold", "TEACHER_URL": "teacher.base_url",
             "TEACHER_MODEL": "teacher.model", "TEACHER_KEY_ENV": "teacher.api_key_env"}
 KEPT = ("PIPELINE", *SETTINGS, "LIMIT")
+DATA_FILES = ("TRAIN", "TEST", "GOLD")
 # given to every make call, never kept: the recipes, and where package and webui go
 CALL = ("RECIPE", "ANSWER_RECIPE", "EVALUATE_RECIPE", "OUT", "ROLE", "PORT")
 # .make/<name>: the values a stage reads, rewritten only when they change (make re-runs what reads them)
@@ -68,6 +70,7 @@ class MakeVars:
     dropped: list[str] = field(default_factory=list)  # kept values a new PIPELINE dropped
     cleared: list[str] = field(default_factory=list)  # kept values this call gave empty
     cleared_values: list[str] = field(default_factory=list)  # NAME=VALUE of those, as they were
+    unkept: list[str] = field(default_factory=list)  # NAME=VALUE given for a data file that is not there
     files: dict[str, list[str]] = field(default_factory=dict)  # make variable -> existing files
     infer_suffix: str = ""  # the infer folder's: "" for the shipped sample's test file, else -<its stem>
     prefix: str = ""  # of the run folders infer, eval and image: "tiny-" for RECIPE=tiny
@@ -86,6 +89,8 @@ class MakeVars:
         if self.cleared:
             out.append(f"make: {' '.join(n + '=' for n in self.cleared)} given: the recipe's own value from now on "
                        f"(it was {' '.join(self.cleared_values)})")
+        if self.unkept:
+            out.append(f"make: {' '.join(self.unkept)}: no such file, so not kept for the next make call")
         if self.from_last:
             shown = " ".join(f"{n}={self.values[n]}" for n in self.from_last)
             out.append(f"make: {shown} (from the last make call; give NAME=VALUE to change one, "
@@ -150,10 +155,13 @@ def values_in_force(given: dict[str, str], ignore_kept: bool = False) -> MakeVar
     if "PIPELINE" in given and given["PIPELINE"] != kept.get("PIPELINE", ""):
         result.dropped = [f"{n}={kept[n]}" for n in SETTINGS if kept.get(n) and n not in given]
         kept = {k: v for k, v in kept.items() if k not in SETTINGS}
-    now = {**kept, **given}
-    now = {k: v for k, v in now.items() if v}
-    if now != kept:
-        atomic_write_json(kept_path(), now)
+    now = {k: v for k, v in {**kept, **given}.items() if v}
+    # a data file that is not there: this call uses it (its stage's error names it), the next does not
+    unkept = [n for n in DATA_FILES if given.get(n) and not (project_root() / given[n]).is_file()]
+    stored = {k: v for k, v in {**kept, **{n: v for n, v in given.items() if n not in unkept}}.items() if v}
+    if stored != kept:
+        atomic_write_json(kept_path(), stored)
+    result.unkept = [f"{n}={given[n]}" for n in unkept]
     result.values = {n: now.get(n, "") for n in KEPT}
     result.from_last = [n for n in KEPT if n not in given and now.get(n)]
     result.cleared = [n for n in KEPT if n in given and not given[n] and kept.get(n)]

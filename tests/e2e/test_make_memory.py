@@ -56,6 +56,18 @@ def test_a_bare_call_keeps_the_data_of_the_last_one(project: Path) -> None:
     assert "--set" not in out and "orchestrator infer --out-dir runs/tiny-infer " in out  # the sample's folder
 
 
+def test_a_data_file_that_is_not_there_is_not_kept(project: Path) -> None:
+    own_project(project)
+    plan(project, "all", "RECIPE=tiny", "TRAIN=data/train.jsonl")
+    # a typo: this call names it (the distil's error will say so), the next call does not
+    out, err = plan(project, "all", "RECIPE=tiny", "TRAIN=data/trian.jsonl", "GOLD=data/gold.jsonl")
+    assert "make: TRAIN=data/trian.jsonl: no such file, so not kept for the next make call" in err
+    assert "--set data.train=data/trian.jsonl" in out
+    out, err = plan(project, "all", "RECIPE=tiny")
+    assert "make: TRAIN=data/train.jsonl GOLD=data/gold.jsonl (from the last make call;" in err
+    assert "trian" not in out + err
+
+
 def test_the_demo_reads_the_sample_and_keeps_the_project_data(project: Path) -> None:
     own_project(project)
     plan(project, "all", "RECIPE=tiny", *OWN)
