@@ -235,10 +235,9 @@ def _run_stats(run: Run, common: list[str], truth: dict[str, str] | None, seed: 
         letter = {q: run.trace[q].answer.letter for q in traced}
         stats.traced = len(traced)
         stats.answer_alone = sum(letter[q] == truth[q] for q in traced) / len(traced)
-        # the Evaluate Agent's own final letters only: a fallback letter is not its doing
-        evaluated = [q for q in traced if run.trace[q].source == "evaluate"]
-        stats.fixed = sum(right[q] and letter[q] != truth[q] for q in evaluated)
-        stats.broken = sum(letter[q] == truth[q] and not right[q] for q in evaluated)
+        effects = [run.trace[q].evaluate_effect(truth[q], run.answers[q]) for q in traced]
+        stats.fixed = sum(fixed for fixed, _ in effects)
+        stats.broken = sum(broke for _, broke in effects)
     return stats
 
 

@@ -125,10 +125,9 @@ def build_report(trace: Path, truth: dict[str, str], final: dict[str, str | None
         for label, letter in r.answer.by_model.items():
             report.model_correct[label] = report.model_correct.get(label, 0) + (letter == truth[qid])
             report.model_traced[label] = report.model_traced.get(label, 0) + 1
-        # only a final letter the Evaluate Agent gave is its doing; a fallback's is not
-        evaluated = r.source == "evaluate"
-        report.fixed += evaluated and final_right and not answer_right
-        report.broken += evaluated and answer_right and not final_right
+        fixed, broke = r.evaluate_effect(truth[qid], final[qid])
+        report.fixed += fixed
+        report.broken += broke
         report.fallback_right += r.source == "fallback" and final_right
         report.sources[r.source] += 1
         report.errors.update((e.kind, e.stage) for e in r.errors)

@@ -172,6 +172,14 @@ class TraceRecord(BaseModel):
         """The JSON line: every key, the problems with only theirs."""
         return {**self.model_dump(exclude={"errors"}), "errors": [e.line() for e in self.errors]}
 
+    def evaluate_effect(self, truth: str, final: str | None) -> tuple[bool, bool]:
+        """(fixed, broke) against the gold letter: the Evaluate Agent's own final letter right where
+        the Answer Agent's was wrong, or wrong where it was right; a fallback letter is neither."""
+        if self.source != "evaluate":
+            return False, False
+        answer_right, final_right = self.answer.letter == truth, final == truth
+        return final_right and not answer_right, answer_right and not final_right
+
 
 def read_trace(path: Path) -> dict[str, TraceRecord]:
     """question id -> its last trace record in `path` (a line that is not a record is skipped)."""
