@@ -117,7 +117,7 @@ def import_recipe(source: Path, role: str, base_recipe: str | None = None, out: 
     where = display(source)
     base = load_role(role, base_recipe or default_role_recipe(role))
     args = train_args(data, where) if kind == "save" else data
-    imported = to_recipe(args, where, base, source.parent.resolve())
+    imported = to_recipe(args, where, base, source.parent.resolve(), explicit=kind == "lf")
     if imported.errors:
         raise UserError(*imported.errors)
     out_path = Path(out) if out else _default_out(source, kind, role)

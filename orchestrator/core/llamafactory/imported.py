@@ -92,16 +92,22 @@ def _model(imported: Imported, value: str, recipe: RoleRecipe, source_dir: Path,
                           f"{recipe.role}` fetches it from modelscope, where its id may differ)")
 
 
-def to_recipe(args: dict[str, Any], where: str, base: Loaded[RoleRecipe], source_dir: Path) -> Imported:
-    """The recipe values that make `base` train what `args` trains; `where` names the file."""
+def to_recipe(args: dict[str, Any], where: str, base: Loaded[RoleRecipe], source_dir: Path,
+              *, explicit: bool = True) -> Imported:
+    """The recipe values that make `base` train what `args` trains; `where` names the file.
+    explicit: a key the file sets and the base does not render is kept even at LLaMA-Factory's
+    default (a hand-written file's `pref_beta: 0.1` says what it trains); else (what a page ran,
+    every knob listed) only values other than the default are."""
     recipe = base.recipe
     ours = flat(train_sections(recipe, role_paths(recipe)))  # what the base renders
     defaults = lf_defaults()
     known = known_arguments("train")
     imported = Imported()
 
-    def base_value(key: str) -> Any:
-        return ours[key] if key in ours else defaults.get(key)
+    def same_as_base(key: str, value: Any) -> bool:
+        if key in ours:
+            return same_value(key, value, ours[key])
+        return not explicit and same_value(key, value, defaults.get(key))
 
     for key, value in args.items():
         if value is None:
@@ -162,7 +168,7 @@ def to_recipe(args: dict[str, Any], where: str, base: Loaded[RoleRecipe], source
         elif key in ("eval_strategy", "eval_steps", "per_device_eval_batch_size") and recipe.dataset.val_size > 0 \
                 and same_value(key, value, ours.get(key)):
             continue
-        elif not same_value(key, value, base_value(key)):
+        elif not same_as_base(key, value):
             imported.put(f"train.{key}", value)
 
     owned = {"model_name_or_path", "template", "dataset", "eval_dataset", "dataset_dir", "output_dir", "deepspeed",
