@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.options import ROLE, echo_err
+from orchestrator.cli.options import ROLE, echo_err, recipe_option, role_recipe, set_option
 
 
 @click.group()
@@ -44,4 +44,35 @@ def import_(file: str, role: str, base: str | None, out: str | None, force: bool
         click.echo(f"adopted the page training's adapter as {result.adopted}")
 
 
-COMMANDS = [recipe]
+@click.command()
+@click.argument("role", type=ROLE)
+@recipe_option
+@set_option
+@click.option("--max-tokens", type=click.IntRange(1), default=512, show_default=True, help="Longest reply.")
+def chat(role: str, recipe: str | None, overrides: tuple[str, ...], max_tokens: int) -> None:
+    """Chat with the role's trained model in the terminal, served as infer serves it.
+
+    A competition line ({"problem": ..., "questions": [...]}) is asked in the training prompt;
+    any other line as it is. /quit or Ctrl-D ends.
+
+    \b
+    orchestrator chat answer --recipe recipes/tiny-answer.yaml
+    head -1 datasets/sample/test.jsonl | orchestrator chat answer
+    """
+    import sys
+
+    from orchestrator.stages.chat import chat as run_chat
+
+    def lines():
+        while True:
+            if sys.stdin.isatty():
+                click.echo("> ", nl=False)
+            line = sys.stdin.readline()
+            if not line:
+                return
+            yield line
+
+    run_chat(role_recipe(role, recipe, overrides), lines(), click.echo, max_tokens=max_tokens)
+
+
+COMMANDS = [recipe, chat]
