@@ -298,3 +298,18 @@ def test_llamaboard_round_trip(browser, tiny_project: Path, cli) -> None:
     code, out, err = cli("train", "answer", "--recipe", "recipes/page-trained-answer.yaml")
     assert code == 0, err
     assert out.startswith("up to date: "), out
+
+
+def test_webui_says_where_the_page_saves_and_how_it_comes_back(project: Path) -> None:
+    from orchestrator.stages.webui import llamaboard_values, where_the_page_saves
+
+    loaded = load_role("answer", "recipes/tiny-answer.yaml")
+    assert where_the_page_saves(loaded, project / "runs" / "tiny-answer" / "llamaboard") == [
+        "Save arguments writes runs/tiny-answer/llamaboard/llamaboard_config/<time>.yaml; `orchestrator recipe "
+        "import FILE --role answer --recipe recipes/tiny-answer.yaml` makes it a recipe",
+        "Start trains into runs/tiny-answer/llamaboard/saves/<model>/<method>/train_<time>/ (never "
+        "runs/tiny-answer/adapter); once finished, `orchestrator recipe import THAT_FOLDER/training_args.yaml "
+        "--role answer --recipe recipes/tiny-answer.yaml` makes it a recipe and adopts its adapter",
+    ]
+    values = llamaboard_values(loaded.recipe)
+    assert "train.output_dir" not in values and "output_dir" not in json.loads(values["train.extra_args"])
