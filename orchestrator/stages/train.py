@@ -24,7 +24,8 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
-from orchestrator.core.run_folders.trained import adapter_hash, base_identity, portable_hash, read_manifest, set_aside
+from orchestrator.core.run_folders.trained import adapter_hash, read_manifest, set_aside
+from orchestrator.core.run_folders.training_inputs import dataset_files as _dataset_files, training_inputs
 
 
 @dataclass
@@ -89,28 +90,6 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
         except ValueError:
             continue
     return rows
-
-
-def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
-    """The dataset files a role trains on, by dataset name."""
-    recipe = loaded.recipe
-    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
-    files = {name: datasets_dir() / f"{name}.json" for name in names}
-    files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
-    return files
-
-
-def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
-    """What decides whether a trained adapter is still current: the rendered train YAML (its
-    project and base model folders as placeholders), the content of every dataset file it trains
-    on, the base model by content. Timestamps and absolute paths do not count."""
-    files = _dataset_files(loaded)
-    base = model_path(loaded.recipe)
-    return {
-        "train_yaml": portable_hash(paths.train_yaml, base),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
-        "base_model": base_identity(base),
-    }
 
 
 def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
