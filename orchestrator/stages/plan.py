@@ -40,6 +40,7 @@ NEEDS = {
     "package": ["merge-answer", "merge-evaluate"], "check": ["base-answer", "base-evaluate"],
 }
 PROMPTS = ("templates/prompts/answer.j2", "templates/prompts/evaluate.j2", "templates/prompts/hint.j2")
+DATA_KEYS = ("data.train", "data.fixes", "data.extra_train")  # the training questions, as named
 # what each stage reads of a role recipe (its other keys change nothing it makes)
 DATASET_KEYS = ("role", "name", "dataset", "fewshot", "model.template")
 TRAIN_KEYS = ("role", "name", "model", "dataset", "train", "distributed")
@@ -141,6 +142,11 @@ def _model_input(call: Call, role: str) -> Inputs:
     return {f"model {relative(paths.merged)}": Input(value=merged_identity(paths) or "missing")}
 
 
+def base_name(recipe: RoleRecipe) -> str:
+    """The base model's folder as the recipe names it (relative to the project; a link not followed)."""
+    return Path(recipe.model.path or Path(recipe.model.models_dir) / recipe.model.source).as_posix()
+
+
 def _limit(call: Call, times: int = 1) -> list[str]:
     return ["--limit", str(call.limit * times)] if call.limit else []
 
@@ -177,7 +183,7 @@ def build(step: str, call: Call) -> list[Stage]:
     p = call.pipeline
     if step == "distill":
         def distill_inputs() -> Inputs:
-            return {**_values(p, ("teacher",)), **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
+            return {**_values(p, DATA_KEYS + ("teacher",)), **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
                     **dict(file_input(f) for f in PROMPTS), **_limit_input(call, 10)}
         return [Stage("distill", ["distill", "--recipe", call.pipeline_file, *_sets(call), *_limit(call, 10)],
                       distill_inputs)]
@@ -191,30 +197,29 @@ def build(step: str, call: Call) -> list[Stage]:
         paths = role_paths(recipe)
         if kind == "dataset":
             def dataset_inputs() -> Inputs:
-                return {**_values(loaded, DATASET_KEYS), **_values(p, ("teacher",)),
+                return {**_values(loaded, DATASET_KEYS), **_values(p, DATA_KEYS + ("teacher",)),
                         **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
                         **dict(file_input(f) for f in PROMPTS), "stage distill": _record_identity("distill")}
             return [Stage(f"dataset-{recipe.dataset_name}", ["dataset", role, "--recipe", file, "--pipeline",
                           call.pipeline_file, *_sets(call, role=True)], dataset_inputs,
                           outputs=[f"datasets/{recipe.dataset_name}.json"], after=["distill"])]
         if kind == "base":
-            base = model_path(recipe)
-            command = (["tiny-model", relative(base)] if _prefix(call) == "tiny-"
-                       else ["download", role, "--recipe", file])
-            ident = "base-" + relative(base).replace("/", "_")  # one stage for two roles of one base
-            return [Stage(ident, command, dict, outputs=[relative(base / "config.json")], present=True)]
+            base = base_name(recipe)
+            command = ["tiny-model", base] if _prefix(call) == "tiny-" else ["download", role, "--recipe", file]
+            ident = "base-" + base.replace("/", "_")  # one stage for two roles of one base
+            return [Stage(ident, command, dict, outputs=[f"{base}/config.json"], present=True)]
         if kind == "train":
             def train_inputs() -> Inputs:
                 sets = {recipe.dataset_name: f"datasets/{recipe.dataset_name}.json"}
                 if recipe.dataset.val_size > 0:
                     sets[recipe.eval_dataset_name] = f"datasets/{recipe.eval_dataset_name}.json"
                 sets.update({name: f for name, f in recipe.dataset.extra.items() if f})
-                base = model_path(recipe)
                 return {**_values(loaded, TRAIN_KEYS), **dict(file_input(f, "dataset") for f in sets.values()),
-                        f"model {relative(base)}": Input(value=folder_identity(base) or "missing", source="the base model")}
+                        f"model {base_name(recipe)}": Input(value=folder_identity(model_path(recipe)) or "missing",
+                                                            source="the base model")}
             return [Stage(f"train-{recipe.run_name}", ["train", role, "--recipe", file, *_sets(call, role=True, pipeline=False)], train_inputs,
                           outputs=[relative(paths.adapter)],
-                          after=[f"dataset-{recipe.dataset_name}", "base-" + relative(model_path(recipe)).replace("/", "_")])]
+                          after=[f"dataset-{recipe.dataset_name}", "base-" + base_name(recipe).replace("/", "_")])]
         def merge_inputs() -> Inputs:
             out = {**_values(loaded, MERGE_KEYS), f"model {relative(paths.adapter)}":
                    Input(value=adapter_identity(paths, role), source="the trained adapter")}
@@ -237,14 +242,15 @@ def build(step: str, call: Call) -> list[Stage]:
         out_dir = _infer_dir(call)
         return [Stage(f"infer-{Path(out_dir).name}", ["infer", "--out-dir", out_dir, "--recipe", call.pipeline_file,
                       *_sets(call, role=True), *_limit(call), *recipes],
-                      lambda: {**serving_inputs(), **_data_files(p.recipe.data, "test", "train"), **_limit_input(call)},
+                      lambda: {**serving_inputs(), **_values(p, ("data.test", "data.train")),
+                               **_data_files(p.recipe.data, "test", "train"), **_limit_input(call)},
                       outputs=[f"{out_dir}/submission.jsonl"], after=models)]
     if step == "score":
         out_dir = _infer_dir(call)
         return [Stage(f"score-{Path(out_dir).name}", ["score", f"{out_dir}/submission.jsonl", "--recipe",
                       call.pipeline_file, *_sets(call), "--out-dir", out_dir],
                       lambda: {**dict([file_input(f"{out_dir}/submission.jsonl", "infer")]),
-                               **_data_files(p.recipe.data, "gold")},
+                               **_values(p, ("data.gold",)), **_data_files(p.recipe.data, "gold")},
                       outputs=[f"{out_dir}/report.md"], after=[f"infer-{Path(out_dir).name}"])]
     if step == "eval":
         out_dir = f"runs/{_prefix(call)}eval"
