@@ -47,13 +47,9 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
         raise click.UsageError("name a target, e.g. `orchestrator run all RECIPE=tiny`")
     with ignoring() if ignore_state else nullcontext():
         settings, keep = resolve(given, ignore=ignore_state)
+        on_file = None if ignore_state else (settings_kept(state_path()) or {})
         for note in settings.notes():
             echo_err(f"[run] {note}")
-        if not ignore_state and keep != (settings_kept(state_path()) or {}):
-            if dry_run:
-                echo_err(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items()) or "nothing"))
-            else:
-                write_state(keep)
         import os
 
         origins = " ".join(f"{key}={name}" for name, key in SETTINGS.items() if name in settings.given)
@@ -63,6 +59,13 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
             with using(keep) if not ignore_state else nullcontext():
                 call = make_call(settings, overrides)
                 stages = plan(names, call)
+                # kept once the recipes load and the plan stands: a refused call keeps nothing
+                if on_file is not None and keep != on_file:
+                    if dry_run:
+                        echo_err(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items())
+                                                                     or "nothing"))
+                    else:
+                        write_state(keep)
                 running: set[str] = set()
                 for stage in stages:
                     decision = judge(stage, running if dry_run else set(), output_identity)
