@@ -1,4 +1,4 @@
-"""`orchestrator run TARGET... [NAME=VALUE...]`: the one planner (stages/plan.py): every stage the
+"""`orchestrator run TARGET... [NAME=VALUE...]`: the one planner (stages/run.py): every stage the
 targets need, in one process, each run only when its inputs changed by content, saying why."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
     from orchestrator.core.project.plan import finished, judge
     from orchestrator.core.project.state import SETTINGS, ignoring, resolve, state_path, using, write_state, SHOWN
     from orchestrator.core.recipes.overrides import MAKE_VARIABLES_ENV
-    from orchestrator.stages.plan import make_call, output_identity, plan
+    from orchestrator.stages.run import make_call, output_identity, plan
 
     names = [t for t in targets if "=" not in t]
     given = dict(t.partition("=")[::2] for t in targets if "=" in t)
