@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
@@ -47,27 +46,6 @@ def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]
         echo_err(f"Warning: {line}")
 
 
-@click.command("make-vars", hidden=True)
-@click.argument("given", nargs=-1, metavar="NAME=VALUE...")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The makefile fragment to write.")
-@click.option("--ignore-kept", is_flag=True, help="Neither read nor write the kept values (make demo).")
-@click.option("--models", is_flag=True, help="The make call builds or serves models: a role recipe must load.")
-@click.option("--eval-check", is_flag=True, help="The make call runs eval: stop where eval would refuse.")
-def make_vars(given, out, ignore_kept, models, eval_check) -> None:
-    """For the Makefile, once per make call: the variables given to it over those kept from the
-    last one, the data files they name, each role's recipe, the recipe files it extends, its run
-    folder, training set and served weights, as a fragment to include (OUT), every command
-    argument quoted for the shell; the kept values are said, and the Error lines where make stops."""
-    from orchestrator.stages.make_vars import make_vars as run_make_vars
-
-    pairs = dict(item.partition("=")[::2] for item in given)
-    result = run_make_vars(pairs, Path(out), ignore_kept, models=models, eval_check=eval_check)
-    for line in result.notes():
-        echo_err(line)
-    for line in result.errors:
-        echo_err(f"Error: {line}")
-
-
 @click.command()
 @click.argument("role", type=ROLE)
 @recipe_option
@@ -76,7 +54,7 @@ def weights(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Print what serving the role loads: `merged` or `adapter` (the base + the adapter).
 
     serve.weights decides; auto is `adapter` when the base's config.json declares a
-    quantization (LLaMA-Factory cannot merge into it): where `make answer-model` ends (make-vars asks the same).
+    quantization (LLaMA-Factory cannot merge into it): where `make answer-model` ends (the planner asks the same).
 
     \b
     orchestrator weights answer --recipe recipes/answer-32b-gptq.yaml
@@ -86,4 +64,4 @@ def weights(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(run_weights(role_recipe(role, recipe, overrides)))
 
 
-COMMANDS = [render, check, make_vars, weights]
+COMMANDS = [render, check, weights]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.cli.options import ROLE, recipe_option, both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests
+from orchestrator.cli.options import ROLE, recipe_option, both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests, kept_limit
 
 
 @click.group()
@@ -68,6 +68,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
     answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answer_models
                if m.recipe and (path := project_root() / m.recipe).is_file()]
+    limit = kept_limit(limit, "distill", times=10)
     summary = run_distill(pipeline=loaded, limit=limit, skip_invalid=skip_invalid,
                           answers=answers)
     click.echo(summary.table())

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.cli.options import both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests
+from orchestrator.cli.options import both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests, kept_limit
 
 
 @click.command()
@@ -64,7 +64,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     endpoint_recipe = load_role("answer", trained_from, role_sets) \
         if None in models.answers and trained_from.is_file() else None
     summary = run_infer(pipeline=models.pipeline, input_path=test, out_dir=out_dir, answers=models.answers,
-                        evaluate=models.evaluate, limit=limit, skip_invalid=skip_invalid,
+                        evaluate=models.evaluate, limit=kept_limit(limit, "infer"), skip_invalid=skip_invalid,
                         endpoint_recipe=endpoint_recipe)
     click.echo(summary.table())
     if summary.failed:
@@ -168,7 +168,7 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets,
                             answer_recipes=[answer_recipe] if answer_recipe else [], evaluate_recipe=evaluate_recipe,
                             trained=True)
-    result = evaluate(models, out_dir, check_only=check_only, limit=limit)
+    result = evaluate(models, out_dir, check_only=check_only, limit=None if check_only else kept_limit(limit, "eval"))
     if result.inferred is None or result.scored is None:
         click.echo(f"eval can run: the models hold out problems (dataset.val_size {result.val_size}, "
                    f"seed {result.seed})" + ("" if result.trained else "; once trained, their split is checked"))

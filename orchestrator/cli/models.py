@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, role_recipe
+from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, echo_err, role_recipe
 
 
 @click.command("tiny-model")
@@ -77,12 +77,15 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @click.argument("role", type=ROLE)
 @recipe_option
 @both_set_option("merge.export_device=cpu")
-def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--pipeline", type=click.Path(dir_okay=False),
+              help="Pipeline recipe whose data.train calibrates a quantized export (default: recipes/pipeline.yaml).")
+def merge(role: str, recipe: str | None, overrides: tuple[str, ...], pipeline: str | None) -> None:
     """Merge the trained adapter into the base model (runs/<name>/merged/); skipped when the
     role serves its adapter (serve.weights adapter, or auto on a quantized base).
 
     \b
     orchestrator merge answer
+    orchestrator merge answer --recipe recipes/answer-32b-gptq.yaml --pipeline recipes/my-pipeline.yaml
     """
     from orchestrator.core.recipes.loading import load_pipeline, load_role
     from orchestrator.core.recipes.overrides import route_overrides
@@ -90,8 +93,11 @@ def merge(role: str, recipe: str | None, overrides: tuple[str, ...]) -> None:
 
     role_sets, pipeline_sets = route_overrides(overrides)
     loaded = load_role(role, recipe, role_sets)
-    # a quantized export calibrates on the pipeline recipe's training questions
-    calibration = load_pipeline(None, pipeline_sets).recipe.data.train if needs_calibration(loaded) else None
+    calibration = None
+    if needs_calibration(loaded):  # a quantized export calibrates on the pipeline recipe's training questions
+        pipe = load_pipeline(pipeline, pipeline_sets)
+        calibration = pipe.data_file("data.train")
+        echo_err(f"[merge] calibration: {pipe.data_line('data.train')}")
     click.echo(run_merge(loaded, calibration_data=calibration))
 
 

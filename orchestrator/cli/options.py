@@ -81,3 +81,16 @@ def role_recipe(role: str, recipe: str | None, overrides: tuple[str, ...]) -> Lo
 
     role_sets, _ = route_overrides(overrides, pipeline=False)
     return load_role(role, recipe, role_sets)
+
+
+def kept_limit(limit: int | None, stage: str, times: int = 1) -> int | None:
+    """--limit, else LIMIT of the project state (times `times`: distill asks about 10×N), said."""
+    if limit is not None:
+        return limit
+    from orchestrator.core.project.state import kept_limit as kept
+
+    found = kept()
+    if found is None:
+        return None
+    echo_err(f"[{stage}] --limit {found[0] * times} (from {found[1]}{', times 10' if times == 10 else ''})")
+    return found[0] * times

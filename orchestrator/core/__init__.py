@@ -7,6 +7,7 @@ can form between them:
     data           the competition's data: its format, fixes, sources, prompts, few-shot
     run_folders    what runs/<name>/ holds: a role's paths, the trained manifest, the trace
     recipes        the typed recipes: schema, reading a file, `extends:` loading, `--set`
+    project        the project state (.orchestrator/state.yaml), identity by content, the plan's records
     common         the ground floor: errors, files, paths, processes, progress, the ledger
 
 Core never imports a stage, the CLI or click."""

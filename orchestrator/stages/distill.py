@@ -45,12 +45,6 @@ OTHER_TEACHER = ("or point at another teacher: teacher.base_url in your pipeline
                  "(with --teacher-model), or `make TEACHER_URL=URL TEACHER_MODEL=NAME TEACHER_KEY_ENV=VAR`")
 
 
-def done_path(limit: int | None = None) -> Path:
-    """Written when a run settled every question (all but teacher.max_failed): `make` takes
-    distillation as done; a run with --limit N writes .done-limit-N, for make's trials."""
-    return runs_dir() / "distill" / (".done" if limit is None else f".done-limit-{limit}")
-
-
 def errors_path() -> Path:
     return runs_dir() / "distill" / "errors.jsonl"
 
@@ -244,9 +238,6 @@ def _distill(
         atomic_write_jsonl(errors_path(), [r for qid, r in errors.records.items() if qid in failing])
     summary.failing = len(failing)
     summary.allowed = teacher.failures_allowed(len(questions))
-    done_path(limit).unlink(missing_ok=True)
-    if len(failing) <= summary.allowed:  # every question settled but those allowed: make's target is done
-        done_path(limit).touch()
     summary.seconds = time.monotonic() - started
     return summary
 

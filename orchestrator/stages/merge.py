@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
-from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash, mark_current
+from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash
 from orchestrator.core.common.ledger import stable_key
+from orchestrator.core.common.paths import project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import clean, say, worth_showing
 from orchestrator.core.data.competition import read_dataset
@@ -120,7 +121,7 @@ def _merge(
     if quantize:
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
-        questions = read_dataset(calibration_data).questions
+        questions = read_dataset(project_root() / calibration_data).questions  # (data.train: relative to the project)
         atomic_write_jsonl(paths.calibration, calibration_texts(questions, _quantize_setting(loaded, "maxlen")))
 
     # by content: the adapter's identity, merge.yaml with its folders as placeholders (a moved
@@ -133,7 +134,6 @@ def _merge(
         if _save_template(loaded, paths.merged):  # merged before its tokenizer got LF's template
             say(stage, f"{paths.merged}: its tokenizer now carries LLaMA-Factory's {loaded.recipe.model.template} "
                        "chat template, the prompt it was trained on")
-        mark_current(paths.merged / "config.json", [*loaded.files(), paths.merge_yaml, paths.adapter / ADAPTER_FILE])
         if echo:
             say(stage, f"up to date: {paths.merged} was merged from this training with the same merge.yaml")
         return paths.merged

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
-from orchestrator.core.common.files import atomic_write_json, file_hash, mark_current
+from orchestrator.core.common.files import atomic_write_json, file_hash
 from orchestrator.core.common.paths import datasets_dir, project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import bar, clean, say, worth_showing
@@ -201,8 +201,6 @@ def _train(
             atomic_write_json(paths.manifest, {**manifest, "inputs": inputs, "adapter_hash": adapter_hash(paths.adapter)})
             changed = []
         if not changed:
-            # make's timestamp only: the adapter's identity is its content (the manifest's adapter_hash)
-            mark_current(paths.adapter / ADAPTER_FILE, [*loaded.files(), paths.train_yaml, *_dataset_files(loaded).values()])
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
             return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)

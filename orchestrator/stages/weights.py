@@ -1,5 +1,5 @@
 """Stage: `weights`, what serving a role loads: `merged` or `adapter` (the base + the adapter).
-serve.weights decides; make learns the same from `make-vars`, to know where a model ends."""
+serve.weights decides; the planner (`orchestrator run`) asks the same, to know where a model ends."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`make answer-model RECIPE=tiny` for real; make's own rules skip what is up to date."""
+"""`make answer-model RECIPE=tiny` for real, through the planner (`orchestrator run`), which skips by content."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,41 +28,49 @@ def test_answer_model_then_nothing_to_do_then_stale_recipe(tiny_project: Path, m
     project = trained_copy(made_eval.project, tmp_path / "trained")
     assert (project / "runs/tiny-answer/merged/config.json").exists()
 
-    assert make(project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # up to date
+    assert "$ orchestrator" not in make(project, "-n", "answer-model", "RECIPE=tiny").stdout  # up to date
     again = make(project, "answer-model", "RECIPE=tiny")
-    assert again.returncode == 0 and "orchestrator" not in again.stdout  # trains nothing
+    assert again.returncode == 0 and "$ orchestrator" not in again.stdout  # trains nothing
 
     recipe = project / "recipes" / "tiny-answer.yaml"
     time.sleep(0.01)
     os.utime(recipe)  # saved again, unchanged, after the model was trained
     plan = make(project, "-n", "answer-model", "RECIPE=tiny").stdout
-    assert "orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan  # the timestamp: a check
-    assert "orchestrator distill" not in plan  # the teacher is not asked again
-    checked = make(project, "answer-model", "RECIPE=tiny")
-    assert checked.returncode == 0, checked.stderr[-3000:]
-    assert "up to date: " in checked.stdout and "launching" not in checked.stderr  # content decides: trains nothing
-    assert "llamafactory-cli export" not in checked.stderr  # nor merges
-    assert make(project, "-q", "answer-model", "RECIPE=tiny").returncode == 0  # and make sees it done
+    assert "$ orchestrator" not in plan and "[run] train-tiny-answer: up to date" in plan  # content decides
+    old = time.time() - 10**6
+    text = recipe.read_text()
+    recipe.write_text(text.replace("learning_rate: 1.0e-2", "learning_rate: 2.0e-3"))
+    os.utime(recipe, (old, old))  # changed, and dated before the adapter
+    plan = make(project, "-n", "answer-model", "RECIPE=tiny").stdout
+    assert "[run] train-tiny-answer: train.learning_rate 0.01 -> 0.002 (recipes/tiny-answer.yaml)" in plan
+    assert "$ orchestrator train answer --recipe recipes/tiny-answer.yaml" in plan
+    assert "$ orchestrator distill" not in plan  # the teacher is not asked again
 
 
 def test_a_data_file_in_a_folder_with_a_space_in_a_project_in_one(spaced_project: Path) -> None:
     """For real: distil and build the Answer set from TRAIN="my data/train 1.jsonl" in a project
-    whose folder holds a space and a quote; make then sees every file it depends on."""
+    whose folder holds a space and a quote (`orchestrator run dataset-answer`, one stage and what
+    it needs); the next call keeps TRAIN, and an edit of the file is seen by content."""
     train = spaced_project / "my data" / "train 1.jsonl"
     train.parent.mkdir()
     shutil.copy(spaced_project / "datasets/sample/train.jsonl", train)  # the sample's cached teacher replies
-    args = ("datasets/train_answer_instruct.json", "RECIPE=tiny")
 
-    done = make(spaced_project, *args, "TRAIN=my data/train 1.jsonl")
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(spaced_project / ".venv/bin/orchestrator"), "run", "dataset-answer", *args],
+                              cwd=spaced_project, capture_output=True, text=True, timeout=600)
+
+    done = run("RECIPE=tiny", "TRAIN=my data/train 1.jsonl")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[distill] data.train = my data/train 1.jsonl (from TRAIN)" in done.stderr
     assert (spaced_project / "datasets/train_answer_instruct.json").exists()
-    assert make(spaced_project, "-q", *args).returncode == 0  # the kept TRAIN, up to date
+    plan = run("--dry-run")
+    assert "$ orchestrator" not in plan.stdout  # the kept TRAIN, up to date
+    assert "TRAIN=my data/train 1.jsonl (kept in .orchestrator/state.yaml" in plan.stderr
 
-    later = time.time() + 10
-    os.utime(train, (later, later))  # the data file edited: distill again
-    plan = make(spaced_project, "-n", *args).stdout
-    assert "orchestrator distill --recipe recipes/tiny-pipeline.yaml --set 'data.train=my data/train 1.jsonl'" in plan
+    train.write_text(train.read_text() + "\n")  # the data file edited: distill again
+    plan = run("--dry-run")
+    assert "[run] distill: " in plan.stdout and "file my data/train 1.jsonl changed" in plan.stdout
+    assert "$ orchestrator distill --recipe recipes/tiny-pipeline.yaml" in plan.stdout
 
 
 def test_help_lists_every_target_and_variable(project: Path) -> None:
@@ -94,7 +103,7 @@ def test_eval_from_a_clean_runs_folder(made_eval) -> None:
     for role in ("answer", "evaluate"):  # the split each model was trained without
         manifest = json.loads((project / f"runs/tiny-{role}/manifest.json").read_text())
         assert manifest["data"]["dataset"]["split"]["val_problems"] == held
-    assert make(project, "-q", "eval", "RECIPE=tiny").returncode == 0  # up to date
+    assert "$ orchestrator" not in make(project, "-n", "eval", "RECIPE=tiny").stdout  # up to date
 
 
 # recipe edits that make `orchestrator eval` refuse; `make eval` must refuse before training
@@ -121,9 +130,8 @@ def test_eval_refuses_before_training(project: Path, variable: str, recipe: str 
 
     done = make(project, *(["-n"] if dry_run else []), "eval", variable, timeout=120)
     assert done.returncode != 0
-    assert error in done.stderr and "make eval stopped before training" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert "orchestrator" not in done.stdout  # nothing ran (or was planned): no distil, no training
+    assert error in done.stderr and "Traceback" not in done.stderr
+    assert "$ orchestrator" not in done.stdout  # nothing ran (or was planned): no distil, no training
     assert not (project / "runs").exists()
 
 

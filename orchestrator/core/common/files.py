@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +45,3 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 def file_hash(path: Path) -> str:
     """A short content hash: enough to tell that a file changed."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def mark_current(path: Path, inputs: Iterable[Path]) -> None:
-    """Touch `path` for make, which compares timestamps: now, or the newest of `inputs` where one
-    lies ahead of the clock (saved on another machine, or with a clock set ahead), so make sees
-    `path` current once a stage has checked it is."""
-    newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
-    stamp = max(time.time_ns(), newest)
-    os.utime(path, ns=(stamp, stamp))

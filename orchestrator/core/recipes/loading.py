@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.core.common.errors import UserError, did_you_mean
 from orchestrator.core.common.paths import display, project_root
+from orchestrator.core.common.progress import say
+from orchestrator.core.project.state import kept_recipe, kept_settings
 from orchestrator.core.recipes.overrides import (
     apply_override,
     from_command_line,
@@ -197,6 +199,9 @@ def load(
     path = Path(path)
     origin: dict[str, str] = {}
     data = _load_chain(path, origin)
+    if cls is PipelineRecipe:  # the project state, between the recipe and the command line
+        for key, (value, source) in kept_settings().items():
+            apply_override(data, key, value, origin, source=source)
     by_make = make_variables()
     for item in overrides:
         key, value = parse_override(item)
@@ -219,13 +224,29 @@ def default_role_recipe(role: str, variant: str | None = None) -> Path:
     return project_root() / "recipes" / (f"{variant}-{role}.yaml" if variant else f"{role}.yaml")
 
 
+_SAID: set[str] = set()  # what a process said of the kept recipes: once each
+
+
+def _kept_or(role: str | None, default: Path) -> Path:
+    """The recipe the project state names for `role` (None: the pipeline), said once; else `default`."""
+    kept = kept_recipe(role)
+    if kept is None:
+        return default
+    path, chosen = kept
+    line = f"{'pipeline' if role is None else role} recipe {display(path)} (from {chosen})"
+    if line not in _SAID:
+        _SAID.add(line)
+        say("recipes", line)
+    return path
+
+
 def load_role(
     role: str, recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
 ) -> Loaded[RoleRecipe]:
     """Load a role recipe and check it is for `role`."""
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}: choose answer or evaluate{did_you_mean(role, ROLES)}")
-    loaded = load(recipe or default_role_recipe(role), RoleRecipe, overrides)
+    loaded = load(recipe or _kept_or(role, default_role_recipe(role)), RoleRecipe, overrides)
     if loaded.recipe.role != role:
         raise UserError(
             f"{loaded.where('role')}: role is {loaded.recipe.role}, but this command is for the {role} model"
@@ -244,7 +265,7 @@ def command_for(loaded: Loaded[RoleRecipe], command: str) -> str:
 def load_pipeline(
     recipe: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
 ) -> Loaded[PipelineRecipe]:
-    return load(recipe or project_root() / "recipes" / "pipeline.yaml", PipelineRecipe, overrides)
+    return load(recipe or _kept_or(None, project_root() / "recipes" / "pipeline.yaml"), PipelineRecipe, overrides)
 
 
 # ---------------------------------------------------------------- the command line

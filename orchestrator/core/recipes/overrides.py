@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from orchestrator.core.common.errors import UserError, did_you_mean
+from orchestrator.core.project.state import from_state
 from orchestrator.core.recipes.reading import check_tree, shown
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 
@@ -47,7 +48,8 @@ def make_variables() -> dict[str, str]:
 
 
 def from_command_line(source: str) -> bool:
-    return source.startswith("--") or source in make_variables().values()
+    """A value the command line or the project state set (not a recipe file)."""
+    return source.startswith("--") or source in make_variables().values() or from_state(source)
 
 
 def mark_origin(value: Any, origin: dict[str, str], source: str, prefix: str) -> None:

@@ -111,3 +111,17 @@ def set_aside(paths: RolePaths) -> Path | None:
         paths.manifest.rename(previous / "manifest.json")
     shutil.rmtree(older, ignore_errors=True)
     return previous
+
+
+MERGED_RECORD = "orchestrator.json"  # what merge writes into runs/<name>/merged/
+
+
+def merged_identity(paths: RolePaths) -> str | None:
+    """The merged model's identity as merge recorded it (runs/<name>/merged/orchestrator.json);
+    None when there is no merged model, or its record is unreadable (merge then merges again)."""
+    try:
+        record = json.loads((paths.merged / MERGED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ident = record.get("identity") if isinstance(record, dict) else None
+    return ident if isinstance(ident, str) and (paths.merged / "config.json").is_file() else None

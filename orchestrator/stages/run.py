@@ -1,0 +1,314 @@
+"""Stage: `run`, the plan of `orchestrator run TARGET...`: the stages a target needs, in order, each an
+`orchestrator` command with its inputs by content (core/project/plan.py judges them).
+
+A target is a model (answer-model, evaluate-model), a pipeline target (infer, score, all, eval,
+package), one stage and what it needs (distill, dataset-answer, train-evaluate, merge-answer...),
+or a command that always runs (check, webui). The values of the call (RECIPE=tiny TRAIN=...) are
+resolved over the project state (core/project/state.py); each stage's command carries the recipes
+and the values this call gave, and reads the kept ones itself, as a hand-typed one does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.core.common.errors import UserError, did_you_mean
+from orchestrator.core.common.paths import project_root
+from orchestrator.core.data.heldout import check_before_training
+from orchestrator.core.llamafactory.quantization import served_weights
+from orchestrator.core.project.identity import Input, Inputs, file_input, flatten, folder_identity, file_identity
+from orchestrator.core.project.identity import relative, value_text
+from orchestrator.core.project.plan import Stage, read_record
+from orchestrator.core.project.state import SETTINGS, Settings
+from orchestrator.core.recipes.loading import Loaded, load_pipeline, load_role
+from orchestrator.core.recipes.overrides import route_overrides
+from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths
+from orchestrator.core.run_folders.trained import adapter_identity, merged_identity
+
+# target -> the steps it needs, each a step name that `_steps` expands with what it needs in turn
+TARGETS = {
+    "answer-model": ["model-answer"], "evaluate-model": ["model-evaluate"],
+    "infer": ["infer"], "score": ["score"], "all": ["score"], "eval": ["eval"], "package": ["package"],
+    "check": ["check"], "webui": ["webui"],
+    **{step: [step] for step in ("distill", *(f"{s}-{r}" for s in ("dataset", "base", "train", "merge") for r in ROLES))},
+}
+NEEDS = {
+    "dataset-{r}": ["distill"], "train-{r}": ["dataset-{r}", "base-{r}"], "merge-{r}": ["train-{r}"],
+    "infer": ["model-answer", "model-evaluate"], "score": ["infer"], "eval": ["model-answer", "model-evaluate"],
+    "package": ["merge-answer", "merge-evaluate"], "check": ["base-answer", "base-evaluate"],
+}
+PROMPTS = ("templates/prompts/answer.j2", "templates/prompts/evaluate.j2", "templates/prompts/hint.j2")
+DATA_KEYS = ("data.train", "data.fixes", "data.extra_train")  # the training questions, as named
+# what each stage reads of a role recipe (its other keys change nothing it makes)
+DATASET_KEYS = ("role", "name", "dataset", "fewshot", "model.template")
+TRAIN_KEYS = ("role", "name", "model", "dataset", "train", "distributed")
+MERGE_KEYS = ("name", "model", "merge", "serve.weights")
+SERVE_KEYS = ("name", "model", "serve", "fewshot")
+
+
+def _needs(step: str) -> list[str]:
+    for pattern, needed in NEEDS.items():
+        for role in ROLES:
+            if pattern.format(r=role) == step:
+                return [n.format(r=role) for n in needed]
+    return []
+
+
+@dataclass
+class Call:
+    """One call's recipes and values: what every stage's command is given."""
+
+    settings: Settings
+    pipeline: Loaded[PipelineRecipe]
+    pipeline_file: str
+    role_files: dict[str, str]
+    sets: list[str]  # pipeline --set items: the values this call gave (the kept ones each command reads itself)
+    role_sets: list[str] = field(default_factory=list)  # role recipe --set items of `run --set`
+    roles: dict[str, Loaded[RoleRecipe]] = field(default_factory=dict)
+
+    def role(self, role: str) -> Loaded[RoleRecipe]:
+        if role not in self.roles:
+            self.roles[role] = load_role(role, self.role_files[role], self.role_sets)
+        return self.roles[role]
+
+    @property
+    def limit(self) -> int | None:
+        value = self.settings.values["LIMIT"]
+        return int(value) if value else None
+
+
+def make_call(settings: Settings, overrides: tuple[str, ...] | list[str] = ()) -> Call:
+    """The call's recipes loaded: the pipeline recipe with the values given (--set, as every
+    command gets them), each role recipe when a stage first needs it."""
+    role_sets, pipeline_sets = route_overrides(tuple(overrides))
+    pipeline_file, _ = settings.pipeline()
+    sets = [f"{key}={settings.values[name]}" for name, key in SETTINGS.items()
+            if name in settings.given and settings.values[name]] + list(pipeline_sets)
+    roles = {role: settings.role_recipe(role)[0] for role in ROLES}
+    return Call(settings, load_pipeline(pipeline_file, sets), pipeline_file, roles, sets, list(role_sets))
+
+
+def output_identity(path: str) -> str | None:
+    """What a stage made, by content: an adapter by its manifest's hash, a merged model by its
+    record, a file by its bytes, another folder by its files."""
+    full = project_root() / path
+    if full.name == "adapter" and (full.parent / "manifest.json").is_file():
+        return adapter_identity(role_paths_of(full.parent), "answer") if (full / "adapter_model.safetensors").is_file() else None
+    if full.name == "merged" and full.is_dir():
+        return merged_identity(role_paths_of(full.parent))
+    return file_identity(full) if not full.is_dir() else folder_identity(full)
+
+
+def role_paths_of(run_dir: Path) -> RolePaths:
+    return RolePaths(run_dir)
+
+
+def _values(loaded: Loaded, keys: tuple[str, ...], prefix: str = "") -> Inputs:
+    """The recipe's values under `keys`, dotted, each with the file (or --set) it comes from."""
+    data = loaded.recipe.model_dump(mode="json")
+    out: Inputs = {}
+    for key in keys:
+        node = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        leaves = flatten(node, key + ".") if isinstance(node, dict) and node else {key: node}
+        for dotted, value in leaves.items():
+            out[f"{prefix}{dotted}"] = Input(value=value_text(value), source=loaded.where(dotted))
+    return out
+
+
+def _data_files(data: DataSection, *keys: str) -> Inputs:
+    out: Inputs = {}
+    files: dict[str, list[str | None]] = {"train": [data.train], "test": [data.test], "gold": [data.gold], "fixes": [data.fixes],
+             "extra_train": list(data.extra_train)}
+    for key in keys:
+        for file in files[key]:
+            if file:
+                name, item = file_input(file, f"data.{key}")
+                out[name] = item
+    return out
+
+
+def _model_input(call: Call, role: str) -> Inputs:
+    """A role's trained model as served: its adapter's or its merged model's identity."""
+    loaded = call.role(role)
+    paths = role_paths(loaded.recipe)
+    if served_weights(loaded.recipe) == "adapter":
+        return {f"model {relative(paths.adapter)}": Input(value=adapter_identity(paths, role))}
+    return {f"model {relative(paths.merged)}": Input(value=merged_identity(paths) or "missing")}
+
+
+def base_name(recipe: RoleRecipe) -> str:
+    """The base model's folder as the recipe names it (relative to the project; a link not followed)."""
+    return Path(recipe.model.path or Path(recipe.model.models_dir) / recipe.model.source).as_posix()
+
+
+def _limit(call: Call, times: int = 1) -> list[str]:
+    return ["--limit", str(call.limit * times)] if call.limit else []
+
+
+def _sets(call: Call, role: bool = False, pipeline: bool = True) -> list[str]:
+    """--set items for a command that reads the pipeline recipe, a role recipe, or both."""
+    items = (call.sets if pipeline else []) + (call.role_sets if role else [])
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _limit_input(call: Call, times: int = 1) -> Inputs:
+    return {"LIMIT": Input(value=str(call.limit * times) if call.limit else "none",
+                           source=call.settings.origin("LIMIT") if call.limit else "")}
+
+
+def _record_identity(stage: str) -> Input:
+    record = read_record(stage)
+    return Input(value=record.identity if record else "none", source=f"runs/.records/{stage}.json")
+
+
+def _prefix(call: Call) -> str:
+    return call.settings.prefix
+
+
+def _infer_dir(call: Call) -> str:
+    data = call.pipeline.recipe.data
+    if data.test == DataSection().test:
+        return f"runs/{_prefix(call)}infer"
+    return f"runs/{_prefix(call)}infer-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data.test).stem) or "test")
+
+
+def build(step: str, call: Call) -> list[Stage]:
+    """The stages of one step."""
+    p = call.pipeline
+    if step == "distill":
+        def distill_inputs() -> Inputs:
+            return {**_values(p, DATA_KEYS + ("teacher",)), **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
+                    **dict(file_input(f) for f in PROMPTS), **_limit_input(call, 10)}
+        return [Stage("distill", ["distill", "--recipe", call.pipeline_file, *_sets(call), *_limit(call, 10)],
+                      distill_inputs)]
+    kind, _, role = step.partition("-")
+    if kind == "model":
+        loaded = call.role(role)
+        return build(("train-" if served_weights(loaded.recipe) == "adapter" else "merge-") + role, call)
+    if kind in ("dataset", "base", "train", "merge"):
+        loaded = call.role(role)
+        recipe, file = loaded.recipe, call.role_files[role]
+        paths = role_paths(recipe)
+        if kind == "dataset":
+            def dataset_inputs() -> Inputs:
+                return {**_values(loaded, DATASET_KEYS), **_values(p, DATA_KEYS + ("teacher",)),
+                        **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
+                        **dict(file_input(f) for f in PROMPTS), "stage distill": _record_identity("distill")}
+            return [Stage(f"dataset-{recipe.dataset_name}", ["dataset", role, "--recipe", file, "--pipeline",
+                          call.pipeline_file, *_sets(call, role=True)], dataset_inputs,
+                          outputs=[f"datasets/{recipe.dataset_name}.json"], after=["distill"])]
+        if kind == "base":
+            base = base_name(recipe)
+            command = ["tiny-model", base] if _prefix(call) == "tiny-" else ["download", role, "--recipe", file]
+            ident = "base-" + base.replace("/", "_")  # one stage for two roles of one base
+            return [Stage(ident, command, dict, outputs=[f"{base}/config.json"], present=True)]
+        if kind == "train":
+            def train_inputs() -> Inputs:
+                sets = {recipe.dataset_name: f"datasets/{recipe.dataset_name}.json"}
+                if recipe.dataset.val_size > 0:
+                    sets[recipe.eval_dataset_name] = f"datasets/{recipe.eval_dataset_name}.json"
+                sets.update({name: f for name, f in recipe.dataset.extra.items() if f})
+                return {**_values(loaded, TRAIN_KEYS), **dict(file_input(f, "dataset") for f in sets.values()),
+                        f"model {base_name(recipe)}": Input(value=folder_identity(model_path(recipe)) or "missing",
+                                                            source="the base model")}
+            return [Stage(f"train-{recipe.run_name}", ["train", role, "--recipe", file, *_sets(call, role=True, pipeline=False)], train_inputs,
+                          outputs=[relative(paths.adapter)],
+                          after=[f"dataset-{recipe.dataset_name}", "base-" + base_name(recipe).replace("/", "_")])]
+        def merge_inputs() -> Inputs:
+            out = {**_values(loaded, MERGE_KEYS), f"model {relative(paths.adapter)}":
+                   Input(value=adapter_identity(paths, role), source="the trained adapter")}
+            if recipe.merge.get("export_quantization_bit"):  # calibrated on the call's training questions
+                out.update(_data_files(p.recipe.data, "train"))
+            return out
+        return [Stage(f"merge-{recipe.run_name}", ["merge", role, "--recipe", file, "--pipeline", call.pipeline_file,
+                      *_sets(call, role=True)], merge_inputs, outputs=[relative(paths.merged)], after=[f"train-{recipe.run_name}"])]
+    models = [f"{'train' if served_weights(call.role(r).recipe) == 'adapter' else 'merge'}-{call.role(r).recipe.run_name}"
+              for r in ROLES]
+
+    def serving_inputs() -> Inputs:
+        out = {**_values(p, ("inference",))}
+        for r in ROLES:
+            out.update(_model_input(call, r))
+            out.update(_values(call.role(r), SERVE_KEYS, prefix=f"{r}: "))
+        return out
+    recipes = ["--answer-recipe", call.role_files["answer"], "--evaluate-recipe", call.role_files["evaluate"]]
+    if step == "infer":
+        out_dir = _infer_dir(call)
+        return [Stage(f"infer-{Path(out_dir).name}", ["infer", "--out-dir", out_dir, "--recipe", call.pipeline_file,
+                      *_sets(call, role=True), *_limit(call), *recipes],
+                      lambda: {**serving_inputs(), **_values(p, ("data.test", "data.train")),
+                               **_data_files(p.recipe.data, "test", "train"), **_limit_input(call)},
+                      outputs=[f"{out_dir}/submission.jsonl"], after=models)]
+    if step == "score":
+        out_dir = _infer_dir(call)
+        return [Stage(f"score-{Path(out_dir).name}", ["score", f"{out_dir}/submission.jsonl", "--recipe",
+                      call.pipeline_file, *_sets(call), "--out-dir", out_dir],
+                      lambda: {**dict([file_input(f"{out_dir}/submission.jsonl", "infer")]),
+                               **_values(p, ("data.gold",)), **_data_files(p.recipe.data, "gold")},
+                      outputs=[f"{out_dir}/report.md"], after=[f"infer-{Path(out_dir).name}"])]
+    if step == "eval":
+        out_dir = f"runs/{_prefix(call)}eval"
+        return [Stage(f"eval-{Path(out_dir).name}", ["eval", "--out-dir", out_dir, "--recipe", call.pipeline_file,
+                      *_sets(call, role=True), *recipes, *_limit(call)],
+                      lambda: {**serving_inputs(), **dict([file_input("datasets/val.jsonl", "dataset")]),
+                               **_limit_input(call)},
+                      outputs=[f"{out_dir}/report.md"], after=models)]
+    if step == "package":
+        out = call.settings.values["OUT"] or f"runs/{_prefix(call)}image"
+        return [Stage(f"package-{Path(out).name}", ["package", "--out", out, "--recipe", call.pipeline_file,
+                      *_sets(call, role=True)], dict, always=True)]
+    if step == "check":
+        return [Stage(f"check-{r}", ["check", r, "--recipe", call.role_files[r], *_sets(call, role=True, pipeline=False)], dict, always=True) for r in ROLES]
+    if step == "webui":
+        role = call.settings.values["ROLE"] or "answer"
+        if role not in ROLES:
+            raise UserError(f"ROLE={role}: answer or evaluate")
+        port = call.settings.values["PORT"]
+        return [Stage("webui", ["webui", role, "--recipe", call.role_files[role], *(["--port", port] if port else []),
+                      *_sets(call, role=True, pipeline=False)],
+                      dict, always=True)]
+    raise UserError(f"{step}: not a target")
+
+
+def _steps(targets: list[str]) -> list[str]:
+    """Every step the targets need, each after what it needs, each once."""
+    order: list[str] = []
+
+    def visit(step: str) -> None:
+        if step in order:
+            return
+        for needed in _needs(step):
+            visit(needed)
+        if step.startswith("model-"):
+            visit("train-" + step[6:])  # (merge-<role> when it merges: build decides)
+        order.append(step)
+
+    for target in targets:
+        if target not in TARGETS:
+            raise UserError(f"{target}: not a target of `orchestrator run`; the targets are "
+                            f"{' '.join(TARGETS)}{did_you_mean(target, list(TARGETS))}")
+        for step in TARGETS[target]:
+            visit(step)
+    return order
+
+
+def plan(targets: list[str], call: Call) -> list[Stage]:
+    """The stages of the targets, in order, each once. `make eval` is refused here, before any
+    training, when eval would refuse the recipes."""
+    if "eval" in targets:
+        check_before_training([call.role(r) for r in ROLES])
+    stages: list[Stage] = []
+    for step in _steps(targets):
+        for stage in build(step, call):
+            if stage.id not in {s.id for s in stages}:
+                stages.append(stage)
+    return stages
+
+
+def trained(call: Call, role: str) -> bool:
+    return is_trained(role_paths(call.role(role).recipe))

@@ -1,0 +1,207 @@
+"""The planner (`orchestrator run`, stages/run.py over core/project/plan.py): what runs after each
+kind of change, and why. The stages' outputs are stand-ins written here (a file for a dataset, an
+adapter with its manifest, a merged model with its record): what is judged is the plan, by
+content, never by timestamps; the real stages run in tests/e2e (test_make.py, test_pipeline.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.project.plan import judge, finished, record_path
+from orchestrator.core.project.state import resolve, write_state
+from orchestrator.stages.run import make_call, output_identity, plan
+
+ALL = ["distill", "dataset-train_answer_instruct", "base-models_tiny-qwen2", "train-tiny-answer", "merge-tiny-answer",
+       "dataset-train_evaluate_instruct", "train-tiny-evaluate", "merge-tiny-evaluate", "infer-tiny-infer",
+       "score-tiny-infer"]
+
+
+def stand_in(project: Path, output: str) -> None:
+    """What a stage would have made at `output`, by content."""
+    path = project / output
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name == "adapter":
+        path.mkdir(exist_ok=True)
+        (path / "adapter_model.safetensors").write_bytes(os.urandom(8))
+        (path.parent / "manifest.json").write_text(json.dumps({"adapter_hash": os.urandom(4).hex()}))
+    elif path.name == "merged":
+        path.mkdir(exist_ok=True)
+        (path / "config.json").write_text("{}")
+        (path / "orchestrator.json").write_text(json.dumps({"identity": os.urandom(4).hex()}))
+    else:
+        path.write_text(os.urandom(4).hex())
+
+
+def decide(*given: str) -> dict[str, list[str]]:
+    """stage id -> its reasons (empty: up to date), as a dry run judges them."""
+    settings, _ = resolve(dict(g.split("=", 1) for g in given))
+    running: set[str] = set()
+    out = {}
+    for stage in plan(["all"], make_call(settings)):
+        decision = judge(stage, running, output_identity)
+        if decision.runs:
+            running.add(stage.id)
+        out[stage.id] = decision.reasons if decision.runs else []
+    return out
+
+
+def settle(*given: str) -> None:
+    """Every stage of `make all` run (its outputs stood in for) and recorded, in order."""
+    from orchestrator.core.common.paths import project_root
+
+    settings, keep = resolve(dict(g.split("=", 1) for g in given))
+    write_state(keep)
+    for stage in plan(["all"], make_call(settings)):
+        decision = judge(stage, set(), output_identity)
+        if decision.runs:
+            for output in stage.outputs:
+                stand_in(project_root(), output)
+            if not stage.present:
+                finished(decision, output_identity)
+
+
+def age(project: Path) -> None:
+    """Every file of the project dated alike, long ago."""
+    for path in project.rglob("*"):
+        if path.is_file() and ".venv" not in path.parts:
+            os.utime(path, (1e9, 1e9))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, path
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_the_plan_of_all_in_order(project: Path) -> None:
+    assert list(decide("RECIPE=tiny")) == ALL
+
+
+# (what is changed, the stages that then run, a reason each names)
+CHANGES = [
+    pytest.param(lambda p: edit(p / "recipes/tiny-answer.yaml", "learning_rate: 1.0e-2", "learning_rate: 2.0e-3"),
+                 {"train-tiny-answer", "train-tiny-evaluate"},  # the Evaluate recipe extends the Answer one
+                 "train.learning_rate 0.01 -> 0.002 (recipes/tiny-answer.yaml)", id="content-changed-old-timestamps"),
+    pytest.param(lambda p: None, set(), None, id="timestamps-changed-same-content"),
+    pytest.param(lambda p: edit(p / "recipes/answer.yaml", "lora_dropout: 0.05", "lora_dropout: 0.1"),
+                 {"train-tiny-answer", "train-tiny-evaluate"},
+                 "train.lora_dropout 0.05 -> 0.1 (recipes/answer.yaml)", id="an-extends-parent-edited"),
+    pytest.param(lambda p: edit(p / "recipes/tiny-evaluate.yaml", "role: evaluate", "role: evaluate\nserve:\n  port: 8123"),
+                 set(), None, id="a-key-no-planned-stage-reads"),
+    pytest.param(lambda p: (p / "datasets/sample/train.jsonl").write_text(
+                     (p / "datasets/sample/train.jsonl").read_text().replace("A", "B", 1)),
+                 {"distill", "dataset-train_answer_instruct", "dataset-train_evaluate_instruct",
+                  "infer-tiny-infer"},  # (infer's fallback letter: the training file's most frequent gold)
+                 "file datasets/sample/train.jsonl changed", id="a-data-file-edited"),
+    pytest.param(lambda p: (p / "datasets/sample/test_gold.jsonl").write_text(
+                     (p / "datasets/sample/test_gold.jsonl").read_text() + "\n"),
+                 {"score-tiny-infer"}, "file datasets/sample/test_gold.jsonl changed", id="the-gold-file-edited"),
+]
+
+
+@pytest.mark.parametrize("change, runs, reason", CHANGES)
+def test_what_runs_after_a_change(project: Path, change, runs: set[str], reason: str | None) -> None:
+    settle("RECIPE=tiny")
+    age(project)
+    assert not any(decide().values())  # settled: the kept RECIPE, nothing to do
+    change(project)
+    for path in project.rglob("*"):
+        if path.is_file():
+            os.utime(path, (time.time(), time.time()))  # every file touched: timestamps decide nothing
+    reasons = decide()
+    first = {stage for stage, why in reasons.items() if why and not all(w.startswith("after ") for w in why)}
+    assert first == runs
+    if reason:
+        assert all(any(reason in why for why in reasons[stage]) for stage in runs), reasons
+    downstream = {stage for stage, why in reasons.items() if why} - first
+    assert all(reasons[s][0].startswith("after ") for s in downstream)  # a dry run says why the rest follows
+
+
+def test_a_kept_value_is_an_input_named_with_where_it_is_kept(project: Path) -> None:
+    settle("RECIPE=tiny")
+    (project / "data").mkdir()
+    (project / "data/train.jsonl").write_text((project / "datasets/sample/train.jsonl").read_text())
+    write_state({"RECIPE": "tiny", "TRAIN": "data/train.jsonl"})  # a person's edit of the state
+    reasons = decide()
+    assert ("data.train \"datasets/sample/train.jsonl\" -> \"data/train.jsonl\" (TRAIN in .orchestrator/state.yaml)"
+            in reasons["distill"])
+    assert not reasons["train-tiny-answer"][0].startswith("data.train")  # (after the dataset, whose output it reads)
+
+
+def test_an_interrupted_stage_runs_again_and_what_follows_it(project: Path) -> None:
+    settle("RECIPE=tiny")
+    record_path("train-tiny-evaluate").unlink()  # it started, and never finished
+    reasons = decide()
+    assert reasons["train-tiny-evaluate"] == ["no record of a finished run (never run, or interrupted: it resumes)"]
+    assert reasons["merge-tiny-evaluate"] == ["after train-tiny-evaluate, whose output it reads"]
+    assert not reasons["train-tiny-answer"] and not reasons["distill"]
+
+
+def test_an_output_changed_by_a_hand_run_command_is_said(project: Path) -> None:
+    settle("RECIPE=tiny")
+    stand_in(project, "runs/tiny-answer/adapter")  # `orchestrator train answer --set ...` typed by hand
+    assert decide()["train-tiny-answer"] == [
+        "runs/tiny-answer/adapter was changed by another command since this stage made it"]
+
+
+def test_a_dry_run_writes_nothing(project: Path, cli) -> None:
+    before = sorted(p.relative_to(project).as_posix() for p in project.rglob("*"))
+    code, out, err = cli("run", "all", "RECIPE=tiny", "TRAIN=datasets/sample/train.jsonl", "LIMIT=3", "--dry-run")
+    assert code == 0, err
+    assert "$ orchestrator distill --recipe recipes/tiny-pipeline.yaml --set data.train=datasets/sample/train.jsonl " \
+           "--limit 30" in out
+    assert "[run] would keep in .orchestrator/state.yaml: RECIPE=tiny TRAIN=datasets/sample/train.jsonl LIMIT=3" in err
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*")) == before
+
+
+def test_the_next_call_and_a_hand_typed_command_read_the_kept_values(project: Path, cli) -> None:
+    (project / "data").mkdir()
+    (project / "data/train.jsonl").write_text((project / "datasets/sample/train.jsonl").read_text())
+    settle("RECIPE=tiny", "TRAIN=data/train.jsonl", "LIMIT=3")
+    code, out, err = cli("run", "all", "--dry-run")
+    assert code == 0, err
+    assert "RECIPE=tiny TRAIN=data/train.jsonl LIMIT=3 (kept in .orchestrator/state.yaml" in err
+    assert "[run] train-tiny-answer: up to date" in out  # the kept recipe set and data: nothing to do
+    code, out, err = cli("render", "answer")  # typed by hand: the kept recipe set
+    assert code == 0, err
+    assert "[recipes] answer recipe recipes/tiny-answer.yaml (from RECIPE in .orchestrator/state.yaml)" in err
+
+
+# given -> (a line the planner prints to stderr)
+NOTES = [
+    (("TRAIN=",), "TRAIN= given: the recipe's own value from now on (it was TRAIN=data/train.jsonl)"),
+    (("TRAIN=data/trian.jsonl",), "TRAIN=data/trian.jsonl: no such file, so not kept for the next call"),
+    (("PIPELINE=recipes/tiny-pipeline.yaml",),
+     "PIPELINE=recipes/tiny-pipeline.yaml names its own data and teacher: TRAIN=data/train.jsonl kept before no longer apply"),
+]
+
+
+@pytest.mark.parametrize("given, note", NOTES, ids=["cleared", "no-such-file", "new-pipeline"])
+def test_what_a_call_keeps(project: Path, cli, given: tuple[str, ...], note: str) -> None:
+    (project / "data").mkdir()
+    (project / "data/train.jsonl").write_text((project / "datasets/sample/train.jsonl").read_text())
+    write_state({"RECIPE": "tiny", "TRAIN": "data/train.jsonl"})
+    code, out, err = cli("run", "distill", *given)
+    assert f"[run] {note}" in err
+    text = (project / ".orchestrator/state.yaml").read_text()
+    assert ("TRAIN: data/train.jsonl" in text) is (given == ("TRAIN=data/trian.jsonl",))
+
+
+ERRORS = [
+    (("all", "TRAINN=x"), "Error: TRAINN: not a setting; the settings are RECIPE"),
+    (("al",), "Error: al: not a target of `orchestrator run`; the targets are answer-model"),
+    (("all", "LIMIT=x"), "Error: LIMIT=x: a number of problems such as 3 (LIMIT= for all of them)"),
+    (("all", "RECIPE=tiny", "ANSWER_RECIPE=recipes/nope.yaml"), "Error: recipes/nope.yaml"),
+]
+
+
+@pytest.mark.parametrize("args, error", ERRORS, ids=["setting", "target", "limit", "recipe"])
+def test_bad_input_is_one_error_line_and_nothing_kept(project: Path, cli, args: tuple[str, ...], error: str) -> None:
+    code, out, err = cli("run", *args)
+    assert code != 0 and error in err and "Traceback" not in err
+    assert not (project / ".orchestrator").exists()  # nothing kept of a refused call
