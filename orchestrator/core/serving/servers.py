@@ -31,7 +31,7 @@ from orchestrator.core.common.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.ledger import text_hash
 from orchestrator.core.common.paths import display
-from orchestrator.core.common.process import Server, check_host, require_free_port
+from orchestrator.core.common.process import Server, check_host, require_free_port, url_host
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
@@ -181,12 +181,6 @@ def _api_key(env_name: str | None) -> str | None:
     return key
 
 
-def _connect_host(host: str) -> str:
-    """Where a client on this machine reaches a server bound to `host`."""
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"[{host}]" if ":" in host else host
-
-
 def _startup(recipe_s: float, limit: float | None) -> float:
     """serve.startup_timeout, cut to `limit` (what is left of a deadline) when given."""
     return recipe_s if limit is None else max(0.0, min(recipe_s, limit))
@@ -222,7 +216,7 @@ def served(
         # (core/llamafactory/cpu_ddp/sitecustomize.py)
         **no_gpu_env(quantized=quantized_anywhere(recipe)),
     }
-    base = f"http://{_connect_host(host)}:{port}/v1"
+    base = f"http://{url_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"
     log = paths.run_dir / "serve.log"
     what = (f"{paths.adapter} on the base {model_path(recipe)}" if served_weights(recipe) == "adapter"
@@ -368,7 +362,7 @@ def served_adapters(
     check_host(host, stage, guarded=key is not None, how=KEY_HOW)
     require_free_port(host, port, stage)
     cmd = vllm_lora_command(loadeds, host, port)
-    base = f"http://{_connect_host(host)}:{port}/v1"
+    base = f"http://{url_host(host)}:{port}/v1"
     paths = role_paths(loadeds[0].recipe)
     log = paths.run_dir / "serve-lora.log"
     say(stage, f"loading {len(loadeds)} adapters that share the base {cmd[2]} in one vLLM server on "
