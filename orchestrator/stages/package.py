@@ -50,7 +50,7 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.serving.memory import ConfigError, ServerEstimate, budget_problem, peak_gb, server_estimate
-from orchestrator.core.serving.servers import check_adapters, lora_group_key, one_server
+from orchestrator.core.serving.grouping import plan_servers
 
 MANIFEST_HEADER = "# orchestrator package:"
 VLLM_DEFAULT_MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen when serve.args does not set it
@@ -112,26 +112,11 @@ def _size(n: int) -> str:
 
 
 def image_servers(answers: list[Loaded[RoleRecipe]], evaluate: Loaded[RoleRecipe]) -> list[ImageServer]:
-    """The servers `orchestrator infer` starts for these recipes, as it groups them: every model
-    an adapter of one base with serve.infer_backend vllm: one server; else Answer adapters of one
-    base on vLLM share one server, and every other model is served as serve.weights says (its
-    merged model, or its base with the adapter on top).
-    Refuses a model that is not trained, merged or downloaded yet."""
+    """The servers `orchestrator infer` starts for these recipes, as it groups them
+    (core/serving/grouping.py). Refuses a model that is not trained, merged or downloaded yet."""
     every = [*answers, evaluate]
-    if one_server([x.recipe for x in every]):  # every model an adapter of one base: one vLLM server
-        check_adapters(every)
-        return [_base_server(every)]
-    groups: dict[Any, list[Loaded[RoleRecipe]]] = {}
-    for loaded in answers:
-        groups.setdefault(lora_group_key(loaded.recipe) or id(loaded), []).append(loaded)
-    servers = []
-    for group in groups.values():
-        if len(group) > 1:
-            check_adapters(group)
-            servers.append(_base_server(group))
-        else:
-            servers.append(_single(group[0]))
-    servers.append(_single(evaluate))
+    servers = [_base_server([every[i] for i in s.members]) if s.lora else _single(every[s.members[0]])
+               for s in plan_servers(answers, evaluate).servers]
     for s in servers:
         if not (s.model / "config.json").exists():
             raise UserError(f"no base model in {s.model} to serve the adapter of {s.name} on: "

@@ -10,7 +10,7 @@ where LLaMA-Factory reads them, so the key is never written to a file.
 Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
 vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
 each request naming its adapter; so are all the models of an infer run (Answer and Evaluate)
-when every one is served as an adapter of the same base (see `one_server`).
+when every one is served as an adapter of the same base (core/serving/grouping.py decides).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.trained import adapter_identity, previous_dir
+from orchestrator.core.serving.grouping import check_adapters
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -279,42 +280,12 @@ def adapter_version(recipe: RoleRecipe) -> str:
     return adapter_identity(role_paths(recipe), recipe.role)
 
 
-def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
-    """What adapters must share to be served by one vLLM server (None: not served by vLLM): the
-    base, and the chat template they were trained with (model.template, train.default_system...)."""
-    if recipe.serve.infer_backend != "vllm":
-        return None
-    return str(model_path(recipe)), json.dumps(template_args(recipe), sort_keys=True)
-
-
-def one_server(recipes: list[RoleRecipe]) -> bool:
-    """Whether one vLLM server can serve all these role recipes (every model of an infer run):
-    each serves its adapter (serve.weights) on the same base with serve.infer_backend vllm."""
-    keys = {lora_group_key(recipe) for recipe in recipes}
-    return len(keys) == 1 and None not in keys and all(served_weights(r) == "adapter" for r in recipes)
-
-
 def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
     config = paths.adapter / "adapter_config.json"
     try:
         return int(json.loads(config.read_text(encoding="utf-8"))["r"])
     except (OSError, ValueError, KeyError, TypeError):
         return int(loaded.recipe.train.get("lora_rank") or 8)
-
-
-def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
-    """Refuse adapters that are not trained yet, or that do not share one base model."""
-    problems = []
-    keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
-    if len(keys) != 1 or None in keys:
-        problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
-                        "model.path (or model.source), model.template and train.default_system: " + ", ".join(display(x.path) for x in loadeds))
-    for loaded in loadeds:
-        paths = role_paths(loaded.recipe)
-        if not (paths.adapter / "adapter_config.json").exists():
-            problems.append(f"{paths.adapter} has no trained adapter: run `{command_for(loaded, 'train')}` first")
-    if problems:
-        raise UserError(*problems)
 
 
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:

@@ -100,8 +100,8 @@ def _infer(
     evaluate_agent = make_agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                                 api_key_env=inf.api_key_env, loaded=evaluate)
     agents = [*answer_agents, evaluate_agent]
-    shared = share_servers(answer_agents, evaluate_agent)
-    mode = "pipelined on one vLLM server" if shared else inf.mode
+    plan = share_servers(answer_agents, evaluate_agent)
+    mode = "pipelined on one vLLM server" if plan.everyone else inf.mode
     several = len(answer_agents) > 1
     for line in pipeline.overridden_lines() + [f"{a.label if several and a.role == 'answer' else a.role}: {line}"
                                               for a in agents
@@ -131,7 +131,7 @@ def _infer(
         say("infer", pipeline.data_line("data.train"))
     fallback = fallback_letter(pipeline.recipe)
 
-    run = Scheduler(out, questions, inf, answer_agents, evaluate_agent, shots, one_server=shared, deadline=deadline)
+    run = Scheduler(out, questions, inf, answer_agents, evaluate_agent, shots, plan=plan, deadline=deadline)
     writing = threading.Lock()  # the deadline's write and the last one
     last_written = threading.Event()
 
