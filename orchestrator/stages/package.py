@@ -45,6 +45,7 @@ from orchestrator.core.common.paths import SOURCE_ROOT, cache_dir, display
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.data.fallback import fallback_letter
+from orchestrator.core.llamafactory.parser import argument_default
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
@@ -53,7 +54,6 @@ from orchestrator.core.serving.memory import ConfigError, ServerEstimate, budget
 from orchestrator.core.serving.grouping import plan_servers
 
 MANIFEST_HEADER = "# orchestrator package:"
-VLLM_DEFAULT_MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen when serve.args does not set it
 # Provided by the base image (or pinned by vllm): a CPU build pinned here would replace them.
 TORCH_STACK = re.compile(r"(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-.+)")
 SOURCE_FILES = ("pyproject.toml", "README.md")  # besides orchestrator/: what the wheel is built from
@@ -143,7 +143,13 @@ def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
     return ImageServer(loaded.recipe.run_name, paths.merged, (loaded,))
 
 
-VLLM_GPU_UTIL = {"api": 0.7, "serve": 0.9}  # the defaults of LLaMA-Factory's vllm_gpu_util and of `vllm serve`
+VLLM_SERVE_GPU_UTIL = 0.9  # `vllm serve`'s own --gpu-memory-utilization
+
+
+def _serve_arg(recipe: RoleRecipe, name: str) -> Any:
+    """serve.args.NAME, else LLaMA-Factory's own default for it."""
+    given = recipe.serve.args.get(name)
+    return given if given is not None else argument_default(name)
 
 
 def _gpu_util(s: ImageServer) -> float | None:
@@ -151,8 +157,9 @@ def _gpu_util(s: ImageServer) -> float | None:
     recipe = s.recipes[0].recipe
     if recipe.serve.infer_backend != "vllm":
         return None
-    given = recipe.serve.args.get("vllm_gpu_util")
-    return float(given) if given is not None else VLLM_GPU_UTIL["serve" if len(s.adapters) > 1 else "api"]
+    if len(s.adapters) > 1 and recipe.serve.args.get("vllm_gpu_util") is None:
+        return VLLM_SERVE_GPU_UTIL
+    return float(_serve_arg(recipe, "vllm_gpu_util"))
 
 
 def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
@@ -166,7 +173,7 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
             config = json.loads(config_path.read_text(encoding="utf-8"))
             if not isinstance(config, dict):
                 raise ConfigError("is not a JSON object")
-            max_len = int(recipe.serve.args.get("vllm_maxlen") or VLLM_DEFAULT_MAXLEN)
+            max_len = int(_serve_arg(recipe, "vllm_maxlen"))
             sequences = pipeline.inference.concurrency
             if recipe.serve.infer_backend == "huggingface":
                 sequences = min(sequences, recipe.serve.max_concurrent)

@@ -35,7 +35,7 @@ from orchestrator.core.common.process import Server, check_host, require_free_po
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
-from orchestrator.core.llamafactory.configs import flat
+from orchestrator.core.llamafactory.configs import finetuning_type, flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
 from orchestrator.core.llamafactory.parser import Accepted, blame, import_parser, known_arguments, parse_args
 from orchestrator.core.llamafactory.quantization import config_quantization, quantized_anywhere, served_weights
@@ -82,7 +82,7 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
     if served_weights(recipe) == "adapter":
         weights = {"model_name_or_path": str(model_path(recipe)), "adapter_name_or_path": str(paths.adapter),
-                   "finetuning_type": recipe.train.get("finetuning_type") or "lora",
+                   **finetuning_type(recipe),
                    **qlora_load(recipe)}
     else:
         weights = {"model_name_or_path": str(paths.merged)}
@@ -281,11 +281,13 @@ def adapter_version(recipe: RoleRecipe) -> str:
 
 
 def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
+    """The rank the adapter was trained with, as peft recorded it (check_adapters found the file)."""
     config = paths.adapter / "adapter_config.json"
     try:
         return int(json.loads(config.read_text(encoding="utf-8"))["r"])
     except (OSError, ValueError, KeyError, TypeError):
-        return int(loaded.recipe.train.get("lora_rank") or 8)
+        raise UserError(f"{config}: no LoRA rank `r` in it (is it peft's?); train the adapter again with "
+                        f"`{command_for(loaded, 'train')}`") from None
 
 
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
