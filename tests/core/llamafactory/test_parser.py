@@ -104,6 +104,7 @@ def test_what_llamafactory_resolved_is_kept_and_read_back(project: Path, private
     kept = json.loads((first.paths.run_dir / (checks.CHECKED + ".json")).read_text(encoding="utf-8"))
     assert str(project) not in json.dumps(kept)  # the project folder as a placeholder: a moved project reads it too
     monkeypatch.setattr(checks, "_parsed", lambda *args: pytest.fail("parsed again"))
+    monkeypatch.setattr(checks, "import_parser", lambda: pytest.fail("LLaMA-Factory (torch) imported again"))
     [again] = check_roles([load_role("answer", "recipes/tiny-answer.yaml", ["train.cutoff_len=300"])])
     assert again.resolved == first.resolved
 
@@ -114,3 +115,4 @@ def test_the_calibration_sizes_are_resolved_with_the_merge(project: Path, privat
     assert r.resolved is not None
     assert r.resolved.merge["export_quantization_nsamples"] == 16
     assert r.resolved.merge["export_quantization_maxlen"] == argument_default("export_quantization_maxlen")
+
