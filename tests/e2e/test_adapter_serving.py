@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import trained_copy
+from helpers import make, trained_copy
 
 from orchestrator.core.common.process import free_port
 from orchestrator.core.data.competition import read_dataset
@@ -26,11 +24,6 @@ from orchestrator.core.serving.servers import served
 pytestmark = pytest.mark.slow
 
 TINY = "recipes/tiny-answer.yaml"
-
-
-def make(project: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=project, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
 
 
 async def _replies(url: str, model: str, prompts: list[str]) -> list[str]:
