@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_json, file_hash, mark_current
-from orchestrator.core.common.paths import datasets_dir, project_root
+from orchestrator.core.common.paths import datasets_dir, display, project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import bar, clean, say, worth_showing
 from orchestrator.core.data.sources import training_data
@@ -23,8 +23,22 @@ from orchestrator.core.llamafactory.launch import cli_path, launch_env, launch_l
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
-from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
-from orchestrator.core.run_folders.trained import adapter_hash, base_identity, portable_hash, read_manifest, set_aside
+from orchestrator.core.run_folders.role_paths import (
+    ADAPTER_FILE,
+    RolePaths,
+    is_trained,
+    model_path,
+    role_paths,
+    sft_of,
+)
+from orchestrator.core.run_folders.trained import (
+    adapter_hash,
+    adapter_identity,
+    base_identity,
+    portable_hash,
+    read_manifest,
+    set_aside,
+)
 
 
 @dataclass
@@ -106,11 +120,14 @@ def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, o
     on, the base model by content. Timestamps and absolute paths do not count."""
     files = _dataset_files(loaded)
     base = model_path(loaded.recipe)
-    return {
+    inputs: dict[str, object] = {
         "train_yaml": portable_hash(paths.train_yaml, base),
         "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
         "base_model": base_identity(base),
     }
+    if sft := sft_of(loaded.recipe):  # a preference training: the SFT model it starts from, by its adapter
+        inputs["sft_model"] = adapter_identity(role_paths(sft.recipe), sft.recipe.role)
+    return inputs
 
 
 def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
@@ -134,6 +151,9 @@ def _changed(old: object, new: dict[str, object]) -> list[str]:
 def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     base = model_path(recipe)
+    if not (base / "config.json").exists() and sft_of(recipe):
+        raise UserError(f"the SFT model {base} this preference training starts from is not built: "
+                        f"`orchestrator preference --recipe {display(loaded.path)}` builds it, the pairs and this model")
     if not (base / "config.json").exists():
         raise UserError(
             f"no base model in {base}: run `{command_for(loaded, 'download')}` "

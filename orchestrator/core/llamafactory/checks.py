@@ -29,6 +29,7 @@ from orchestrator.core.llamafactory.parser import (
     read_rendered,
 )
 from orchestrator.core.llamafactory.quantization import quantization_problems
+from orchestrator.core.llamafactory.reference import reference_problems
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import RolePaths
@@ -57,7 +58,7 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
     accepted = Accepted(paths.run_dir / CHECKED, recipe.train, recipe.merge, recipe.model.template, train, merge,
                         rendered, code=[__file__])
     known = accepted.before()
-    problems = ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
+    problems = reference_problems(loaded) + ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
     if problems:
         return problems
     if not known:
