@@ -212,6 +212,9 @@ $(EVALUATE_BASE): $(EVALUATE_DEPS) | $(STAMP)
 	mkdir -p $(@D) && touch $@
 endif
 
+# The base before the Answer set: a preference recipe's set is its SFT model's replies (trained on that base).
+$(ANSWER_SET): | $(ANSWER_BASE)
+
 # ---------------------------------------------------------------- train and merge
 # A newer recipe or dataset only makes train check: content decides. Unchanged (train.yaml,
 # dataset files, base model), it says `up to date` and trains nothing; changed, it trains again

@@ -11,8 +11,9 @@ datasets/<dataset.name>.json in LLaMA-Factory's alpaca ranking format (instructi
 chosen, rejected), registered with `ranking: true`; each pair's provenance (the model, the
 sample, the letters) in datasets/<name>.sources.json, which `train` copies into the manifest.
 
-The chain (`preference_chain`): SFT train -> SFT merge -> samples -> pairs -> DPO train -> DPO
-merge, each step skipped when up to date by content (train and merge decide that themselves).
+The chain (`preference_chain`): SFT set -> SFT train -> SFT merge -> samples -> pairs -> DPO
+train -> DPO merge, each step skipped when up to date by content (train and merge decide that
+themselves; the SFT set is rebuilt from the cached teacher replies, which asks nothing).
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ class Chain:
 
 def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, answer_url: str | None = None,
                      answer_model: str | None = None, pairs_only: bool = False) -> Chain:
-    """SFT train -> SFT merge -> samples -> pairs (-> DPO train -> DPO merge unless
+    """SFT set -> SFT train -> SFT merge -> samples -> pairs (-> DPO train -> DPO merge unless
     `pairs_only`), each step skipped when up to date by content."""
+    from orchestrator.stages.dataset import build_dataset
     from orchestrator.stages.merge import merge
     from orchestrator.stages.train import train
 
@@ -199,6 +201,8 @@ def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe],
         raise UserError(f"{display(role.path)}: not a preference recipe; it needs train.stage: dpo and "
                         "preference.sft_recipe (see recipes/tiny-answer-dpo.yaml)")
     out = Chain()
+    built = build_dataset(role=sft, pipeline=pipeline)
+    out.steps.append(f"SFT set {built.train_path}: {built.train} samples")
     trained = train(sft)  # the SFT adapter: sampled (unless an endpoint answers) and trained on
     out.steps.append(f"SFT model {trained.paths.adapter}: " + ("up to date" if trained.up_to_date else "trained"))
     out.steps.append(f"SFT model: {merge(sft)}")  # its adapter where it serves its adapter

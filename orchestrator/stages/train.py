@@ -108,7 +108,7 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
 def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
     """The dataset files a role trains on, by dataset name."""
     recipe = loaded.recipe
-    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
+    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.has_eval_set else [])]
     files = {name: datasets_dir() / f"{name}.json" for name in names}
     files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
     return files
@@ -159,7 +159,7 @@ def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
             f"no base model in {base}: run `{command_for(loaded, 'download')}` "
             f"(or `orchestrator tiny-model {base}` for a CPU test model)"
         )
-    held_out = [recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else []  # train.yaml's eval_dataset
+    held_out = [recipe.eval_dataset_name] if recipe.has_eval_set else []  # train.yaml's eval_dataset
     for name in [recipe.dataset_name, *held_out]:
         data = datasets_dir() / f"{name}.json"
         if not data.exists():

@@ -75,7 +75,7 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     groups = _group(recipe.train)
     names = ",".join([recipe.dataset_name, *recipe.dataset.extra])  # mixed by mix_strategy (train:)
     dataset = {"dataset": names, "template": recipe.model.template, "dataset_dir": str(datasets_dir())}
-    if recipe.dataset.val_size > 0 and not recipe.is_preference:  # the held-out problems, evaluated as it goes
+    if recipe.has_eval_set:  # the held-out problems are evaluated as training goes
         dataset["eval_dataset"] = recipe.eval_dataset_name
         groups["eval"] = {
             "eval_strategy": "steps",
@@ -162,7 +162,7 @@ def render_role(loaded: Loaded[RoleRecipe]) -> RolePaths:
 def dataset_entries(recipe: RoleRecipe) -> dict[str, str]:
     """dataset name -> file name, for the role's training set (and validation set)."""
     entries = {recipe.dataset_name: f"{recipe.dataset_name}.json"}
-    if recipe.dataset.val_size > 0 and not recipe.is_preference:  # a preference set holds no held-out pairs
+    if recipe.has_eval_set:
         entries[recipe.eval_dataset_name] = f"{recipe.eval_dataset_name}.json"
     return entries
 

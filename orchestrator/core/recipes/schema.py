@@ -182,6 +182,12 @@ class RoleRecipe(Section):
         return self.train.get("stage") in PREFERENCE_STAGES
 
     @property
+    def has_eval_set(self) -> bool:
+        """Its held-out problems are a set evaluated as training goes (val_<name>): not a
+        preference set's, whose held-out questions are never asked."""
+        return self.dataset.val_size > 0 and not self.is_preference
+
+    @property
     def run_name(self) -> str:
         return self.name or self.role
 
