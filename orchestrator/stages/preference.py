@@ -34,7 +34,7 @@ from orchestrator.core.data.heldout import split_by_problem
 from orchestrator.core.data.sources import sources_path, training_sources
 from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
 from orchestrator.core.llamafactory.configs import render_dataset_info
-from orchestrator.core.recipes.loading import Loaded, command_for
+from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import role_paths, sft_of
 from orchestrator.core.serving.answer_replies import AnswerReplies, answer_model_replies
@@ -167,6 +167,8 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
 def _teacher_solutions(questions: list[Question], pipe: PipelineRecipe, sft: RoleRecipe) -> dict[str, dict[str, Any]]:
     """qid -> the teacher's cached reply that reached the gold letter (the last distillation's
     settings, the SFT model's prompt), where there is one."""
+    if not cache_path().is_file():
+        return {}
     teacher = last_teacher(pipe.teacher)
     shots = examples_for(questions, pipe, sft, teacher)
     out = {}
@@ -201,18 +203,19 @@ def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe],
         raise UserError(f"{display(role.path)}: not a preference recipe; it needs train.stage: dpo and "
                         "preference.sft_recipe (see recipes/tiny-answer-dpo.yaml)")
     out = Chain()
-    built = build_dataset(role=sft, pipeline=pipeline)
-    out.steps.append(f"SFT set {built.train_path}: {built.train} samples")
-    trained = train(sft)  # the SFT adapter: sampled (unless an endpoint answers) and trained on
-    out.steps.append(f"SFT model {trained.paths.adapter}: " + ("up to date" if trained.up_to_date else "trained"))
-    out.steps.append(f"SFT model: {merge(sft)}")  # its adapter where it serves its adapter
+    if not (pairs_only and answer_url):  # an endpoint that answers for it: the SFT model is not needed for pairs
+        built = build_dataset(role=sft, pipeline=pipeline)
+        out.steps.append(f"SFT set {built.train_path}: {built.train} samples")
+        trained = train(sft)  # the SFT adapter: sampled (unless an endpoint answers) and trained on
+        out.steps.append(f"SFT model {trained.paths.adapter}: " + ("up to date" if trained.up_to_date else "trained"))
+        out.steps.append(f"SFT model: {merge(sft)}")  # its adapter where it serves its adapter
     out.pairs = build_pairs(role, pipeline, answer_url=answer_url, answer_model=answer_model)
     out.steps.append(f"pairs: {out.pairs.pairs} in {out.pairs.path}")
     if pairs_only:
         return out
     tuned = train(role)
     out.steps.append(f"{role.recipe.train.get('stage')} model {tuned.paths.adapter}: "
-                     + ("up to date" if tuned.up_to_date else f"trained ({command_for(role, 'train')})"))
+                     + ("up to date" if tuned.up_to_date else "trained"))
     out.model = merge(role)
     out.steps.append(f"model: {out.model}")
     return out
