@@ -187,7 +187,7 @@ class Chain:
     model: Path | None = None  # the preference-tuned model: merged, or its adapter
 
     def lines(self) -> list[str]:
-        return [*(self.pairs.lines() if self.pairs else []), *self.steps]
+        return self.steps
 
 
 def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, answer_url: str | None = None,
@@ -210,7 +210,7 @@ def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe],
         out.steps.append(f"SFT model {trained.paths.adapter}: " + ("up to date" if trained.up_to_date else "trained"))
         out.steps.append(f"SFT model: {merge(sft)}")  # its adapter where it serves its adapter
     out.pairs = build_pairs(role, pipeline, answer_url=answer_url, answer_model=answer_model)
-    out.steps.append(f"pairs: {out.pairs.pairs} in {out.pairs.path}")
+    out.steps += out.pairs.lines()
     if pairs_only:
         return out
     tuned = train(role)
