@@ -31,7 +31,7 @@ from orchestrator.core.common.progress import say
 from orchestrator.core.data.competition import Question
 from orchestrator.core.data.fewshot import examples_for
 from orchestrator.core.data.heldout import split_by_problem
-from orchestrator.core.data.sources import sources_path, training_sources
+from orchestrator.core.data.sources import TrainingSource, sources_path, training_sources
 from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
 from orchestrator.core.llamafactory.configs import render_dataset_info
 from orchestrator.core.recipes.loading import Loaded
@@ -66,19 +66,17 @@ class PreferenceSummary:
         return out
 
 
-def _split(role: RoleRecipe, pipe: PipelineRecipe) -> tuple[list[Question], list[Question], dict[str, Any]]:
-    """The labelled training questions less the held-out problems (as the dataset stage holds
-    them out, from the gold file alone), the held-out ones, and the split's record."""
+def _split(role: RoleRecipe, pipe: PipelineRecipe) -> tuple[list[TrainingSource], list[Question], dict[str, Any]]:
+    """The training files, the held-out questions (as the dataset stage holds them out, from
+    the gold file alone) and the split's record."""
     sources = training_sources(pipe.data, None, STAGE)
-    questions = [q for s in sources for q in s.questions if q.answer is not None]
-    if not questions:
+    if not any(q.answer is not None for s in sources for q in s.questions):
         raise UserError(f"{sources[0].file}: no question has an answer; the training file needs gold letters")
     gold = [q for q in sources[0].questions if q.answer is not None]
     held = split_by_problem(gold, role.dataset.val_size, role.dataset.seed)[1]
-    held_ids = {q.qid for q in held}
     record = {"val_size": role.dataset.val_size, "seed": role.dataset.seed,
               "val_problems": list(dict.fromkeys(q.problem_id for q in held))}
-    return [q for q in questions if q.qid not in held_ids], held, record
+    return sources, held, record
 
 
 def _provenance(r: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +113,11 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
         raise UserError(f"{display(role.path)}: not a preference recipe; it needs train.stage: dpo and "
                         "preference.sft_recipe (see recipes/tiny-answer-dpo.yaml)")
     pref = recipe.preference
-    train_qs, held, split = _split(recipe, pipe)
     pipeline.data_file("data.train")
     say(STAGE, pipeline.data_line("data.train"))
+    sources, held, split = _split(recipe, pipe)
+    held_ids = {q.qid for q in held}
+    train_qs = [q for s in sources for q in s.questions if q.answer is not None and q.qid not in held_ids]
     summary = PreferenceSummary(datasets_dir() / f"{recipe.dataset_name}.json", questions=len(train_qs),
                                 held_out=len(held))
     replies = answer_model_replies(
@@ -126,7 +126,8 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
         max_tokens=pref.max_tokens, stage=STAGE)
     summary.replies = replies
     teacher_solutions = _teacher_solutions(train_qs, pipe, sft.recipe) if pref.chosen == "teacher" else {}
-    rows, provenance = [], []
+    rows, provenance, per_file = [], [], Counter[str]()
+    origin = {q.qid: s.file for s in sources for q in s.questions}
     for q in train_qs:
         found, reason = pairs_of(q, replies.replies.get(q.qid, []), pref.pairs_per_question,
                                  teacher_solutions.get(q.qid))
@@ -137,6 +138,7 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
                          "rejected": rejected["text"]})
             by_teacher = chosen is teacher_solutions.get(q.qid)
             summary.teacher_chosen += by_teacher
+            per_file[origin[q.qid]] += 1
             provenance.append({"id": q.qid, "gold": q.answer,
                                "chosen": {"from": "teacher", "model": chosen["model"], "letter": q.answer}
                                if by_teacher else _provenance(chosen),
@@ -154,8 +156,7 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
         "kind": "preference",
         "preference": {"sft_recipe": pref.sft_recipe, "model": replies.model, "samples": pref.samples,
                        "temperature": pref.temperature, "chosen": pref.chosen, "reference": pref.reference},
-        "sources": [{"file": pipe.data.train, "key": "data.train", "questions": len(train_qs),
-                     "samples": len(rows), "held_out": 0}],
+        "sources": [{**s.describe(), "samples": per_file[s.file], "held_out": 0} for s in sources],
         "split": split,
         "without_pair": dict(summary.without_pair),
         "pairs": provenance,
