@@ -217,6 +217,9 @@ def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe],
     tuned = train(role)
     out.steps.append(f"{role.recipe.train.get('stage')} model {tuned.paths.adapter}: "
                      + ("up to date" if tuned.up_to_date else "trained"))
+    for when, logged in (tuned.rewards or {}).items():  # at step 1 the policy is the reference: 0 when it is the SFT model
+        out.steps.append(f"  {when} logged step {logged.get('step')}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in logged.items() if k.startswith("rewards/")))
     out.model = merge(role)
     out.steps.append(f"model: {out.model}")
     return out

@@ -49,6 +49,7 @@ class Trained:
     resumed_from: str | None
     distributed: dict | None = None  # what the launch did (core/llamafactory/launch.py what_ran)
     up_to_date: bool = False  # nothing changed since the recorded training: nothing was run
+    rewards: dict | None = None  # a preference training's first and last logged rewards/* (preference_rewards)
 
     @property
     def saved_here(self) -> bool:
@@ -103,6 +104,19 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
         except ValueError:
             continue
     return rows
+
+
+def preference_rewards(adapter_dir: Path) -> dict | None:
+    """LLaMA-Factory's DPO metrics (rewards/chosen, rejected, margins, accuracies) at the first and
+    the last logged step, from trainer_state.json; None without them. At the first step the
+    policy is the reference when the reference is the model trained on, so its rewards are 0."""
+    try:
+        history = json.loads((adapter_dir / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    logged = [{k: v for k, v in h.items() if k.startswith("rewards/") or k == "step"}
+              for h in history if isinstance(h, dict) and "rewards/margins" in h]
+    return {"first": logged[0], "last": logged[-1]} if logged else None
 
 
 def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
@@ -305,6 +319,7 @@ def _train(
     rows = read_trainer_log(paths.adapter)
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     final_loss = losses[-1] if losses else None
+    rewards = preference_rewards(paths.adapter) if loaded.recipe.is_preference else None
     plot = paths.adapter / "training_loss.png"
     atomic_write_json(
         paths.manifest,
@@ -320,6 +335,7 @@ def _train(
             "seconds": round(finished.seconds, 1),
             "steps": rows[-1].get("current_steps") if rows else None,
             "final_loss": final_loss,
+            "rewards": rewards,  # a preference training's rewards/* at its first and last logged step
             "distributed": ran,  # as the training's processes reported it
             "launched": launched,  # what the start line said: the processes and GPUs asked for
             "loss_plot": str(plot) if plot.exists() else None,
@@ -330,4 +346,5 @@ def _train(
             "git_commit": _git_commit(),
         },
     )
-    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran)
+    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran,
+                   rewards=rewards)

@@ -6,6 +6,7 @@ DPO trained with llamafactory-cli on the session's tiny SFT model as the referen
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -218,6 +219,9 @@ def test_dpo_trains_on_the_sft_model_as_its_reference(tmp_path: Path, made_eval,
         assert manifest["inputs"]["sft_model"] == json.loads(
             (root / "runs" / "tiny-answer" / "manifest.json").read_text(encoding="utf-8"))["adapter_hash"]
         assert manifest["data"]["dataset"]["kind"] == "preference"
+        assert manifest["rewards"]["first"] == {"step": 1, **{f"rewards/{k}": 0.0 for k in
+                                                          ("chosen", "rejected", "margins", "accuracies")}}
+        assert "first logged step 1: rewards/accuracies 0.0000, rewards/chosen 0.0000" in done.stdout
         assert (root / "runs" / "tiny-answer-dpo" / "merged" / "config.json").is_file()
 
         # again: every step up to date, nothing asked twice
@@ -235,17 +239,20 @@ def test_dpo_trains_on_the_sft_model_as_its_reference(tmp_path: Path, made_eval,
     run = root / "runs" / "tiny-answer-dpo-adapter"
     train_yaml = (run / "train.yaml").read_text(encoding="utf-8")
     sft_adapter = root / "runs" / "tiny-answer" / "adapter"
-    assert f"ref_model: {root / 'models' / 'tiny-qwen2'}" in train_yaml
+    assert f"ref_model: {(root / 'models' / 'tiny-qwen2').resolve()}" in train_yaml
     assert f"ref_model_adapters: {sft_adapter}" in train_yaml and f"adapter_name_or_path: {sft_adapter}" in train_yaml
-    assert _rewards(run / "adapter")[0]["rewards/margins"] == 0.0
+    first = _rewards(run / "adapter")[0]  # the reference loaded apart: equal up to rounding (6e-6 seen)
+    assert abs(first["rewards/chosen"]) < 1e-3 and abs(first["rewards/margins"]) < 1e-3
 
     # the trap, as LLaMA-Factory runs it: the same training without ref_model measures against the base
     trap = tmp_path / "trap.yaml"
     trap.write_text("".join(line for line in train_yaml.splitlines(keepends=True) if not line.startswith("ref_model"))
-                    .replace(str(run / "adapter"), str(tmp_path / "trap")), encoding="utf-8")
+                    .replace(str(run / "adapter"), str(tmp_path / "trap")).replace("max_steps: 2", "max_steps: 1"),
+                    encoding="utf-8")
     cli_path = shutil.which("llamafactory-cli", path=str(REPO / ".venv" / "bin"))
     assert cli_path
     done = subprocess.run([cli_path, "train", str(trap)], capture_output=True, text=True, timeout=900,
-                          env={**__import__("os").environ, "DISABLE_VERSION_CHECK": "1"})
+                          env={**os.environ, "DISABLE_VERSION_CHECK": "1"}, cwd=run)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _rewards(tmp_path / "trap")[0]["rewards/margins"] != 0.0
+    first = _rewards(tmp_path / "trap")[0]  # 152.7 and -154.4 seen: the SFT model measured against the base
+    assert abs(first["rewards/chosen"]) > 1 and abs(first["rewards/margins"]) > 1
