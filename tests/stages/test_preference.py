@@ -103,6 +103,19 @@ def test_pairs_are_a_right_and_a_wrong_reply_of_the_held_in_questions(project: P
         assert json.loads((project / "datasets" / "pref_tiny_answer.json").read_text(encoding="utf-8")) == rows
 
 
+def test_make_builds_the_pairs_with_dataset_answer(project: Path, cli) -> None:
+    """`make answer-model ANSWER_RECIPE=<a DPO recipe>` runs `dataset answer` for its set: the pairs."""
+    setup(project)
+    with FakeOpenAI(models=("sft",), reply=RightWrong()) as server:
+        args = ["dataset", "answer", "--recipe", DPO, "--pipeline", "recipes/pl.yaml", "--answer-url", server.url]
+        code, out, err = cli(*args)
+        assert code == 0, err
+        assert "8 pairs from 8 training questions" in out and server.completions == 32
+        code, out, err = cli(*args, "--input", "train.jsonl")
+    assert code == 2 and "Error: --input and --tokenizer are not for a preference set" in err
+    assert len(json.loads((project / "datasets" / "pref_tiny_answer.json").read_text(encoding="utf-8"))) == 8
+
+
 def _cache_teacher(project: Path, questions: list[Question], pipeline: str) -> None:
     """A distilled teacher reply that reached the gold letter, for every question."""
     from orchestrator.core.recipes.loading import load_pipeline
