@@ -38,6 +38,9 @@ from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import role_paths, sft_of
 from orchestrator.core.serving.answer_replies import AnswerReplies, answer_model_replies
+from orchestrator.stages.dataset import build_dataset
+from orchestrator.stages.merge import merge
+from orchestrator.stages.train import train
 
 STAGE = "preference"
 
@@ -195,10 +198,6 @@ def preference_chain(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe],
                      answer_model: str | None = None, pairs_only: bool = False) -> Chain:
     """SFT set -> SFT train -> SFT merge -> samples -> pairs (-> DPO train -> DPO merge unless
     `pairs_only`), each step skipped when up to date by content."""
-    from orchestrator.stages.dataset import build_dataset
-    from orchestrator.stages.merge import merge
-    from orchestrator.stages.train import train
-
     sft = sft_of(role.recipe)
     if sft is None:
         raise UserError(f"{display(role.path)}: not a preference recipe; it needs train.stage: dpo and "

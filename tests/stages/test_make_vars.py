@@ -27,6 +27,8 @@ SHIPPED = {
     "tiny-evaluate.yaml": ("RECIPE=tiny",),
     "tiny-pipeline.yaml": ("RECIPE=tiny",),
     "tiny-answer-b.yaml": ("RECIPE=recipes/tiny-answer-b.yaml",),
+    "tiny-answer-dpo.yaml": ("RECIPE=tiny", "ANSWER_RECIPE=recipes/tiny-answer-dpo.yaml"),
+    "answer-dpo.yaml": ("ANSWER_RECIPE=recipes/answer-dpo.yaml",),
     "answer-32b-gptq.yaml": GPTQ,
     "evaluate-32b-gptq.yaml": GPTQ,
 }
