@@ -60,13 +60,13 @@ def reference_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
                     "name the SFT Answer recipe in preference.sft_recipe (see recipes/tiny-answer-dpo.yaml)"]
         return [f"{loaded.where('train.stage')}: train.stage {stage} needs preference.sft_recipe: the pairs are "
                 "the SFT model's own replies"]
-    where = loaded.where("preference")
+    where, ref = loaded.where("preference.sft_recipe"), loaded.where("preference.reference")
     problems = []
     if role_paths(sft.recipe) == role_paths(recipe):
         problems.append(f"{where}: preference.sft_recipe {recipe.preference.sft_recipe} is this recipe's own run "
                         f"(runs/{recipe.run_name}); name the SFT recipe, and give this one a name: of its own")
     if sft.recipe.is_preference and recipe.preference.reference == "adapter":
-        problems.append(f"{where}: preference.reference adapter goes on training an SFT adapter; "
+        problems.append(f"{ref}: preference.reference adapter goes on training an SFT adapter; "
                         f"{recipe.preference.sft_recipe} is itself a preference training: use reference merged")
     split = (recipe.dataset.val_size, recipe.dataset.seed)
     if split != (sft.recipe.dataset.val_size, sft.recipe.dataset.seed):
@@ -75,14 +75,14 @@ def reference_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
                         "would hold out other problems than the SFT model did; extend the SFT recipe or copy them")
     if recipe.preference.reference == "merged":
         if method := base_quantization(sft.recipe):
-            problems.append(f"{where}: preference.reference merged, but the SFT model's base "
+            problems.append(f"{ref}: preference.reference merged, but the SFT model's base "
                             f"{display(model_path(sft.recipe))} is {method}-quantized and nothing merges into it; "
                             "set preference.reference: adapter (ref_model + ref_model_adapters name the SFT model)")
         elif served_weights(sft.recipe) == "adapter":
-            problems.append(f"{where}: preference.reference merged, but {recipe.preference.sft_recipe} serves its "
+            problems.append(f"{ref}: preference.reference merged, but {recipe.preference.sft_recipe} serves its "
                             "adapter (serve.weights adapter), so its merged model is never built; set "
                             "preference.reference: adapter, or serve.weights merged in the SFT recipe")
     elif (recipe.train.get("finetuning_type") or "lora") != "lora":
-        problems.append(f"{where}: preference.reference adapter goes on training the SFT LoRA adapter; "
+        problems.append(f"{ref}: preference.reference adapter goes on training the SFT LoRA adapter; "
                         f"train.finetuning_type is {recipe.train.get('finetuning_type')}: use reference merged")
     return problems

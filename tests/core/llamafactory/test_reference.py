@@ -81,6 +81,14 @@ def test_check_refuses_a_reference_that_is_not_the_sft_model(project: Path, text
     assert len(problems) == 1 and expected.format(project=project) in problems[0], problems
 
 
+def test_the_problem_names_where_the_key_was_set(project: Path) -> None:
+    (project / "recipes" / "sft.yaml").write_text("extends: tiny-answer.yaml\nserve: {weights: adapter}\n",
+                                                 encoding="utf-8")
+    loaded = load_role("answer", "recipes/tiny-answer-dpo.yaml",
+                       ["preference.sft_recipe=recipes/sft.yaml", "preference.reference=merged"])
+    assert [p.split(": ")[0] for p in reference_problems(loaded)] == ["--set"]
+
+
 def test_the_shipped_preference_recipes_have_no_problem(project: Path) -> None:
     for recipe in ("recipes/tiny-answer-dpo.yaml", "recipes/answer-dpo.yaml"):
         assert reference_problems(load_role("answer", recipe)) == []
