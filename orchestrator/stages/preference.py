@@ -34,6 +34,7 @@ from orchestrator.core.data.heldout import split_by_problem
 from orchestrator.core.data.sources import TrainingSource, sources_path, training_sources
 from orchestrator.core.data.teacher_cache import cache_path, cached_reply, last_teacher
 from orchestrator.core.llamafactory.configs import render_dataset_info
+from orchestrator.core.llamafactory.reference import reference_problems
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import role_paths, sft_of
@@ -115,6 +116,8 @@ def build_pairs(role: Loaded[RoleRecipe], pipeline: Loaded[PipelineRecipe], *, a
     if sft is None:
         raise UserError(f"{display(role.path)}: not a preference recipe; it needs train.stage: dpo and "
                         "preference.sft_recipe (see recipes/tiny-answer-dpo.yaml)")
+    if problems := reference_problems(role):  # before a reply is asked: what `check` would refuse
+        raise UserError(*problems)
     pref = recipe.preference
     pipeline.data_file("data.train")
     say(STAGE, pipeline.data_line("data.train"))

@@ -160,9 +160,14 @@ def test_a_set_without_a_pair_is_one_error(project: Path, cli) -> None:
     setup(project)
     with FakeOpenAI(models=("sft",)) as server:  # always the gold letter
         code, out, err = cli(*pairs_command(server.url))
-    assert code == 2
-    assert err.count("Error:") == 1 and "no preference pair" in err and "(8 every reply right)" in err
-    assert "Traceback" not in err
+        assert code == 2
+        assert err.count("Error:") == 1 and "no preference pair" in err and "(8 every reply right)" in err
+        assert "Traceback" not in err
+
+        # what check refuses is refused before a reply is asked
+        server.reset_counts()
+        code, out, err = cli(*pairs_command(server.url, "--set", "dataset.val_size=0.4"))
+        assert code == 2 and "differ from the SFT recipe's" in err and server.completions == 0
 
 
 R, W, N = "R", "W", None  # a reply with the gold letter, a wrong letter, no letter
