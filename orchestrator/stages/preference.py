@@ -13,7 +13,9 @@ sample, the letters) in datasets/<name>.sources.json, which `train` copies into 
 
 The chain (`preference_chain`): SFT set -> SFT train -> SFT merge -> samples -> pairs -> DPO
 train -> DPO merge, each step skipped when up to date by content (train and merge decide that
-themselves; the SFT set is rebuilt from the cached teacher replies, which asks nothing).
+themselves; the SFT set is rebuilt from the cached teacher replies, which asks nothing). A planner
+runs the steps itself: `build_pairs` is the pairs step, cheap to run again (it serves the SFT model
+only for replies its cache lacks, keyed by the model's identity, the prompt and the sampling).
 """
 
 from __future__ import annotations
