@@ -207,18 +207,26 @@ def _rewards(adapter: Path) -> list[dict]:
     return [h for h in history if "rewards/margins" in h]
 
 
+ORCH = str(REPO / ".venv" / "bin" / "orchestrator")
+
+
+def _trained_project(made, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the session's trained tiny pair (conftest's made_eval), as the working directory."""
+    assert made.done.returncode == 0, made.done.stderr[-3000:]
+    root = trained_copy(made.project, tmp_path / "project", without=("runs/tiny-eval",))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(root))
+    return root
+
+
 @pytest.mark.slow
 def test_dpo_trains_on_the_sft_model_as_its_reference(tmp_path: Path, made_eval, monkeypatch) -> None:
     """The chain on the session's trained tiny pair: its SFT model up to date, pairs from a
     loopback server, DPO trained by llamafactory-cli on the merged SFT model and merged. At the
     first step the policy is the SFT model (the new adapter is zero), so with the SFT model as the
-    reference every reward is 0; LLaMA-Factory's trap (the SFT adapter going on training with no
-    ref_model) measures against the base instead, and its first rewards are not 0."""
-    assert made_eval.done.returncode == 0, made_eval.done.stderr[-3000:]
-    root = trained_copy(made_eval.project, tmp_path / "project", without=("runs/tiny-eval",))
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("ORCHESTRATOR_HOME", str(root))
-    orch = str(REPO / ".venv" / "bin" / "orchestrator")
+    reference every reward is 0."""
+    root = _trained_project(made_eval, tmp_path, monkeypatch)
+    orch = ORCH
     with FakeOpenAI(models=("sft",), reply=RightWrong()) as server:
         done = subprocess.run([orch, "preference", "--recipe", DPO, "--pipeline", "recipes/tiny-pipeline.yaml",
                                "--answer-url", server.url], capture_output=True, text=True, timeout=900)
@@ -249,10 +257,22 @@ def test_dpo_trains_on_the_sft_model_as_its_reference(tmp_path: Path, made_eval,
         assert server.completions == asked and "0 asked now" in again.stdout
         assert "dpo model" in again.stdout and again.stdout.count("up to date") >= 2
 
-    # the adapter path (a quantized base's): the SFT adapter goes on training, ref_model + its adapter
+
+@pytest.mark.slow
+def test_the_adapter_reference_and_the_trap(tmp_path: Path, made_eval, monkeypatch) -> None:
+    """The adapter path (a quantized base's): the SFT adapter goes on training with ref_model +
+    ref_model_adapters naming the SFT model, whose first rewards are 0 (up to rounding); the trap,
+    the same training as LLaMA-Factory runs it without ref_model, measures against the base, and
+    its first rewards are not. (Apart from the test above, so two processes run them side by side.)"""
+    root = _trained_project(made_eval, tmp_path, monkeypatch)
     sets = ["--set", "name=tiny-answer-dpo-adapter", "--set", "preference.reference=adapter",
             "--set", "train.max_steps=2", "--set", "train.save_steps=2"]
-    done = subprocess.run([orch, "train", "answer", "--recipe", DPO, *sets], capture_output=True, text=True, timeout=900)
+    with FakeOpenAI(models=("sft",), reply=RightWrong()) as server:
+        done = subprocess.run([ORCH, "preference", "--recipe", DPO, "--pipeline", "recipes/tiny-pipeline.yaml",
+                               "--answer-url", server.url, "--pairs-only", *sets], capture_output=True, text=True,
+                              timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([ORCH, "train", "answer", "--recipe", DPO, *sets], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = root / "runs" / "tiny-answer-dpo-adapter"
     train_yaml = (run / "train.yaml").read_text(encoding="utf-8")
