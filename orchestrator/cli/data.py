@@ -101,6 +101,7 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
     orchestrator dataset evaluate --set dataset.val_size=0.1
     orchestrator dataset answer --set teacher.keep=all
     orchestrator dataset evaluate --set dataset.evaluate_source=answer_model   # the Answer model's replies
+    orchestrator dataset answer --recipe recipes/tiny-answer-dpo.yaml   # preference pairs (SFT model first)
     """
     from orchestrator.core.recipes.loading import load_pipeline, load_role, with_flags
     from orchestrator.core.recipes.overrides import route_overrides
@@ -108,9 +109,52 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
 
     role_sets, pipeline_sets = route_overrides(overrides)
     pipe = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.train": ("--input", given_path(input_path))})
-    summary = build_dataset(role=load_role(role, recipe, role_sets), pipeline=pipe,
+    loaded = load_role(role, recipe, role_sets)
+    if loaded.recipe.is_preference:  # its set is pairs of the SFT model's replies: the chain up to them
+        from orchestrator.stages.preference import preference_chain
+
+        if input_path or tokenizer:
+            raise UserError("--input and --tokenizer are not for a preference set (train.stage dpo): its questions "
+                            "are data.train's")
+        for line in preference_chain(loaded, pipe, answer_url=answer_url, answer_model=answer_model,
+                                     pairs_only=True).lines():
+            click.echo(line)
+        return
+    summary = build_dataset(role=loaded, pipeline=pipe,
                             tokenizer=tokenizer, answer_url=answer_url, answer_model=answer_model)
     for line in summary.lines():
+        click.echo(line)
+
+
+@click.command()
+@recipe_option
+@both_set_option("preference.samples=8")
+@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
+@click.option("--answer-url", help="Sample this endpoint instead of serving the SFT model.")
+@click.option("--answer-model", help="Model name at the endpoint (default: the one it lists).")
+@click.option("--pairs-only", is_flag=True, help="Stop after the preference set (make trains and merges next).")
+def preference(recipe, overrides, pipeline, answer_url, answer_model, pairs_only) -> None:
+    """Preference-tune the Answer model on its own right and wrong replies (train.stage: dpo).
+
+    The chain: the SFT model of preference.sft_recipe (trained, merged), its replies to the
+    training questions (cached), the pairs (a right reply chosen, a wrong one rejected), the DPO
+    training with the SFT model as the reference, its merge. Each step is skipped when up to date.
+
+    \b
+    orchestrator preference --recipe recipes/tiny-answer-dpo.yaml
+    orchestrator preference --recipe recipes/answer-dpo.yaml --set preference.samples=8
+    orchestrator preference --recipe recipes/answer-dpo.yaml --answer-url http://gpu:8000/v1 --pairs-only
+    """
+    from orchestrator.core.recipes.loading import load_pipeline, load_role
+    from orchestrator.core.recipes.overrides import route_overrides
+    from orchestrator.stages.preference import preference_chain
+
+    if recipe is None:
+        raise UserError("--recipe names the preference recipe, e.g. --recipe recipes/tiny-answer-dpo.yaml")
+    role_sets, pipeline_sets = route_overrides(overrides)
+    chain = preference_chain(load_role("answer", recipe, role_sets), load_pipeline(pipeline, pipeline_sets),
+                             answer_url=answer_url, answer_model=answer_model, pairs_only=pairs_only)
+    for line in chain.lines():
         click.echo(line)
 
 
@@ -133,4 +177,4 @@ def pseudo_label(run_dir: str, min_agree: int, out: str) -> None:
     click.echo(run_pseudo_label(run_dir, min_agree=min_agree, out=out).table())
 
 
-COMMANDS = [data, distill, dataset, pseudo_label]
+COMMANDS = [data, distill, dataset, preference, pseudo_label]

@@ -70,6 +70,10 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
         return
     loss = f", last logged loss {result.final_loss:.4f}" if result.final_loss is not None else ""
     click.echo(f"trained {result.paths.adapter} in {result.seconds:.0f} s{loss}{ran}")
+    if result.rewards:  # LLaMA-Factory's DPO metrics: at step 1 the policy is the reference (the SFT model)
+        for when, logged in result.rewards.items():
+            click.echo(f"{when} logged step {logged.get('step')}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in logged.items() if k.startswith("rewards/")))
     click.echo(f"manifest: {result.paths.manifest}")
 
 

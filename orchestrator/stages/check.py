@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import display
 from orchestrator.core.data.fewshot import longest_prompt
 from orchestrator.core.llamafactory.chat_template import served_prompt
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.configs import render_roles
+from orchestrator.core.llamafactory.reference import reference_line
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
-from orchestrator.core.run_folders.role_paths import model_path
+from orchestrator.core.run_folders.role_paths import model_path, sft_of
 
 
 def render(loaded: list[Loaded[RoleRecipe]]) -> list[str]:
@@ -39,8 +41,14 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
     for r in check_roles(loaded):
         recipe = r.loaded.recipe
         result.lines.append(f"ok  {recipe.role}: {r.paths.train_yaml} and {r.paths.merge_yaml} accepted by LLaMA-Factory")
+        if line := reference_line(recipe):
+            result.lines.append(f"    {line}")
         base = model_path(recipe)
-        if not (base / "config.json").is_file():  # not needed to check, but to train: say so
+        if not (base / "config.json").is_file() and (sft := sft_of(recipe)):
+            result.warnings.append(f"{recipe.role}: the SFT model {base} it starts from is not built yet: "
+                                   f"`orchestrator preference --recipe {display(r.loaded.path)}` builds it (from "
+                                   f"{sft.path.name}), then the pairs, the {recipe.train.get('stage')} model and its merge")
+        elif not (base / "config.json").is_file():  # not needed to check, but to train: say so
             key = "model.path" if recipe.model.path else "model.source"
             result.warnings.append(f"{recipe.role}: no base model in {base} ({key}, from {r.loaded.where(key)}): "
                                    f"`{command_for(r.loaded, 'download')}` fetches it, or fix {key}; "

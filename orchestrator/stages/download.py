@@ -9,7 +9,7 @@ from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
-from orchestrator.core.run_folders.role_paths import model_path
+from orchestrator.core.run_folders.role_paths import model_path, sft_of
 
 COMPLETE = ".orchestrator-complete"
 
@@ -22,6 +22,8 @@ def is_complete(path: Path) -> bool:
 def download(loaded: Loaded[RoleRecipe]) -> Path:
     """The base model directory, downloaded into <models_dir>/<source> when needed."""
     role_recipe = loaded.recipe
+    if sft := sft_of(role_recipe):  # a preference training starts from its SFT model: that one's base
+        return download(sft)
     model, target = role_recipe.model, model_path(role_recipe)
     if model.path:
         if not is_complete(target):

@@ -25,7 +25,7 @@ from orchestrator.core.project.state import SETTINGS, Settings
 from orchestrator.core.recipes.loading import Loaded, load_pipeline, load_role
 from orchestrator.core.recipes.overrides import route_overrides
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
-from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths
+from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths, sft_of
 from orchestrator.core.run_folders.trained import adapter_identity, merged_identity
 
 # target -> the steps it needs, each a step name that `_steps` expands with what it needs in turn
@@ -191,42 +191,7 @@ def build(step: str, call: Call) -> list[Stage]:
         loaded = call.role(role)
         return build(("train-" if served_weights(loaded.recipe) == "adapter" else "merge-") + role, call)
     if kind in ("dataset", "base", "train", "merge"):
-        loaded = call.role(role)
-        recipe, file = loaded.recipe, call.role_files[role]
-        paths = role_paths(recipe)
-        if kind == "dataset":
-            def dataset_inputs() -> Inputs:
-                return {**_values(loaded, DATASET_KEYS), **_values(p, DATA_KEYS + ("teacher",)),
-                        **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
-                        **dict(file_input(f) for f in PROMPTS), "stage distill": _record_identity("distill")}
-            return [Stage(f"dataset-{recipe.dataset_name}", ["dataset", role, "--recipe", file, "--pipeline",
-                          call.pipeline_file, *_sets(call, role=True)], dataset_inputs,
-                          outputs=[f"datasets/{recipe.dataset_name}.json"], after=["distill"])]
-        if kind == "base":
-            base = base_name(recipe)
-            command = ["tiny-model", base] if _prefix(call) == "tiny-" else ["download", role, "--recipe", file]
-            ident = "base-" + base.replace("/", "_")  # one stage for two roles of one base
-            return [Stage(ident, command, dict, outputs=[f"{base}/config.json"], present=True)]
-        if kind == "train":
-            def train_inputs() -> Inputs:
-                sets = {recipe.dataset_name: f"datasets/{recipe.dataset_name}.json"}
-                if recipe.dataset.val_size > 0:
-                    sets[recipe.eval_dataset_name] = f"datasets/{recipe.eval_dataset_name}.json"
-                sets.update({name: f for name, f in recipe.dataset.extra.items() if f})
-                return {**_values(loaded, TRAIN_KEYS), **dict(file_input(f, "dataset") for f in sets.values()),
-                        f"model {base_name(recipe)}": Input(value=folder_identity(model_path(recipe)) or "missing",
-                                                            source="the base model")}
-            return [Stage(f"train-{recipe.run_name}", ["train", role, "--recipe", file, *_sets(call, role=True, pipeline=False)], train_inputs,
-                          outputs=[relative(paths.adapter)],
-                          after=[f"dataset-{recipe.dataset_name}", "base-" + base_name(recipe).replace("/", "_")])]
-        def merge_inputs() -> Inputs:
-            out = {**_values(loaded, MERGE_KEYS), f"model {relative(paths.adapter)}":
-                   Input(value=adapter_identity(paths, role), source="the trained adapter")}
-            if recipe.merge.get("export_quantization_bit"):  # calibrated on the call's training questions
-                out.update(_data_files(p.recipe.data, "train"))
-            return out
-        return [Stage(f"merge-{recipe.run_name}", ["merge", role, "--recipe", file, "--pipeline", call.pipeline_file,
-                      *_sets(call, role=True)], merge_inputs, outputs=[relative(paths.merged)], after=[f"train-{recipe.run_name}"])]
+        return _role_stages(kind, role, call.role(role), call.role_files[role], call)
     models = [f"{'train' if served_weights(call.role(r).recipe) == 'adapter' else 'merge'}-{call.role(r).recipe.run_name}"
               for r in ROLES]
 
@@ -273,6 +238,77 @@ def build(step: str, call: Call) -> list[Stage]:
                       *_sets(call, role=True, pipeline=False)],
                       dict, always=True)]
     raise UserError(f"{step}: not a target")
+
+
+
+def _role_stages(kind: str, role: str, loaded: Loaded[RoleRecipe], file: str, call: Call) -> list[Stage]:
+    """A role recipe's dataset, base, train or merge stage."""
+    p = call.pipeline
+    recipe = loaded.recipe
+    paths = role_paths(recipe)
+    if kind == "dataset" and (sft := sft_of(recipe)) is not None:
+        return _preference_stages(role, loaded, file, sft, call)
+    if kind == "dataset":
+        def dataset_inputs() -> Inputs:
+            return {**_values(loaded, DATASET_KEYS), **_values(p, DATA_KEYS + ("teacher",)),
+                    **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
+                    **dict(file_input(f) for f in PROMPTS), "stage distill": _record_identity("distill")}
+        return [Stage(f"dataset-{recipe.dataset_name}", ["dataset", role, "--recipe", file, "--pipeline",
+                      call.pipeline_file, *_sets(call, role=True)], dataset_inputs,
+                      outputs=[f"datasets/{recipe.dataset_name}.json"], after=["distill"])]
+    if kind == "base":
+        base = base_name(recipe)
+        command = ["tiny-model", base] if _prefix(call) == "tiny-" else ["download", role, "--recipe", file]
+        ident = "base-" + base.replace("/", "_")  # one stage for two roles of one base
+        return [Stage(ident, command, dict, outputs=[f"{base}/config.json"], present=True)]
+    if kind == "train":
+        def train_inputs() -> Inputs:
+            sets = {recipe.dataset_name: f"datasets/{recipe.dataset_name}.json"}
+            if recipe.has_eval_set:
+                sets[recipe.eval_dataset_name] = f"datasets/{recipe.eval_dataset_name}.json"
+            sets.update({name: f for name, f in recipe.dataset.extra.items() if f})
+            out = {**_values(loaded, TRAIN_KEYS), **dict(file_input(f, "dataset") for f in sets.values()),
+                   f"model {base_name(recipe)}": Input(value=folder_identity(model_path(recipe)) or "missing",
+                                                       source="the base model")}
+            if (sft := sft_of(recipe)) is not None:  # a preference training: the SFT model is its reference
+                sft_paths = role_paths(sft.recipe)
+                out[f"model {relative(sft_paths.adapter)}"] = Input(value=adapter_identity(sft_paths, role),
+                                                                    source="the SFT model")
+            return out
+        return [Stage(f"train-{recipe.run_name}", ["train", role, "--recipe", file, *_sets(call, role=True, pipeline=False)], train_inputs,
+                      outputs=[relative(paths.adapter)],
+                      after=[f"dataset-{recipe.dataset_name}", "base-" + base_name(recipe).replace("/", "_")])]
+    def merge_inputs() -> Inputs:
+        out = {**_values(loaded, MERGE_KEYS), f"model {relative(paths.adapter)}":
+               Input(value=adapter_identity(paths, role), source="the trained adapter")}
+        if recipe.merge.get("export_quantization_bit"):  # calibrated on the call's training questions
+            out.update(_data_files(p.recipe.data, "train"))
+        return out
+    return [Stage(f"merge-{recipe.run_name}", ["merge", role, "--recipe", file, "--pipeline", call.pipeline_file,
+                  *_sets(call, role=True)], merge_inputs, outputs=[relative(paths.merged)], after=[f"train-{recipe.run_name}"])]
+
+
+def _preference_stages(role: str, loaded: Loaded[RoleRecipe], file: str, sft: Loaded[RoleRecipe],
+                       call: Call) -> list[Stage]:
+    """A preference recipe's set (train.stage: dpo): the SFT recipe's model first (its set, base,
+    training and merge, each judged as its own), then the pairs sampled from it, which the
+    planner knows by the SFT model's identity (a retrained SFT model samples again)."""
+    sft_file = relative(sft.path)
+    sft_paths = role_paths(sft.recipe)
+    steps = ["dataset", "base", "train", *(["merge"] if loaded.recipe.preference.reference == "merged"
+                                           or served_weights(sft.recipe) != "adapter" else [])]
+    stages = [stage for kind in steps for stage in _role_stages(kind, role, sft, sft_file, call)]
+    recipe, p = loaded.recipe, call.pipeline
+
+    def pairs_inputs() -> Inputs:
+        return {**_values(loaded, DATASET_KEYS + ("preference",)), **_values(p, DATA_KEYS),
+                **_data_files(p.recipe.data, "train", "fixes", "extra_train"), **dict(file_input(f) for f in PROMPTS),
+                f"model {relative(sft_paths.adapter)}": Input(value=adapter_identity(sft_paths, role),
+                                                              source="the SFT model")}
+    stages.append(Stage(f"dataset-{recipe.dataset_name}", ["dataset", role, "--recipe", file, "--pipeline",
+                        call.pipeline_file, *_sets(call, role=True)], pairs_inputs,
+                        outputs=[f"datasets/{recipe.dataset_name}.json"], after=[stages[-1].id]))
+    return stages
 
 
 def _steps(targets: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_json, file_hash
-from orchestrator.core.common.paths import datasets_dir, project_root
+from orchestrator.core.common.paths import datasets_dir, display, project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import bar, clean, say, worth_showing
 from orchestrator.core.data.sources import training_data
@@ -23,7 +23,7 @@ from orchestrator.core.llamafactory.launch import cli_path, launch_env, launch_l
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
-from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths, sft_of
 from orchestrator.core.run_folders.trained import adapter_hash, read_manifest, set_aside
 from orchestrator.core.run_folders.training_inputs import dataset_files as _dataset_files, training_inputs
 
@@ -36,6 +36,7 @@ class Trained:
     resumed_from: str | None
     distributed: dict | None = None  # what the launch did (core/llamafactory/launch.py what_ran)
     up_to_date: bool = False  # nothing changed since the recorded training: nothing was run
+    rewards: dict | None = None  # a preference training's first and last logged rewards/* (preference_rewards)
 
     @property
     def saved_here(self) -> bool:
@@ -92,6 +93,19 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
     return rows
 
 
+def preference_rewards(adapter_dir: Path) -> dict | None:
+    """LLaMA-Factory's DPO metrics (rewards/chosen, rejected, margins, accuracies) at the first and
+    the last logged step, from trainer_state.json; None without them. At the first step the
+    policy is the reference when the reference is the model trained on, so its rewards are 0."""
+    try:
+        history = json.loads((adapter_dir / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    logged = [{k: v for k, v in h.items() if k.startswith("rewards/") or k == "step"}
+              for h in history if isinstance(h, dict) and "rewards/margins" in h]
+    return {"first": logged[0], "last": logged[-1]} if logged else None
+
+
 def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
     """The inputs as manifests without an adapter_hash recorded them (absolute paths), to read
     those manifests: an adapter they describe is not trained again for an upgrade."""
@@ -113,12 +127,15 @@ def _changed(old: object, new: dict[str, object]) -> list[str]:
 def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     recipe = loaded.recipe
     base = model_path(recipe)
+    if not (base / "config.json").exists() and sft_of(recipe):
+        raise UserError(f"the SFT model {base} this preference training starts from is not built: "
+                        f"`orchestrator preference --recipe {display(loaded.path)}` builds it, the pairs and this model")
     if not (base / "config.json").exists():
         raise UserError(
             f"no base model in {base}: run `{command_for(loaded, 'download')}` "
             f"(or `orchestrator tiny-model {base}` for a CPU test model)"
         )
-    held_out = [recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else []  # train.yaml's eval_dataset
+    held_out = [recipe.eval_dataset_name] if recipe.has_eval_set else []  # train.yaml's eval_dataset
     for name in [recipe.dataset_name, *held_out]:
         data = datasets_dir() / f"{name}.json"
         if not data.exists():
@@ -262,6 +279,7 @@ def _train(
     rows = read_trainer_log(paths.adapter)
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     final_loss = losses[-1] if losses else None
+    rewards = preference_rewards(paths.adapter) if loaded.recipe.is_preference else None
     plot = paths.adapter / "training_loss.png"
     atomic_write_json(
         paths.manifest,
@@ -277,6 +295,7 @@ def _train(
             "seconds": round(finished.seconds, 1),
             "steps": rows[-1].get("current_steps") if rows else None,
             "final_loss": final_loss,
+            "rewards": rewards,  # a preference training's rewards/* at its first and last logged step
             "distributed": ran,  # as the training's processes reported it
             "launched": launched,  # what the start line said: the processes and GPUs asked for
             "loss_plot": str(plot) if plot.exists() else None,
@@ -287,4 +306,5 @@ def _train(
             "git_commit": _git_commit(),
         },
     )
-    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran)
+    return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran,
+                   rewards=rewards)

@@ -69,12 +69,12 @@ def test_a_command_that_reads_both_recipes_takes_keys_of_both(project: Path, cli
 SET_ERRORS = [
     pytest.param(["dataset", "answer", "--set", "teachr.keep=all"],
                  "Error: --set teachr.keep=all: teachr is not a recipe key; valid keys start with data, dataset, "
-                 "distributed, fewshot, inference, merge, model, name, package, role, serve, teacher, train (did you mean teacher?)",
+                 "distributed, fewshot, inference, merge, model, name, package, preference, role, serve, teacher, train (did you mean teacher?)",
                  id="typo-in-section"),
     pytest.param(["train", "answer", "--set", "teacher.keep=all"],
                  "Error: --set teacher.keep=all: teacher is not a recipe key (a key of the other kind of recipe, "
                  "which this command does not read); valid keys start with dataset, distributed, fewshot, merge, "
-                 "model, name, role, serve, train", id="pipeline-key-to-a-role-command"),
+                 "model, name, preference, role, serve, train", id="pipeline-key-to-a-role-command"),
     pytest.param(["distill", "--set", "train.lora_rank=8"],
                  "Error: --set train.lora_rank=8: train is not a recipe key (a key of the other kind of recipe, "
                  "which this command does not read); valid keys start with data, inference, package, teacher",

@@ -33,6 +33,7 @@ from orchestrator.core.llamafactory.parser import (
     read_rendered,
 )
 from orchestrator.core.llamafactory.quantization import quantization_problems
+from orchestrator.core.llamafactory.reference import reference_problems
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import RolePaths
@@ -68,7 +69,7 @@ def _check(loaded: Loaded[RoleRecipe], paths: RolePaths) -> tuple[list[str], Res
                         rendered, code=[__file__])
     values = accepted.values() if accepted.before() else None  # accepted before without its values: again
     known = values is not None
-    problems = ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
+    problems = reference_problems(loaded) + ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
     if problems:
         return problems, None
     if values is None:

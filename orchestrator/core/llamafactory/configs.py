@@ -21,7 +21,11 @@ from orchestrator.core.llamafactory.pasted import not_ours, pasted_problems
 from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
-from orchestrator.core.run_folders.role_paths import RolePaths, model_path, role_paths
+from orchestrator.core.run_folders.role_paths import RolePaths, model_path, role_paths, sft_of
+
+# A preference set (train.stage: dpo) as LLaMA-Factory's alpaca ranking format reads it
+# (data/converter.py AlpacaDatasetConverter: `ranking`, the `chosen` and `rejected` columns).
+RANKING_COLUMNS = {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}
 
 # LLaMA-Factory's example YAMLs group keys under these headers.
 _METHOD = re.compile(r"^(stage|do_train|finetuning_type|lora_|lora$|use_(dora|rslora|pissa)|pissa_|loraplus_|quantization_|double_quantization|freeze_|oft_|additional_target|create_new_adapter|pref_|dpo_|kto_|simpo_|use_galore|galore_|use_apollo|apollo_|use_badam|badam_|rope_scaling|flash_attn|enable_liger|use_unsloth|train_mm_proj_only|freeze_vision)")
@@ -49,7 +53,7 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     groups = _group(not_ours(recipe.train))  # ours are rendered below; pasted ones agree (pasted.py)
     names = ",".join([recipe.dataset_name, *recipe.dataset.extra])  # mixed by mix_strategy (train:)
     dataset = {"dataset": names, "template": recipe.model.template, "dataset_dir": str(datasets_dir())}
-    if recipe.dataset.val_size > 0:  # the held-out problems are evaluated as training goes
+    if recipe.has_eval_set:  # the held-out problems are evaluated as training goes
         dataset["eval_dataset"] = recipe.eval_dataset_name
         groups["eval"] = {
             "eval_strategy": "steps",
@@ -67,11 +71,26 @@ def train_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     }
     if recipe.distributed.deepspeed:
         sections["method"]["deepspeed"] = str(paths.deepspeed)
+    sections["method"].update(reference_keys(recipe))
     if recipe.distributed.ray_workers:
         sections["train"]["ray_num_workers"] = recipe.distributed.ray_workers
     if recipe.distributed.nnodes > 1:  # each node its own disk: its checkpoints are what it resumes from
         sections["train"].setdefault("save_on_each_node", True)
     return {name: keys for name, keys in sections.items() if keys}
+
+
+def reference_keys(recipe: RoleRecipe) -> dict[str, Any]:
+    """What makes the SFT model the reference of a preference training. LLaMA-Factory's DPO with
+    LoRA and no ref_model takes the policy with its adapter disabled as the reference
+    (train/trainer_utils.py create_ref_model, train/dpo/trainer.py): on the merged SFT model
+    (model_path) that is the SFT model, nothing to add. Going on training the SFT adapter on its
+    base (preference.reference: adapter), it would be the base: so the adapter is resumed and the
+    reference named, base + SFT adapter."""
+    sft = sft_of(recipe)
+    if sft is None or recipe.preference.reference != "adapter":
+        return {}
+    adapter = str(role_paths(sft.recipe).adapter)
+    return {"adapter_name_or_path": adapter, "ref_model": str(model_path(sft.recipe)), "ref_model_adapters": adapter}
 
 
 def merge_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
@@ -128,7 +147,7 @@ def render_role(loaded: Loaded[RoleRecipe]) -> RolePaths:
 def dataset_entries(recipe: RoleRecipe) -> dict[str, str]:
     """dataset name -> file name, for the role's training set (and validation set)."""
     entries = {recipe.dataset_name: f"{recipe.dataset_name}.json"}
-    if recipe.dataset.val_size > 0:
+    if recipe.has_eval_set:
         entries[recipe.eval_dataset_name] = f"{recipe.eval_dataset_name}.json"
     return entries
 
@@ -147,7 +166,11 @@ def render_dataset_info(recipes: list[RoleRecipe]) -> Path:
     entries = {}
     for recipe in recipes:
         for name, file_name in dataset_entries(recipe).items():
-            entries[name] = {"file_name": file_name, "formatting": "alpaca", "columns": ALPACA_COLUMNS}
+            if recipe.is_preference:
+                entries[name] = {"file_name": file_name, "formatting": "alpaca", "ranking": True,
+                                 "columns": RANKING_COLUMNS}
+            else:
+                entries[name] = {"file_name": file_name, "formatting": "alpaca", "columns": ALPACA_COLUMNS}
         entries.update(mixed_entries(recipe))
     ours = json.loads(render("llamafactory/dataset_info.json.j2", entries=entries))
     atomic_write_json(path, {**existing, **ours})

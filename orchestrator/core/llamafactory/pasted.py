@@ -27,8 +27,11 @@ OURS = {
     "export_dir": "name (the merged model goes to runs/<name>/merged/)",
     "export_quantization_dataset": "merge.export_quantization_bit (the calibration set is rendered)",
     "trust_remote_code": "nothing: it is always true",
+    "ref_model": "preference.sft_recipe (the SFT model is the reference of a preference training)",
+    "ref_model_adapters": "preference.sft_recipe with preference.reference: adapter",
 }
-_PATHS = {"model_name_or_path", "dataset_dir", "output_dir", "deepspeed", "adapter_name_or_path", "export_dir"}
+_PATHS = {"model_name_or_path", "dataset_dir", "output_dir", "deepspeed", "adapter_name_or_path", "export_dir",
+          "ref_model", "ref_model_adapters"}
 
 
 def same_value(key: str, given: Any, ours: Any) -> bool:

@@ -92,6 +92,26 @@ class FewshotSection(Section):
     pool: Literal["train"] = "train"  # where they come from: data.train's distilled, agreeing replies
 
 
+class PreferenceSection(Section):
+    """Preference tuning on the SFT Answer model's own replies (train.stage: dpo;
+    orchestrator/stages/preference.py): a pair is a reply with the gold letter (chosen) and one
+    with another letter or none (rejected), to the same training question."""
+
+    sft_recipe: str | None = None  # the SFT Answer recipe: its model is sampled, trained on and the reference
+    samples: int = Field(4, ge=1, le=64)  # replies per training question
+    temperature: float = Field(0.9, gt=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1)  # default: inference.max_tokens of the pipeline recipe
+    pairs_per_question: int = Field(1, ge=1, le=16)  # each right reply paired with another wrong one
+    # where none of the samples is right: no pair (model), or the teacher's verified solution as chosen
+    chosen: Literal["model", "teacher"] = "model"
+    # how the SFT model is the reference: DPO trains a new adapter on its merged model (merged), or
+    # goes on training its adapter with ref_model + ref_model_adapters (adapter: a quantized base)
+    reference: Literal["merged", "adapter"] = "merged"
+
+
+PREFERENCE_STAGES = ("dpo",)  # LLaMA-Factory's train.stage values a preference set feeds
+
+
 class ServeSection(Section):
     infer_backend: Literal["huggingface", "vllm", "sglang"] = "huggingface"
     # what is served: the merged model, or the base with the adapter on top (auto: the adapter
@@ -121,6 +141,7 @@ class RoleRecipe(Section):
     model: ModelSection = ModelSection()
     dataset: DatasetSection = DatasetSection()
     fewshot: FewshotSection = FewshotSection()  # read for the Answer role only
+    preference: PreferenceSection = PreferenceSection()  # train.stage: dpo only
     train: dict[str, Any] = Field(default_factory=dict)
     merge: dict[str, Any] = Field(default_factory=dict)
     serve: ServeSection = ServeSection()
@@ -140,6 +161,31 @@ class RoleRecipe(Section):
                           f"train_{self.run_name.replace('-', '_')}), so this variant's subset does not overwrite "
                           f"{self.dataset_name}", self.dataset.subsample)
         return self
+
+    @model_validator(mode="after")
+    def _preference_fits(self) -> RoleRecipe:
+        if self.preference.sft_recipe and not self.is_preference:
+            raise invalid("preference.sft_recipe", "is for a preference training: set train.stage: dpo too "
+                          "(or remove preference.sft_recipe)", self.preference.sft_recipe)
+        if self.is_preference and self.role != "answer":
+            raise invalid("train.stage", "dpo is for the Answer role: its pairs are the Answer model's own replies",
+                          self.train.get("stage"))
+        if self.is_preference and self.dataset_name == f"train_{self.role}_instruct":
+            raise invalid("dataset.name", f"a preference training needs a dataset.name of its own (e.g. "
+                          f"pref_{self.run_name.replace('-', '_')}), so its pairs do not overwrite the SFT set "
+                          f"{self.dataset_name}", self.dataset.name)
+        return self
+
+    @property
+    def is_preference(self) -> bool:
+        """Trained on pairs (train.stage: dpo): its set is a ranking set of chosen/rejected replies."""
+        return self.train.get("stage") in PREFERENCE_STAGES
+
+    @property
+    def has_eval_set(self) -> bool:
+        """Its held-out problems are a set evaluated as training goes (val_<name>): not a
+        preference set's, whose held-out questions are never asked."""
+        return self.dataset.val_size > 0 and not self.is_preference
 
     @property
     def run_name(self) -> str:
