@@ -27,7 +27,7 @@ from orchestrator.core.llamafactory.imported import to_recipe
 from orchestrator.core.llamafactory.llamaboard_save import is_llamaboard_save, train_args
 from orchestrator.core.recipes.loading import Loaded, default_role_recipe, load_role
 from orchestrator.core.recipes.reading import MAX_RECIPE_BYTES, check_tree
-from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.recipes.schema import PREFERENCE_STAGES, RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, role_paths
 from orchestrator.core.run_folders.trained import adapter_hash
 from orchestrator.core.run_folders.training_inputs import training_inputs
@@ -130,6 +130,15 @@ def import_recipe(source: Path, role: str, base_recipe: str | None = None, out: 
     if name == base.recipe.run_name:
         raise UserError(f"--out {display(out_path)} would train into runs/{name}/, the base recipe's own run folder: "
                         "name the file otherwise")
+    if base.recipe.train.get("stage") != imported.values.get("train", {}).get("stage") and \
+            imported.values.get("train", {}).get("stage") in PREFERENCE_STAGES and not base.recipe.is_preference:
+        # a preference config: on the base recipe's own model (the SFT model as its reference), its own pairs
+        pairs = f"pref_{name.replace('-', '_')}"
+        imported.put("preference.sft_recipe", display(base.path))
+        imported.put("dataset.name", pairs)
+        imported.lines.append(f"{where}: stage {imported.values['train']['stage']} -> preference.sft_recipe "
+                              f"{display(base.path)} (the SFT model, the reference), its pairs in datasets/{pairs}.json "
+                              "sampled from that model (docs/levers.md)")
     if kind == "save":
         imported.lines.insert(0, f"{where}: read as LlamaBoard would train it (LLaMA-Factory's webui runner); the page "
                                  "saves no model path: the base's model stays")

@@ -113,6 +113,8 @@ def test_an_example_renders_knob_for_knob(project: Path, cli, name: str, base: s
     assert out == f"wrote {project / 'recipes' / 'lf-answer.yaml'} from an LLaMA-Factory train YAML; runs/lf-answer/ is its run folder\n"
     loaded = load_role("answer", "recipes/lf-answer.yaml")
     assert loaded.recipe.model.source == example["model_name_or_path"] and loaded.recipe.model.path is None
+    if example.get("stage") == "dpo":  # a preference recipe on the base's model, its own pairs
+        assert (loaded.recipe.preference.sft_recipe, loaded.recipe.dataset.name) == (base, "pref_lf_answer")
     assert loaded.recipe.model.template == example["template"]
     rendered = yaml.safe_load((project / "runs" / "lf-answer" / "train.yaml").read_text(encoding="utf-8"))
     for key, value in example.items():  # every knob the example sets, as it set it

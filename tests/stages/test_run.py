@@ -122,6 +122,28 @@ def test_what_runs_after_a_change(project: Path, change, runs: set[str], reason:
     assert all(reasons[s][0].startswith("after ") for s in downstream)  # a dry run says why the rest follows
 
 
+
+DPO = ["RECIPE=tiny", "ANSWER_RECIPE=recipes/tiny-answer-dpo.yaml"]
+
+
+def test_a_preference_recipe_plans_its_sft_model_then_its_pairs_then_dpo(project: Path) -> None:
+    """train.stage dpo: the SFT recipe's set, training and merge come first (the reference is the
+    merged SFT model), then the pairs sampled from it, then the DPO training and its merge."""
+    answer = [s for s in decide(*DPO) if s.endswith(("answer", "answer-dpo", "_answer", "_answer_instruct"))]
+    assert answer == ["dataset-train_answer_instruct", "train-tiny-answer", "merge-tiny-answer",
+                      "dataset-pref_tiny_answer", "train-tiny-answer-dpo", "merge-tiny-answer-dpo"]
+
+
+def test_a_retrained_sft_model_samples_its_pairs_again_and_retrains_dpo(project: Path) -> None:
+    settle(*DPO)
+    assert not any(decide().values())
+    stand_in(project, "runs/tiny-answer/adapter")  # the SFT model trained again (another adapter)
+    reasons = decide()
+    for stage in ("dataset-pref_tiny_answer", "train-tiny-answer-dpo"):
+        assert any(r.startswith("model runs/tiny-answer/adapter ") and "(the SFT model)" in r
+                   for r in reasons[stage]), reasons[stage]
+    assert reasons["train-tiny-answer"] == ["runs/tiny-answer/adapter was changed by another command since this stage made it"]
+
 def test_a_kept_value_is_an_input_named_with_where_it_is_kept(project: Path) -> None:
     settle("RECIPE=tiny")
     (project / "data").mkdir()

@@ -25,7 +25,7 @@ NO_REFERENCE = ("orpo", "simpo")  # LLaMA-Factory's pref_loss values without a r
 
 
 def uses_reference(recipe: RoleRecipe) -> bool:
-    return recipe.is_preference and (recipe.train.get("pref_loss") or "sigmoid") not in NO_REFERENCE
+    return recipe.is_preference and recipe.train.get("pref_loss") not in NO_REFERENCE  # (unset: sigmoid, which has one)
 
 
 def reference_line(recipe: RoleRecipe) -> str | None:
@@ -82,7 +82,7 @@ def reference_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
             problems.append(f"{ref}: preference.reference merged, but {recipe.preference.sft_recipe} serves its "
                             "adapter (serve.weights adapter), so its merged model is never built; set "
                             "preference.reference: adapter, or serve.weights merged in the SFT recipe")
-    elif (recipe.train.get("finetuning_type") or "lora") != "lora":
+    elif recipe.train.get("finetuning_type") not in (None, "lora"):  # (unset: LLaMA-Factory's lora)
         problems.append(f"{ref}: preference.reference adapter goes on training the SFT LoRA adapter; "
                         f"train.finetuning_type is {recipe.train.get('finetuning_type')}: use reference merged")
     return problems
