@@ -26,7 +26,7 @@ from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.imported import to_recipe
 from orchestrator.core.llamafactory.llamaboard_save import is_llamaboard_save, train_args
 from orchestrator.core.recipes.loading import Loaded, default_role_recipe, load_role
-from orchestrator.core.recipes.reading import MAX_RECIPE_BYTES, check_tree
+from orchestrator.core.recipes.reading import check_tree, load_yaml_file
 from orchestrator.core.recipes.schema import PREFERENCE_STAGES, RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, role_paths
 from orchestrator.core.run_folders.trained import adapter_hash
@@ -51,20 +51,7 @@ class ImportResult:
 def read_source(path: Path) -> dict[str, Any]:
     """The file as a mapping; every way it is not one is one UserError naming it."""
     where = display(path)
-    try:
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise UserError(f"{where}: too large for a train config ({path.stat().st_size} bytes)")
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{where}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{where}: cannot read ({e})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{where}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({reason})") from None
+    data = load_yaml_file(path, "train config")
     if not isinstance(data, dict) or not data:
         kind = "an empty file" if not data else f"a YAML {type(data).__name__.replace('dict', 'mapping')}"
         raise UserError(f"{where}: {kind}, not an LLaMA-Factory train config or a LlamaBoard save (a mapping of "

@@ -18,20 +18,20 @@ MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-
 MAX_DEPTH = 50
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """One recipe file as a mapping (empty for an empty file); every way it can be unreadable
-    is one UserError naming it."""
+def load_yaml_file(path: Path, what: str = "recipe", missing: str = "") -> Any:
+    """A YAML file parsed (None when empty); every way it can be unreadable is one UserError
+    naming it (`what` it was meant to be, and `missing`: the hint for a file not there)."""
     name = display(path)
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES})")
+            raise UserError(f"{name}: {path.stat().st_size} bytes is too large for a {what} (at most {MAX_RECIPE_BYTES})")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"{name}: no such recipe{_where_recipes_are(path)}") from None
+        raise UserError(f"{name}: no such {what}{missing}") from None
     except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
         raise UserError(f"{name}: cannot read ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
@@ -39,11 +39,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"{where}: not valid YAML ({reason})") from None
     except RecursionError:
         raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """One recipe file as a mapping (empty for an empty file); every way it can be unreadable
+    is one UserError naming it."""
+    data = load_yaml_file(path, "recipe", _where_recipes_are(path) if not path.exists() else "")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{name}: a recipe is a mapping of keys, not a {type(data).__name__}")
-    check_tree(data, name)
+        raise UserError(f"{display(path)}: a recipe is a mapping of keys, not a {type(data).__name__}")
+    check_tree(data, display(path))
     return data
 
 
