@@ -28,6 +28,7 @@ from orchestrator.core.llamafactory.parser import Accepted
 from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.kept import MERGED_REMOVED, check_out
 from orchestrator.core.run_folders.locks import run_lock
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.trained import adapter_identity, portable_hash
@@ -108,6 +109,8 @@ def _merge(
     stage = f"merge {loaded.recipe.run_name}"
     paths = role_paths(loaded.recipe)
     if not is_trained(paths):
+        check_out(paths.run_dir.name)  # a kept training named by `orchestrator runs`: linked into its folder
+    if not is_trained(paths):
         what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
         raise UserError(
             f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `{command_for(loaded, 'train')}` first"
@@ -142,6 +145,10 @@ def _merge(
         say(stage, f"a QLoRA adapter (train.quantization_bit {bits}): merged into the unquantized base "
                    f"{model_path(loaded.recipe)}, LLaMA-Factory's way; serve.weights adapter serves it on the "
                    f"{bits}-bit load instead")
+    removed = paths.run_dir / MERGED_REMOVED
+    if removed.is_file() and echo:
+        say(stage, f"merging again from its adapter: this training's merged copy was removed to bound the disk it "
+                   f"takes (keep.merged {loaded.recipe.keep.merged}, {loaded.where('keep.merged')})")
     tmp = paths.run_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     full = paths.run_dir / ".merged-full.tmp"  # a quantized export: the merge, before it is quantized
@@ -194,4 +201,5 @@ def _merge(
         paths.merged.rename(old)
     tmp.rename(paths.merged)
     shutil.rmtree(old, ignore_errors=True)
+    removed.unlink(missing_ok=True)
     return paths.merged
