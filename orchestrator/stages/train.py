@@ -37,7 +37,7 @@ from orchestrator.core.run_folders.kept import (
     record_start,
     restore,
 )
-from orchestrator.core.run_folders.trained import adapter_hash, base_identity, portable_hash, read_manifest
+from orchestrator.core.run_folders.trained import dataset_files, adapter_hash, portable_hash, read_manifest, training_inputs
 
 
 @dataclass
@@ -104,28 +104,6 @@ def read_trainer_log(adapter_dir: Path) -> list[dict]:
     return rows
 
 
-def _dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
-    """The dataset files a role trains on, by dataset name."""
-    recipe = loaded.recipe
-    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
-    files = {name: datasets_dir() / f"{name}.json" for name in names}
-    files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
-    return files
-
-
-def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
-    """What decides whether a trained adapter is still current: the rendered train YAML (its
-    project and base model folders as placeholders), the content of every dataset file it trains
-    on, the base model by content. Timestamps and absolute paths do not count."""
-    files = _dataset_files(loaded)
-    base = model_path(loaded.recipe)
-    return {
-        "train_yaml": portable_hash(paths.train_yaml, base, paths.run_dir),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
-        "base_model": base_identity(base),
-    }
-
-
 def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
     """The inputs as manifests without an adapter_hash recorded them (absolute paths), to read
     those manifests: an adapter they describe is not trained again for an upgrade."""
@@ -133,7 +111,7 @@ def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, 
     config = base / "config.json"
     return {
         "train_yaml": file_hash(paths.train_yaml),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in _dataset_files(loaded).items()},
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in dataset_files(loaded).items()},
         "base_model": {"path": str(base), "config": file_hash(config) if config.is_file() else None},
     }
 

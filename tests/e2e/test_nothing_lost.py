@@ -77,7 +77,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     kept = manifest.read_text()
     manifest.write_text(kept[: len(kept) // 2])
     error = ("Error: runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train answer "
-             "--fresh` trains again, keeping runs/tiny-answer/adapter aside in runs/tiny-answer/previous")
+             "--fresh` trains again, keeping runs/tiny-answer/adapter in runs/tiny-answer/kept/")
     for args in (("train", "answer", "--recipe", "recipes/tiny-answer.yaml"),
                  ("infer", "--out-dir", "runs/tiny-infer", "--recipe", "recipes/tiny-pipeline.yaml",
                   "--answer-recipe", "recipes/tiny-answer.yaml", "--evaluate-recipe", "recipes/tiny-evaluate.yaml")):
@@ -88,7 +88,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     assert (moved / "runs/tiny-answer/adapter/adapter_model.safetensors").exists()
     manifest.write_text(kept)
 
-    # a changed lora_alpha trains again: the previous adapter is kept aside, killed or finished
+    # a --set lora_alpha trains a variant in its own run folder: the recipe's adapter untouched, killed or finished
     run = moved / "runs/tiny-answer"
     old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
     retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
@@ -108,23 +108,26 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
         if "launching" in line:
             break
     assert any("lora_alpha" in line or "train_yaml changed" in line for line in seen), seen
-    second = orchestrator(moved, "train", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    [variant] = [p for p in (moved / "runs").iterdir() if p.name.startswith("tiny-answer@")]
+    second = orchestrator(moved, *retrain[1:], "--set", "train.max_steps=2000")
     assert second.returncode != 0
-    assert second.stderr.strip() == (f"Error: runs/tiny-answer is in use by `orchestrator train answer --recipe "
-                                     f"recipes/tiny-answer.yaml` (pid {proc.pid}): wait "
-                                     "for it to finish (one command at a time per run folder)")
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"Error: runs/{variant.name} is in use by `orchestrator train answer --recipe recipes/tiny-answer.yaml` "
+        f"(pid {proc.pid}): wait "
+        "for it to finish (one command at a time per run folder)"), second.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Interrupted." in err, (proc.returncode, err[-2000:])
-    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights
-    assert json.loads((run / "previous/manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
-    assert not (run / "adapter/adapter_model.safetensors").exists()
+    assert (run / "adapter/adapter_model.safetensors").read_bytes() == old_weights
+    assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
+    assert not (variant / "adapter/adapter_model.safetensors").exists()
 
     finished = subprocess.run([*retrain, "--set", "train.max_steps=200"], cwd=moved, env=env, capture_output=True,
                               text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
-    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights  # one generation back
+    [done] = [p for p in (moved / "runs").iterdir() if p.name.startswith("tiny-answer@") and p != variant]
+    assert json.loads((done / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
+    assert (run / "adapter/adapter_model.safetensors").read_bytes() == old_weights  # the recipe's own, untouched
 
 
 def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ runs/<name>/ holds the training of the recipe as it reads now (adapter/, manifes
 its logs); every other training of that run folder (the recipe before an edit, a --fresh one)
 lies in runs/<name>/kept/<identity>/, with the same files. The identity is a hash of the
 training's inputs by content (the portable train.yaml, the datasets, the base model: see
-stages/train.py `training_inputs`), recorded in the manifest, so a moved project keeps every
+core/run_folders/trained.py `training_inputs`), recorded in the manifest, so a moved project keeps every
 identity. A training moves between the two places by renames (nothing copied, nothing deleted):
 an edited recipe moves the current one aside, and going back moves it back and trains nothing.
 A training found in another run folder (a --set variant, runs/<name>@<variant>/, made the same
