@@ -229,18 +229,18 @@ def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[st
     from orchestrator.core.project.identity import flatten, value_hash
 
     before, after = flatten({k: as_read.get(k) for k in MADE_OF}), flatten({k: data.get(k) for k in MADE_OF})
-    changed = {key: after.get(key) for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)}
+    changed = {str(key): after.get(key) for key in sorted(set(before) | set(after), key=str) if before.get(key) != after.get(key)}
     if not changed:
         return
     if "name" not in origin or not from_command_line(origin["name"]):
         name = data.get("name") or data.get("role")
         if isinstance(name, str):
-            data["name"] = f"{name}@{value_hash(changed)[:8]}"
+            data["name"] = f"{name}@{value_hash(sorted((k, repr(v)) for k, v in changed.items()))[:8]}"
     dataset_changed = {k: v for k, v in changed.items() if k.startswith(DATASET_MADE_OF) and k != "dataset.name"}
     dataset: dict[str, Any] = data["dataset"] if isinstance(data.get("dataset"), dict) else {}
     if dataset_changed and not ("dataset.name" in origin and from_command_line(origin["dataset.name"])):
         own = dataset.get("name") or f"train_{data.get('role')}_instruct"
-        data["dataset"] = {**dataset, "name": f"{own}.{value_hash(dataset_changed)[:8]}"}
+        data["dataset"] = {**dataset, "name": f"{own}.{value_hash(sorted((k, repr(v)) for k, v in dataset_changed.items()))[:8]}"}
 
 
 def _refuse_other_kind(cls: type[RoleRecipe] | type[PipelineRecipe], data: dict[str, Any], path: Path) -> None:
