@@ -1,11 +1,6 @@
-# A door: each model and pipeline target is one line calling `orchestrator run`, the one planner,
-# which decides by content what runs and says why (docs/make.md); make plans nothing itself.
-# A target or variable with a `## text` comment beside it is listed by `make help`.
-#
-# The variables given to a make call (command line or environment; NAME= for the recipe's own)
-# reach `orchestrator run` as NAME=VALUE; RECIPE, ANSWER_RECIPE, EVALUATE_RECIPE, PIPELINE, TRAIN,
-# TEST, GOLD, TEACHER_* and LIMIT are kept in .orchestrator/state.yaml, which every orchestrator
-# command reads (a make call, or one typed by hand). make -n shows the plan and writes nothing.
+# A door: each pipeline target is one line calling `orchestrator run`, the one planner, which decides
+# by content what runs and says why (docs/make.md). Variables given to a call reach it as NAME=VALUE
+# and are kept in .orchestrator/state.yaml, which every command reads. `make help` lists each `##`.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -94,7 +94,7 @@ def test_make_test_fails_on_a_lint_error_before_running_the_tests(tmp_path: Path
 
 
 # commands whose stage module is named otherwise: `render` is the first half of `check`
-STAGE_OF = {"render": "check", "eval": "evaluate"}
+STAGE_OF = {"render": "check", "eval": "evaluate", "recipe": "recipe_import"}  # `recipe import`
 
 
 def stages_in(folder: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""`orchestrator run TARGET... [NAME=VALUE...]`: the one planner (stages/plan.py): every stage the
+"""`orchestrator run TARGET... [NAME=VALUE...]`: the one planner (stages/run.py): every stage the
 targets need, in one process, each run only when its inputs changed by content, saying why."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
     from orchestrator.core.project.plan import finished, judge
     from orchestrator.core.project.state import SETTINGS, ignoring, resolve, state_path, using, write_state, SHOWN
     from orchestrator.core.recipes.overrides import MAKE_VARIABLES_ENV
-    from orchestrator.stages.plan import make_call, output_identity, plan
+    from orchestrator.stages.run import make_call, output_identity, plan
 
     names = [t for t in targets if "=" not in t]
     given = dict(t.partition("=")[::2] for t in targets if "=" in t)
@@ -47,13 +47,9 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
         raise click.UsageError("name a target, e.g. `orchestrator run all RECIPE=tiny`")
     with ignoring() if ignore_state else nullcontext():
         settings, keep = resolve(given, ignore=ignore_state)
+        on_file = None if ignore_state else (settings_kept(state_path()) or {})
         for note in settings.notes():
             echo_err(f"[run] {note}")
-        if not ignore_state and keep != (settings_kept(state_path()) or {}):
-            if dry_run:
-                echo_err(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items()) or "nothing"))
-            else:
-                write_state(keep)
         import os
 
         origins = " ".join(f"{key}={name}" for name, key in SETTINGS.items() if name in settings.given)
@@ -63,6 +59,13 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
             with using(keep) if not ignore_state else nullcontext():
                 call = make_call(settings, overrides)
                 stages = plan(names, call)
+                # kept once the recipes load and the plan stands: a refused call keeps nothing
+                if on_file is not None and keep != on_file:
+                    if dry_run:
+                        echo_err(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items())
+                                                                     or "nothing"))
+                    else:
+                        write_state(keep)
                 running: set[str] = set()
                 for stage in stages:
                     decision = judge(stage, running if dry_run else set(), output_identity)

@@ -32,7 +32,8 @@ from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.kept import MERGED_REMOVED, check_out, copy_in, find
 from orchestrator.core.run_folders.locks import run_lock
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
-from orchestrator.core.run_folders.trained import adapter_identity, portable_hash, training_inputs
+from orchestrator.core.run_folders.trained import adapter_identity, portable_hash
+from orchestrator.core.run_folders.training_inputs import training_inputs
 
 
 def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:

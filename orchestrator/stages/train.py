@@ -37,7 +37,8 @@ from orchestrator.core.run_folders.kept import (
     record_start,
     restore,
 )
-from orchestrator.core.run_folders.trained import dataset_files, adapter_hash, portable_hash, read_manifest, training_inputs
+from orchestrator.core.run_folders.trained import adapter_hash, portable_hash, read_manifest
+from orchestrator.core.run_folders.training_inputs import dataset_files, training_inputs
 
 
 @dataclass

@@ -3,8 +3,10 @@
 The page shows the arguments `orchestrator train` would use: `llamaboard_values` maps them onto
 LlamaBoard's element ids, rendered into runs/<name>/llamaboard.yaml; orchestrator.core.llamafactory.llamaboard puts
 them on the page when it loads. LlamaBoard keeps its files (llamaboard_cache/, saves/) relative
-to its working directory, runs/<name>/llamaboard/; a training started from the page writes its
-adapter to runs/<name>/adapter, as `orchestrator train` does.
+to its working directory, runs/<name>/llamaboard/: "Save arguments" writes llamaboard_config/<time>.yaml
+there, and a training started from the page its own folder saves/<model>/<method>/train_<time>/ (the
+page's habit), never runs/<name>/adapter: `orchestrator recipe import` turns either into a recipe,
+adopting a finished page training's adapter.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.configs import flat, render_roles, train_sections
 from orchestrator.core.llamafactory.launch import launch_env
 from orchestrator.core.llamafactory.llamaboard import AUTH_ENV
-from orchestrator.core.recipes.loading import Loaded
+from orchestrator.core.recipes.loading import Loaded, default_role_recipe
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import role_paths
 
@@ -49,11 +51,12 @@ ELEMENTS = {
     "train.lora_alpha": "lora_alpha",
     "train.lora_dropout": "lora_dropout",
     "train.lora_target": "lora_target",
-    "train.output_dir": "output_dir",
 }
 # Arguments shown by other elements (stage, compute type) or replaced by LlamaBoard's own
 # DeepSpeed configs (ds_stage); every other argument of the recipe goes into extra_args.
-_SHOWN = {*ELEMENTS.values(), "stage", "bf16", "fp16", "pure_bf16", "deepspeed"}
+# output_dir is left to the page (train_<time>, under saves/): a page training never resumes
+# the recipe's checkpoints nor writes into its adapter.
+_SHOWN = {*ELEMENTS.values(), "stage", "bf16", "fp16", "pure_bf16", "deepspeed", "output_dir"}
 
 
 @dataclass
@@ -140,6 +143,19 @@ def write_user_config(workdir: Path, model_name: str, model_path: str) -> Path:
     return atomic_write_text(path, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
 
 
+def where_the_page_saves(loaded: Loaded[RoleRecipe], workdir: Path) -> list[str]:
+    """Where the page's saves and trainings land, and the command that brings each back."""
+    role = loaded.recipe.role
+    base = "" if loaded.path.resolve() == default_role_recipe(role).resolve() else f" --recipe {display(loaded.path)}"
+    return [
+        f"Save arguments writes {display(workdir)}/llamaboard_config/<time>.yaml; "
+        f"`orchestrator recipe import FILE --role {role}{base}` makes it a recipe",
+        f"Start trains into {display(workdir)}/saves/<model>/<method>/train_<time>/ (never "
+        f"{display(role_paths(loaded.recipe).adapter)}); once finished, `orchestrator recipe import "
+        f"THAT_FOLDER/training_args.yaml --role {role}{base}` makes it a recipe and adopts its adapter",
+    ]
+
+
 def _browser_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
@@ -185,6 +201,8 @@ def launch_webui(
         startup_timeout=300.0,
     )
     say(stage, f"starting LlamaBoard with {values_path} (log: {server.log_path})")
+    for line in where_the_page_saves(loaded, workdir):
+        say(stage, line)
     ui = WebUI(url, server.start(), values, values_path)
     if not block:
         return ui

@@ -87,8 +87,8 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
         assert all(r["final"] == prior for r in trace if r["source"] == "fallback")
         assert set(finals) == set(ids[:5]) and all(finals.values())
         # the bare `make package RECIPE=tiny`: the own data stay in force, nothing retrained
-        assert "make: TRAIN=data/train.jsonl TEST=data/test.jsonl GOLD=data/gold.jsonl" in err
-        assert "(from the last make call" in err
+        assert "[run] TRAIN=data/train.jsonl TEST=data/test.jsonl GOLD=data/gold.jsonl" in err
+        assert "(kept in .orchestrator/state.yaml" in err
         assert done.stdout.count("orchestrator distill") == done.stdout.count("orchestrator train answer") == 1
         assert (f"[package] fallback: {prior}, the most frequent gold letter of {project}/data/train.jsonl"
                 in err), err[-3000:]
@@ -96,7 +96,7 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
         assert f"fallback: {prior}" in frozen
         assert not (project / "runs/tiny-infer").exists()
 
-        # re-saved unchanged: make's timestamp makes train check, the content says it is current
+        # re-saved unchanged: the content says it is current
         later = time.time() + 60
         os.utime(project / "recipes/tiny-answer.yaml", (later, later))
         again = bash(project, first.split("\n", 2)[2], teacher.url)  # the make line alone

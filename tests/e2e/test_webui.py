@@ -3,12 +3,17 @@ real headless Chromium (Debian's `chromium`), with no click."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.core.common.process import free_port, port_free
 from orchestrator.core.recipes.loading import load_role
@@ -126,12 +131,13 @@ def expected(recipe, project: Path, model_name: str) -> dict:
         "lora_alpha": float(train["lora_alpha"]),
         "lora_dropout": float(train["lora_dropout"]),
         "lora_target": train["lora_target"],
-        "output_dir": str(project / "runs" / recipe.run_name / "adapter"),
+        "output_dir": "train_<time>",  # the page's own folder under saves/: never the recipe's adapter
     }
 
 
 def as_recipe_types(page: dict, want: dict) -> dict:
-    """Page text as numbers where the recipe has numbers."""
+    """Page text as numbers where the recipe has numbers; LlamaBoard's train_<time> folder as such."""
+    page = {**page, "output_dir": re.sub(r"^train_\d{4}(-\d\d){5}$", "train_<time>", page["output_dir"] or "")}
     return {k: float(page[k]) if isinstance(want[k], float) and page[k] not in (None, "") else page[k] for k in want}
 
 
@@ -199,3 +205,114 @@ def test_beyond_loopback_needs_a_login(project: Path, cli, monkeypatch: pytest.M
                    "export LLAMABOARD_USER=<a user> LLAMABOARD_PASSWORD=<a password>, "
                    "or keep the default host 127.0.0.1\n")
     assert not (project / "runs").exists()
+
+
+BOARD_RECIPE = """\
+extends: tiny-answer.yaml
+name: board
+dataset:
+  val_size: 0.0
+train:
+  max_steps: 2
+  save_steps: 2
+  logging_steps: 1
+"""
+
+
+def save_on_the_page(browser, url: str, learning_rate: str) -> None:
+    """Type a learning rate into the page's Train tab and press "Save arguments"."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    try:
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("Learning rate", exact=True).wait_for(timeout=60_000)
+        deadline = time.monotonic() + 30  # the recipe's values arrive with the load events
+        while page.evaluate(READ_FIELD, "Max samples") is None or page.evaluate(READ_FIELD, "Epochs") != "3.0":
+            assert time.monotonic() < deadline, "the page never showed the recipe's epochs"
+            time.sleep(0.5)
+        box = page.locator(".block", has=page.get_by_text("Learning rate", exact=True)).locator("textarea").first
+        box.fill(learning_rate)
+        box.press("Tab")
+        page.get_by_role("button", name="Save arguments").click()
+        page.get_by_text("Arguments have been saved at", exact=False).first.wait_for(timeout=30_000)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.xdist_group("browser")  # one chromium, the module's fixture
+def test_llamaboard_round_trip(browser, tiny_project: Path, cli) -> None:
+    """A save made on the real page becomes a recipe; a training started as the page starts it
+    (LLaMA-Factory's runner: its arguments, save_cmd, `llamafactory-cli train FILE` in the page's
+    folder) trains for real into its own folder, and importing it adopts its adapter: training with
+    the imported recipe then trains nothing."""
+    (tiny_project / "recipes" / "board-answer.yaml").write_text(BOARD_RECIPE, encoding="utf-8")
+    rows = [{"instruction": f"问题 {i}", "input": "", "output": f"答案是：{'ABCD'[i % 4]}"} for i in range(8)]
+    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows, ensure_ascii=False))
+    loaded = load_role("answer", "recipes/board-answer.yaml")
+    workdir = tiny_project / "runs" / "board" / "llamaboard"
+    with launch_webui(loaded, port=free_port(), block=False) as ui:
+        save_on_the_page(browser, ui.url, "0.005")
+    (save,) = (workdir / "llamaboard_config").glob("*.yaml")
+    saved = yaml.safe_load(save.read_text(encoding="utf-8"))
+    assert saved["train.learning_rate"] == "0.005" and "top.model_path" not in saved  # the page's own format
+
+    code, out, err = cli("recipe", "import", save, "--role", "answer", "--recipe", "recipes/board-answer.yaml",
+                         "--out", "recipes/page-answer.yaml")
+    assert code == 0, err
+    recipe = yaml.safe_load((tiny_project / "recipes" / "page-answer.yaml").read_text(encoding="utf-8"))
+    assert recipe["extends"] == "board-answer.yaml" and recipe["name"] == "page-answer"
+    assert recipe["train"]["learning_rate"] == 0.005
+
+    # the training the page would start from this save, started as its runner starts it
+    from llamafactory.webui.common import save_cmd
+
+    from orchestrator.core.llamafactory.llamaboard_save import train_args
+
+    args = {**train_args(saved, str(save)), "model_name_or_path": str(tiny_project / "models" / "tiny-qwen2"),
+            "output_dir": "saves/Custom/lora/train_page", "preprocessing_num_workers": None}
+    args = {k: v for k, v in args.items() if v is not None}
+    env = {**os.environ, "LLAMABOARD_ENABLED": "1", "LLAMABOARD_WORKDIR": args["output_dir"],
+           "DISABLE_VERSION_CHECK": "1", "NPROC_PER_NODE": "1"}
+    cli_path = Path(sys.executable).parent / "llamafactory-cli"
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        config = save_cmd(args)
+    finally:
+        os.chdir(cwd)
+    done = subprocess.run([str(cli_path), "train", config], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = workdir / "saves" / "Custom" / "lora" / "train_page"
+    assert (trained / "adapter_model.safetensors").is_file()
+    assert not (tiny_project / "runs" / "board" / "adapter").exists()  # the recipe's model untouched
+
+    code, out, err = cli("recipe", "import", trained / "training_args.yaml", "--role", "answer",
+                         "--recipe", "recipes/board-answer.yaml", "--out", "recipes/page-trained-answer.yaml")
+    assert code == 0, err
+    assert "adopted" in out
+    adopted = tiny_project / "runs" / "page-trained-answer" / "adapter" / "adapter_model.safetensors"
+    assert adopted.read_bytes() == (trained / "adapter_model.safetensors").read_bytes()
+    code, out, err = cli("train", "answer", "--recipe", "recipes/page-trained-answer.yaml")
+    assert code == 0, err
+    assert out.startswith("up to date: "), out  # the adopted manifest's identity is the recipe's training
+    code, out, err = cli("runs")
+    assert code == 0, err
+    assert "page-trained-answer " in out  # the kept store lists the adopted training
+
+
+def test_webui_says_where_the_page_saves_and_how_it_comes_back(project: Path) -> None:
+    from orchestrator.stages.webui import llamaboard_values, where_the_page_saves
+
+    loaded = load_role("answer", "recipes/tiny-answer.yaml")
+    assert where_the_page_saves(loaded, project / "runs" / "tiny-answer" / "llamaboard") == [
+        "Save arguments writes runs/tiny-answer/llamaboard/llamaboard_config/<time>.yaml; `orchestrator recipe "
+        "import FILE --role answer --recipe recipes/tiny-answer.yaml` makes it a recipe",
+        "Start trains into runs/tiny-answer/llamaboard/saves/<model>/<method>/train_<time>/ (never "
+        "runs/tiny-answer/adapter); once finished, `orchestrator recipe import THAT_FOLDER/training_args.yaml "
+        "--role answer --recipe recipes/tiny-answer.yaml` makes it a recipe and adopts its adapter",
+    ]
+    values = llamaboard_values(loaded.recipe)
+    assert "train.output_dir" not in values and "output_dir" not in json.loads(values["train.extra_args"])

@@ -217,6 +217,6 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     with pytest.raises(UserError) as info:
         train(loaded, echo=False)
     assert info.value.lines == ["runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train "
-                                "answer --fresh` trains again, keeping runs/tiny-answer/adapter aside in "
-                                "runs/tiny-answer/previous"]
+                                "answer --fresh` trains again, keeping runs/tiny-answer/adapter in "
+                                "runs/tiny-answer/kept/"]
     assert (paths.adapter / "adapter_model.safetensors").read_bytes() == b"trained for hours"

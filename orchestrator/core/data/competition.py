@@ -345,13 +345,18 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
     return Dataset(path, problems, errors, file_repairs)
 
 
+_SAID: set[tuple[str, str]] = set()  # (file, line) said in this process: once per `orchestrator run`
+
+
 def read_reporting(path: str | Path, stage: str, skip_invalid: bool = False) -> Dataset:
-    """read_dataset for a stage: with `skip_invalid`, each skipped line is said under the stage."""
+    """read_dataset for a stage: with `skip_invalid`, each skipped line is said under the stage;
+    each repair and skip of a file is said once per process (the stages of one run read it again)."""
     dataset = read_dataset(path, skip_invalid=skip_invalid)
-    for line in dataset.errors:
-        say(stage, f"skipped {line}")
-    for line in dataset.repairs:
-        say(stage, f"repaired {line}")
+    for line in [f"skipped {e}" for e in dataset.errors] + [f"repaired {r}" for r in dataset.repairs]:
+        key = (str(Path(path).resolve()), line)
+        if key not in _SAID:
+            _SAID.add(key)
+            say(stage, line)
     return dataset
 
 

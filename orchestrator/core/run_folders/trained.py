@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import file_hash
-from orchestrator.core.common.paths import datasets_dir, display, project_root
-from orchestrator.core.recipes.loading import Loaded
-from orchestrator.core.recipes.schema import RoleRecipe
-from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, model_path
+from orchestrator.core.common.paths import display, project_root
+from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -105,24 +102,3 @@ def merged_identity(paths: RolePaths) -> str | None:
     ident = record.get("identity") if isinstance(record, dict) else None
     return ident if isinstance(ident, str) and (paths.merged / "config.json").is_file() else None
 
-
-def dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
-    """The dataset files a role trains on, by dataset name."""
-    recipe = loaded.recipe
-    names = [recipe.dataset_name, *([recipe.eval_dataset_name] if recipe.dataset.val_size > 0 else [])]
-    files = {name: datasets_dir() / f"{name}.json" for name in names}
-    files.update({name: project_root() / file for name, file in recipe.dataset.extra.items() if file})
-    return files
-
-
-def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
-    """What decides whether a trained adapter is still current: the rendered train YAML (its
-    project and base model folders as placeholders), the content of every dataset file it trains
-    on, the base model by content. Timestamps and absolute paths do not count."""
-    files = dataset_files(loaded)
-    base = model_path(loaded.recipe)
-    return {
-        "train_yaml": portable_hash(paths.train_yaml, base, paths.run_dir),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
-        "base_model": base_identity(base),
-    }

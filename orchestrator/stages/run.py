@@ -1,4 +1,4 @@
-"""Stage: the plan of `orchestrator run TARGET...`: the stages a target needs, in order, each an
+"""Stage: `run`, the plan of `orchestrator run TARGET...`: the stages a target needs, in order, each an
 `orchestrator` command with its inputs by content (core/project/plan.py judges them).
 
 A target is a model (answer-model, evaluate-model), a pipeline target (infer, score, all, eval,
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.errors import UserError, did_you_mean
 from orchestrator.core.common.paths import project_root
 from orchestrator.core.data.heldout import check_before_training
 from orchestrator.core.llamafactory.quantization import served_weights
@@ -23,6 +23,7 @@ from orchestrator.core.project.identity import relative, value_text
 from orchestrator.core.project.plan import Stage, read_record
 from orchestrator.core.project.state import SETTINGS, Settings
 from orchestrator.core.recipes.loading import Loaded, load_pipeline, load_role
+from orchestrator.core.recipes.overrides import route_overrides
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.trained import adapter_identity, merged_identity
@@ -82,8 +83,6 @@ class Call:
 def make_call(settings: Settings, overrides: tuple[str, ...] | list[str] = ()) -> Call:
     """The call's recipes loaded: the pipeline recipe with the values given (--set, as every
     command gets them), each role recipe when a stage first needs it."""
-    from orchestrator.core.recipes.overrides import route_overrides
-
     role_sets, pipeline_sets = route_overrides(tuple(overrides))
     pipeline_file, _ = settings.pipeline()
     sets = [f"{key}={settings.values[name]}" for name, key in SETTINGS.items()
@@ -291,8 +290,6 @@ def _steps(targets: list[str]) -> list[str]:
 
     for target in targets:
         if target not in TARGETS:
-            from orchestrator.core.common.errors import did_you_mean
-
             raise UserError(f"{target}: not a target of `orchestrator run`; the targets are "
                             f"{' '.join(TARGETS)}{did_you_mean(target, list(TARGETS))}")
         for step in TARGETS[target]:
