@@ -236,7 +236,9 @@ def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[st
         name = data.get("name") or data.get("role")
         if isinstance(name, str):
             data["name"] = f"{name}@{value_hash(sorted((k, repr(v)) for k, v in changed.items()))[:8]}"
-    dataset_changed = {k: v for k, v in changed.items() if k.startswith(DATASET_MADE_OF) and k != "dataset.name"}
+    # (dataset.extra lists other files beside the built set: the built set is the recipe's own)
+    dataset_changed = {k: v for k, v in changed.items()
+                       if k.startswith(DATASET_MADE_OF) and k != "dataset.name" and not k.startswith("dataset.extra")}
     dataset: dict[str, Any] = data["dataset"] if isinstance(data.get("dataset"), dict) else {}
     if dataset_changed and not ("dataset.name" in origin and from_command_line(origin["dataset.name"])):
         own = dataset.get("name") or f"train_{data.get('role')}_instruct"
