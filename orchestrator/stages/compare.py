@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.files import atomic_write_text, file_hash
 from orchestrator.core.common.paths import display, project_root, runs_dir
 from orchestrator.core.common.report import md_table, save_png, text_table
 from orchestrator.core.common.stats import bootstrap_interval, mcnemar_exact
@@ -150,7 +150,10 @@ def _gold_file(runs: list[Run], gold: str | Path | None) -> Path | None:
     """--gold, else the one gold file the runs were scored against, else none."""
     if gold:
         return Path(gold)
-    scored = {r.gold.resolve() for r in runs if r.gold}
+    # one gold by content: runs scored in a project copied or moved since name its old path
+    by_content = {(file_hash(g) if g.is_file() else str(g)): g for g in sorted({r.gold.resolve() for r in runs if r.gold},
+                                                                              key=lambda g: g.is_relative_to(project_root()))}
+    scored = {by_content[key] for key in by_content}
     if len(scored) > 1:
         raise UserError("the runs were scored against different gold files (" + ", ".join(map(str, sorted(scored)))
                         + "): choose one with --gold FILE")

@@ -302,7 +302,13 @@ def named_run(name: str | Path) -> tuple[dict[str, Any], Path] | None:
     """A name of `orchestrator runs` given where a recipe file goes: tiny-answer@1a2b3c4d (a run
     folder) or tiny-answer~5e6f7a8b (a kept training, by its identity's first digits) -> the recipe
     its manifest recorded (named so: its run folder is runs/<name>/) and its recipe file."""
-    text = str(name)
+    path = Path(name)
+    if path.is_absolute():  # (callers join a recipe to the project root)
+        try:
+            path = path.relative_to(project_root())
+        except ValueError:
+            return None
+    text = str(path)
     if text.endswith((".yaml", ".yml")) or "/" in text or (project_root() / text).is_file():
         return None
     folder, _, ident = text.partition("~")
