@@ -67,6 +67,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def row(table: str, name: str) -> str:
+    """The value of a row of a printed summary table."""
+    return next(line[len(name):].strip() for line in table.splitlines() if line.startswith(name + "  "))
+
+
 def by_id(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in read_jsonl(path)}
 

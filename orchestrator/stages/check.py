@@ -51,7 +51,8 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
             result.warnings += served.warnings
             problems += served.problems
         longest = longest_prompt(pipeline, recipe)
-        cutoff = recipe.train.get("cutoff_len") or 2048  # LLaMA-Factory's default
+        assert r.resolved is not None  # checked
+        cutoff = r.resolved.train["cutoff_len"]
         if longest and longest[0] > cutoff:
             n, unit, qid = longest
             result.warnings.append(

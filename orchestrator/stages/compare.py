@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import atomic_write_text, file_hash
+from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.paths import display, project_root, runs_dir
 from orchestrator.core.common.report import md_table, save_png, text_table
 from orchestrator.core.common.stats import bootstrap_interval, mcnemar_exact
@@ -38,6 +38,7 @@ from orchestrator.core.data.submission import (
     read_submission,
     summarise,
 )
+from orchestrator.core.run_folders.records import RunRecord, ScoreRecord, read_record
 from orchestrator.core.run_folders.trace import TraceRecord, read_trace
 
 # run.json keys that differ between any two runs without telling how they differ
@@ -52,7 +53,7 @@ class Run:
     submission: Submission
     trace: dict[str, TraceRecord]  # question id -> its last trace record
     gold: Path | None  # the gold file `score` used (score.json)
-    record: dict[str, Any]  # run.json; {} for an older run or a bare submission
+    record: RunRecord  # run.json; empty for a bare submission
     # question id -> the submitted letter, None when not usable (not offered, null, missing)
     answers: dict[str, str | None] = field(default_factory=dict)
     problem_of: dict[str, str] = field(default_factory=dict)  # question id -> problem id
@@ -139,21 +140,17 @@ def load_run(path: str | Path) -> Run:
     if not submission.exists():
         raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")
     trace = read_trace(d / "trace.jsonl")  # the last record of a question wins
-    gold = None
-    if (d / "score.json").exists():
-        gold = Path(json.loads((d / "score.json").read_text(encoding="utf-8"))["gold"])
-    record = json.loads((d / "run.json").read_text(encoding="utf-8")) if (d / "run.json").exists() else {}
-    return Run(d, read_submission(submission), trace, gold, record)
+    scored = read_record(d, ScoreRecord)
+    ran = read_record(d, RunRecord)
+    return Run(d, read_submission(submission), trace, scored.gold_path() if scored else None,
+               ran or RunRecord())
 
 
 def _gold_file(runs: list[Run], gold: str | Path | None) -> Path | None:
     """--gold, else the one gold file the runs were scored against, else none."""
     if gold:
         return Path(gold)
-    # one gold by content: runs scored in a project copied or moved since name its old path
-    by_content = {(file_hash(g) if g.is_file() else str(g)): g for g in sorted({r.gold.resolve() for r in runs if r.gold},
-                                                                              key=lambda g: g.is_relative_to(project_root()))}
-    scored = {by_content[key] for key in by_content}
+    scored = {r.gold.resolve() for r in runs if r.gold}
     if len(scored) > 1:
         raise UserError("the runs were scored against different gold files (" + ", ".join(map(str, sorted(scored)))
                         + "): choose one with --gold FILE")
@@ -177,9 +174,9 @@ def settings(run: Run) -> dict[str, Any]:
     """The run's settings as dotted keys: input, inference.*, answer.* and evaluate.* (a served
     model's recipe keys, e.g. answer.train.lora_rank, and answer.model for the model itself)."""
     r = run.record
-    out = {"input": r.get("input"), "limit": r.get("limit"), **flatten(r.get("inference") or {}, "inference."),
-           **flatten(r.get("fewshot") or {}, "fewshot.")}  # each Answer model's worked examples: k and pool
-    for role, agent in (r.get("models") or {}).items():
+    out = {"input": r.input, "limit": r.limit, **flatten(r.inference, "inference."),
+           **flatten(r.fewshot, "fewshot.")}  # each Answer model's worked examples: k and pool
+    for role, agent in r.models.items():
         agent = dict(agent)
         out[f"{role}.model"] = agent.pop("identity", agent.get("model"))
         agent.pop("model", None)
@@ -414,7 +411,7 @@ def models_line(runs: list[Run]) -> str | None:
     """Whether the runs answered with the same models, by the identities infer recorded for the models
     it served (an adapter's or merged model's content hash); None where a run recorded none, or asked
     an endpoint (known by its name only)."""
-    models = [r.record.get("models") or {} for r in runs]
+    models = [r.record.models for r in runs]
     if not all(models) or any(agent.get("url") for m in models for agent in m.values()):
         return None
     each = [{role: agent.get("identity") for role, agent in m.items()} for m in models]

@@ -52,11 +52,6 @@ def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
     return f"skipped: serve.weights adapter ({where}): {adapter} is served on its base; --set serve.weights=merged merges it"
 
 
-def _quantize_setting(loaded: Loaded[RoleRecipe], name: str) -> int:
-    """merge.export_quantization_nsamples or _maxlen (LLaMA-Factory's defaults 128 and 1024)."""
-    return int(loaded.recipe.merge.get(f"export_quantization_{name}") or {"nsamples": 128, "maxlen": 1024}[name])
-
-
 def _merged_from(merged: Path) -> object:
     """The inputs a merged model records (None: none recorded)."""
     try:
@@ -127,14 +122,17 @@ def _merge(
     if served_weights(loaded.recipe) == "adapter":
         say(stage, skip_reason(loaded))
         return paths.adapter
-    paths = check_roles([loaded])[0].paths
+    (checked,) = check_roles([loaded])
+    paths, resolved = checked.paths, checked.resolved
+    assert resolved is not None  # checked: LLaMA-Factory's values, its defaults included
+    export = resolved.merge
     questions: list = []
     quantize = needs_calibration(loaded)
     if quantize:
         if calibration_data is None:
             raise UserError(f"{loaded.where('merge')}: a quantized export needs calibration_data (data.train)")
         questions = read_dataset(project_root() / calibration_data).questions  # (data.train: relative to the project)
-        atomic_write_jsonl(paths.calibration, calibration_texts(questions, _quantize_setting(loaded, "maxlen")))
+        atomic_write_jsonl(paths.calibration, calibration_texts(questions, int(export["export_quantization_maxlen"])))
 
     # by content: the adapter's identity, merge.yaml with its folders as placeholders (a moved
     # project merges nothing again), the calibration texts and the quantization settings
@@ -165,7 +163,7 @@ def _merge(
     cmd = [cli_path(), "export", str(paths.merge_yaml), f"export_dir={full if quantize else tmp}"]
     log = paths.run_dir / "merge.log"
     env = {"DISABLE_VERSION_CHECK": "1", **no_gpu_env(quantized=quantized_anywhere(loaded.recipe))}
-    if loaded.recipe.merge.get("export_device") == "cpu":
+    if export["export_device"] == "cpu":  # LLaMA-Factory's default: said or not
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU export: do not take a GPU others may be using
     if echo:
         say(stage, f"$ {' '.join(cmd)}   (log: {log})")
@@ -192,8 +190,8 @@ def _merge(
             seconds += gptq_export(
                 full, tmp, questions=questions, template=loaded.recipe.model.template, stage=stage,
                 work_dir=paths.run_dir, bits=int(loaded.recipe.merge["export_quantization_bit"]),
-                nsamples=_quantize_setting(loaded, "nsamples"), maxlen=_quantize_setting(loaded, "maxlen"),
-                export_size=int(loaded.recipe.merge.get("export_size") or 5), timeout=timeout, echo=echo,
+                nsamples=int(export["export_quantization_nsamples"]), maxlen=int(export["export_quantization_maxlen"]),
+                export_size=int(export["export_size"]), timeout=timeout, echo=echo,
             )
         finally:
             shutil.rmtree(full, ignore_errors=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import atomic_write_json, atomic_write_text
+from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.paths import project_relative
 from orchestrator.core.common.report import md_table, save_png
 from orchestrator.core.data.competition import Dataset
 from orchestrator.core.data.submission import (
@@ -22,6 +23,7 @@ from orchestrator.core.data.submission import (
     summarise,
     terminal_lines,
 )
+from orchestrator.core.run_folders.records import RunRecord, ScoreRecord, read_record, write_record
 from orchestrator.core.run_folders.trace import read_trace
 
 PERCENTILES = (50, 90, 99)
@@ -278,15 +280,10 @@ def report_picture(result: ScoreResult, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def _run_limit(run_json: Path) -> int | None:
+def _run_limit(folder: Path) -> int | None:
     """The `--limit` an infer run was cut to (None: all of its input, or no run.json)."""
-    import json
-
-    try:
-        limit = json.loads(run_json.read_text(encoding="utf-8")).get("limit")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return limit if isinstance(limit, int) else None
+    record = read_record(folder, RunRecord)
+    return record.limit if record else None
 
 
 def score(
@@ -304,7 +301,7 @@ def score(
     a report of the submission alone (accuracy and cases, no agent tables). A run cut by `infer --limit`
     (its run.json says so) is scored as a subset by itself."""
     ours, reference = read_submission(submission), read_gold(gold)
-    limit = _run_limit(Path(submission).parent / "run.json")
+    limit = _run_limit(Path(submission).parent)
     reason = None
     if limit and not subset:
         subset = True
@@ -341,6 +338,6 @@ def score(
         paths: dict[str, Any] = {"submission": submission, "gold": gold, "trace": trace_path if result.report else None}
         result.report_path = atomic_write_text(out / "report.md", report_markdown(result, paths, picture.name))
         # the gold this run was scored against, which `compare` uses by default
-        atomic_write_json(out / "score.json", {"submission": str(Path(submission).resolve()),
-                                               "gold": str(Path(gold).resolve()), "accuracy": result.accuracy})
+        write_record(out, ScoreRecord(submission=project_relative(submission), gold=project_relative(gold),
+                                      accuracy=result.accuracy))
     return result

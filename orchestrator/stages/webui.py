@@ -24,7 +24,7 @@ import yaml
 from orchestrator.core.common.errors import StageFailed
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.paths import display
-from orchestrator.core.common.process import Server, check_host, require_free_port
+from orchestrator.core.common.process import Server, check_host, require_free_port, url_host
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.configs import flat, render_roles, train_sections
@@ -156,11 +156,6 @@ def where_the_page_saves(loaded: Loaded[RoleRecipe], workdir: Path) -> list[str]
     ]
 
 
-def _browser_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
 
 def launch_webui(
     loaded: Loaded[RoleRecipe],
@@ -182,11 +177,11 @@ def launch_webui(
     workdir = paths.run_dir / "llamaboard"
     write_user_config(workdir, values["top.model_name"], values["top.model_path"])
 
-    url = f"http://{_browser_host(host)}:{port}/"
+    url = f"http://{url_host(host)}:{port}/"
     stage = f"webui {loaded.recipe.run_name}"
     env = {
-        "GRADIO_SERVER_NAME": host,
-        "GRADIO_SERVER_PORT": str(port),
+        "LLAMABOARD_HOST": host,
+        "LLAMABOARD_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "DISABLE_VERSION_CHECK": "1",
         **launch_env(loaded),  # a training started from the page launches like `orchestrator train`

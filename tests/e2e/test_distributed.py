@@ -83,7 +83,8 @@ def test_two_nodes_on_loopback_interrupted_then_resumed(tiny_project: Path,
     from orchestrator.core.common.process import free_port
 
     node0 = with_makefile(tiny_project)
-    built = make(node0, "datasets/train_answer_instruct.json", "RECIPE=tiny", timeout=300)
+    built = subprocess.run([ORCH, "run", "dataset-answer", "RECIPE=tiny"], cwd=node0, env=plain_env(node0),
+                           capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     node1 = tmp_path_factory.mktemp("node1")
     shutil.copytree(node0, node1, symlinks=True, dirs_exist_ok=True)  # the second machine's own copy of the project

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.core.common.process import free_port, port_free
+from orchestrator.core.common.process import free_port, port_free, url_host
 from orchestrator.core.recipes.loading import load_role
 from orchestrator.core.run_folders.role_paths import model_path
 from orchestrator.stages.webui import launch_webui
@@ -142,12 +142,13 @@ def as_recipe_types(page: dict, want: dict) -> dict:
 
 
 def open_and_check(
-    browser, project: Path, role: str, recipe: str, overrides: tuple[str, ...], model_name: str, shot: str
+    browser, project: Path, role: str, recipe: str, overrides: tuple[str, ...], model_name: str, shot: str,
+    host: str = "127.0.0.1",
 ) -> None:
     loaded = load_role(role, recipe, overrides)
-    port = free_port()
-    with launch_webui(loaded, port=port, block=False) as ui:
-        assert ui.url == f"http://127.0.0.1:{port}/"
+    port = free_port(host)
+    with launch_webui(loaded, port=port, host=host, block=False) as ui:
+        assert ui.url == f"http://{url_host(host)}:{port}/"
         pid = ui.server.proc.pid
         assert running_in_group(pid)
         page = read_page(browser, ui.url, ARTIFACTS / shot)
@@ -157,7 +158,7 @@ def open_and_check(
     # stopped: nothing of the server's process group runs and the port is free again
     assert ui.server.proc is None
     assert not running_in_group(pid)
-    assert port_free("127.0.0.1", port)
+    assert port_free(host, port)
 
 
 @pytest.mark.browser
@@ -175,9 +176,11 @@ def test_webui_opens_with_the_recipe(browser, project: Path, role: str, recipe: 
 @needs_chromium
 @pytest.mark.xdist_group("browser")  # one chromium, the module's fixture
 def test_unknown_model_name_shows_custom_with_path_and_template(browser, project: Path) -> None:
-    # LlamaBoard's own default for Custom is the `default` template: the recipe's must win
+    # LlamaBoard's own default for Custom is the `default` template: the recipe's must win.
+    # On IPv6 loopback: gradio needs the address in brackets (before the fix, every port was "taken")
     overrides = ("model.name=my-own-qwen", "model.path=models/my-own-qwen", "model.template=qwen")
-    open_and_check(browser, project, "answer", "recipes/tiny-answer.yaml", overrides, "Custom", "webui-custom.png")
+    open_and_check(browser, project, "answer", "recipes/tiny-answer.yaml", overrides, "Custom", "webui-custom.png",
+                   host="::1")
 
 
 def test_port_taken_is_one_error_line(project: Path, cli) -> None:

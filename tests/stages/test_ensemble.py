@@ -369,7 +369,7 @@ ONE_SERVER = [
 
 @pytest.mark.parametrize("changes, shared", ONE_SERVER)
 def test_one_server_only_for_adapters_of_one_base(project, changes, shared):
-    from orchestrator.core.serving.servers import one_server
+    from orchestrator.core.serving.grouping import one_server
 
     answer = load_role("answer", adapter_variant(project, "one-a", 8, serve=ADAPTER))
     evaluate = load_role("evaluate", adapter_variant(project, "one-ev", 8, extends="tiny-evaluate.yaml",
@@ -378,7 +378,7 @@ def test_one_server_only_for_adapters_of_one_base(project, changes, shared):
 
 
 def test_the_shipped_gptq_recipes_share_one_server(project):
-    from orchestrator.core.serving.servers import one_server
+    from orchestrator.core.serving.grouping import one_server
 
     recipes = [load_role(role, f"recipes/{role}-32b-gptq.yaml").recipe for role in ("answer", "evaluate")]
     assert one_server(recipes)

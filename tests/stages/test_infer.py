@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FailPrompts, FakeOpenAI, default_reply, expected_letter
-from helpers import by_id, marker, read_jsonl, write_competition
+from helpers import by_id, marker, read_jsonl, row, write_competition
 
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.data.prompts import answer_prompt
@@ -29,11 +29,6 @@ def sample_prior() -> str:
 
     questions = read_dataset(Path(__file__).resolve().parents[2] / "datasets" / "sample" / "train.jsonl").questions
     return next(iter(letter_counts(questions)))
-
-
-def row(table: str, name: str) -> str:
-    """The value of a row of a printed summary table."""
-    return next(line[len(name):].strip() for line in table.splitlines() if line.startswith(name + "  "))
 
 
 @pytest.fixture

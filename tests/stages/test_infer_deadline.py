@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI, default_reply
-from helpers import REPO, adapter_variant, read_jsonl, write_competition
+from helpers import REPO, adapter_variant, read_jsonl, row, write_competition
 
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.stages.infer import Deadline, deadline_margin
@@ -244,10 +244,6 @@ class FirstWrite(threading.Thread):
                     self.answers = [repr(e)]
                 self.at = seen
             time.sleep(0.02)
-
-
-def row(table: str, name: str) -> str:
-    return next(line[len(name):].strip() for line in table.splitlines() if line.startswith(name + "  "))
 
 
 # A stand-in `vllm serve` (one server for the Answer and Evaluate adapters): each reply takes

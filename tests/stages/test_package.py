@@ -292,7 +292,7 @@ def test_every_model_an_adapter_of_one_base_on_vllm_is_one_server(tiny_project: 
     assert "vllm==0.11.0" in (out / "requirements.txt").read_text().splitlines()
     code = (
         "from orchestrator.core.recipes.loading import load_role\n"
-        "from orchestrator.core.serving.servers import one_server\n"
+        "from orchestrator.core.serving.grouping import one_server\n"
         "print(one_server([load_role(r, f'recipes/tiny-{r}.yaml').recipe for r in ('answer', 'evaluate')]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAI
 from helpers import make_train, teacher_flags
-from helpers import marker, write_competition
+from helpers import marker, read_jsonl, write_competition
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.data.competition import read_dataset
@@ -53,10 +53,6 @@ def voted_run(project: Path, cli) -> Path:
                              "--answer-url", answer.url, "--evaluate-url", evaluate.url)
     assert code == 0, err
     return project / "run"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.parametrize(

@@ -165,20 +165,21 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_cli_serve_runs_until_sigterm_and_leaves_no_orphan(merged):
-    port = free_port()
+def test_cli_serve_on_ipv6_runs_until_sigterm_and_leaves_no_orphan(merged):
+    """`serve --host ::1`: before the fix every port on ::1 was refused as taken."""
+    port = free_port("::1")
     env = {**os.environ, "ORCHESTRATOR_HOME": str(merged)}
-    cmd = [sys.executable, "-m", "orchestrator", "serve", "answer", "--recipe", TINY, "--port", str(port)]
+    cmd = [sys.executable, "-m", "orchestrator", "serve", "answer", "--recipe", TINY, "--port", str(port), "--host", "::1"]
     proc = subprocess.Popen(cmd, cwd=merged, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stderr], daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 120
-        while not any("ready: http://127.0.0.1:" in line for line in lines):
+        while not any(f"ready: http://[::1]:{port}/v1" in line for line in lines):
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.1)
-        assert _get(f"http://127.0.0.1:{port}/v1/models")[0] == 200
+        assert _get(f"http://[::1]:{port}/v1/models")[0] == 200
         config = str(merged / "runs" / "tiny-answer" / "serve.yaml")
         assert _processes_mentioning(config)  # llamafactory-cli api is up
         proc.send_signal(signal.SIGTERM)
@@ -188,7 +189,7 @@ def test_cli_serve_runs_until_sigterm_and_leaves_no_orphan(merged):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "Interrupted." in "".join(lines)
-    assert port_free("127.0.0.1", port)
+    assert port_free("::1", port)
     assert _processes_mentioning(config) == []
 
 

@@ -140,9 +140,11 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tiny_project)}
     proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (run / "adapter" / "checkpoint-2" / "trainer_state.json").exists():
-        time.sleep(0.1)
-    time.sleep(0.5)
+    # signalled as soon as the first checkpoint is complete, 18 steps before the end (no sleep
+    # that bets on how far the training gets meanwhile)
+    while not (run / "adapter" / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint-2 before the training ended"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)  # as Ctrl-C or a scheduler would
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

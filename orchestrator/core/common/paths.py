@@ -59,3 +59,19 @@ def display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def project_relative(path: str | Path) -> str:
+    """`path` as a record between stages keeps it: relative to the project folder when inside it
+    (so a moved or mounted project reads it), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def from_project(recorded: str) -> Path:
+    """A path a record kept (project_relative), where it is now; an absolute one as it was."""
+    path = Path(recorded)
+    return path if path.is_absolute() else project_root() / path

@@ -216,8 +216,14 @@ def run(
     return Finished(proc.returncode, list(tail), seconds)
 
 
+def address_family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 address (`::1`, `::`), else IPv4: uvicorn's rule (LLaMA-Factory's api,
+    LlamaBoard's gradio), so a port is checked on the socket the server will open."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(address_family(host), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
@@ -227,9 +233,16 @@ def port_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(address_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def url_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host`, as a URL writes it: a
+    wildcard becomes loopback, an IPv6 address goes in brackets (`http://[::1]:8000/`)."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

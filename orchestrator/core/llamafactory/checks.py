@@ -1,10 +1,13 @@
 """Every rendered config checked by LLaMA-Factory's own parser before anything is launched: the
 recipe's `train:` and `merge:` keys against its argument classes, the chat template against its
 templates, each config parsed twice (as command-line flags, then as the rendered YAML file),
-the datasets against dataset_info.json, and the quantization of the base. The `check` command."""
+the datasets against dataset_info.json, and the quantization of the base. The `check` command.
+What the parser resolved is kept with its acceptance and handed on (Rendered.resolved): the
+values every stage reads, LLaMA-Factory's defaults included."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from typing import Any
@@ -22,6 +25,7 @@ from orchestrator.core.llamafactory.configs import (
 from orchestrator.core.llamafactory.launch import missing_extras
 from orchestrator.core.llamafactory.parser import (
     Accepted,
+    Resolved,
     blame,
     import_parser,
     known_arguments,
@@ -37,10 +41,11 @@ from orchestrator.core.run_folders.role_paths import RolePaths
 def check_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:
     """Render, then let LLaMA-Factory's own parser check every file; all problems at once."""
     rendered = render_roles(loaded)
-    problems = [p for r in rendered for p in check_role(r.loaded, r.paths)]
+    checked = [_check(r.loaded, r.paths) for r in rendered]
+    problems = [p for found, _ in checked for p in found]
     if problems:
         raise UserError(*problems)
-    return rendered
+    return [dataclasses.replace(r, resolved=resolved) for r, (_, resolved) in zip(rendered, checked)]
 
 
 # Where a run folder remembers the train and merge configs LLaMA-Factory's parser accepted.
@@ -51,19 +56,25 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
     """Problems LLaMA-Factory's parser finds in the rendered train and merge configs (not asked
     again of configs it accepted, parser.Accepted), the optional packages the recipe needs, the
     datasets and the quantization of the base."""
+    return _check(loaded, paths)[0]
+
+
+def _check(loaded: Loaded[RoleRecipe], paths: RolePaths) -> tuple[list[str], Resolved | None]:
+    """check_role's problems, and what LLaMA-Factory resolved (None where it refused)."""
     recipe = loaded.recipe
     train, merge = flat(train_sections(recipe, paths)), flat(merge_sections(recipe, paths))
     rendered = [p.read_text(encoding="utf-8") if p.exists() else None for p in (paths.train_yaml, paths.merge_yaml)]
     accepted = Accepted(paths.run_dir / CHECKED, recipe.train, recipe.merge, recipe.model.template, train, merge,
                         rendered, code=[__file__])
-    known = accepted.before()
+    values = accepted.values() if accepted.before() else None  # accepted before without its values: again
+    known = values is not None
     problems = ([] if known else _unknown_names(loaded)) + missing_extras(loaded)
     if problems:
-        return problems
-    if not known:
-        problems = _parsed(loaded, paths, train, merge)
+        return problems, None
+    if values is None:
+        problems, values = _parsed(loaded, paths, train, merge)
         if not problems:
-            accepted.remember()
+            accepted.remember(values)
 
     info_path = datasets_dir() / "dataset_info.json"
     try:
@@ -73,7 +84,8 @@ def check_role(loaded: Loaded[RoleRecipe], paths: RolePaths) -> list[str]:
     for name in [*dataset_entries(recipe), *recipe.dataset.extra]:
         if name not in info:
             problems.append(f"{info_path}: dataset {name} is not defined (run `orchestrator render {recipe.role}`)")
-    return problems + quantization_problems(loaded)
+    problems += quantization_problems(loaded)
+    return problems, Resolved(values["train"], values["merge"]) if values and not problems else None
 
 
 def _unknown_names(loaded: Loaded[RoleRecipe]) -> list[str]:
@@ -99,12 +111,14 @@ def _unknown_names(loaded: Loaded[RoleRecipe]) -> list[str]:
     return problems
 
 
-def _parsed(loaded: Loaded[RoleRecipe], paths: RolePaths, train: dict[str, Any], merge: dict[str, Any]) -> list[str]:
+def _parsed(loaded: Loaded[RoleRecipe], paths: RolePaths, train: dict[str, Any],
+            merge: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """LLaMA-Factory's parser on both configs, twice each. First the values as command-line flags:
     HfArgumentParser converts and type-checks each one, which catches more (`lora_rank: abc`
-    passes parse_dict and fails an hour later). Then the rendered YAML file itself, loaded as
-    llamafactory-cli loads it (OmegaConf, then parse_dict): what will run, quoting and rendering
-    included."""
+    passes parse_dict and fails an hour later); what it resolves from them is kept (the merge's
+    with the calibration sizes our GPTQ export reads). Then the rendered YAML file itself, loaded
+    as llamafactory-cli loads it (OmegaConf, then parse_dict): what will run, quoting and
+    rendering included."""
     recipe = loaded.recipe
     parser = import_parser()
 
@@ -120,16 +134,24 @@ def _parsed(loaded: Loaded[RoleRecipe], paths: RolePaths, train: dict[str, Any],
         return args
 
     problems = []
+    values: dict[str, dict[str, Any]] = {"train": {}, "merge": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        complaint = parse_args(parser.get_train_args, train_args(train, tmp))
+        complaint = parse_args(parser.get_train_args, train_args(train, tmp), resolved=values["train"])
+        values["train"]["output_dir"] = train.get("output_dir")  # not the empty dir it was checked with
         if not complaint and paths.train_yaml.exists():
             complaint = parse_args(parser.get_train_args, train_args(read_rendered(paths.train_yaml), tmp),
                                    as_argv=False)
     if complaint:
         problems.append(blame(loaded, "train", complaint, recipe.train))
-    complaint = parse_args(parser.get_infer_args, merge)
+    calibration = {k: v for k, v in recipe.merge.items() if k in CALIBRATION_KEYS and v is not None}
+    complaint = parse_args(parser.get_infer_args, {**merge, **calibration}, resolved=values["merge"])
     if not complaint and paths.merge_yaml.exists():
         complaint = parse_args(parser.get_infer_args, read_rendered(paths.merge_yaml), as_argv=False)
     if complaint and not any(complaint in p for p in problems):
         problems.append(blame(loaded, "merge", complaint, recipe.merge))
-    return problems
+    return problems, values
+
+
+# The calibration sizes of a quantized export: not in merge.yaml (core/llamafactory/gptq.py
+# quantizes), resolved with it all the same.
+CALIBRATION_KEYS = ("export_quantization_nsamples", "export_quantization_maxlen")

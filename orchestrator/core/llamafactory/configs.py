@@ -16,6 +16,7 @@ from orchestrator.core.common.files import atomic_write_json, atomic_write_text
 from orchestrator.core.common.paths import datasets_dir, display
 from orchestrator.core.common.render import render
 from orchestrator.core.data.mixed_datasets import ALPACA_COLUMNS, mixed_entries
+from orchestrator.core.llamafactory.parser import Resolved
 from orchestrator.core.llamafactory.pasted import not_ours, pasted_problems
 from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS
 from orchestrator.core.recipes.loading import Loaded
@@ -81,11 +82,18 @@ def merge_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
             "model_name_or_path": str(model_path(recipe)),
             "adapter_name_or_path": str(paths.adapter),
             "template": recipe.model.template,
-            "finetuning_type": recipe.train.get("finetuning_type") or "lora",
+            **finetuning_type(recipe),
             "trust_remote_code": True,
         },
         "export": export,
     }
+
+
+def finetuning_type(recipe: RoleRecipe) -> dict[str, Any]:
+    """train.finetuning_type where the recipe sets it; else none, and LLaMA-Factory's default
+    applies to the merge and the server as it did to the training."""
+    value = recipe.train.get("finetuning_type")
+    return {} if value is None else {"finetuning_type": value}
 
 
 def flat(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -152,6 +160,7 @@ class Rendered:
     loaded: Loaded[RoleRecipe]
     paths: RolePaths
     dataset_info: Path
+    resolved: Resolved | None = None  # once checked (checks.check_roles): what LLaMA-Factory resolved
 
 
 def render_roles(loaded: list[Loaded[RoleRecipe]]) -> list[Rendered]:

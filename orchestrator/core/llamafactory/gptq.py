@@ -44,12 +44,13 @@ def calibration_texts(questions: list, maxlen: int) -> list[dict[str, str]]:
 
 def gptq_export(
     source: Path, out: Path, *, questions: list, template: str, stage: str, work_dir: Path,
-    bits: int = 4, nsamples: int = 128, maxlen: int = 1024, export_size: int = 5,
+    bits: int = 4, nsamples: int, maxlen: int, export_size: int,
     timeout: float | None = None, echo: bool = True,
 ) -> float:
     """Quantize the model in `source` into `out` (a folder that must not exist), calibrated on the
     Answer prompts of `questions`; its config.json keeps no copy of the calibration samples.
-    The export YAML, calibration file and log go to `work_dir`. Returns the export's seconds."""
+    The export YAML, calibration file and log go to `work_dir`. Returns the export's seconds.
+    The sizes are the caller's (a merge: what LLaMA-Factory resolved for its recipe)."""
     missing = missing_packages()
     if missing:
         raise UserError(f"{stage}: a GPTQ export needs {', '.join(missing)}, not installed here; {SETUP}")

@@ -2,7 +2,7 @@
 
 Run by `orchestrator webui` with its working directory runs/<name>/llamaboard/, where LlamaBoard
 reads llamaboard_cache/user_config.yaml (written by the parent) and keeps saves/; host and port
-come from GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, a login from LLAMABOARD_USER and LLAMABOARD_PASSWORD.
+come from LLAMABOARD_HOST and LLAMABOARD_PORT, a login from LLAMABOARD_USER and LLAMABOARD_PASSWORD.
 """
 
 from __future__ import annotations
@@ -17,8 +17,17 @@ import yaml
 AUTH_ENV = ("LLAMABOARD_USER", "LLAMABOARD_PASSWORD")
 
 
+def gradio_host(host: str) -> str:
+    """gradio's server_name for `host`: gradio builds its URL from it and strips brackets before
+    binding, so an IPv6 address goes in brackets (LLaMA-Factory's own `[::]`)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def main(argv: list[str]) -> None:
     values = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
+    # gradio binds an IPv4 socket to GRADIO_SERVER_NAME (read at import) to test the port: an
+    # IPv6 host there makes every port "taken". The host is passed as server_name instead.
+    os.environ.pop("GRADIO_SERVER_NAME", None)
 
     from llamafactory.extras.constants import DEFAULT_TEMPLATE
     from llamafactory.extras.misc import fix_proxy
@@ -52,8 +61,8 @@ def main(argv: list[str]) -> None:
     user, password = (os.environ.get(name, "").strip() for name in AUTH_ENV)
     interface.create_ui().queue().launch(
         auth=(user, password) if user and password else None,
-        server_name=os.environ["GRADIO_SERVER_NAME"],
-        server_port=int(os.environ["GRADIO_SERVER_PORT"]),
+        server_name=gradio_host(os.environ["LLAMABOARD_HOST"]),
+        server_port=int(os.environ["LLAMABOARD_PORT"]),
         share=False,
         inbrowser=False,
     )

@@ -10,7 +10,7 @@ where LLaMA-Factory reads them, so the key is never written to a file.
 Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
 vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
 each request naming its adapter; so are all the models of an infer run (Answer and Evaluate)
-when every one is served as an adapter of the same base (see `one_server`).
+when every one is served as an adapter of the same base (core/serving/grouping.py decides).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from orchestrator.core.common.errors import StageFailed, UserError, did_you_mean
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.ledger import text_hash
 from orchestrator.core.common.paths import display
-from orchestrator.core.common.process import Server, check_host, require_free_port
+from orchestrator.core.common.process import Server, check_host, require_free_port, url_host
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
 from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
-from orchestrator.core.llamafactory.configs import flat
+from orchestrator.core.llamafactory.configs import finetuning_type, flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
 from orchestrator.core.llamafactory.parser import Accepted, blame, import_parser, known_arguments, parse_args
 from orchestrator.core.llamafactory.quantization import config_quantization, quantized_anywhere, served_weights
@@ -44,6 +44,7 @@ from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.kept import check_out, entries, finished
 from orchestrator.core.run_folders.trained import adapter_identity
+from orchestrator.core.serving.grouping import check_adapters
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -82,7 +83,7 @@ def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, 
     extra = {k: v for k, v in recipe.serve.args.items() if v is not None}
     if served_weights(recipe) == "adapter":
         weights = {"model_name_or_path": str(model_path(recipe)), "adapter_name_or_path": str(paths.adapter),
-                   "finetuning_type": recipe.train.get("finetuning_type") or "lora",
+                   **finetuning_type(recipe),
                    **qlora_load(recipe)}
     else:
         weights = {"model_name_or_path": str(paths.merged)}
@@ -185,12 +186,6 @@ def _api_key(env_name: str | None) -> str | None:
     return key
 
 
-def _connect_host(host: str) -> str:
-    """Where a client on this machine reaches a server bound to `host`."""
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"[{host}]" if ":" in host else host
-
-
 def _startup(recipe_s: float, limit: float | None) -> float:
     """serve.startup_timeout, cut to `limit` (what is left of a deadline) when given."""
     return recipe_s if limit is None else max(0.0, min(recipe_s, limit))
@@ -226,7 +221,7 @@ def served(
         # (core/llamafactory/cpu_ddp/sitecustomize.py)
         **no_gpu_env(quantized=quantized_anywhere(recipe)),
     }
-    base = f"http://{_connect_host(host)}:{port}/v1"
+    base = f"http://{url_host(host)}:{port}/v1"
     stage = f"serve {recipe.run_name}"
     log = paths.run_dir / "serve.log"
     what = (f"{paths.adapter} on the base {model_path(recipe)}" if served_weights(recipe) == "adapter"
@@ -289,42 +284,14 @@ def adapter_version(recipe: RoleRecipe) -> str:
     return adapter_identity(role_paths(recipe), recipe.role)
 
 
-def lora_group_key(recipe: RoleRecipe) -> tuple[str, str] | None:
-    """What adapters must share to be served by one vLLM server (None: not served by vLLM): the
-    base, and the chat template they were trained with (model.template, train.default_system...)."""
-    if recipe.serve.infer_backend != "vllm":
-        return None
-    return str(model_path(recipe)), json.dumps(template_args(recipe), sort_keys=True)
-
-
-def one_server(recipes: list[RoleRecipe]) -> bool:
-    """Whether one vLLM server can serve all these role recipes (every model of an infer run):
-    each serves its adapter (serve.weights) on the same base with serve.infer_backend vllm."""
-    keys = {lora_group_key(recipe) for recipe in recipes}
-    return len(keys) == 1 and None not in keys and all(served_weights(r) == "adapter" for r in recipes)
-
-
 def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
+    """The rank the adapter was trained with, as peft recorded it (check_adapters found the file)."""
     config = paths.adapter / "adapter_config.json"
     try:
         return int(json.loads(config.read_text(encoding="utf-8"))["r"])
     except (OSError, ValueError, KeyError, TypeError):
-        return int(loaded.recipe.train.get("lora_rank") or 8)
-
-
-def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
-    """Refuse adapters that are not trained yet, or that do not share one base model."""
-    problems = []
-    keys = {lora_group_key(loaded.recipe) for loaded in loadeds}
-    if len(keys) != 1 or None in keys:
-        problems.append("adapters served by one vLLM server need serve.infer_backend vllm and the same "
-                        "model.path (or model.source), model.template and train.default_system: " + ", ".join(display(x.path) for x in loadeds))
-    for loaded in loadeds:
-        paths = role_paths(loaded.recipe)
-        if not (paths.adapter / "adapter_config.json").exists():
-            problems.append(f"{paths.adapter} has no trained adapter: run `{command_for(loaded, 'train')}` first")
-    if problems:
-        raise UserError(*problems)
+        raise UserError(f"{config}: no LoRA rank `r` in it (is it peft's?); train the adapter again with "
+                        f"`{command_for(loaded, 'train')}`") from None
 
 
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
@@ -372,7 +339,7 @@ def served_adapters(
     check_host(host, stage, guarded=key is not None, how=KEY_HOW)
     require_free_port(host, port, stage)
     cmd = vllm_lora_command(loadeds, host, port)
-    base = f"http://{_connect_host(host)}:{port}/v1"
+    base = f"http://{url_host(host)}:{port}/v1"
     paths = role_paths(loadeds[0].recipe)
     log = paths.run_dir / "serve-lora.log"
     say(stage, f"loading {len(loadeds)} adapters that share the base {cmd[2]} in one vLLM server on "

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl
+from orchestrator.core.common.files import atomic_write_jsonl
+from orchestrator.core.common.paths import project_relative
 from orchestrator.core.common.ledger import read_records
 from orchestrator.core.common.progress import say
+from orchestrator.core.run_folders.records import RunRecord, write_record
 from orchestrator.core.data.competition import Dataset, read_reporting, write_submission
 from orchestrator.core.data.fallback import fallback_letter
 from orchestrator.core.data.fewshot import Fewshot, examples_for
@@ -50,7 +52,7 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)
         if trained is not None:
-            record |= {"manifest": str(paths.manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
+            record |= {"manifest": project_relative(paths.manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
                        "split": ((trained.get("data") or {}).get("dataset") or {}).get("split")}
     return record
 
@@ -100,8 +102,8 @@ def _infer(
     evaluate_agent = make_agent("evaluate", url=inf.evaluate_url, model=inf.evaluate_model,
                                 api_key_env=inf.api_key_env, loaded=evaluate)
     agents = [*answer_agents, evaluate_agent]
-    shared = share_servers(answer_agents, evaluate_agent)
-    mode = "pipelined on one vLLM server" if shared else inf.mode
+    plan = share_servers(answer_agents, evaluate_agent)
+    mode = "pipelined on one vLLM server" if plan.everyone else inf.mode
     several = len(answer_agents) > 1
     for line in pipeline.overridden_lines() + [f"{a.label if several and a.role == 'answer' else a.role}: {line}"
                                               for a in agents
@@ -117,21 +119,21 @@ def _infer(
         shots[a.label] = examples_for(questions, pipeline.recipe, follows.recipe if follows else None,
                                       trained=True)
     # the run record: what this run was given besides the recipe files
-    atomic_write_json(out / "run.json", {
-        "pipeline": str(pipeline.path), "overrides": pipeline.overridden(),
-        "answer": given(answer_agents[0]), "evaluate": given(evaluate_agent),
-        **({"answers": [{"label": a.label, **given(a)} for a in answer_agents]} if several else {}),
+    write_record(out, RunRecord(
+        pipeline=project_relative(pipeline.path), overrides=pipeline.overridden(),
+        answer=given(answer_agents[0]), evaluate=given(evaluate_agent),
+        answers=[{"label": a.label, **given(a)} for a in answer_agents] if several else None,
         # for `compare`: the input, the settings in effect and each model (a served one's recipe and split)
-        "input": str(dataset.path), "limit": limit, "inference": inf.model_dump(),
-        "fewshot": {label: f.record() for label, f in shots.items()},
-        "models": {**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
-                   "evaluate": _agent_record(evaluate_agent)},
-    })
+        input=project_relative(dataset.path), limit=limit, inference=inf.model_dump(),
+        fewshot={label: f.record() for label, f in shots.items()},
+        models={**{"answer" if not several else f"answer.{a.label}": _agent_record(a) for a in answer_agents},
+                "evaluate": _agent_record(evaluate_agent)},
+    ))
     if pipeline.recipe.inference.fallback == "prior":
         say("infer", pipeline.data_line("data.train"))
     fallback = fallback_letter(pipeline.recipe)
 
-    run = Scheduler(out, questions, inf, answer_agents, evaluate_agent, shots, one_server=shared, deadline=deadline)
+    run = Scheduler(out, questions, inf, answer_agents, evaluate_agent, shots, plan=plan, deadline=deadline)
     writing = threading.Lock()  # the deadline's write and the last one
     last_written = threading.Event()
 

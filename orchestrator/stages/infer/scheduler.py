@@ -20,6 +20,7 @@ from orchestrator.core.recipes.schema import InferenceSection
 from orchestrator.core.run_folders.trace import ErrorRecord, Evaluation, Sample, TraceRecord, chosen_reply
 from orchestrator.core.serving.agents import Agent
 from orchestrator.core.serving.endpoints import Endpoint, EndpointError
+from orchestrator.core.serving.grouping import ServerPlan
 from orchestrator.stages.infer.deadline import Deadline, Guard, NotAsked
 from orchestrator.stages.infer.servers import Unit, serving_units
 from orchestrator.stages.infer.votes import gathered, reply_fields, temperatures, trace_record, wants_extra
@@ -30,11 +31,11 @@ class Scheduler:
     as it is needed, and traces every question in trace.jsonl as it ends."""
 
     def __init__(self, out_dir: Path, questions: list[Question], inference: InferenceSection, answers: list[Agent],
-                 evaluate: Agent, fewshot: dict[str, Fewshot] | None = None, *, one_server: bool = False,
+                 evaluate: Agent, fewshot: dict[str, Fewshot] | None = None, *, plan: ServerPlan,
                  deadline: Deadline | None = None):
         self.out_dir, self.inf = out_dir, inference
         self.answers, self.evaluate = answers, evaluate
-        self.one_server = one_server  # every model an adapter of one vLLM server (servers.share_servers)
+        self.plan = plan  # which server serves which model (servers.share_servers)
         self.guard = Guard(deadline or Deadline())
         self.labels = [a.label for a in answers]
         # the first `votes` samples of each model, then the extra round's
@@ -345,12 +346,12 @@ class Scheduler:
     def execute(self, todo: list[Question]) -> None:
         """Serve or reach what is needed (no Answer model whose samples are all cached), then ask.
         Staged: the Answer models' servers one after another, then the Evaluate model's. Every
-        model an adapter of one base (`one_server`): one vLLM server for all, pipelined."""
-        if self.one_server:
+        model an adapter of one base (`plan.everyone`): one vLLM server for all, pipelined."""
+        if self.plan.everyone:
             with self._up(Unit([*self.answers, self.evaluate])) as url:
                 asyncio.run(self.pipelined(todo, {a.label: url for a in self.answers}, url))
             return
-        units = serving_units(self.answers)
+        units = serving_units(self.answers, self.plan)
         if self.inf.mode == "pipelined":
             with ExitStack() as stack:
                 urls: dict[str, str | None] = {}

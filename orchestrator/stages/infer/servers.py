@@ -1,6 +1,7 @@
 """Which server asks which agent: the Answer agents, labelled; the adapters one vLLM server
-holds (the Answer adapters of one base, or every model of the run); and the units, each a
-server to start or an endpoint to reach, with the one place that starts them."""
+holds (the Answer adapters of one base, or every model of the run: core/serving/grouping.py
+decides, for package too); and the units, each a server to start or an endpoint to reach, with
+the one place that starts them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import AnswerModel, RoleRecipe
 from orchestrator.core.serving.agents import Agent, agent_url, make_agent
 from orchestrator.core.common.process import free_port
-from orchestrator.core.serving.servers import adapter_version, check_adapters, lora_group_key, one_server, served_adapters
+from orchestrator.core.serving.grouping import ServerPlan, plan_servers
+from orchestrator.core.serving.servers import adapter_version, served_adapters
 
 
 @dataclass
@@ -39,25 +41,12 @@ class Unit:
             yield serving.url
 
 
-def _adapter_groups(answers: list[Agent]) -> list[list[Agent]]:
-    """The served Answer models that one vLLM server can hold together: two or more of one base."""
-
-    groups: dict[tuple[str, str], list[Agent]] = {}
-    for a in answers:
-        key = lora_group_key(a.loaded.recipe) if a.loaded else None
-        if key:
-            groups.setdefault(key, []).append(a)
-    return [group for group in groups.values() if len(group) > 1]
-
-
 def make_answer_agents(
     listed: list[AnswerModel], recipes: list[Loaded[RoleRecipe] | None], api_key_env: str | None
 ) -> list[Agent]:
     """The Answer models in the order listed (`recipes[i]`: the loaded recipe of `listed[i]`,
-    None for an endpoint), each with a label unique among them; adapters of one base that vLLM
-    would serve together are checked here (trained, one base), before anything else is asked."""
+    None for an endpoint), each with a label unique among them."""
     from urllib.parse import urlsplit
-
 
     agents = [make_agent("answer", url=m.url, model=m.model, api_key_env=api_key_env, loaded=loaded)
               for m, loaded in zip(listed, recipes, strict=True)]
@@ -71,46 +60,31 @@ def make_answer_agents(
             raise UserError(f"inference.answer_models: {a.describe()} is listed twice; "
                             "list each model once (inference.votes asks each for several samples)")
         seen[a.label] = a
-    for group in _adapter_groups(agents):
-        check_adapters([a.loaded for a in group if a.loaded])
     return agents
 
 
-def share_servers(answers: list[Agent], evaluate: Agent) -> bool:
-    """Mark the agents whose adapters a vLLM server holds together: the Answer adapters of one
-    base (their cache identity then names the adapter), or, when every model is an adapter of
-    one base (see serving.one_server), all of them: True, the whole run is pipelined on it."""
+def _served(agent: Agent) -> Loaded[RoleRecipe] | None:
+    return None if agent.url else agent.loaded
 
-    groups = _adapter_groups(answers)
+
+def share_servers(answers: list[Agent], evaluate: Agent) -> ServerPlan:
+    """Which server serves which agent (core/serving/grouping.py; adapters a vLLM server holds
+    together are checked there, before anything is asked). Marks the agents whose adapters a vLLM
+    server holds together; the Answer adapters of one base have a cache identity naming the adapter."""
+    plan = plan_servers([_served(a) for a in answers], _served(evaluate))
     everyone = [*answers, evaluate]
-    loadeds = [a.loaded for a in everyone if a.loaded and not a.url]
-    shared = len(loadeds) == len(everyone) and one_server([x.recipe for x in loadeds])
-    if shared:
-        check_adapters(loadeds)
-    for a in everyone if shared else [a for group in groups for a in group]:
-        assert a.loaded is not None
-        a.lora = True
-        a.model = a.loaded.recipe.run_name  # the adapter's name in the vLLM server
-    for a in (a for group in groups for a in group):
+    for server in plan.servers:
+        for i in server.members if server.lora else ():
+            a = everyone[i]
+            assert a.loaded is not None
+            a.lora = True
+            a.model = a.loaded.recipe.run_name  # the adapter's name in the vLLM server
+    for a in (answers[i] for group in plan.answer_groups for i in group):
         assert a.loaded is not None
         a.identity = f"{a.loaded.recipe.run_name}@lora-{adapter_version(a.loaded.recipe)}"
-    return shared
+    return plan
 
 
-def serving_units(agents: list[Agent]) -> list[Unit]:
-    """One unit per server to start or endpoint to reach, in the order the models are listed;
-    the adapters sharing a vLLM server form one unit, where the first of them is listed."""
-
-    units: list[Unit] = []
-    shared: dict[tuple[str, str] | None, Unit] = {}
-    for a in agents:
-        if a.lora and a.loaded:
-            key = lora_group_key(a.loaded.recipe)
-            if key in shared:
-                shared[key].agents.append(a)
-                continue
-            shared[key] = Unit([a])
-            units.append(shared[key])
-        else:
-            units.append(Unit([a]))
-    return units
+def serving_units(answers: list[Agent], plan: ServerPlan) -> list[Unit]:
+    """One unit per server to start or endpoint to reach for the Answer models, as `plan` has them."""
+    return [Unit([answers[i] for i in server.members]) for server in plan.answer_servers()]

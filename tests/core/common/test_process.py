@@ -7,6 +7,7 @@ import _thread
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.common.errors import StageFailed, UserError
-from orchestrator.core.common.process import CLOCK, TAIL_LINES, Clock, Server, free_port, port_free, run
+from orchestrator.core.common.process import CLOCK, TAIL_LINES, Clock, Server, free_port, port_free, run, url_host
 
 # The child prints its own pid (the process group id) and its background grandchild's pid.
 HANG = "echo $$; sleep 300 & echo $!; sleep 300"
@@ -318,3 +319,47 @@ def test_this_environments_bin_comes_first_on_path(tmp_path: Path, monkeypatch: 
     venv_bin = os.path.dirname(os.path.abspath(sys.executable))
     assert done.tail[0] == os.path.join(venv_bin, "torchrun")
     assert done.tail[1].split(os.pathsep) == [venv_bin, *filter(None, path.split(os.pathsep))]
+
+
+# ---------------------------------------------------------------- hosts, IPv4 and IPv6
+
+# (where something listens, the host asked about, whether that port is free there). `::` is
+# dual-stack, as uvicorn opens it: a port taken on 127.0.0.1 is taken on `::` too.
+PORTS = [
+    pytest.param(None, "::1", True, id="free-on-v6-loopback"),
+    pytest.param("::1", "::1", False, id="taken-on-v6-loopback"),
+    pytest.param("::1", "127.0.0.1", True, id="v6-listener-leaves-v4-free"),
+    pytest.param("127.0.0.1", "::1", True, id="v4-listener-leaves-v6-free"),
+    pytest.param("127.0.0.1", "::", False, id="v4-listener-takes-the-v6-wildcard"),
+    pytest.param("127.0.0.1", "127.0.0.1", False, id="taken-on-v4-loopback"),
+]
+
+
+@pytest.mark.parametrize("listener, host, free", PORTS)
+def test_a_port_is_checked_on_the_hosts_own_family(listener: str | None, host: str, free: bool) -> None:
+    # Before the fix every port on ::1 was "taken": the check opened an IPv4 socket
+    port = free_port("::1")
+    if listener is None:
+        assert port_free(host, port) is free
+        return
+    with socket.socket(socket.AF_INET6 if ":" in listener else socket.AF_INET) as taken:
+        taken.bind((listener, port))
+        taken.listen()
+        assert port_free(host, port) is free
+
+
+@pytest.mark.parametrize("host, url", [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::1", "[::1]"),
+                                       ("::", "[::1]"), ("localhost", "localhost"), ("fd00::2", "[fd00::2]")])
+def test_url_host_reaches_the_bound_host(host: str, url: str) -> None:
+    assert url_host(host) == url
+
+
+def test_a_server_on_ipv6_loopback_is_ready_and_reaped(tmp_path: Path) -> None:
+    port = free_port("::1")
+    cmd = [sys.executable, "-m", "http.server", "--bind", "::1", str(port)]
+    ready = f"http://{url_host('::1')}:{port}/"
+    with Server(cmd, stage="serve answer", log_path=tmp_path / "serve.log", ready_url=ready, cwd=tmp_path,
+                startup_timeout=20) as s:
+        assert s.proc is not None and s.proc.poll() is None
+        assert not port_free("::1", port)
+    assert port_free("::1", port)

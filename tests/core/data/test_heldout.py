@@ -85,7 +85,7 @@ def test_eval_answers_and_scores_the_held_out_problems(project: Path, cli) -> No
     by_question = next(line.split() for line in out.splitlines() if line.startswith("by question"))
     assert by_question[3] == "5"  # the 5 held-out questions, scored against their own answers
     assert (project / "runs/eval/report.md").exists()
-    assert json.loads((project / "runs/eval/score.json").read_text())["gold"] == str(val.resolve())
+    assert json.loads((project / "runs/eval/score.json").read_text())["gold"] == "datasets/val.jsonl"  # project-relative
 
 
 # recipe values (--set, or recipes of one's own) -> eval --check-only's answer; the same Error
