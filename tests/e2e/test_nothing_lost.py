@@ -28,6 +28,13 @@ def requests_sent(done: subprocess.CompletedProcess) -> int:
     return sum(int(n) for n in found)
 
 
+def nothing_runs(done: subprocess.CompletedProcess) -> None:
+    """`orchestrator run` (under make) judged every stage up to date and ran none."""
+    planned = [line for line in done.stdout.splitlines() if line.startswith("[run] ")]
+    assert planned and all(line.endswith(": up to date") for line in planned), done.stdout[-3000:]
+    assert "$ orchestrator " not in done.stdout, done.stdout[-3000:]
+
+
 def moved_copy(root: Path, to: Path) -> Path:
     """`root` copied elsewhere with fresh timestamps (as a plain cp -r or a new checkout); its
     .venv stays the link to this checkout's, with pyproject.toml older than its stamp as
@@ -48,7 +55,8 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     first = made_adapter_all.done
     assert first.returncode == 0, first.stderr[-3000:]
     assert "is in use by" not in first.stderr
-    assert "orchestrator train answer" in first.stdout and "launching" not in first.stderr  # trained: checked
+    # the trained adapters are current: the planner says so and nothing is trained
+    assert "[run] train-tiny-answer: up to date" in first.stdout and "launching" not in first.stderr
     root = trained_copy(made_adapter_all.project, tmp_path_factory.mktemp("trained") / "project")
     for role in ("answer", "evaluate"):
         assert (root / f"runs/tiny-{role}/adapter/adapter_model.safetensors").exists()
@@ -62,15 +70,15 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
         assert built.returncode == 0, built.stderr
     again = make(root, "all", "RECIPE=tiny")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "orchestrator train answer" in again.stdout and "up to date: " in again.stdout
-    assert "launching" not in again.stderr and requests_sent(again) == 0
+    assert "launching" not in again.stderr
+    nothing_runs(again)  # every stage judged up to date by content: nothing trained, nothing asked
 
     # the project copied to another folder: trains nothing, asks nothing
     moved = moved_copy(root, tmp_path_factory.mktemp("elsewhere") / "project")
     there = make(moved, "all", "RECIPE=tiny")
     assert there.returncode == 0, there.stderr[-3000:]
     assert "launching" not in there.stderr and "training again" not in there.stdout + there.stderr
-    assert requests_sent(there) == 0
+    nothing_runs(there)
 
     # a corrupt manifest: one Error line naming it, in every stage that reads it; the adapter stays
     manifest = moved / "runs/tiny-answer/manifest.json"
@@ -138,7 +146,7 @@ def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: 
     done = make(moved, "eval", "RECIPE=tiny")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "launching" not in done.stderr and "llamafactory-cli export" not in done.stderr
-    assert requests_sent(done) == 0
+    nothing_runs(done)  # the planner finds every stage up to date where it now is: nothing is asked
 
 
 def test_a_venv_made_in_another_folder_is_installed_again(project: Path) -> None:
