@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.core.common.errors import UserError, did_you_mean
 from orchestrator.core.common.paths import display, project_root, runs_dir
 from orchestrator.core.common.progress import say
+from orchestrator.core.project.identity import flatten, value_hash
 from orchestrator.core.project.state import kept_recipe, kept_settings
 from orchestrator.core.recipes.overrides import (
     apply_override,
@@ -226,8 +227,6 @@ def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[st
     training set, its dataset <dataset>.<hash>, so it never trains or builds over the recipe's own
     (runs/<name>/ always holds the model of the recipe as it reads). `name=` or `dataset.name=`
     given on the command line is taken as it is."""
-    from orchestrator.core.project.identity import flatten, value_hash
-
     before, after = flatten({k: as_read.get(k) for k in MADE_OF}), flatten({k: data.get(k) for k in MADE_OF})
     changed = {str(key): after.get(key) for key in sorted(set(before) | set(after), key=str) if before.get(key) != after.get(key)}
     if not changed:
