@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from orchestrator.cli import configs, data, inference, lf_world, models, run as run_command
+from orchestrator.cli import configs, data, experiments, inference, lf_world, models, run as run_command
 from orchestrator.cli.options import echo_err
 from orchestrator.core.common.errors import UserError
 
@@ -30,7 +30,7 @@ def cli(debug: bool, verbose: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"
 
 
-for module in (configs, data, models, inference, lf_world, run_command):
+for module in (configs, data, models, inference, lf_world, run_command, experiments):
     for command in module.COMMANDS:
         cli.add_command(command)
 

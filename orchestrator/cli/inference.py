@@ -190,7 +190,8 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where compare.md and compare.png go (default: runs/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def compare(run_dirs, gold, out_dir, as_json) -> None:
-    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair.
+    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A NAME of
+    `orchestrator runs` stands for the latest scored infer or eval run that used that model.
 
     \b
     orchestrator compare runs/eval-a runs/eval-b
@@ -201,8 +202,23 @@ def compare(run_dirs, gold, out_dir, as_json) -> None:
 
     from orchestrator.stages.compare import compare as run_compare, table
 
-    result = run_compare(list(run_dirs), gold=gold, out_dir=out_dir)
+    result = run_compare([_run_dir(name) for name in run_dirs], gold=gold, out_dir=out_dir)
     click.echo(json.dumps(result.to_json(), ensure_ascii=False) if as_json else table(result))
+
+
+def _run_dir(name: str) -> str:
+    """An output folder as given, else the latest scored run of the experiment `name`."""
+    from pathlib import Path
+
+    from orchestrator.core.common.errors import UserError
+    from orchestrator.stages.runs import named, scored_runs_of
+
+    if Path(name).is_dir() or named(name) is None:
+        return name
+    found = scored_runs_of(name)
+    if not found:
+        raise UserError(f"{name}: no scored infer or eval run used this model yet: `orchestrator eval --answer-recipe {name}` makes one")
+    return str(found[0])
 
 
 COMMANDS = [infer, package, score, eval_, compare]

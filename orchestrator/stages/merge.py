@@ -15,11 +15,12 @@ from pathlib import Path
 from orchestrator.core.common.errors import StageFailed, UserError
 from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash
 from orchestrator.core.common.ledger import stable_key
-from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.paths import display, project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import clean, say, worth_showing
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.llamafactory import chat_template
+from orchestrator.core.project.identity import value_hash
 from orchestrator.core.llamafactory.chat_template import JINJA_FILE, save_template, template_args
 from orchestrator.core.llamafactory.checks import check_roles
 from orchestrator.core.llamafactory.gptq import calibration_texts, gptq_export
@@ -28,9 +29,11 @@ from orchestrator.core.llamafactory.parser import Accepted
 from orchestrator.core.llamafactory.quantization import QUANTIZE_KEYS, base_quantization, quantized_anywhere, served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.kept import MERGED_REMOVED, check_out, copy_in, find
 from orchestrator.core.run_folders.locks import run_lock
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.trained import adapter_identity, portable_hash
+from orchestrator.core.run_folders.training_inputs import training_inputs
 
 
 def needs_calibration(loaded: Loaded[RoleRecipe]) -> bool:
@@ -103,6 +106,15 @@ def _merge(
     stage = f"merge {loaded.recipe.run_name}"
     paths = role_paths(loaded.recipe)
     if not is_trained(paths):
+        check_out(paths.run_dir.name)  # a kept training named by `orchestrator runs`: linked into its folder
+    if not is_trained(paths) and served_weights(loaded.recipe) != "adapter" and not paths.adapter.exists():
+        # a variant of merge keys only (--set merge.export_quantization_bit=4): its training is another folder's
+        check_roles([loaded])
+        source = find(value_hash(training_inputs(loaded, paths)), paths.run_dir)
+        if source is not None:
+            copy_in(source, paths)
+            say(stage, f"the adapter trained on these inputs in {display(source)} linked into {display(paths.adapter)}")
+    if not is_trained(paths):
         what = "an unfinished training" if paths.adapter.exists() else "no trained adapter"
         raise UserError(
             f"{paths.adapter} has {what} (no {ADAPTER_FILE}): run `{command_for(loaded, 'train')}` first"
@@ -140,6 +152,10 @@ def _merge(
         say(stage, f"a QLoRA adapter (train.quantization_bit {bits}): merged into the unquantized base "
                    f"{model_path(loaded.recipe)}, LLaMA-Factory's way; serve.weights adapter serves it on the "
                    f"{bits}-bit load instead")
+    removed = paths.run_dir / MERGED_REMOVED
+    if removed.is_file() and echo:
+        say(stage, f"merging again from its adapter: this training's merged copy was removed to bound the disk it "
+                   f"takes (keep.merged {loaded.recipe.keep.merged}, {loaded.where('keep.merged')})")
     tmp = paths.run_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     full = paths.run_dir / ".merged-full.tmp"  # a quantized export: the merge, before it is quantized
@@ -192,4 +208,5 @@ def _merge(
         paths.merged.rename(old)
     tmp.rename(paths.merged)
     shutil.rmtree(old, ignore_errors=True)
+    removed.unlink(missing_ok=True)
     return paths.merged

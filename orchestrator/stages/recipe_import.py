@@ -31,6 +31,7 @@ from orchestrator.core.recipes.schema import PREFERENCE_STAGES, RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, role_paths
 from orchestrator.core.run_folders.trained import adapter_hash
 from orchestrator.core.run_folders.training_inputs import training_inputs
+from orchestrator.core.project.identity import value_hash
 
 KINDS = {
     "lf": "an LLaMA-Factory train YAML",
@@ -177,6 +178,7 @@ def adopt(loaded: Loaded[RoleRecipe], folder: Path, args: dict[str, Any], lines:
         except ValueError:
             continue
     losses = [row["loss"] for row in logged if isinstance(row, dict) and row.get("loss") is not None]
+    inputs = training_inputs(loaded, paths)
     atomic_write_json(paths.manifest, {
         "role": recipe.role,
         "recipe": loaded.raw,
@@ -194,7 +196,8 @@ def adopt(loaded: Loaded[RoleRecipe], folder: Path, args: dict[str, Any], lines:
         "launched": "LlamaBoard",
         "loss_plot": None,
         "data": training_data(recipe),  # the role's own dataset, which the page trained on (checked above)
-        "inputs": training_inputs(loaded, paths),  # what `train` compares: the recipe's training is this one
+        "inputs": inputs,  # what `train` compares: the recipe's training is this one
+        "identity": value_hash(inputs),  # where it is kept and how `orchestrator runs` finds it (core/run_folders/kept.py)
         "adapter_hash": adapter_hash(paths.adapter),
         "versions": {},
         "git_commit": None,

@@ -24,8 +24,21 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths, sft_of
-from orchestrator.core.run_folders.trained import adapter_hash, read_manifest, set_aside
-from orchestrator.core.run_folders.training_inputs import dataset_files as _dataset_files, training_inputs
+from orchestrator.core.project.identity import relative, value_hash
+from orchestrator.core.run_folders.kept import (
+    bound_merged,
+    copy_in,
+    entry_dir,
+    find,
+    finish_moves,
+    finished as finished_in,
+    keep,
+    recorded_identity,
+    record_start,
+    restore,
+)
+from orchestrator.core.run_folders.trained import adapter_hash, portable_hash, read_manifest
+from orchestrator.core.run_folders.training_inputs import dataset_files, training_inputs
 
 
 @dataclass
@@ -113,9 +126,21 @@ def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, 
     config = base / "config.json"
     return {
         "train_yaml": file_hash(paths.train_yaml),
-        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in _dataset_files(loaded).items()},
+        "datasets": {name: file_hash(path) if path.is_file() else None for name, path in dataset_files(loaded).items()},
         "base_model": {"path": str(base), "config": file_hash(config) if config.is_file() else None},
     }
+
+
+def _same_training(loaded: Loaded[RoleRecipe], paths: RolePaths, manifest: dict, inputs: dict[str, object]) -> bool:
+    """A manifest written before identities: its inputs are these, as this version reads them, as
+    the last version did (the run folder not a placeholder), or with absolute paths."""
+    old = manifest.get("inputs")
+    if not _changed(old, inputs):
+        return True
+    base = model_path(loaded.recipe)
+    if not _changed(old, {**inputs, "train_yaml": portable_hash(paths.train_yaml, base)}):
+        return True
+    return "adapter_hash" not in manifest and not _changed(old, _absolute_inputs(loaded, paths))
 
 
 def _changed(old: object, new: dict[str, object]) -> list[str]:
@@ -210,29 +235,56 @@ def _train(
             say(stage, line)
 
     inputs = training_inputs(loaded, paths)
-    if is_trained(paths) and not fresh:
-        manifest = read_manifest(paths, loaded.recipe.role) or {}
-        changed = _changed(manifest.get("inputs"), inputs)
-        if changed and "adapter_hash" not in manifest and not _changed(manifest.get("inputs"), _absolute_inputs(loaded, paths)):
-            # recorded by an older version, with absolute paths: the same training, recorded again portably
-            atomic_write_json(paths.manifest, {**manifest, "inputs": inputs, "adapter_hash": adapter_hash(paths.adapter)})
-            changed = []
-        if not changed:
+    ident = value_hash(inputs)  # the training's identity: where it is kept
+    finish_moves(paths)
+    if is_trained(paths):
+        try:
+            manifest = read_manifest(paths, loaded.recipe.role) or {}
+        except UserError:
+            if not fresh:
+                raise
+            manifest = {"identity": f"unrecorded-{adapter_hash(paths.adapter)}"}  # --fresh: kept all the same
+        current = manifest.get("identity")
+        if not isinstance(current, str):  # recorded before identities: by its inputs, read as they were
+            current = ident if _same_training(loaded, paths, manifest, inputs) else value_hash(manifest.get("inputs"))
+            atomic_write_json(paths.manifest, {**manifest, "identity": current, "inputs": inputs if current == ident else manifest.get("inputs"),
+                                               "adapter_hash": manifest.get("adapter_hash") or adapter_hash(paths.adapter)})
+        if current == ident and not fresh:
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
             return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
+        kept = keep(paths, current)
         if echo:
-            say(stage, f"{', '.join(changed)} changed since {paths.adapter} was trained: training again from scratch")
-        fresh = True
-    if fresh and (previous := set_aside(paths)):
-        if echo:
-            say(stage, f"the adapter this training replaces is kept, with its manifest, in {previous}")
+            changed = ", ".join(_changed(manifest.get("inputs"), inputs)) or "nothing (--fresh)"
+            say(stage, f"{changed} changed since {paths.adapter} was trained: that training is kept in {kept}")
+        bound_merged(paths, loaded.recipe.keep.merged, (lambda line: say(stage, line)) if echo else None)
+    elif paths.adapter.exists():
+        other = recorded_identity(paths.run_dir)
+        if other is not None and other != ident:  # another training's checkpoints: kept too
+            kept = keep(paths, other)
+            if echo:
+                say(stage, f"an unfinished training of other inputs is kept in {kept}; it resumes when they come back")
+        elif (paths.adapter / ADAPTER_FILE).exists() and other is None:
+            # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
+            raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
+    if not fresh and not paths.adapter.exists():
+        back = entry_dir(paths, ident)
+        if back.is_dir():
+            restore(paths, ident)
+            if finished_in(paths.run_dir):
+                if echo:
+                    say(stage, f"trained before on these inputs: {paths.adapter} is back from {back}, nothing to train")
+                manifest = read_manifest(paths, loaded.recipe.role) or {}
+                return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
+        elif (elsewhere := find(ident, paths.run_dir)) is not None:
+            copy_in(elsewhere, paths)
+            if echo:
+                say(stage, f"trained before on these inputs in {elsewhere}: linked into {paths.adapter}, nothing to train")
+            manifest = read_manifest(paths, loaded.recipe.role) or {}
+            return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
     if fresh and paths.adapter.exists():
-        shutil.rmtree(paths.adapter)  # an unfinished training's checkpoints: --fresh starts over
-        paths.manifest.unlink(missing_ok=True)
-    elif (paths.adapter / ADAPTER_FILE).exists():
-        # a finished adapter without our manifest: LLaMA-Factory would refuse the non-empty dir
-        raise UserError(f"{paths.adapter} holds an adapter this tool did not record: use --fresh to train again")
+        shutil.rmtree(paths.adapter)  # (kept above when it was another training's)
+    record_start(paths, ident)
     if paths.adapter.exists():
         for moved in set_aside_incomplete(paths.adapter):
             say(stage, f"set aside {moved.name}: its save was interrupted (no trainer_state.json)")
@@ -286,7 +338,7 @@ def _train(
         {
             "role": loaded.recipe.role,
             "recipe": loaded.raw,
-            "recipe_file": str(loaded.path),
+            "recipe_file": relative(loaded.path),  # (project-relative: a moved project finds it)
             "overrides": loaded.overridden(),
             "train_yaml": str(paths.train_yaml),
             "adapter": str(paths.adapter),
@@ -301,6 +353,7 @@ def _train(
             "loss_plot": str(plot) if plot.exists() else None,
             "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
             "inputs": inputs,  # what `train` compares to skip an up-to-date adapter
+            "identity": ident,  # the inputs' hash: where this training is kept (core/run_folders/kept.py)
             "adapter_hash": adapter_hash(paths.adapter),  # its identity: what infer keys answers on
             "versions": _versions(),
             "git_commit": _git_commit(),

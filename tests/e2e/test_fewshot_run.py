@@ -13,6 +13,7 @@ from fake_openai import FakeOpenAI
 from helpers import read_jsonl, trained_runs
 
 from orchestrator.core.data.competition import read_dataset
+from orchestrator.core.recipes.loading import load_role
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +52,14 @@ def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, made_eval, c
                                "recipes/fewshot-pipeline.yaml", "--answer-recipe", recipe, "--evaluate-url",
                                evaluate.url, "--set", "inference.max_tokens=16", *sets)
             assert code == 0, err
+    variant = load_role("answer", "recipes/fewshot-answer.yaml", ["train.max_steps=4"]).recipe.run_name
+    assert variant.startswith("tiny-answer-fs@")
     plain, shot = (read_jsonl(project / "runs" / n / "trace.jsonl") for n in ("plain", "fewshot"))
     assert plain and all(r["answer"]["few_shot"] == {} for r in plain)
     trained = json.loads((project / "datasets" / "train_answer_fs.sources.json").read_text(encoding="utf-8"))
     examples = trained["fewshot"]["examples"]
     for r in shot:
-        ids = r["answer"]["few_shot"]["tiny-answer-fs"]
+        ids = r["answer"]["few_shot"][variant]  # train.max_steps set: the variant's run folder names it
         assert len(ids) == 1 and ids[0].rpartition("#")[0] != r["id"].rpartition("#")[0]
         assert r["id"] not in examples or examples[r["id"]] == ids  # the training prompt's example
         assert r["answer"]["samples"][0]["text"] is not None  # the served tiny model answered

@@ -28,6 +28,13 @@ def requests_sent(done: subprocess.CompletedProcess) -> int:
     return sum(int(n) for n in found)
 
 
+def nothing_runs(done: subprocess.CompletedProcess) -> None:
+    """`orchestrator run` (under make) judged every stage up to date and ran none."""
+    planned = [line for line in done.stdout.splitlines() if line.startswith("[run] ")]
+    assert planned and all(line.endswith(": up to date") for line in planned), done.stdout[-3000:]
+    assert "$ orchestrator " not in done.stdout, done.stdout[-3000:]
+
+
 def moved_copy(root: Path, to: Path) -> Path:
     """`root` copied elsewhere with fresh timestamps (as a plain cp -r or a new checkout); its
     .venv stays the link to this checkout's, with pyproject.toml older than its stamp as
@@ -48,7 +55,8 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     first = made_adapter_all.done
     assert first.returncode == 0, first.stderr[-3000:]
     assert "is in use by" not in first.stderr
-    assert "orchestrator train answer" in first.stdout and "launching" not in first.stderr  # trained: checked
+    # the trained adapters are current: the planner says so and nothing is trained
+    assert "[run] train-tiny-answer: up to date" in first.stdout and "launching" not in first.stderr
     root = trained_copy(made_adapter_all.project, tmp_path_factory.mktemp("trained") / "project")
     for role in ("answer", "evaluate"):
         assert (root / f"runs/tiny-{role}/adapter/adapter_model.safetensors").exists()
@@ -62,22 +70,22 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
         assert built.returncode == 0, built.stderr
     again = make(root, "all", "RECIPE=tiny")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "orchestrator train answer" in again.stdout and "up to date: " in again.stdout
-    assert "launching" not in again.stderr and requests_sent(again) == 0
+    assert "launching" not in again.stderr
+    nothing_runs(again)  # every stage judged up to date by content: nothing trained, nothing asked
 
     # the project copied to another folder: trains nothing, asks nothing
     moved = moved_copy(root, tmp_path_factory.mktemp("elsewhere") / "project")
     there = make(moved, "all", "RECIPE=tiny")
     assert there.returncode == 0, there.stderr[-3000:]
     assert "launching" not in there.stderr and "training again" not in there.stdout + there.stderr
-    assert requests_sent(there) == 0
+    nothing_runs(there)
 
     # a corrupt manifest: one Error line naming it, in every stage that reads it; the adapter stays
     manifest = moved / "runs/tiny-answer/manifest.json"
     kept = manifest.read_text()
     manifest.write_text(kept[: len(kept) // 2])
     error = ("Error: runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train answer "
-             "--fresh` trains again, keeping runs/tiny-answer/adapter aside in runs/tiny-answer/previous")
+             "--fresh` trains again, keeping runs/tiny-answer/adapter in runs/tiny-answer/kept/")
     for args in (("train", "answer", "--recipe", "recipes/tiny-answer.yaml"),
                  ("infer", "--out-dir", "runs/tiny-infer", "--recipe", "recipes/tiny-pipeline.yaml",
                   "--answer-recipe", "recipes/tiny-answer.yaml", "--evaluate-recipe", "recipes/tiny-evaluate.yaml")):
@@ -88,7 +96,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     assert (moved / "runs/tiny-answer/adapter/adapter_model.safetensors").exists()
     manifest.write_text(kept)
 
-    # a changed lora_alpha trains again: the previous adapter is kept aside, killed or finished
+    # a --set lora_alpha trains a variant in its own run folder: the recipe's adapter untouched, killed or finished
     run = moved / "runs/tiny-answer"
     old_weights = (run / "adapter/adapter_model.safetensors").read_bytes()
     retrain = [str(moved / ".venv/bin/orchestrator"), "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
@@ -108,23 +116,26 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
         if "launching" in line:
             break
     assert any("lora_alpha" in line or "train_yaml changed" in line for line in seen), seen
-    second = orchestrator(moved, "train", "answer", "--recipe", "recipes/tiny-answer.yaml")
+    [variant] = [p for p in (moved / "runs").iterdir() if p.name.startswith("tiny-answer@")]
+    second = orchestrator(moved, *retrain[1:], "--set", "train.max_steps=2000")
     assert second.returncode != 0
-    assert second.stderr.strip() == (f"Error: runs/tiny-answer is in use by `orchestrator train answer --recipe "
-                                     f"recipes/tiny-answer.yaml` (pid {proc.pid}): wait "
-                                     "for it to finish (one command at a time per run folder)")
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"Error: runs/{variant.name} is in use by `orchestrator train answer --recipe recipes/tiny-answer.yaml` "
+        f"(pid {proc.pid}): wait "
+        "for it to finish (one command at a time per run folder)"), second.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Interrupted." in err, (proc.returncode, err[-2000:])
-    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights
-    assert json.loads((run / "previous/manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
-    assert not (run / "adapter/adapter_model.safetensors").exists()
+    assert (run / "adapter/adapter_model.safetensors").read_bytes() == old_weights
+    assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
+    assert not (variant / "adapter/adapter_model.safetensors").exists()
 
     finished = subprocess.run([*retrain, "--set", "train.max_steps=200"], cwd=moved, env=env, capture_output=True,
                               text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
-    assert (run / "previous/adapter/adapter_model.safetensors").read_bytes() == old_weights  # one generation back
+    [done] = [p for p in (moved / "runs").iterdir() if p.name.startswith("tiny-answer@") and p != variant]
+    assert json.loads((done / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 16
+    assert (run / "adapter/adapter_model.safetensors").read_bytes() == old_weights  # the recipe's own, untouched
 
 
 def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: Path) -> None:
@@ -135,7 +146,7 @@ def test_a_moved_project_with_merged_models_redoes_nothing(made_eval, tmp_path: 
     done = make(moved, "eval", "RECIPE=tiny")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "launching" not in done.stderr and "llamafactory-cli export" not in done.stderr
-    assert requests_sent(done) == 0
+    nothing_runs(done)  # the planner finds every stage up to date where it now is: nothing is asked
 
 
 def test_a_venv_made_in_another_folder_is_installed_again(project: Path) -> None:

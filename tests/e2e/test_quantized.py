@@ -19,6 +19,14 @@ pytestmark = pytest.mark.slow
 FAST = ("--set", "train.max_steps=5", "--set", "train.save_steps=5")
 
 
+def _run(project: Path, *sets: str) -> Path:
+    """The run folder of tiny-answer.yaml under these --set values: a variant's own
+    (runs/tiny-answer@<hash>/, docs/experiments.md), the same for every command given them."""
+    from orchestrator.core.recipes.loading import load_role
+
+    return project / "runs" / load_role("answer", "recipes/tiny-answer.yaml", [v for v in sets if v != "--set"]).recipe.run_name
+
+
 def _train(cli, *sets: str) -> None:
     code, _, err = cli("distill", "--recipe", "recipes/tiny-pipeline.yaml")  # the sample's cached solutions
     assert code == 0, err
@@ -32,7 +40,7 @@ def _infer(cli, project: Path, out: str, *sets: str, gptq: bool = True) -> list[
         code, _, err = cli("infer", "datasets/sample/test.jsonl", "--out-dir", project / "runs" / out, "--limit", "2",
                            "--recipe", "recipes/tiny-pipeline.yaml", "--answer-recipe", "recipes/tiny-answer.yaml",
                            "--evaluate-url", evaluate.url, "--set", "inference.max_tokens=16", *sets)
-    log = project / "runs" / "tiny-answer" / "serve.log"
+    log = _run(project, *sets) / "serve.log"
     assert code == 0, err + (log.read_text(encoding="utf-8", errors="replace")[-3000:] if log.exists() else "")
     # a GPTQ model on CPU is served one request at a time (serving.one_at_a_time)
     assert ("one request at a time" in err) is gptq
@@ -54,23 +62,25 @@ def test_lora_on_the_gptq_base_trains_is_not_merged_and_answers_as_base_plus_ada
 ) -> None:
     (project / "models").mkdir()
     os.symlink(gptq_model_dir, project / "models" / "tiny-qwen2-gptq")
-    base = ("--set", "model.path=models/tiny-qwen2-gptq")
+    base = ("--set", "model.path=models/tiny-qwen2-gptq", *FAST)
     code, out, _ = cli("weights", "answer", "--recipe", "recipes/tiny-answer.yaml", *base)
     assert (code, out.strip()) == (0, "adapter")  # serve.weights auto on a GPTQ base
 
-    _train(cli, *base, *FAST)
-    log = (project / "runs" / "tiny-answer" / "train.log").read_text(encoding="utf-8")
+    _train(cli, *base)
+    run = _run(project, *base)
+    assert run.name.startswith("tiny-answer@") and not (project / "runs" / "tiny-answer").exists()  # a variant
+    log = (run / "train.log").read_text(encoding="utf-8")
     assert "Loading 4-bit GPTQ-quantized model." in log
 
     code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml", *base)
     assert code == 0, err
     assert "is GPTQ-quantized, which LLaMA-Factory cannot merge into" in err
-    assert not (project / "runs" / "tiny-answer" / "merged").exists()
+    assert not (run / "merged").exists()
 
     # served on a CPU machine whose torch is CUDA-built: gptqmodel's CPU kernel (core/llamafactory/cpu_ddp)
     trace = _infer(cli, project, "gptq", *base)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
-    serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
+    serve = (run / "serve.yaml").read_text(encoding="utf-8")
     assert f"model_name_or_path: {(project / 'models' / 'tiny-qwen2-gptq').resolve()}\n" in serve
     assert "adapter_name_or_path:" in serve
 
@@ -82,14 +92,15 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
     trained on; then merged into the unquantized base and exported as a calibrated 4-bit GPTQ model."""
     (project / "models").mkdir()
     os.symlink(wide_tiny_model_dir, project / "models" / "tiny-qwen2")  # what tiny-answer.yaml trains on
-    qlora = ("--set", "train.quantization_bit=4")
-    _train(cli, *qlora, *FAST)
-    log = (project / "runs" / "tiny-answer" / "train.log").read_text(encoding="utf-8")
+    qlora = ("--set", "train.quantization_bit=4", *FAST)
+    _train(cli, *qlora)
+    run = _run(project, *qlora)
+    log = (run / "train.log").read_text(encoding="utf-8")
     assert "Quantizing model to 4 bit with bitsandbytes." in log
 
     trace = _infer(cli, project, "qlora", *qlora, "--set", "serve.weights=adapter", gptq=False)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
-    serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
+    serve = (run / "serve.yaml").read_text(encoding="utf-8")
     assert "adapter_name_or_path:" in serve and "quantization_bit: 4\n" in serve
 
     export = ("--set", "merge.export_quantization_bit=4", "--set", "merge.export_quantization_nsamples=8",
@@ -97,15 +108,17 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
     code, out, err = cli("merge", "answer", "--recipe", "recipes/tiny-answer.yaml", *qlora, *export)
     assert code == 0, err
     assert "a QLoRA adapter (train.quantization_bit 4): merged into the unquantized base" in err
-    merged = project / "runs" / "tiny-answer" / "merged"
+    exported = _run(project, *qlora, *export)  # a merge-only variant: the training linked from `run`, not trained again
+    assert exported != run and "launching" not in err
+    merged = exported / "merged"
     quantization = json.loads((merged / "config.json").read_text(encoding="utf-8"))["quantization_config"]
     assert (quantization["quant_method"], quantization["bits"]) == ("gptq", 4)
     assert packed_weights(merged) == 2 * 7
-    assert not list((project / "runs" / "tiny-answer").glob(".merged*"))  # no temporary folder left
+    assert not list(exported.glob(".merged*"))  # no temporary folder left
 
     trace = _infer(cli, project, "gptq-export", *qlora, *export)
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
-    serve = (project / "runs" / "tiny-answer" / "serve.yaml").read_text(encoding="utf-8")
+    serve = (exported / "serve.yaml").read_text(encoding="utf-8")
     assert f"model_name_or_path: {merged}\n" in serve
 
 

@@ -300,7 +300,10 @@ def test_llamaboard_round_trip(browser, tiny_project: Path, cli) -> None:
     assert adopted.read_bytes() == (trained / "adapter_model.safetensors").read_bytes()
     code, out, err = cli("train", "answer", "--recipe", "recipes/page-trained-answer.yaml")
     assert code == 0, err
-    assert out.startswith("up to date: "), out
+    assert out.startswith("up to date: "), out  # the adopted manifest's identity is the recipe's training
+    code, out, err = cli("runs")
+    assert code == 0, err
+    assert "page-trained-answer " in out  # the kept store lists the adopted training
 
 
 def test_webui_says_where_the_page_saves_and_how_it_comes_back(project: Path) -> None:

@@ -56,25 +56,33 @@ def test_keep_all(project: Path, cli) -> None:
     assert build_dataset(role=load_role("answer"), pipeline=load_pipeline("recipes/keep-all.yaml")).train > kept
 
 
+def variant_dataset(role: str, *sets: str) -> str:
+    """The training set a --set of a dataset key builds: <dataset>.<hash of the values>, a variant
+    of its own (the recipe's own set is never rebuilt over)."""
+    return load_role(role, None, sets).recipe.dataset_name
+
+
 def test_a_command_that_reads_both_recipes_takes_keys_of_both(project: Path, cli) -> None:
     """`--set` goes to the role or the pipeline recipe by its first part."""
     assert cli("distill")[0] == 0
     assert cli("dataset", "answer")[0] == 0
-    kept = len(rows(project, "train_answer_instruct"))
+    kept = rows(project, "train_answer_instruct")
     code, out, err = cli("dataset", "answer", "--set", "teacher.keep=all", "--set", "dataset.seed=1")
     assert code == 0, err
-    assert len(rows(project, "train_answer_instruct")) > kept
+    variant = variant_dataset("answer", "dataset.seed=1")
+    assert variant.startswith("train_answer_instruct.") and len(rows(project, variant)) > len(kept)
+    assert rows(project, "train_answer_instruct") == kept  # the recipe's own set untouched
 
 
 SET_ERRORS = [
     pytest.param(["dataset", "answer", "--set", "teachr.keep=all"],
                  "Error: --set teachr.keep=all: teachr is not a recipe key; valid keys start with data, dataset, "
-                 "distributed, fewshot, inference, merge, model, name, package, preference, role, serve, teacher, train (did you mean teacher?)",
+                 "distributed, fewshot, inference, keep, merge, model, name, package, preference, role, serve, teacher, train (did you mean teacher?)",
                  id="typo-in-section"),
     pytest.param(["train", "answer", "--set", "teacher.keep=all"],
                  "Error: --set teacher.keep=all: teacher is not a recipe key (a key of the other kind of recipe, "
-                 "which this command does not read); valid keys start with dataset, distributed, fewshot, merge, "
-                 "model, name, preference, role, serve, train", id="pipeline-key-to-a-role-command"),
+                 "which this command does not read); valid keys start with dataset, distributed, fewshot, keep, "
+                 "merge, model, name, preference, role, serve, train", id="pipeline-key-to-a-role-command"),
     pytest.param(["distill", "--set", "train.lora_rank=8"],
                  "Error: --set train.lora_rank=8: train is not a recipe key (a key of the other kind of recipe, "
                  "which this command does not read); valid keys start with data, inference, package, teacher",
@@ -104,9 +112,11 @@ def test_val_split_written_and_registered(project: Path, cli) -> None:
     code, out, err = cli("dataset", "evaluate", "--set", "dataset.val_size=0.2")
     assert code == 0, err
     assert "held out by problem" in out
+    held = load_role("evaluate", None, ["dataset.val_size=0.2"]).recipe.eval_dataset_name  # the variant's
+    assert held.startswith("val_evaluate_instruct.")
     info = json.loads((project / "datasets/dataset_info.json").read_text())
-    assert info["val_evaluate_instruct"]["file_name"] == "val_evaluate_instruct.json"
-    assert rows(project, "val_evaluate_instruct")
+    assert info[held]["file_name"] == f"{held}.json"
+    assert rows(project, held)
 
 
 def test_no_cached_reply_is_a_clear_error(project: Path) -> None:
@@ -153,7 +163,9 @@ def test_both_roles_hold_out_the_same_problems_written_as_val_jsonl(project: Pat
     answer = _build("answer", *split)
     _build("evaluate", *split)
     assert answer.dropped > 0  # keep: agreeing drops replies, yet the held-out problems are the same
-    records = [json.loads((project / f"datasets/train_{role}_instruct.sources.json").read_text())["split"]
+    names = {role: variant_dataset(role, *split) for role in ("answer", "evaluate")}  # the same hash: one split
+    assert names == {role: f"train_{role}_instruct.{names['answer'].rsplit('.', 1)[1]}" for role in names}
+    records = [json.loads((project / f"datasets/{names[role]}.sources.json").read_text())["split"]
                for role in ("answer", "evaluate")]
     assert records[0]["val_problems"] == records[1]["val_problems"] and len(records[0]["val_problems"]) == 6
     assert records[0]["seed"] == 3 and records[0]["val_size"] == 0.2
@@ -164,8 +176,8 @@ def test_both_roles_hold_out_the_same_problems_written_as_val_jsonl(project: Pat
     gold = {q.qid: q.answer for q in train.questions}
     assert val.questions and all(q.answer == gold[q.qid] for q in val.questions)  # competition format, answers kept
     held = {answer_prompt(q) for q in val.questions}
-    assert not held & {r["instruction"] for r in rows(project, "train_answer_instruct")}
-    trained_on = {r["instruction"] for r in rows(project, "train_evaluate_instruct")}
+    assert not held & {r["instruction"] for r in rows(project, names["answer"])}
+    trained_on = {r["instruction"] for r in rows(project, names["evaluate"])}
     assert not {q.qid for q in val.questions if any(q.question in i and q.problem in i for i in trained_on)}
 
 

@@ -119,20 +119,22 @@ def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> N
 
     # samples LLaMA-Factory rejects: no response at all
     rows = [{"instruction": "问题", "input": "", "output": None}] * 4  # no response: LLaMA-Factory drops them
-    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
+    loaded = load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"])  # a variant: its own set and folder
+    (tiny_project / "datasets" / f"{loaded.recipe.dataset_name}.json").write_text(json.dumps(rows))
     with pytest.raises(StageFailed) as info:
-        train(load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"]), echo=False)
+        train(loaded, echo=False)
     lines = info.value.lines
-    assert lines[0].startswith("train tiny-answer: llamafactory-cli train exited with code 1")
+    run = tiny_project / "runs" / loaded.recipe.run_name
+    assert lines[0].startswith(f"train {run.name}: llamafactory-cli train exited with code 1")
     assert any("valid" in line.lower() for line in lines[1:-1]), lines
-    assert lines[-1] == (
-        f"rendered config: {tiny_project}/runs/tiny-answer/train.yaml; full log: {tiny_project}/runs/tiny-answer/train.log"
-    )
+    assert lines[-1] == f"rendered config: {run}/train.yaml; full log: {run}/train.log"
 
 
 def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -> None:
     build_datasets(cli)
-    run = tiny_project / "runs" / "tiny-answer"
+    sets = ["train.max_steps=20", "train.save_steps=2"]
+    run = tiny_project / "runs" / load_role("answer", "recipes/tiny-answer.yaml", sets).recipe.run_name  # a variant's folder
+    assert run.name.startswith("tiny-answer@")
     cmd = [sys.executable, "-m", "orchestrator", "train", "answer", "--recipe", "recipes/tiny-answer.yaml",
            "--set", "train.max_steps=20", "--set", "train.save_steps=2"]
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tiny_project)}
@@ -161,7 +163,8 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_project: Path, cli) -
     assert "resuming from checkpoint-" in err
     assert manifest["steps"] == 20
     # the values the command line set: printed at start and kept in the manifest
-    assert "[train tiny-answer] train.max_steps = 20  (from --set)" in err
+    assert f"[train {run.name}] train.max_steps = 20  (from --set)" in err
+    assert not (tiny_project / "runs" / "tiny-answer" / "adapter").exists()  # the recipe's own model never touched
     assert manifest["overrides"] == {"train.max_steps": {"value": 20, "from": "--set"},
                                      "train.save_steps": {"value": 2, "from": "--set"}}
 
@@ -203,9 +206,10 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     from orchestrator.stages.train import _absolute_inputs, train, training_inputs
 
     rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}]
-    (tiny_project / "datasets" / "train_answer_instruct.json").write_text(json.dumps(rows))
-    loaded = load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"])
+    loaded = load_role("answer", "recipes/tiny-answer.yaml", ["dataset.val_size=0"])  # a variant: its own set and folder
+    (tiny_project / "datasets" / f"{loaded.recipe.dataset_name}.json").write_text(json.dumps(rows))
     paths = render_roles([loaded])[0].paths
+    name = loaded.recipe.run_name
     (paths.adapter).mkdir(parents=True)
     (paths.adapter / "adapter_model.safetensors").write_bytes(b"trained for hours")
     paths.manifest.write_text(json.dumps({"final_loss": 0.5, "inputs": _absolute_inputs(loaded, paths)}))
@@ -218,7 +222,6 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     paths.manifest.write_text("{")
     with pytest.raises(UserError) as info:
         train(loaded, echo=False)
-    assert info.value.lines == ["runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train "
-                                "answer --fresh` trains again, keeping runs/tiny-answer/adapter aside in "
-                                "runs/tiny-answer/previous"]
+    assert info.value.lines == [f"runs/{name}/manifest.json is unreadable (not valid JSON): `orchestrator train "
+                                f"answer --fresh` trains again, keeping runs/{name}/adapter in runs/{name}/kept/"]
     assert (paths.adapter / "adapter_model.safetensors").read_bytes() == b"trained for hours"

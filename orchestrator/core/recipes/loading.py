@@ -8,6 +8,7 @@ a null value removes a key a parent set.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from typing import Any, Generic
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.core.common.errors import UserError, did_you_mean
-from orchestrator.core.common.paths import display, project_root
+from orchestrator.core.common.paths import display, project_root, runs_dir
 from orchestrator.core.common.progress import say
+from orchestrator.core.project.identity import flatten, value_hash
 from orchestrator.core.project.state import kept_recipe, kept_settings
 from orchestrator.core.recipes.overrides import (
     apply_override,
@@ -203,12 +205,43 @@ def load(
         for key, (value, source) in kept_settings().items():
             apply_override(data, key, value, origin, source=source)
     by_make = make_variables()
+    as_read = copy.deepcopy(data)
     for item in overrides:
         key, value = parse_override(item)
         apply_override(data, key, value, origin, source=by_make.get(key, "--set"))
     _refuse_other_kind(cls, data, path)
+    if cls is RoleRecipe:
+        variant_names(as_read, data, origin)
     recipe = validate(cls, data, path, origin)
     return Loaded(recipe, path, data, origin)
+
+
+# what a role's model is made of: a --set of one of these keys is a variant with its own run folder
+MADE_OF = ("model", "dataset", "fewshot", "train", "merge", "distributed")
+DATASET_MADE_OF = ("dataset", "fewshot", "model.template")  # and so with its own dataset
+
+
+def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[str, str]) -> None:
+    """A --set that changes what the model is made of (train.learning_rate, model.path...) names a
+    variant: its run folder is runs/<name>@<hash of the changed values>/ and, when it changes the
+    training set, its dataset <dataset>.<hash>, so it never trains or builds over the recipe's own
+    (runs/<name>/ always holds the model of the recipe as it reads). `name=` or `dataset.name=`
+    given on the command line is taken as it is."""
+    before, after = flatten({k: as_read.get(k) for k in MADE_OF}), flatten({k: data.get(k) for k in MADE_OF})
+    changed = {str(key): after.get(key) for key in sorted(set(before) | set(after), key=str) if before.get(key) != after.get(key)}
+    if not changed:
+        return
+    if "name" not in origin or not from_command_line(origin["name"]):
+        name = data.get("name") or data.get("role")
+        if isinstance(name, str):
+            data["name"] = f"{name}@{value_hash(sorted((k, repr(v)) for k, v in changed.items()))[:8]}"
+    # (dataset.extra lists other files beside the built set: the built set is the recipe's own)
+    dataset_changed = {k: v for k, v in changed.items()
+                       if k.startswith(DATASET_MADE_OF) and k != "dataset.name" and not k.startswith("dataset.extra")}
+    dataset: dict[str, Any] = data["dataset"] if isinstance(data.get("dataset"), dict) else {}
+    if dataset_changed and not ("dataset.name" in origin and from_command_line(origin["dataset.name"])):
+        own = dataset.get("name") or f"train_{data.get('role')}_instruct"
+        data["dataset"] = {**dataset, "name": f"{own}.{value_hash(sorted((k, repr(v)) for k, v in dataset_changed.items()))[:8]}"}
 
 
 def _refuse_other_kind(cls: type[RoleRecipe] | type[PipelineRecipe], data: dict[str, Any], path: Path) -> None:
@@ -246,12 +279,51 @@ def load_role(
     """Load a role recipe and check it is for `role`."""
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}: choose answer or evaluate{did_you_mean(role, ROLES)}")
-    loaded = load(recipe or _kept_or(role, default_role_recipe(role)), RoleRecipe, overrides)
+    run = named_run(recipe) if recipe else None
+    if run is not None:  # an experiment of `orchestrator runs`: the recipe its training recorded
+        raw, path = run
+        origin = {"name": f"the experiment {recipe}"}
+        data = copy.deepcopy(raw)
+        for item in overrides:
+            key, value = parse_override(item)
+            apply_override(data, key, value, origin)
+        loaded = Loaded(validate(RoleRecipe, data, path, origin), path, data, origin)
+    else:
+        loaded = load(recipe or _kept_or(role, default_role_recipe(role)), RoleRecipe, overrides)
     if loaded.recipe.role != role:
         raise UserError(
             f"{loaded.where('role')}: role is {loaded.recipe.role}, but this command is for the {role} model"
         )
     return loaded
+
+
+def named_run(name: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """A name of `orchestrator runs` given where a recipe file goes: tiny-answer@1a2b3c4d (a run
+    folder) or tiny-answer~5e6f7a8b (a kept training, by its identity's first digits) -> the recipe
+    its manifest recorded (named so: its run folder is runs/<name>/) and its recipe file."""
+    path = Path(name)
+    if path.is_absolute():  # (callers join a recipe to the project root)
+        try:
+            path = path.relative_to(project_root())
+        except ValueError:
+            return None
+    text = str(path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or (project_root() / text).is_file():
+        return None
+    folder, _, ident = text.partition("~")
+    run_dir = runs_dir() / folder
+    found = sorted((run_dir / "kept").glob(f"{ident}*/manifest.json")) if ident else [run_dir / "manifest.json"]
+    if not found or not found[0].is_file() or not re.fullmatch(r"[\w.@~-]+", text):
+        return None
+    try:
+        manifest = json.loads(found[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    recipe = manifest.get("recipe") if isinstance(manifest, dict) else None
+    if not isinstance(recipe, dict):
+        return None
+    source = Path(str(manifest.get("recipe_file") or text))
+    return {**recipe, "name": text}, source if source.is_absolute() else project_root() / source
 
 
 def command_for(loaded: Loaded[RoleRecipe], command: str) -> str:

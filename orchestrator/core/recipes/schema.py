@@ -135,6 +135,12 @@ class DistributedSection(Section):
     ray_workers: int = Field(0, ge=0)  # >0: launch with Ray (USE_RAY=1), one GPU per worker
 
 
+class KeepSection(Section):
+    # merged (or quantized) copies of earlier trainings kept in runs/<name>/kept/ besides the
+    # current one (a 7B merge is ~15 GB); adapters are always kept, a removed copy is merged again
+    merged: int = Field(1, ge=0)
+
+
 class RoleRecipe(Section):
     role: Literal["answer", "evaluate"]
     name: str | None = None  # run folder runs/<name>/; default: the role
@@ -146,11 +152,12 @@ class RoleRecipe(Section):
     merge: dict[str, Any] = Field(default_factory=dict)
     serve: ServeSection = ServeSection()
     distributed: DistributedSection = DistributedSection()
+    keep: KeepSection = KeepSection()
 
     @field_validator("name")
     @classmethod
-    def _plain_run_name(cls, v: str | None) -> str | None:
-        if not _plain(v):
+    def _plain_run_name(cls, v: str | None) -> str | None:  # (name@variant: a --set variant; name~identity: a kept training)
+        if not _plain(v and v.replace("@", "-", 1).replace("~", "-", 1)):
             raise ValueError("a run name is a plain word (no path): the run goes to runs/<name>/")
         return v
 

@@ -1,13 +1,12 @@
 """What a training leaves in runs/<name>/: its manifest (read here, by every stage, with one
-error policy), its adapter's identity by content, and the generation before it, kept in
-runs/<name>/previous/ while a new training runs and after it. Identities never name a
-timestamp or an absolute path, so touching a file or moving the project changes none."""
+error policy) and its adapter's identity by content (earlier trainings are kept by identity in
+runs/<name>/kept/: core/run_folders/kept.py). Identities never name a timestamp or an absolute
+path, so touching a file or moving the project changes none."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,6 @@ from orchestrator.core.common.paths import display, project_root
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
 
 ADAPTER_CONFIG = "adapter_config.json"
-
-
-def previous_dir(paths: RolePaths) -> Path:
-    """The generation before: previous/adapter/ and previous/manifest.json."""
-    return paths.run_dir / "previous"
 
 
 def read_manifest(paths: RolePaths, role: str) -> dict[str, Any] | None:
@@ -42,7 +36,7 @@ def read_manifest(paths: RolePaths, role: str) -> dict[str, Any] | None:
                 return record
             problem = "not a JSON object"
     raise UserError(f"{display(paths.manifest)} is unreadable ({problem}): `orchestrator train {role} --fresh` "
-                    f"trains again, keeping {display(paths.adapter)} aside in {display(previous_dir(paths))}")
+                    f"trains again, keeping {display(paths.adapter)} in {display(paths.run_dir / 'kept')}/")
 
 
 def files_hash(files: list[Path]) -> str:
@@ -71,13 +65,14 @@ def adapter_identity(paths: RolePaths, role: str) -> str:
     return recorded if isinstance(recorded, str) else adapter_hash(paths.adapter)
 
 
-def portable_hash(path: Path, base: Path) -> str:
-    """A rendered config's hash without its comment lines, the project root and the base
-    model's folder written as placeholders: the same config in a moved or re-mounted project
-    hashes the same."""
+def portable_hash(path: Path, base: Path, run_dir: Path | None = None) -> str:
+    """A rendered config's hash without its comment lines, the project root, the base model's
+    folder (and the run folder, when given) written as placeholders: the same config in a moved or
+    re-mounted project, or in a variant's run folder, hashes the same."""
     text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
                    if not line.lstrip().startswith("#"))
-    for folder, name in sorted(((str(base), "<base>"), (str(project_root()), "<project>")),
+    folders = [(str(base), "<base>"), (str(project_root()), "<project>")] + ([(str(run_dir), "<run>")] if run_dir else [])
+    for folder, name in sorted(folders,
                                key=lambda pair: -len(pair[0])):
         text = text.replace(folder, name)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -94,25 +89,6 @@ def base_identity(base: Path) -> dict[str, Any]:
     }
 
 
-def set_aside(paths: RolePaths) -> Path | None:
-    """Before a training that starts over: move the finished adapter and its manifest into
-    runs/<name>/previous/ (which then replaces the generation before it); None when there is
-    no finished adapter. Nothing is deleted before its replacement exists."""
-    if not (paths.adapter / ADAPTER_FILE).is_file():
-        return None
-    previous = previous_dir(paths)
-    older = paths.run_dir / ".previous.old"
-    shutil.rmtree(older, ignore_errors=True)
-    if previous.exists():
-        previous.rename(older)
-    previous.mkdir()
-    paths.adapter.rename(previous / "adapter")
-    if paths.manifest.exists():
-        paths.manifest.rename(previous / "manifest.json")
-    shutil.rmtree(older, ignore_errors=True)
-    return previous
-
-
 MERGED_RECORD = "orchestrator.json"  # what merge writes into runs/<name>/merged/
 
 
@@ -125,3 +101,4 @@ def merged_identity(paths: RolePaths) -> str | None:
         return None
     ident = record.get("identity") if isinstance(record, dict) else None
     return ident if isinstance(ident, str) and (paths.merged / "config.json").is_file() else None
+

@@ -25,12 +25,12 @@ def dataset_files(loaded: Loaded[RoleRecipe]) -> dict[str, Path]:
 
 def training_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, object]:
     """What decides whether a trained adapter is still current: the rendered train YAML (its
-    project and base model folders as placeholders), the content of every dataset file it trains
+    project, base model and run folders as placeholders), the content of every dataset file it trains
     on, the base model by content. Timestamps and absolute paths do not count."""
     files = dataset_files(loaded)
     base = model_path(loaded.recipe)
     inputs: dict[str, object] = {
-        "train_yaml": portable_hash(paths.train_yaml, base),
+        "train_yaml": portable_hash(paths.train_yaml, base, paths.run_dir),
         "datasets": {name: file_hash(path) if path.is_file() else None for name, path in files.items()},
         "base_model": base_identity(base),
     }

@@ -32,6 +32,14 @@ class Agent:
     label: str = ""  # the name in the trace; unique among the Answer models
     lora: bool = False  # its adapter is served by one vLLM server with its siblings'
 
+    @property
+    def cache_identity(self) -> str:
+        """The model in cache keys: a served model by its content alone (what follows the run
+        folder's name in `identity`), so the same training under another run folder's name (a
+        --set variant, a kept one checked out) is not asked again; an endpoint's by its name."""
+        version = self.identity.rsplit("@", 1)[1] if self.loaded is not None and "@" in self.identity else "missing"
+        return self.identity if version == "missing" else version  # (no merged model yet: not known by content)
+
     def describe(self) -> str:
         if self.url or self.loaded is None:
             return f"{self.url} ({self.model})"

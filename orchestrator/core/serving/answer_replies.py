@@ -87,7 +87,7 @@ def answer_model_replies(
     max_tokens = max_tokens or inference.max_tokens
     shots = examples_for(questions, pipe, role.recipe, trained=True)
     prompts = {q.qid: answer_prompt(q, examples=shots.get(q)) for q in questions}
-    keys = {(q.qid, i): sample_key(q, prompts[q.qid], answerer.identity, i, temperature, max_tokens)
+    keys = {(q.qid, i): sample_key(q, prompts[q.qid], answerer.cache_identity, i, temperature, max_tokens)
             for q in questions for i in range(samples)}
     out = AnswerReplies(model=answerer.model if answerer.url else answerer.identity, prompts=prompts)
     with Ledger(ledger_path) as cache:

@@ -42,7 +42,8 @@ from orchestrator.core.llamafactory.quantization import config_quantization, qua
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
-from orchestrator.core.run_folders.trained import adapter_identity, previous_dir
+from orchestrator.core.run_folders.kept import check_out, entries, finished
+from orchestrator.core.run_folders.trained import adapter_identity
 from orchestrator.core.serving.grouping import check_adapters
 
 # serve.args keys the recipe's other sections decide.
@@ -136,12 +137,15 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
     """Refuse a missing merged model (or adapter) and serve.args that LLaMA-Factory's parser rejects
     (not asked again of a config it accepted)."""
     recipe = loaded.recipe
+    if not is_trained(paths):
+        check_out(paths.run_dir.name)  # a kept training named by `orchestrator runs`: linked into its folder
     if served_weights(recipe) == "adapter":
         if not is_trained(paths):
-            kept = previous_dir(paths) / "adapter"
+            kept = [e for e in entries(paths.run_dir) if finished(e)]
             raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "
                             f"run `{command_for(loaded, 'train')}` first"
-                            + (f" (the one it replaced is kept in {kept})" if (kept / ADAPTER_FILE).is_file() else ""))
+                            + (f" (earlier trainings are kept in {display(paths.run_dir / 'kept')}/: `orchestrator runs` "
+                               "lists them)" if kept else ""))
         if not (model_path(recipe) / "config.json").exists():
             raise UserError(f"no base model in {model_path(recipe)} to serve the adapter on: "
                             f"run `{command_for(loaded, 'download')}`")

@@ -90,7 +90,7 @@ class Scheduler:
     def _trace_key(self, q: Question) -> str:
         # one Answer model (or one prompt), no extra votes: the key it always had, so its
         # finished questions stay finished
-        identities = [a.identity for a in self.answers]
+        identities = [a.cache_identity for a in self.answers]
         prompts = list(dict.fromkeys(text_hash(self.prompts[a.label][q.qid]) for a in self.answers))
         sampling: dict[str, Any] = {"answer": self.temps[: self.inf.votes], "evaluate": self.inf.temperature,
                                     "max_tokens": self.inf.max_tokens}
@@ -101,13 +101,13 @@ class Scheduler:
             qid=q.qid, answer_prompt=prompts[0] if len(prompts) == 1 else prompts,
             evaluate_prompt=text_hash(evaluate_prompt(q, "")),
             answer_model=identities[0] if len(identities) == 1 else identities,
-            evaluate_model=self.evaluate.identity,
+            evaluate_model=self.evaluate.cache_identity,
             sampling=sampling,
         )
 
     def sample_key(self, q: Question, agent: Agent, i: int) -> str:
         """A sample's key names only its own model, so adding a model reuses the others' samples."""
-        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[agent.label][q.qid]), model=agent.identity,
+        return stable_key(qid=q.qid, prompt=text_hash(self.prompts[agent.label][q.qid]), model=agent.cache_identity,
                           sample=i, temperature=self.temps[i], max_tokens=self.inf.max_tokens)
 
     @contextmanager

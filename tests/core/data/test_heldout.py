@@ -10,20 +10,27 @@ from fake_openai import FakeOpenAI
 from helpers import write_file
 
 from orchestrator.core.common.files import file_hash
+from orchestrator.core.recipes.loading import load_role
 
 SHAPE = [2, 1, 3]  # p000 p001 p002
 
 
+def variant(role: str) -> str:
+    """The run folder of the role's model under HOLD_OUT: a --set of dataset.val_size is a variant
+    (runs/<role>@<hash>/, never the recipe's own model), trained and evaluated with the same --set."""
+    return load_role(role, None, [HOLD_OUT[1]]).recipe.run_name
+
+
 def setup_split(project: Path, held: list[str], splits: dict[str, dict | None]) -> Path:
-    """datasets/val.jsonl holding `held` problems, and a manifest per role with its split."""
+    """datasets/val.jsonl holding `held` problems, and a manifest per role's variant with its split."""
     val = write_file(project / "datasets/val.jsonl", SHAPE, {f"p{i:03d}#{j}": "A" for i, n in enumerate(SHAPE)
                                                            for j in range(n)})
     lines = [line for line in val.read_text().splitlines() if json.loads(line)["id"] in held]
     val.write_text("\n".join(lines) + "\n")
     for role, split in splits.items():
-        (project / "runs" / role).mkdir(parents=True, exist_ok=True)
+        (project / "runs" / variant(role)).mkdir(parents=True, exist_ok=True)
         manifest = {"role": role, "data": {"dataset": {"dataset": f"train_{role}_instruct", "split": split}}}
-        (project / "runs" / role / "manifest.json").write_text(json.dumps(manifest))
+        (project / "runs" / variant(role) / "manifest.json").write_text(json.dumps(manifest))
     return val
 
 
@@ -39,12 +46,12 @@ HOLD_OUT = ("--set", "dataset.val_size=0.2")  # the shipped answer.yaml holds no
 REFUSALS = [
     pytest.param("no-val", "datasets/val.jsonl does not exist: no problems were held out; set dataset.val_size",
                  id="no-val-file"),
-    pytest.param({"answer": split(HELD)}, "runs/evaluate/manifest.json does not exist: train the evaluate model",
+    pytest.param({"answer": split(HELD)}, "runs/{evaluate}/manifest.json does not exist: train the evaluate model",
                  id="untrained"),
     pytest.param({"answer": None, "evaluate": split(HELD)},
-                 "the answer model (runs/answer/manifest.json) was trained without held-out problems", id="no-split"),
+                 "the answer model (runs/{answer}/manifest.json) was trained without held-out problems", id="no-split"),
     pytest.param({"answer": split(HELD), "evaluate": split(["p000", "p001"], seed=4)},
-                 "datasets/val.jsonl changed since the evaluate model (runs/evaluate/manifest.json) was trained "
+                 "datasets/val.jsonl changed since the evaluate model (runs/{evaluate}/manifest.json) was trained "
                  "(held out 2 problems with seed 4, val_size 0.2; the file now holds 2, 1 of them trained on)",
                  id="other-seed"),
     pytest.param({"answer": split(HELD) | {"val_hash": "0" * 16}, "evaluate": split(HELD)},
@@ -61,6 +68,7 @@ def test_changed_split_is_refused_with_the_reason(project: Path, cli, manifests,
     else:
         setup_split(project, HELD, manifests)
     code, _, err = cli("eval", *HOLD_OUT, "--set", "inference.answer_url=http://127.0.0.1:9/v1")
+    message = message.format(answer=variant("answer"), evaluate=variant("evaluate"))
     assert code == 2 and err.startswith("Error: ") and message in err, err
     assert not (project / "runs/eval").exists()  # refused before anything ran
 
@@ -119,9 +127,9 @@ def test_check_only_refuses_what_eval_would(project: Path, cli, sets: tuple, ans
 
 def test_check_only_checks_the_split_of_trained_models(project: Path, cli) -> None:
     """Models trained already: --check-only refuses what eval would refuse next, not `eval can run`."""
-    for name in ("answer", "evaluate"):
-        (project / "runs" / name).mkdir(parents=True)
-        (project / "runs" / name / "manifest.json").write_text('{"data": {}}')
+    for role in ("answer", "evaluate"):
+        (project / "runs" / variant(role)).mkdir(parents=True)
+        (project / "runs" / variant(role) / "manifest.json").write_text('{"data": {}}')
     code, out, err = cli("eval", "--check-only", *HOLD_OUT)
     assert (code, out) == (2, "")
     assert err.startswith("Error: datasets/val.jsonl does not exist: no problems were held out") or \

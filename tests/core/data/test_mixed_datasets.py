@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.recipes.loading import load_role
+
 ALPACA = [{"instruction": f"题目{i}：谁说了真话？", "input": "", "output": f"答案是：{'ABCD'[i % 4]}"} for i in range(6)]
 CONVERSATIONS = [{"conversations": [{"from": "human", "value": f"问题{i}"}, {"from": "gpt", "value": "答案是：A"}]}
                  for i in range(5)]
@@ -154,4 +156,8 @@ def test_evaluate_recipe_drops_an_inherited_extra_with_null(project: Path, cli) 
     assert "dataset: train_evaluate_instruct,more\n" in (project / "runs/evaluate/train.yaml").read_text()
     code, _out, err = cli("render", "evaluate", "--set", "dataset.extra.more=null")
     assert code == 0, err
-    assert "dataset: train_evaluate_instruct\n" in (project / "runs/evaluate/train.yaml").read_text()
+    # a variant (its own run folder: the recipe's model stays) on the recipe's own built set
+    variant = load_role("evaluate", None, ["dataset.extra.more=null"]).recipe.run_name
+    assert variant.startswith("evaluate@")
+    assert "dataset: train_evaluate_instruct\n" in (project / "runs" / variant / "train.yaml").read_text()
+    assert "dataset: train_evaluate_instruct,more\n" in (project / "runs/evaluate/train.yaml").read_text()

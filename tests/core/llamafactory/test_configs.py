@@ -107,9 +107,11 @@ def test_dataset_info_keeps_user_entries(project: Path) -> None:
 def test_val_size_registers_eval_dataset(project: Path) -> None:
     (r,) = check_roles([load_role("evaluate", None, ("dataset.val_size=0.1",))])
     train = yaml.safe_load(r.paths.train_yaml.read_text())
-    assert train["eval_dataset"] == "val_evaluate_instruct"
+    held = r.loaded.recipe.eval_dataset_name  # a --set of val_size: a variant's own sets, val_evaluate_instruct.<hash>
+    assert held.startswith("val_evaluate_instruct.") and train["dataset"] == held.replace("val_", "train_", 1)
+    assert train["eval_dataset"] == held
     assert (train["eval_strategy"], train["eval_steps"], train["per_device_eval_batch_size"]) == ("steps", 100, 1)
-    assert "val_evaluate_instruct" in json.loads((project / "datasets" / "dataset_info.json").read_text())
+    assert held in json.loads((project / "datasets" / "dataset_info.json").read_text())
 
 
 @pytest.mark.parametrize("stage, offload", [(2, False), (3, False), (3, True)])

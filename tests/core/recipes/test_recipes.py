@@ -29,7 +29,7 @@ def test_shipped_recipes_load(project: Path) -> None:
 def test_extends_and_precedence(project: Path) -> None:
     loaded = load_role("evaluate", "recipes/tiny-evaluate.yaml", ["train.lora_rank=32"])
     recipe = loaded.recipe
-    assert recipe.run_name == "tiny-evaluate"
+    assert recipe.run_name.startswith("tiny-evaluate@")  # a variant: its own run folder (test_variants.py)
     assert recipe.train["lora_rank"] == 32  # --set beats tiny-answer.yaml's 4
     assert recipe.train["learning_rate"] == 1.0e-2 and recipe.train["lr_scheduler_type"] == "cosine"
     assert "bf16" in recipe.train and recipe.train["bf16"] is None  # null removes the parent's key

@@ -18,9 +18,7 @@ from orchestrator.core.run_folders.trained import (
     adapter_identity,
     base_identity,
     portable_hash,
-    previous_dir,
     read_manifest,
-    set_aside,
 )
 
 
@@ -40,7 +38,7 @@ def test_an_unreadable_manifest_is_one_error_naming_it_and_the_fix(project: Path
         read_manifest(paths, "answer")
     assert info.value.lines == [
         f"runs/tiny-answer/manifest.json is unreadable ({problem}): `orchestrator train answer --fresh` trains "
-        "again, keeping runs/tiny-answer/adapter aside in runs/tiny-answer/previous"]
+        "again, keeping runs/tiny-answer/adapter in runs/tiny-answer/kept/"]
     with pytest.raises(UserError):
         adapter_identity(paths, "answer")  # what infer keys answers on: the same error, never a guess
     assert (paths.adapter / "adapter_model.safetensors").exists()
@@ -79,19 +77,6 @@ def test_base_identity_by_content_and_sizes(tmp_path: Path) -> None:
     assert base_identity(tmp_path / "a") == base_identity(tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").write_bytes(b"x" * 11)
     assert base_identity(tmp_path / "a") != base_identity(tmp_path / "b")
-
-
-def test_set_aside_keeps_one_generation_back(tmp_path: Path) -> None:
-    paths = _trained(tmp_path / "run", b"first")
-    assert set_aside(paths) == previous_dir(paths)
-    previous = previous_dir(paths)
-    assert (previous / "adapter/adapter_model.safetensors").read_bytes() == b"first"
-    assert (previous / "manifest.json").exists() and not paths.adapter.exists() and not paths.manifest.exists()
-    _trained(tmp_path / "run", b"second")
-    set_aside(paths)
-    assert (previous / "adapter/adapter_model.safetensors").read_bytes() == b"second"
-    assert sorted(p.name for p in paths.run_dir.iterdir()) == ["previous"]
-    assert set_aside(paths) is None  # nothing finished to keep: the previous generation stays
 
 
 def test_a_second_command_on_one_run_folder_refuses(tmp_path: Path) -> None:

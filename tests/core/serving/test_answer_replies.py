@@ -14,8 +14,10 @@ from helpers import make_train, trained_runs
 
 from orchestrator.core.data.competition import read_dataset
 from orchestrator.core.data.prompts import answer_prompt
+from orchestrator.core.recipes.loading import load_role
 
 SAMPLES = 3
+SOURCE, SAMPLED = "dataset.evaluate_source=answer_model", f"dataset.evaluate_samples={SAMPLES}"
 
 
 class RightWrongNone:
@@ -45,8 +47,7 @@ def setup(project: Path) -> tuple[Path, str]:
 
 
 def args(url: str, pipeline: str, *extra: str) -> list[str]:
-    return ["dataset", "evaluate", "--pipeline", pipeline, "--set", "dataset.evaluate_source=answer_model",
-            "--set", f"dataset.evaluate_samples={SAMPLES}", "--answer-url", url, *extra]
+    return ["dataset", "evaluate", "--pipeline", pipeline, "--set", SOURCE, "--set", SAMPLED, "--answer-url", url, *extra]
 
 
 def test_replies_right_and_wrong_with_the_gold_target(project: Path, cli) -> None:
@@ -59,7 +60,11 @@ def test_replies_right_and_wrong_with_the_gold_target(project: Path, cli) -> Non
         assert server.completions == len(questions) * SAMPLES
         assert replies.temperatures == {0.7}  # inference.vote_temperature
 
-        rows = json.loads((project / "datasets" / "train_evaluate_instruct.json").read_text(encoding="utf-8"))
+        # the --set of dataset keys builds a variant's own set, never the recipe's train_evaluate_instruct.json
+        built = load_role("evaluate", None, [SOURCE, SAMPLED]).recipe.dataset_name
+        assert built.startswith("train_evaluate_instruct.")
+        assert not (project / "datasets" / "train_evaluate_instruct.json").exists()
+        rows = json.loads((project / "datasets" / f"{built}.json").read_text(encoding="utf-8"))
         assert len(rows) == len(questions) * SAMPLES
         for q in questions:
             mine = [r for r in rows if q.question in r["instruction"]]
@@ -85,7 +90,8 @@ def test_failed_requests_are_asked_again_next_run(project: Path, cli) -> None:
         assert code == 1
         assert f"{SAMPLES} Answer-model requests failed (t1#2 sample" in err
         assert f"the {n - SAMPLES} replies received are cached" in err
-        assert not (project / "datasets" / "train_evaluate_instruct.json").exists()
+        built = load_role("evaluate", None, [SOURCE, SAMPLED]).recipe.dataset_name
+        assert not (project / "datasets" / f"{built}.json").exists()
     with FakeOpenAI() as server:
         code, out, err = cli(*args(server.url, pipeline))
         assert code == 0, err
@@ -130,7 +136,8 @@ def test_from_the_tiny_answer_model(tiny_project: Path, made_eval, cli) -> None:
     code, out, err = cli("dataset", "evaluate", "--recipe", "recipes/tiny-evaluate.yaml", "--pipeline", "recipes/pl.yaml",
                          "--set", "dataset.evaluate_source=answer_model", "--set", "dataset.evaluate_samples=2")
     assert code == 0, err
-    rows = json.loads((tiny_project / "datasets" / "train_evaluate_instruct.json").read_text(encoding="utf-8"))
+    built = load_role("evaluate", "recipes/tiny-evaluate.yaml", [SOURCE, "dataset.evaluate_samples=2"]).recipe.dataset_name
+    rows = json.loads((tiny_project / "datasets" / f"{built}.json").read_text(encoding="utf-8"))  # the variant's set
     assert len(rows) == 4 and all(r["output"].startswith("答案是：") for r in rows)
     assert "Answer-model replies (tiny-answer@" in out and ", wrong " in out
     cached = list((tiny_project / "runs" / "tiny-evaluate").glob("answer_samples.jsonl"))

@@ -1,0 +1,156 @@
+"""Stage: `orchestrator runs`, every kept experiment of the project (core/run_folders/kept.py) as
+one table: its short name, its recipe, the keys it differs by from the recipe as it reads now,
+when it was trained, its accuracy where a scored infer or eval used it, its size on disk; and
+`orchestrator runs prune`, which removes what the user names (merged copies first)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.common.paths import display, project_root, runs_dir
+from orchestrator.core.project.identity import flatten
+from orchestrator.core.recipes.loading import MADE_OF, load
+from orchestrator.core.recipes.schema import RoleRecipe
+from orchestrator.core.run_folders.kept import Experiment, experiments, human, named, size
+
+
+@dataclass
+class Row:
+    experiment: Experiment
+    recipe: str
+    differs: list[str]
+    accuracy: float | None
+    scored_in: str | None
+    bytes: int
+
+
+def _made_of(recipe: dict[str, Any]) -> dict[str, Any]:
+    return flatten({k: recipe.get(k) for k in MADE_OF})
+
+
+def differs(experiment: Experiment) -> tuple[str, list[str]]:
+    """(its recipe file, `key then -> now` for each key it was trained with that the file reads otherwise)."""
+    recorded = experiment.manifest.get("recipe")
+    file = str(experiment.manifest.get("recipe_file") or "")
+    path = Path(file) if Path(file).is_absolute() else project_root() / file
+    if not isinstance(recorded, dict) or not path.is_file():
+        return file or "?", ["(its recipe file is gone)"] if file else []
+    try:
+        now = load(path, RoleRecipe).raw
+    except UserError:
+        return display(path), ["(its recipe file no longer loads)"]
+    before, after = _made_of(recorded), _made_of(now)
+    return display(path), [f"{key} {json.dumps(after.get(key))} -> {json.dumps(before.get(key))}"
+                           for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+def _scored_runs() -> list[tuple[float, Path, dict[str, Any], float]]:
+    """(time, folder, run.json, accuracy) of every scored infer or eval output folder, newest first."""
+    out = []
+    for score in runs_dir().glob("*/score.json") if runs_dir().is_dir() else []:
+        try:
+            scored, record = json.loads(score.read_text(encoding="utf-8")), json.loads((score.parent / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        accuracy = scored.get("accuracy") if isinstance(scored, dict) else None
+        if isinstance(accuracy, (int, float)) and isinstance(record, dict):
+            out.append((score.stat().st_mtime, score.parent, record, float(accuracy)))
+    return sorted(out, key=lambda item: -item[0])
+
+
+def _uses(record: dict[str, Any], experiment: Experiment) -> bool:
+    """Whether an infer run's models include this training (served as its adapter or as its merge)."""
+    marks = {str(experiment.manifest.get("adapter_hash") or "-")}
+    merged = experiment.folder / "merged" / "orchestrator.json"
+    if merged.is_file():
+        try:
+            marks.add(str(json.loads(merged.read_text(encoding="utf-8")).get("identity") or "-"))
+        except ValueError:
+            pass
+    models: dict[str, Any] = record["models"] if isinstance(record.get("models"), dict) else {}
+    return any(isinstance(m, dict) and str(m.get("identity", "")).endswith(tuple(marks)) for m in models.values())
+
+
+def scored_runs_of(name: str) -> list[Path]:
+    """The scored infer/eval output folders that used the experiment `name`, newest first."""
+    experiment = named(name)
+    if experiment is None:
+        return []
+    return [folder for _, folder, record, _ in _scored_runs() if _uses(record, experiment)]
+
+
+def rows() -> list[Row]:
+    scored = _scored_runs()
+    out = []
+    for experiment in experiments():
+        recipe, diff = differs(experiment)
+        used = next(((folder, acc) for _, folder, record, acc in scored if _uses(record, experiment)), None)
+        parts = [experiment.folder / p for p in ("adapter", "merged")] if experiment.current else [experiment.folder]
+        out.append(Row(experiment, recipe, diff, used[1] if used else None, display(used[0]) if used else None,
+                       sum(size(p) for p in parts if p.exists())))
+    return out
+
+
+def table(found: list[Row]) -> str:
+    if not found:
+        return "no trained models kept yet: `make answer-model` trains one"
+    head = ["NAME", "RECIPE", "DIFFERS FROM THE RECIPE NOW", "TRAINED", "ACCURACY", "SIZE"]
+    body = [[r.experiment.name + ("" if r.experiment.current else " (kept)"), r.recipe,
+             "; ".join(r.differs) or "-", r.experiment.when.replace("T", " "),
+             f"{r.accuracy:.4f} ({r.scored_in})" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
+
+
+@dataclass
+class Pruned:
+    path: Path
+    bytes: int
+
+
+def prune(*, names: list[str], older_than_days: float | None, keep_last: int | None, all_but_current: bool,
+          merged_only: bool, dry_run: bool = False) -> list[Pruned]:
+    """Remove the kept experiments the user names (by name, by age, beyond the newest N of each
+    run folder, or every one that is not current): their merged copies first (`merged_only`: only
+    those). A current run folder's training is never removed here (the recipe reads it now)."""
+    kept = [e for e in experiments() if not e.current]
+    chosen: list[Experiment] = []
+    for name in names:
+        experiment = named(name)
+        if experiment is None:
+            raise UserError(f"{name}: no such experiment; `orchestrator runs` lists them")
+        if experiment.current:
+            raise UserError(f"{name} is the model of its recipe as it reads now: edit the recipe (or remove "
+                            f"{display(experiment.folder)}) instead")
+        chosen.append(experiment)
+    if older_than_days is not None:
+        limit = time.time() - older_than_days * 86400
+        chosen += [e for e in kept if (e.folder / "manifest.json").stat().st_mtime < limit]
+    if keep_last is not None:
+        by_folder: dict[Path, list[Experiment]] = {}
+        for e in kept:
+            by_folder.setdefault(e.folder.parent.parent, []).append(e)
+        for group in by_folder.values():
+            group.sort(key=lambda e: (e.folder / "manifest.json").stat().st_mtime, reverse=True)
+            chosen += group[keep_last:]
+    if all_but_current:
+        chosen += kept
+    out: list[Pruned] = []
+    seen: set[Path] = set()
+    for experiment in chosen:
+        if experiment.folder in seen:
+            continue
+        seen.add(experiment.folder)
+        target = experiment.folder / "merged" if merged_only else experiment.folder
+        if target.exists():
+            out.append(Pruned(target, size(target)))
+    out.sort(key=lambda p: p.path.name != "merged")  # merged copies first
+    for pruned in out if not dry_run else []:
+        shutil.rmtree(pruned.path)
+    return out
