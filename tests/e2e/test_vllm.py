@@ -157,9 +157,9 @@ def test_infer_on_one_vllm_server_killed_mid_run_resumes_asking_nothing_twice(vl
     records = read_jsonl(trace)
     questions = len(records)
     assert questions > 2 and all(r["final"] for r in records)
-    # the resumed run asks Answer and Evaluate about the questions not settled before, and no other
-    # (those in flight at the kill failed: `connection dropped`, asked again)
-    assert _sent(again.stdout + again.stderr) == 2 * (questions - settled)
+    # the resumed run asks about the questions not settled before, and no other: Evaluate about each,
+    # Answer about each whose reply was not kept (those in flight at the kill: `connection dropped`)
+    assert questions - settled < _sent(again.stdout + again.stderr) <= 2 * (questions - settled)
 
 
 def test_a_model_vllm_cannot_run_fails_at_start_with_the_engines_reason(vllm_project: Path, tmp_path: Path, cli) -> None:
