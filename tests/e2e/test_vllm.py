@@ -185,7 +185,7 @@ def test_a_model_vllm_cannot_run_fails_at_start_with_the_engines_reason(vllm_pro
     (vllm_project / "runs/narrow/merged").symlink_to(base)
 
     code, _, err = cli("check", "answer", "--recipe", recipe)
-    assert code == 1 and "attention heads of size 16" in err and "serve.infer_backend huggingface" in err
+    assert code == 2 and "attention heads of size 16" in err and "serve.infer_backend huggingface" in err
 
     started = time.monotonic()
     with pytest.raises(StageFailed) as failed:
