@@ -270,6 +270,7 @@ def one_at_a_time(recipe: RoleRecipe, paths: RolePaths) -> bool:
 # ---------------------------------------------------------------- ready means answered
 
 # A line of a log that names an error: `RuntimeError: ...`, `torch.OutOfMemoryError: ...`
+LOG_LEVEL = re.compile(r"(?:INFO|WARNING|DEBUG)\b")
 ERROR_LINE = re.compile(r"\b(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): \S")
 
 
@@ -282,9 +283,11 @@ def first_error(log_path: Path) -> str | None:
         return None
     starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
     for line in lines[starts[-1] + 1 if starts else 0:]:
-        line = line.rsplit("\r", 1)[-1].strip()
+        line = re.sub(r"^\(\w+ pid=\d+\)\s*", "", line.rsplit("\r", 1)[-1].strip())  # vLLM's `(EngineCore pid=12)`
+        if LOG_LEVEL.match(line):  # a warning that merely mentions an error (vLLM's ulimit one names OSError)
+            continue
         if ERROR_LINE.search(line) and "Warning" not in line.split(":")[0]:
-            return re.sub(r"^\(\w+ pid=\d+\)\s*", "", line)[:400]  # vLLM's `(EngineCore pid=12)` prefix
+            return line[:400]
     return None
 
 

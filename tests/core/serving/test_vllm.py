@@ -27,6 +27,10 @@ LOGS = [
                  id="kv-cache"),
     pytest.param(["UserWarning: something: odd", "torch.OutOfMemoryError: CUDA out of memory. Tried"],
                  "torch.OutOfMemoryError: CUDA out of memory. Tried", id="warnings-skipped-dotted-name"),
+    pytest.param(["(APIServer pid=9) WARNING 12-07 14:54:28 [system_utils.py:255] Found ulimit of 20000 ... like "
+                  "`OSError: [Errno 24] Too many open files`.", "(APIServer pid=9) INFO 12-07 x: ValueError: noted",
+                  "(EngineCore pid=12) RuntimeError: Unsupported CPU attention configuration: head_dim=16"],
+                 "RuntimeError: Unsupported CPU attention configuration: head_dim=16", id="warnings-naming-errors"),
     pytest.param(["INFO all fine", "INFO: Shutting down"], None, id="no-error"),
 ]
 
