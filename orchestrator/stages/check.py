@@ -3,7 +3,8 @@ LLaMA-Factory's own parser: write runs/<role>/train.yaml, merge.yaml and
 datasets/dataset_info.json from the role recipes; `check` also validates every file (no GPU,
 no model) and warns where a few-shot prompt outgrows train.cutoff_len or the base model is not
 there yet, and fails where the prompt the model would be served differs from the one it is
-trained on (core/llamafactory/chat_template.py; it needs the base's tokenizer only)."""
+trained on (core/llamafactory/chat_template.py; it needs the base's tokenizer only), or where
+vLLM cannot serve it here (core/serving/servers.py: vllm_problems)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from orchestrator.core.llamafactory.reference import reference_line
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import model_path, sft_of
+from orchestrator.core.serving.servers import vllm_problems
 
 
 def render(loaded: list[Loaded[RoleRecipe]]) -> list[str]:
@@ -58,6 +60,11 @@ def check(loaded: list[Loaded[RoleRecipe]], pipeline: PipelineRecipe) -> Checked
             result.lines += served.lines
             result.warnings += served.warnings
             problems += served.problems
+        if recipe.serve.infer_backend == "vllm":  # what vLLM cannot run here, before hours of training
+            engine = vllm_problems(r.loaded)
+            problems += engine
+            if not engine:
+                result.lines.append(f"ok  {recipe.role}: vLLM can serve it here (serve.infer_backend vllm)")
         longest = longest_prompt(pipeline, recipe)
         assert r.resolved is not None  # checked
         cutoff = r.resolved.train["cutoff_len"]

@@ -105,6 +105,9 @@ QUANTIZE_METHODS = ("gptq",)
 # GPTQ groups of 128 weights: every layer of a tiny model this wide holds whole groups, which
 # gptqmodel's CPU kernel (aten int4 matmul) needs ("expect K to be divisible by qGroupSize").
 QUANTIZED_WIDTH = 128
+# vLLM's CPU attention takes head sizes 32, 64, 80, 96, 112, 128...: 2 heads of 32 at width 64 (1 KV
+# head: the same weight shapes as 4 heads of 16 with 2 KV heads), 4 of 32 at 128.
+HEAD_DIM = 32
 TINY_GPTQ_SAMPLES, TINY_GPTQ_MAXLEN = 8, 256  # a calibrated 4-bit export in under a minute of CPU
 
 
@@ -232,8 +235,8 @@ def _build(out: Path, texts: list[str], seed: int, width: int = 64) -> None:
         hidden_size=width,
         intermediate_size=2 * width,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=width // HEAD_DIM,
+        num_key_value_heads=max(1, width // HEAD_DIM // 2),
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         eos_token_id=im_end,

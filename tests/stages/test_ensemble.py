@@ -261,13 +261,16 @@ def test_vllm_command_serves_every_adapter_of_one_base(tiny_project, fake_vllm):
     loadeds = [load_role("answer", p) for p in paths]
     cmd = vllm_lora_command(loadeds, "127.0.0.1", 8123)
     assert cmd[1:] == [
-        "serve", str((project / "models" / "tiny-qwen2").resolve()), "--host", "127.0.0.1", "--port", "8123",
-        "--trust-remote-code", "--chat-template", f"{project}/runs/vote-a/chat_template.jinja", "--enable-lora", "--max-loras", "2", "--max-lora-rank", "32",
+        "-m", "vllm.entrypoints.openai.api_server", "--model", str((project / "models" / "tiny-qwen2").resolve()),
+        "--host", "127.0.0.1", "--port", "8123",
+        "--trust-remote-code", "--chat-template", f"{project}/runs/vote-a/chat_template.jinja",
+        "--dtype", "float32", "--max-model-len", "4096", "--disable-uvicorn-access-log",
+        "--enable-lora", "--max-loras", "2", "--max-lora-rank", "32",
         "--lora-modules", f"vote-a={project}/runs/vote-a/adapter", f"vote-b={project}/runs/vote-b/adapter",
-        "--max-model-len", "4096",
     ]
-    assert Path(cmd[0]).name == "vllm"
-    assert vllm_lora_env(None) == {} and vllm_lora_env("sk-1") == {"VLLM_API_KEY": "sk-1"}
+    assert cmd[0] == os.environ["ORCHESTRATOR_VLLM_PYTHON"]
+    assert vllm_lora_env(None) == {"PYTHONPATH": "", "VLLM_CPU_KVCACHE_SPACE": "1"}  # no GPU here
+    assert vllm_lora_env("sk-1")["VLLM_API_KEY"] == "sk-1"
 
 
 def test_adapters_of_one_base_share_one_vllm_server(tiny_project, cli, fake_vllm):

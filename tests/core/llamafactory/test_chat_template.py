@@ -7,19 +7,13 @@ A real merge's folder is held to it in test_answer_replies.py::test_from_the_tin
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, install_fake_vllm, training_encoder
+from helpers import REPO, training_encoder
 
-from orchestrator.core.common.process import free_port
 from orchestrator.core.data.competition import Question
 from orchestrator.core.data.prompts import Example, answer_prompt, evaluate_prompt
 
@@ -110,69 +104,8 @@ def test_every_serving_path_renders_the_training_prompt(tiny_project: Path, temp
             assert vllm_way(base, None, user) != want
 
 
-# ---------------------------------------------------------------- the stand-in vllm
-
-
-def _post(url: str, model: str, user: str) -> tuple[int, dict]:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": user}]}).encode()
-    request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def _stand_in(tmp_path: Path, base: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    import time
-
-    calls = tmp_path / "calls.jsonl"
-    script = install_fake_vllm(tmp_path / "bin", calls)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(script), "serve", str(base), "--port", str(port), *extra,
-                             "--lora-modules", "m=adapter"])
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=1)
-            return proc, url, calls
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the stand-in vllm did not start")
-
-
-def test_the_stand_in_vllm_renders_as_vllm_and_refuses_without_a_template(tiny_project: Path, tmp_path: Path) -> None:
-    from helpers import vllm_prompts
-
-    from orchestrator.core.llamafactory.chat_template import vllm_template_file
-    from orchestrator.core.recipes.loading import load_role
-
-    base = tiny_project / "models" / "tiny-qwen2"
-    trained = training_encoder("recipes/tiny-answer.yaml", "answer")
-    jinja = vllm_template_file(load_role("answer", "recipes/tiny-answer.yaml"))
-    user = PROMPTS["answer"]
-    for extra, same in (((), False), (("--chat-template", str(jinja)), True)):
-        proc, url, calls = _stand_in(tmp_path / str(same), base, *extra)
-        try:
-            assert _post(url, "m", user)[0] == 200
-        finally:
-            proc.terminate()
-            proc.wait()
-        [rendered] = vllm_prompts(calls)
-        assert rendered["user"] == user and (rendered["ids"] == trained(user)) is same
-
-    bare = tmp_path / "no-template"  # a tokenizer without a chat template, and no --chat-template
-    shutil.copytree(base, bare, ignore=shutil.ignore_patterns("*.safetensors", "chat_template.jinja"))
-    config = json.loads((bare / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    proc, url, _calls = _stand_in(tmp_path / "bare", bare)
-    try:
-        assert _post(url, "m", user)[0] == 400
-    finally:
-        proc.terminate()
-        proc.wait()
+# The stand-in vLLM's rendering is gone: the real engine's own /tokenize is compared with the
+# training encoding in tests/e2e/test_vllm.py.
 
 
 # ---------------------------------------------------------------- check
