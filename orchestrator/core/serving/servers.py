@@ -489,7 +489,7 @@ def _vllm_served(
     names = [x.recipe.run_name for x in loadeds]
     stage = f"serve {', '.join(names)}"
     cmd = vllm_lora_command(loadeds, host, port)
-    base = f"http://{_connect_host(host)}:{port}/v1"
+    base = f"http://{url_host(host)}:{port}/v1"
     paths = role_paths(loadeds[0].recipe)
     log = paths.run_dir / ("serve-lora.log" if len(loadeds) > 1 else "serve-vllm.log")
     model = cmd[cmd.index("--model") + 1]
