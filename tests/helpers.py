@@ -113,7 +113,7 @@ def adapter_variant(project: Path, name: str, rank: int, backend: str = "vllm", 
 
 # A stand-in for vLLM's server (`python -m vllm.entrypoints.openai.api_server`, as the project starts
 # it from $ORCHESTRATOR_VLLM_PYTHON), for adapters with no real weights (adapter_variant): the real
-# engine (tests/e2e/test_vllm.py) cannot load them. A loopback OpenAI server listing the adapters it was given; each
+# engine (tests/e2e/test_vllm_engine.py) cannot load them. A loopback OpenAI server listing the adapters it was given; each
 # adapter answers its own fixed letter (A for the first listed, B for the next...). It renders
 # each request as vLLM's OpenAI server does: the messages through --chat-template (a file, or
 # the template text), else the base tokenizer's own template, generation prompt on, then

@@ -105,7 +105,7 @@ def test_every_serving_path_renders_the_training_prompt(tiny_project: Path, temp
 
 
 # The stand-in vLLM's rendering is gone: the real engine's own /tokenize is compared with the
-# training encoding in tests/e2e/test_vllm.py.
+# training encoding in tests/e2e/test_vllm_engine.py.
 
 
 # ---------------------------------------------------------------- check

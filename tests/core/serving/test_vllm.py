@@ -1,6 +1,6 @@
 """vLLM without starting it: where its environment is found, the flags a recipe gives it, what
 `check` refuses before it starts (no vLLM, a head size its CPU backend lacks, an adapter that does
-not fit its base), and the reason a failing server's log gives. The real engine: tests/e2e/test_vllm.py."""
+not fit its base), and the reason a failing server's log gives. The real engine: tests/e2e/test_vllm_engine.py."""
 
 from __future__ import annotations
 
