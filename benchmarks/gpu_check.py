@@ -11,7 +11,11 @@ benchmarks/.gpu-site or the machine's own), runs LLaMA-Factory's own version che
 machine's package list to <work>/machine-packages.txt (benchmarks/gpu_machine.txt's format). Then,
 when gptqmodel and optimum are there, the quantized path: the tiny model quantized for real
 (`orchestrator tiny-model --quantize gptq`, 4-bit GPTQ calibrated on the sample's Answer prompts),
-a LoRA trained on it and served as base + adapter; without them it says so and skips it."""
+a LoRA trained on it and served as base + adapter; without them it says so and skips it. Last,
+where the check's Python has `vllm`, the merged model served again with vLLM's server
+(serve.infer_backend vllm) and asked the same prompts; without it the check says so and skips it:
+the lent GPU machine has no vLLM, and a run there carries at most 64 MiB of wheels (vLLM is far
+larger than that)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from importlib.util import find_spec
 from pathlib import Path
 
 from gpu_wheels import GPTQMODEL_WAIVED, NOT_CARRIED, QUANT, canonical
@@ -264,6 +269,14 @@ def train_and_serve(recipe: tuple[str, str], port: int, prompts: list[str], max_
     figures["train_tokens_per_s"] = round(tokens / runtime, 1) if tokens else None
     if run == "gpu-check":  # the quantized base is served as base + adapter: no merge
         figures["merge_s"] = round(orchestrator("merge", "answer", *recipe), 1)
+    figures.update(serve_and_ask(recipe, port, prompts, max_tokens, run, concurrency))
+    return figures
+
+
+def serve_and_ask(recipe: tuple[str, ...], port: int, prompts: list[str], max_tokens: int, run: str,
+                  concurrency: int, log_name: str = "serve.log") -> dict:
+    """`orchestrator serve answer` of one trained recipe, every prompt sent; its figures."""
+    figures: dict = {}
     serve = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", "answer", *recipe])
     try:
         load = time.monotonic()
@@ -272,12 +285,12 @@ def train_and_serve(recipe: tuple[str, str], port: int, prompts: list[str], max_
         try:
             seconds, generated = ask(f"http://127.0.0.1:{port}/v1", prompts, max_tokens, concurrency)
         except Exception:
-            log = Path("runs") / run / "serve.log"
+            log = Path("runs") / run / log_name
             tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:] if log.exists() else []
             print(f"a request to {run} failed; the end of {log.resolve()}:", *tail, sep="\n", flush=True)
             raise
     finally:
-        serve.send_signal(signal.SIGTERM)  # orchestrator stops its llamafactory-cli api
+        serve.send_signal(signal.SIGTERM)  # orchestrator stops its server
         serve.wait(timeout=120)
     figures.update(prompts=len(prompts), answer_s=round(seconds, 1), reply_tokens=generated,
                    reply_tokens_per_s=round(generated / seconds, 1))
@@ -312,6 +325,14 @@ def quantized_step(work: Path, steps: int, prompts: list[str], max_tokens: int, 
     if "Loading 4-bit GPTQ-quantized model." not in log:
         raise SystemExit("the quantized step's training did not load the GPTQ base (runs/gpu-check-gptq/train.log)")
     return figures
+
+
+def vllm_missing() -> str | None:
+    """Why the vLLM step cannot run here, None when it can."""
+    if find_spec("vllm") is None:
+        return (f"{sys.executable} has no vllm: the lent GPU machine has none, and a run there carries at most "
+                "64 MiB of wheels (vLLM is far larger); the check runs this step where `vllm` is already installed")
+    return None
 
 
 def main() -> int:
@@ -353,6 +374,10 @@ def main() -> int:
     figures["gptq"] = None if missing else quantized_step(work, steps, answer_prompts(args.gptq_prompts),
                                                           args.max_tokens, args.gptq_model)
     figures["gptq_skipped"] = missing
+    figures["vllm_skipped"] = vllm_missing()
+    figures["vllm"] = None if figures["vllm_skipped"] else serve_and_ask(
+        ("--recipe", "recipes/gpu-check.yaml", "--set", "serve.infer_backend=vllm"), port,
+        answer_prompts(args.prompts), args.max_tokens, "gpu-check", 4, log_name="serve-vllm.log")
     figures["not_checked"] = [why for name, why in NOT_CARRIED.items() if figures["environment"]["versions"].get(name) is None]
     memory.stop.set()
     memory.join()
@@ -375,6 +400,11 @@ def main() -> int:
     else:
         print(f"gpu-check GPTQ base + LoRA: skipped, {missing}; benchmarks/wheels carries gptqmodel and optimum "
               "(`make gpu-wheels`), `make setup-quant` installs them here")
+    if figures["vllm"]:
+        print(f"gpu-check vLLM: the merged model served by vLLM's server: {figures['vllm']['prompts']} Answer prompts "
+              f"in {figures['vllm']['answer_s']:.1f} s ({figures['vllm']['reply_tokens_per_s']} reply tokens/s)")
+    else:
+        print(f"gpu-check vLLM: skipped, {figures['vllm_skipped']}")
     for why in figures["not_checked"]:
         print(f"gpu-check: not checked: {why}")
     return 0

@@ -11,6 +11,8 @@
 # the machine's own packages: LLaMA-Factory 0.9.5's transformers, peft, accelerate and tokenizers
 # over the machine's newer ones, and the GPTQ packages (benchmarks/gpu_wheels.py lists them; the
 # check says which versions are in force and from where). The project runs from this checkout.
+# The lent GPU machine has no vLLM and a run there carries at most 64 MiB of wheels (vLLM is far
+# larger): the check's vLLM step runs only where this Python already has `vllm`, else it says so.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"

@@ -70,3 +70,6 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path: Path, request: pytest.FixtureReque
         assert f"gpu-check GPTQ base + LoRA: the tiny model 4-bit GPTQ, from {gptq_model} (14 packed" in done.stdout
     else:
         assert figures["gptq"] is None and "gpu-check GPTQ base + LoRA: skipped, " in done.stdout
+    # no vllm in the check's Python (.venv here, as on the lent GPU machine): it says so and skips that step
+    assert figures["vllm"] is None and "64 MiB of wheels" in figures["vllm_skipped"]
+    assert "gpu-check vLLM: skipped, " in done.stdout and " has no vllm: the lent GPU machine has none" in done.stdout
