@@ -204,8 +204,9 @@ def _watch_steps(adapter_dir: Path, stop: threading.Event, stage: str) -> None:
         if progress is None:
             progress = bar(last.get("total_steps") or None, stage, unit="step")
         progress.n = last.get("current_steps", 0)
-        if last.get("loss") is not None:
-            progress.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+        losses = [row["loss"] for row in rows if row.get("loss") is not None]
+        if losses:  # the newest logged (the closing row, read in the same poll as the last step's, has none)
+            progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         progress.refresh()
     if progress is not None:
         progress.close()

@@ -225,3 +225,24 @@ def test_an_adapter_recorded_by_an_older_version_is_not_trained_again(tiny_proje
     assert info.value.lines == [f"runs/{name}/manifest.json is unreadable (not valid JSON): `orchestrator train "
                                 f"answer --fresh` trains again, keeping runs/{name}/adapter in runs/{name}/kept/"]
     assert (paths.adapter / "adapter_model.safetensors").read_bytes() == b"trained for hours"
+
+
+def test_the_step_bar_shows_the_newest_logged_loss(tmp_path: Path, capsys) -> None:
+    """LLaMA-Factory's closing row (the last step again, no loss) read in the same poll as the last
+    step's: the bar ends on the last step's loss, not the one before."""
+    import threading
+
+    from orchestrator.stages.train import _watch_steps
+
+    rows = [{"current_steps": 7, "total_steps": 8, "loss": 9.0548},
+            {"current_steps": 8, "total_steps": 8, "loss": 10.019},
+            {"current_steps": 8, "total_steps": 8}]
+    (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_steps, args=(tmp_path, stop, "train t"))
+    watcher.start()
+    time.sleep(1.2)  # at least one poll
+    stop.set()
+    watcher.join()
+    err = capsys.readouterr().err
+    assert "8/8 step" in err and "loss 10.0190" in err and "9.0548" not in err, err
