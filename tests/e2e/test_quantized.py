@@ -45,7 +45,7 @@ def _infer(cli, project: Path, out: str, *sets: str, gptq: bool = True) -> list[
     # a GPTQ model on CPU is served one request at a time (serving.one_at_a_time)
     assert ("one request at a time" in err) is gptq
     this_serve = log.read_text(encoding="utf-8").rsplit("\n$ ", 1)[-1]
-    assert this_serve.count('"POST /v1/chat/completions HTTP/1.1" 200') == 8
+    assert this_serve.count('"POST /v1/chat/completions HTTP/1.1" 200') == 8 + 1  # + the readiness request
     return read_jsonl(project / "runs" / out / "trace.jsonl")
 
 

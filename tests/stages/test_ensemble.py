@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -454,9 +455,13 @@ def test_make_answer_model_trains_a_variant_recipe(project):
 def test_two_tiny_answer_models_served_one_after_another(project, cli, tiny_model_dir):
     """Staged, nothing but recipes: each Answer model is served by llamafactory-cli api in turn,
     stopped before the next starts, then the Evaluate model."""
-    for name in ("tiny-answer", "tiny-answer-b", "tiny-evaluate"):
+    for name in ("tiny-answer", "tiny-evaluate"):
         (project / "runs" / name).mkdir(parents=True)
         os.symlink(tiny_model_dir, project / "runs" / name / "merged")
+    # the second Answer model another one by identity (infer's cache knows a model by it: the same
+    # weights twice would be asked once)
+    shutil.copytree(tiny_model_dir, project / "runs" / "tiny-answer-b" / "merged")
+    (project / "runs" / "tiny-answer-b" / "merged" / "orchestrator.json").write_text('{"identity": "answer-b"}')
     qids = write_competition(project / "test.jsonl", [[4, 3], [2]])
     args = ["infer", project / "test.jsonl", "--out-dir", project / "out", "--recipe", "recipes/tiny-pipeline.yaml",
             "--answer-recipe", "recipes/tiny-answer.yaml", "--answer-recipe", "recipes/tiny-answer-b.yaml",

@@ -219,6 +219,8 @@ def load(
 # what a role's model is made of: a --set of one of these keys is a variant with its own run folder
 MADE_OF = ("model", "dataset", "fewshot", "train", "merge", "distributed")
 DATASET_MADE_OF = ("dataset", "fewshot", "model.template")  # and so with its own dataset
+# where this machine is in a cluster, not what the model is made of: every node one run folder
+WHERE_NOT_WHAT = ("distributed.node_rank", "distributed.master_addr", "distributed.master_port")
 
 
 def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[str, str]) -> None:
@@ -228,7 +230,8 @@ def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[st
     (runs/<name>/ always holds the model of the recipe as it reads). `name=` or `dataset.name=`
     given on the command line is taken as it is."""
     before, after = flatten({k: as_read.get(k) for k in MADE_OF}), flatten({k: data.get(k) for k in MADE_OF})
-    changed = {str(key): after.get(key) for key in sorted(set(before) | set(after), key=str) if before.get(key) != after.get(key)}
+    changed = {str(key): after.get(key) for key in sorted(set(before) | set(after), key=str)
+               if before.get(key) != after.get(key) and key not in WHERE_NOT_WHAT}
     if not changed:
         return
     if "name" not in origin or not from_command_line(origin["name"]):

@@ -140,5 +140,5 @@ def test_from_the_tiny_answer_model(tiny_project: Path, made_eval, cli) -> None:
     rows = json.loads((tiny_project / "datasets" / f"{built}.json").read_text(encoding="utf-8"))  # the variant's set
     assert len(rows) == 4 and all(r["output"].startswith("答案是：") for r in rows)
     assert "Answer-model replies (tiny-answer@" in out and ", wrong " in out
-    cached = list((tiny_project / "runs" / "tiny-evaluate").glob("answer_samples.jsonl"))
+    cached = list((tiny_project / "runs").glob("tiny-evaluate@*/answer_samples.jsonl"))  # the variant's run folder
     assert cached and len(cached[0].read_text().splitlines()) == 4
