@@ -68,7 +68,8 @@ def test_make_answer_model_trains_with_2_processes(tiny_project: Path) -> None:
 
 def start_node(project: Path, rank: int, port: int) -> subprocess.Popen:
     sets = ["distributed.nnodes=2", f"distributed.node_rank={rank}", "distributed.master_addr=127.0.0.1",
-            f"distributed.master_port={port}", "train.max_steps=16", "train.save_steps=4"]
+            f"distributed.master_port={port}", "train.max_steps=16", "train.save_steps=4",
+            "name=tiny-answer"]  # (named on the command line: the recipe's own run folder, not a variant's)
     cmd = [ORCH, "train", "answer", "--recipe", "recipes/tiny-answer.yaml", *[a for s in sets for a in ("--set", s)]]
     return subprocess.Popen(cmd, cwd=project, env=plain_env(project), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
