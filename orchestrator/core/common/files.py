@@ -45,3 +45,13 @@ def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 def file_hash(path: Path) -> str:
     """A short content hash: enough to tell that a file changed."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file as a dict; {} when it is missing, unreadable or not an object (a record
+    another tool wrote, read for what it may tell)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

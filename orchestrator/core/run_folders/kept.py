@@ -17,7 +17,6 @@ A move interrupted half-way (runs/<name>/kept/<identity>.moving/) is finished by
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.common.files import atomic_write_json
+from orchestrator.core.common.files import atomic_write_json, read_json_object
 from orchestrator.core.common.paths import runs_dir
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
 
@@ -45,19 +44,12 @@ def entry_dir(paths: RolePaths, identity: str) -> Path:
     return kept_dir(paths) / identity
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
 
 def recorded_identity(folder: Path) -> str | None:
     """The identity of the training in `folder` (a run folder or a kept entry): its manifest's,
     else the one recorded when it started (an unfinished training); None: not known."""
     for name in ("manifest.json", STARTED):
-        ident = _read(folder / name).get("identity")
+        ident = read_json_object(folder / name).get("identity")
         if isinstance(ident, str):
             return ident
     return None
@@ -152,7 +144,7 @@ def copy_in(source: Path, paths: RolePaths) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     _link_tree(source / "adapter", tmp)
     tmp.rename(paths.adapter)
-    manifest = _read(source / "manifest.json")
+    manifest = read_json_object(source / "manifest.json")
     atomic_write_json(paths.manifest, {**manifest, "adapter": str(paths.adapter), "copied_from": source.name})
 
 
@@ -222,10 +214,10 @@ def experiments() -> list[Experiment]:
     out = []
     for run_dir in run_folders():
         if finished(run_dir):
-            out.append(Experiment(run_dir.name, run_dir, _read(run_dir / "manifest.json"), True))
+            out.append(Experiment(run_dir.name, run_dir, read_json_object(run_dir / "manifest.json"), True))
         for entry in entries(run_dir):
             if finished(entry):
-                out.append(Experiment(f"{run_dir.name}~{entry.name[:8]}", entry, _read(entry / "manifest.json"), False))
+                out.append(Experiment(f"{run_dir.name}~{entry.name[:8]}", entry, read_json_object(entry / "manifest.json"), False))
     return out
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from orchestrator.core.common.api_keys import check_env_name
 from orchestrator.core.common.errors import StageFailed, UserError, did_you_mean
-from orchestrator.core.common.files import atomic_write_text
+from orchestrator.core.common.files import atomic_write_text, read_json_object
 from orchestrator.core.common.ledger import text_hash
 from orchestrator.core.common.paths import display
 from orchestrator.core.common.process import Server, check_host, require_free_port, url_host
@@ -368,13 +368,6 @@ def _adapter_rank(loaded: Loaded[RoleRecipe], paths: RolePaths) -> int:
                         f"`{command_for(loaded, 'train')}`") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
     """Each tensor's shape from a .safetensors file's header (no weights read; {} when unreadable)."""
@@ -404,11 +397,11 @@ def adapter_problem(loaded: Loaded[RoleRecipe]) -> str | None:
     named in its adapter_config.json, or LoRA weights whose shapes the base's layers do not have."""
     recipe = loaded.recipe
     adapter, base = role_paths(recipe).adapter, model_path(recipe)
-    named = _read_json(adapter / "adapter_config.json").get("base_model_name_or_path")
+    named = read_json_object(adapter / "adapter_config.json").get("base_model_name_or_path")
     if isinstance(named, str) and named and Path(named).name.lower() != base.name.lower():
         return (f"{adapter} was trained on {named}, not on the base {base} it would be served on "
                 f"({loaded.where('model.path')}): train it again on this base, or set model.path back")
-    dims = _expected_dims(_read_json(base / "config.json"))
+    dims = _expected_dims(read_json_object(base / "config.json"))
     if not dims:
         return None
     for name, shape in safetensors_shapes(adapter / ADAPTER_FILE).items():

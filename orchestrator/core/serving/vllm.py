@@ -111,7 +111,7 @@ def cpu_problem(model_dir: Path) -> str | None:
     return None
 
 
-def _serve_arg(recipe: RoleRecipe, name: str) -> Any:
+def serve_arg(recipe: RoleRecipe, name: str) -> Any:
     """serve.args.NAME, else LLaMA-Factory's own default for it (the same context either way)."""
     given = recipe.serve.args.get(name)
     return given if given is not None else argument_default(name)
@@ -129,7 +129,7 @@ def command(
         str(python()), "-m", ENTRY, "--model", str(model),
         "--host", host, "--port", str(port),
         "--trust-remote-code", "--chat-template", str(chat_template),
-        "--dtype", dtype(recipe), "--max-model-len", str(int(_serve_arg(recipe, "vllm_maxlen"))),
+        "--dtype", dtype(recipe), "--max-model-len", str(int(serve_arg(recipe, "vllm_maxlen"))),
         "--disable-uvicorn-access-log",
     ]
     if name is not None:

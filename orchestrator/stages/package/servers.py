@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.llamafactory.parser import argument_default
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.serving.grouping import plan_servers
+from orchestrator.core.serving.vllm import serve_arg
 from orchestrator.core.serving.memory import ConfigError, ServerEstimate, server_estimate
 
 
@@ -64,12 +63,6 @@ def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
 VLLM_SERVE_GPU_UTIL = 0.9  # `vllm serve`'s own --gpu-memory-utilization
 
 
-def _serve_arg(recipe: RoleRecipe, name: str) -> Any:
-    """serve.args.NAME, else LLaMA-Factory's own default for it."""
-    given = recipe.serve.args.get(name)
-    return given if given is not None else argument_default(name)
-
-
 def _gpu_util(s: ImageServer) -> float | None:
     """The share of the card a vLLM server takes (None: not vLLM); several adapters: `vllm serve`."""
     recipe = s.recipes[0].recipe
@@ -77,7 +70,7 @@ def _gpu_util(s: ImageServer) -> float | None:
         return None
     if len(s.adapters) > 1 and recipe.serve.args.get("vllm_gpu_util") is None:
         return VLLM_SERVE_GPU_UTIL
-    return float(_serve_arg(recipe, "vllm_gpu_util"))
+    return float(serve_arg(recipe, "vllm_gpu_util"))
 
 
 def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> list[ServerEstimate]:
@@ -91,7 +84,7 @@ def memory_estimates(servers: list[ImageServer], pipeline: PipelineRecipe) -> li
             config = json.loads(config_path.read_text(encoding="utf-8"))
             if not isinstance(config, dict):
                 raise ConfigError("is not a JSON object")
-            max_len = int(_serve_arg(recipe, "vllm_maxlen"))
+            max_len = int(serve_arg(recipe, "vllm_maxlen"))
             sequences = pipeline.inference.concurrency
             if recipe.serve.infer_backend == "huggingface":
                 sequences = min(sequences, recipe.serve.max_concurrent)
