@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.options import ROLE, recipe_option, set_option, echo_err, role_recipes, role_recipe
+from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, pipeline_file_option, echo_err, role_recipes, role_recipe
 
 
 @click.command()
@@ -28,18 +28,22 @@ def render(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...
 @click.command()
 @click.argument("roles", nargs=-1, type=ROLE)
 @recipe_option
-@set_option
-def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> None:
-    """Render and validate every config with LLaMA-Factory's own parser (no GPU, no model).
+@both_set_option("data.train=data/train.jsonl")
+@pipeline_file_option
+def check(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...], pipeline: str | None) -> None:
+    """Render and validate every config with LLaMA-Factory's own parser (no GPU, no model); the
+    longest few-shot prompt of the pipeline recipe's data.train is checked against train.cutoff_len.
 
     \b
     orchestrator check
     orchestrator check answer --recipe recipes/tiny-answer.yaml
     """
     from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.check import check as run_check
 
-    result = run_check(role_recipes(roles, recipe, overrides), load_pipeline().recipe)
+    _, pipeline_sets = route_overrides(overrides)
+    result = run_check(role_recipes(roles, recipe, overrides, pipeline=True), load_pipeline(pipeline, pipeline_sets).recipe)
     for line in result.lines:
         click.echo(line)
     for line in result.warnings:

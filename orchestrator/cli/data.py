@@ -6,7 +6,8 @@ from __future__ import annotations
 import click
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.cli.options import ROLE, recipe_option, both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests, kept_limit
+from orchestrator.cli.aliases import given_aliases
+from orchestrator.cli.options import ROLE, recipe_option, both_set_option, skip_option, pipeline_option, pipeline_file_option, echo_err, failed_requests, kept_limit
 
 
 @click.group()
@@ -39,7 +40,7 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
 @click.command()
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @pipeline_option
-@pipeline_set_option
+@both_set_option("teacher.max_attempts=3")
 @click.option("--teacher-url", help="OpenAI-compatible base URL (default: teacher.base_url).")
 @click.option("--teacher-model", help="Model name (default: teacher.model).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
@@ -58,15 +59,10 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.distill import distill as run_distill, errors_path
 
-    _, pipeline_sets = route_overrides(overrides, role=False)
-    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {
-        "teacher.base_url": ("--teacher-url", teacher_url),
-        "teacher.model": ("--teacher-model", teacher_model),
-        "teacher.concurrency": ("--concurrency", concurrency),
-        "data.train": ("--input", given_path(input_path)),
-    })
+    role_sets, pipeline_sets = route_overrides(overrides)
+    loaded = with_flags(load_pipeline(pipeline, pipeline_sets), given_aliases())
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
-    answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answer_models
+    answers = [load_role("answer", path, role_sets).recipe for m in loaded.recipe.inference.answer_models
                if m.recipe and (path := project_root() / m.recipe).is_file()]
     limit = kept_limit(limit, "distill", times=10)
     summary = run_distill(pipeline=loaded, limit=limit, skip_invalid=skip_invalid,
@@ -88,7 +84,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
 @click.argument("role", type=ROLE)
 @recipe_option
 @both_set_option("teacher.keep=all")
-@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
+@pipeline_file_option
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @click.option("--tokenizer", help="A tokenizer path, to report prompt lengths in tokens.")
 @click.option("--answer-url", help="Answer endpoint for dataset.evaluate_source: answer_model (else it is served).")
@@ -108,7 +104,7 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
     from orchestrator.stages.dataset import build_dataset
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    pipe = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.train": ("--input", given_path(input_path))})
+    pipe = with_flags(load_pipeline(pipeline, pipeline_sets), given_aliases("pipeline"))
     loaded = load_role(role, recipe, role_sets)
     if loaded.recipe.is_preference:  # its set is pairs of the SFT model's replies: the chain up to them
         from orchestrator.stages.preference import preference_chain
@@ -129,7 +125,7 @@ def dataset(role, recipe, overrides, pipeline, input_path, tokenizer, answer_url
 @click.command()
 @recipe_option
 @both_set_option("preference.samples=8")
-@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml).")
+@pipeline_file_option
 @click.option("--answer-url", help="Sample this endpoint instead of serving the SFT model.")
 @click.option("--answer-model", help="Model name at the endpoint (default: the one it lists).")
 @click.option("--pairs-only", is_flag=True, help="Stop after the preference set (make trains and merges next).")

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.cli.options import both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, given_path, failed_requests, kept_limit
+from orchestrator.cli.aliases import given_aliases
+from orchestrator.cli.options import both_set_option, pipeline_set_option, skip_option, pipeline_option, echo_err, failed_requests, kept_limit
 
 
 @click.command()
@@ -50,12 +51,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     role_sets, pipeline_sets = route_overrides(overrides)
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_urls=answer_url,
                             answer_names=answer_model, answer_recipes=answer_recipe, evaluate_recipe=evaluate_recipe,
-                            flags={"data.test": ("INPUT", given_path(input_path)),
-                                   "inference.mode": ("--mode", mode),
-                                   "inference.evaluate_url": ("--evaluate-url", evaluate_url),
-                                   "inference.evaluate_model": ("--evaluate-model", evaluate_model),
-                                   "inference.concurrency": ("--concurrency", concurrency),
-                                   "inference.votes": ("--votes", votes)})
+                            flags=given_aliases())
     test = models.pipeline.data_file("data.test")
     if input_path is None:  # not typed here: say which file, and who chose it
         echo_err(f"[infer] {models.pipeline.data_line('data.test')}")
@@ -84,7 +80,7 @@ def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, 
 
     \b
     orchestrator package --out runs/image
-    orchestrator package --out runs/tiny-image --recipe recipes/tiny-pipeline.yaml
+    orchestrator package --out runs/tiny-image --pipeline recipes/tiny-pipeline.yaml
     docker build -t submission runs/image
     """
     from orchestrator.core.recipes.loading import load_pipeline
@@ -124,7 +120,7 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
         gold_file = Path(gold)  # both files typed: no project or pipeline recipe needed
     else:
         _, pipeline_sets = route_overrides(overrides, role=False)
-        loaded = with_flags(load_pipeline(pipeline, pipeline_sets), {"data.gold": ("GOLD", given_path(gold))})
+        loaded = with_flags(load_pipeline(pipeline, pipeline_sets), given_aliases())
         if loaded.recipe.data.gold is None:
             raise UserError(f"{loaded.where('data.gold')}: data.gold is null: name the gold file (score SUBMISSION GOLD)")
         gold_file = loaded.data_file("data.gold")
@@ -140,7 +136,7 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
 @click.option("--out-dir", type=click.Path(file_okay=False), default="runs/eval", show_default=True,
               help="Where trace, submission and report go.")
 @pipeline_option
-@pipeline_set_option
+@both_set_option("inference.votes=3")
 @click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
 @click.option("--evaluate-recipe", type=click.Path(dir_okay=False), help="Evaluate role recipe to serve.")
 @click.option("--check-only", is_flag=True,
@@ -154,7 +150,7 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 
     \b
     orchestrator eval
-    orchestrator eval --recipe recipes/tiny-pipeline.yaml --out-dir runs/tiny-eval \\
+    orchestrator eval --pipeline recipes/tiny-pipeline.yaml --out-dir runs/tiny-eval \\
         --answer-recipe recipes/tiny-answer.yaml --evaluate-recipe recipes/tiny-evaluate.yaml
     orchestrator eval --check-only      # no training needed: are problems held out?
     """

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, echo_err, role_recipe
+from orchestrator.cli.aliases import given_aliases
+from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, pipeline_file_option, echo_err, role_recipe
 
 
 @click.command("tiny-model")
@@ -81,8 +82,7 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @click.argument("role", type=ROLE)
 @recipe_option
 @both_set_option("merge.export_device=cpu")
-@click.option("--pipeline", type=click.Path(dir_okay=False),
-              help="Pipeline recipe whose data.train calibrates a quantized export (default: recipes/pipeline.yaml).")
+@pipeline_file_option
 def merge(role: str, recipe: str | None, overrides: tuple[str, ...], pipeline: str | None) -> None:
     """Merge the trained adapter into the base model (runs/<name>/merged/); skipped when the
     role serves its adapter (serve.weights adapter, or auto on a quantized base).
@@ -120,9 +120,10 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
     orchestrator serve evaluate --recipe recipes/tiny-evaluate.yaml --port 8012
     SERVE_KEY=... orchestrator serve answer --host 0.0.0.0 --api-key-env SERVE_KEY
     """
+    from orchestrator.core.recipes.loading import with_flags
     from orchestrator.stages.serve import serve as run_serve
 
-    run_serve(role_recipe(role, recipe, overrides), port=port, host=host, api_key_env=api_key_env)
+    run_serve(with_flags(role_recipe(role, recipe, overrides), given_aliases()), api_key_env=api_key_env)
 
 
 @click.command()

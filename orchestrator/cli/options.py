@@ -3,8 +3,10 @@ commands that read one role's recipe."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,9 +36,28 @@ pipeline_set_option = click.option(
 skip_option = click.option(
     "--skip-invalid", is_flag=True, help="Process the good lines of a partly bad file; list the bad ones."
 )
-pipeline_option = click.option(
-    "--recipe", "pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml)."
+pipeline_file_option = click.option(
+    "--pipeline", type=click.Path(dir_okay=False), help="Pipeline recipe (default: recipes/pipeline.yaml)."
 )
+
+
+def pipeline_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--pipeline FILE, for a command that used to spell it --recipe: that spelling is still
+    taken for one release, with one line on stderr (--recipe is the role recipe everywhere)."""
+
+    @functools.wraps(command)
+    def taking_old_spelling(*args: Any, old_recipe: str | None = None, **kwargs: Any) -> None:
+        if old_recipe is not None:
+            name = click.get_current_context().info_name
+            if kwargs.get("pipeline") is not None:
+                raise UserError(f"--recipe and --pipeline both name the pipeline recipe of {name}: give --pipeline alone")
+            echo_err(f"[{name}] --recipe names the pipeline recipe here: spell it --pipeline "
+                     "(--recipe will mean the role recipe)")
+            kwargs["pipeline"] = old_recipe
+        command(*args, **kwargs)
+
+    old = click.option("--recipe", "old_recipe", hidden=True, type=click.Path(dir_okay=False))
+    return pipeline_file_option(old(taking_old_spelling))
 
 
 def echo_err(line: str) -> None:
@@ -61,8 +82,10 @@ def failed_requests(counted: str, failures: list[str], errors: Path, meanwhile: 
                      f"the same command" + (f"; {meanwhile}" if meanwhile else ""), exit_code=1)
 
 
-def role_recipes(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...]) -> list[Loaded[RoleRecipe]]:
-    """The role recipes of `render` and `check` (all roles when none is given)."""
+def role_recipes(roles: tuple[str, ...], recipe: str | None, overrides: tuple[str, ...],
+                 pipeline: bool = False) -> list[Loaded[RoleRecipe]]:
+    """The role recipes of `render` and `check` (all roles when none is given); `pipeline`: the
+    command reads the pipeline recipe too, so its keys are taken (and left to it)."""
     from orchestrator.core.recipes.loading import load_role
     from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.core.recipes.schema import ROLES
@@ -70,7 +93,7 @@ def role_recipes(roles: tuple[str, ...], recipe: str | None, overrides: tuple[st
     roles = roles or ROLES
     if recipe and len(roles) > 1:
         raise UserError("--recipe names one role's recipe: give the role too, e.g. `render answer --recipe FILE`")
-    role_sets, _ = route_overrides(overrides, pipeline=False)
+    role_sets, _ = route_overrides(overrides, pipeline=pipeline)
     return [load_role(role, recipe, role_sets) for role in roles]
 
 

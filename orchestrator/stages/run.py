@@ -184,7 +184,7 @@ def build(step: str, call: Call) -> list[Stage]:
         def distill_inputs() -> Inputs:
             return {**_values(p, DATA_KEYS + ("teacher",)), **_data_files(p.recipe.data, "train", "fixes", "extra_train"),
                     **dict(file_input(f) for f in PROMPTS), **_limit_input(call, 10)}
-        return [Stage("distill", ["distill", "--recipe", call.pipeline_file, *_sets(call), *_limit(call, 10)],
+        return [Stage("distill", ["distill", "--pipeline", call.pipeline_file, *_sets(call), *_limit(call, 10)],
                       distill_inputs)]
     kind, _, role = step.partition("-")
     if kind == "model":
@@ -204,31 +204,32 @@ def build(step: str, call: Call) -> list[Stage]:
     recipes = ["--answer-recipe", call.role_files["answer"], "--evaluate-recipe", call.role_files["evaluate"]]
     if step == "infer":
         out_dir = _infer_dir(call)
-        return [Stage(f"infer-{Path(out_dir).name}", ["infer", "--out-dir", out_dir, "--recipe", call.pipeline_file,
+        return [Stage(f"infer-{Path(out_dir).name}", ["infer", "--out-dir", out_dir, "--pipeline", call.pipeline_file,
                       *_sets(call, role=True), *_limit(call), *recipes],
                       lambda: {**serving_inputs(), **_values(p, ("data.test", "data.train")),
                                **_data_files(p.recipe.data, "test", "train"), **_limit_input(call)},
                       outputs=[f"{out_dir}/submission.jsonl"], after=models)]
     if step == "score":
         out_dir = _infer_dir(call)
-        return [Stage(f"score-{Path(out_dir).name}", ["score", f"{out_dir}/submission.jsonl", "--recipe",
+        return [Stage(f"score-{Path(out_dir).name}", ["score", f"{out_dir}/submission.jsonl", "--pipeline",
                       call.pipeline_file, *_sets(call), "--out-dir", out_dir],
                       lambda: {**dict([file_input(f"{out_dir}/submission.jsonl", "infer")]),
                                **_values(p, ("data.gold",)), **_data_files(p.recipe.data, "gold")},
                       outputs=[f"{out_dir}/report.md"], after=[f"infer-{Path(out_dir).name}"])]
     if step == "eval":
         out_dir = f"runs/{_prefix(call)}eval"
-        return [Stage(f"eval-{Path(out_dir).name}", ["eval", "--out-dir", out_dir, "--recipe", call.pipeline_file,
+        return [Stage(f"eval-{Path(out_dir).name}", ["eval", "--out-dir", out_dir, "--pipeline", call.pipeline_file,
                       *_sets(call, role=True), *recipes, *_limit(call)],
                       lambda: {**serving_inputs(), **dict([file_input("datasets/val.jsonl", "dataset")]),
                                **_limit_input(call)},
                       outputs=[f"{out_dir}/report.md"], after=models)]
     if step == "package":
         out = call.settings.values["OUT"] or f"runs/{_prefix(call)}image"
-        return [Stage(f"package-{Path(out).name}", ["package", "--out", out, "--recipe", call.pipeline_file,
+        return [Stage(f"package-{Path(out).name}", ["package", "--out", out, "--pipeline", call.pipeline_file,
                       *_sets(call, role=True)], dict, always=True)]
     if step == "check":
-        return [Stage(f"check-{r}", ["check", r, "--recipe", call.role_files[r], *_sets(call, role=True, pipeline=False)], dict, always=True) for r in ROLES]
+        return [Stage(f"check-{r}", ["check", r, "--recipe", call.role_files[r], "--pipeline", call.pipeline_file,
+                                          *_sets(call, role=True)], dict, always=True) for r in ROLES]
     if step == "webui":
         role = call.settings.values["ROLE"] or "answer"
         if role not in ROLES:

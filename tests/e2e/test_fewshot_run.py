@@ -35,7 +35,7 @@ def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, made_eval, c
         return f"### 思考思路:\n1. 推理\n### 可能的结果:\n{letter}"
 
     with FakeOpenAI(reply=teacher_reply) as teacher:  # the plain prompts come from the sample's cache
-        code, _, err = cli("distill", "--recipe", "recipes/fewshot-pipeline.yaml",
+        code, _, err = cli("distill", "--pipeline", "recipes/fewshot-pipeline.yaml",
                            "--set", f"teacher.base_url={teacher.url}")
         assert code == 0, err
     adapter = ("--set", "serve.weights=adapter")
@@ -48,7 +48,7 @@ def test_fewshot_k1_trains_answers_and_compares(tiny_project: Path, made_eval, c
     with FakeOpenAI(models=("ev",)) as evaluate:
         for name, recipe, sets in (("plain", "recipes/tiny-answer.yaml", adapter),
                                    ("fewshot", "recipes/fewshot-answer.yaml", fast)):
-            code, _, err = cli("infer", val, "--out-dir", project / "runs" / name, "--recipe",
+            code, _, err = cli("infer", val, "--out-dir", project / "runs" / name, "--pipeline",
                                "recipes/fewshot-pipeline.yaml", "--answer-recipe", recipe, "--evaluate-url",
                                evaluate.url, "--set", "inference.max_tokens=16", *sets)
             assert code == 0, err

@@ -70,7 +70,7 @@ def test_a_data_file_in_a_folder_with_a_space_in_a_project_in_one(spaced_project
     train.write_text(train.read_text() + "\n")  # the data file edited: distill again
     plan = run("--dry-run")
     assert "[run] distill: " in plan.stdout and "file my data/train 1.jsonl changed" in plan.stdout
-    assert "$ orchestrator distill --recipe recipes/tiny-pipeline.yaml" in plan.stdout
+    assert "$ orchestrator distill --pipeline recipes/tiny-pipeline.yaml" in plan.stdout
 
 
 def test_help_lists_every_target_and_variable(project: Path) -> None:

@@ -30,7 +30,7 @@ def test_make_n_writes_nothing(project: Path) -> None:
     before = files(project)
     done = make(project, "-n", "all", *OWN, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert ("$ orchestrator distill --recipe recipes/tiny-pipeline.yaml --set data.train=data/train.jsonl "
+    assert ("$ orchestrator distill --pipeline recipes/tiny-pipeline.yaml --set data.train=data/train.jsonl "
             "--set data.test=data/test.jsonl --set data.gold=data/gold.jsonl") in done.stdout
     assert "--limit 30" in done.stdout  # LIMIT=3: the first 30 training problems
     assert "$ orchestrator infer --out-dir runs/tiny-infer-test " in done.stdout  # named by its test file

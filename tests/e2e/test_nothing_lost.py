@@ -87,7 +87,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     error = ("Error: runs/tiny-answer/manifest.json is unreadable (not valid JSON): `orchestrator train answer "
              "--fresh` trains again, keeping runs/tiny-answer/adapter in runs/tiny-answer/kept/")
     for args in (("train", "answer", "--recipe", "recipes/tiny-answer.yaml"),
-                 ("infer", "--out-dir", "runs/tiny-infer", "--recipe", "recipes/tiny-pipeline.yaml",
+                 ("infer", "--out-dir", "runs/tiny-infer", "--pipeline", "recipes/tiny-pipeline.yaml",
                   "--answer-recipe", "recipes/tiny-answer.yaml", "--evaluate-recipe", "recipes/tiny-evaluate.yaml")):
         refused = orchestrator(moved, *args)
         # (infer first says where data.test comes from)

@@ -56,7 +56,7 @@ def test_sample_to_scored_submission(made_eval, tiny_project: Path, cli) -> None
     gold = tiny_project / "datasets" / "sample" / "test_gold.jsonl"
     questions = read_dataset(test).questions
     out_dir = tiny_project / "runs" / "pipelined"
-    args = ("infer", test, "--out-dir", out_dir, "--recipe", "recipes/tiny-pipeline.yaml", "--mode", "pipelined",
+    args = ("infer", test, "--out-dir", out_dir, "--pipeline", "recipes/tiny-pipeline.yaml", "--mode", "pipelined",
             "--set", "inference.max_tokens=24")
     code, out, err = cli(*args)
     assert code == 0, err

@@ -28,7 +28,7 @@ def _run(project: Path, *sets: str) -> Path:
 
 
 def _train(cli, *sets: str) -> None:
-    code, _, err = cli("distill", "--recipe", "recipes/tiny-pipeline.yaml")  # the sample's cached solutions
+    code, _, err = cli("distill", "--pipeline", "recipes/tiny-pipeline.yaml")  # the sample's cached solutions
     assert code == 0, err
     for command in ("dataset", "train"):
         code, _, err = cli(command, "answer", "--recipe", "recipes/tiny-answer.yaml", *sets)
@@ -38,7 +38,7 @@ def _train(cli, *sets: str) -> None:
 def _infer(cli, project: Path, out: str, *sets: str, gptq: bool = True) -> list[dict]:
     with FakeOpenAI(models=("ev",)) as evaluate:
         code, _, err = cli("infer", "datasets/sample/test.jsonl", "--out-dir", project / "runs" / out, "--limit", "2",
-                           "--recipe", "recipes/tiny-pipeline.yaml", "--answer-recipe", "recipes/tiny-answer.yaml",
+                           "--pipeline", "recipes/tiny-pipeline.yaml", "--answer-recipe", "recipes/tiny-answer.yaml",
                            "--evaluate-url", evaluate.url, "--set", "inference.max_tokens=16", *sets)
     log = _run(project, *sets) / "serve.log"
     assert code == 0, err + (log.read_text(encoding="utf-8", errors="replace")[-3000:] if log.exists() else "")

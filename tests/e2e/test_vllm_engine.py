@@ -121,7 +121,7 @@ def test_infer_on_one_vllm_server_killed_mid_run_resumes_asking_nothing_twice(vl
     after the first answers, the run resumes from what was answered."""
     import psutil
 
-    args = ["infer", "datasets/sample/test.jsonl", "--recipe", "recipes/tiny-pipeline.yaml",
+    args = ["infer", "datasets/sample/test.jsonl", "--pipeline", "recipes/tiny-pipeline.yaml",
             "--out-dir", "runs/vllm-infer", "--limit", LIMIT,
             "--set", "inference.concurrency=1", "--set", "inference.max_retries=0"]
     run = subprocess.Popen([str(vllm_project / ".venv/bin/orchestrator"), *args], cwd=vllm_project,

@@ -182,7 +182,7 @@ def test_the_command_line_replaces_the_recipes_list(project, cli):
         (project / "recipes" / "vote.yaml").write_text(
             f"extends: pipeline.yaml\ninference:\n  answer_models:\n    - {{url: '{a.url}', model: x}}\n"
             f"    - {{url: '{b.url}', model: z}}\n", encoding="utf-8")
-        base = ["infer", project / "test.jsonl", "--recipe", "recipes/vote.yaml", "--evaluate-url", e.url,
+        base = ["infer", project / "test.jsonl", "--pipeline", "recipes/vote.yaml", "--evaluate-url", e.url,
                 "--evaluate-model", "ev"]
         models = {}
         for name, extra in [("listed", []), ("one-url", ["--answer-url", b.url, "--answer-model", "w"]),
@@ -463,7 +463,7 @@ def test_two_tiny_answer_models_served_one_after_another(project, cli, tiny_mode
     shutil.copytree(tiny_model_dir, project / "runs" / "tiny-answer-b" / "merged")
     (project / "runs" / "tiny-answer-b" / "merged" / "orchestrator.json").write_text('{"identity": "answer-b"}')
     qids = write_competition(project / "test.jsonl", [[4, 3], [2]])
-    args = ["infer", project / "test.jsonl", "--out-dir", project / "out", "--recipe", "recipes/tiny-pipeline.yaml",
+    args = ["infer", project / "test.jsonl", "--out-dir", project / "out", "--pipeline", "recipes/tiny-pipeline.yaml",
             "--answer-recipe", "recipes/tiny-answer.yaml", "--answer-recipe", "recipes/tiny-answer-b.yaml",
             "--set", "inference.max_tokens=8"]
     code, _, err = cli(*args)

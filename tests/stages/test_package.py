@@ -65,7 +65,7 @@ def merged_project(project: Path, tiny_model_dir: Path) -> Path:
 
 def _package(cli, out: Path, *sets: str, wheels: bool = False) -> tuple[int, str, str]:
     """`orchestrator package`; without the wheels unless asked (downloading them takes minutes)."""
-    return cli("package", "--out", out, "--recipe", PIPELINE, "--wheels" if wheels else "--no-wheels",
+    return cli("package", "--out", out, "--pipeline", PIPELINE, "--wheels" if wheels else "--no-wheels",
                *[a for s in sets for a in ("--set", s)])
 
 
@@ -338,7 +338,7 @@ def test_the_folder_holds_every_wheel_the_image_installs_offline(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = merged_project / "image"
-    code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    code, _, err = cli("package", "--out", out, "--pipeline", PIPELINE)
     assert code == 0, err
     dockerfile = (out / "Dockerfile").read_text()
     assert "pip install --no-index --no-deps --find-links /app/wheels -r /app/requirements.txt" in dockerfile
@@ -363,7 +363,7 @@ def test_the_folder_holds_every_wheel_the_image_installs_offline(
 
     # again with no index reachable: the cache has them all, nothing is downloaded or copied
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    code, again, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    code, again, err = cli("package", "--out", out, "--pipeline", PIPELINE)
     assert code == 0, err
     assert " 0 copied, 0 written" in again and " 0 removed" in again
 
@@ -376,7 +376,7 @@ def test_wheels_that_cannot_be_downloaded_are_refused_in_one_line(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     out = merged_project / "image"
-    code, _, err = cli("package", "--out", out, "--recipe", PIPELINE)
+    code, _, err = cli("package", "--out", out, "--pipeline", PIPELINE)
     assert code == 2 and not out.exists(), err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in err, err

@@ -175,7 +175,7 @@ def test_a_dry_run_writes_nothing(project: Path, cli) -> None:
     before = sorted(p.relative_to(project).as_posix() for p in project.rglob("*"))
     code, out, err = cli("run", "all", "RECIPE=tiny", "TRAIN=datasets/sample/train.jsonl", "LIMIT=3", "--dry-run")
     assert code == 0, err
-    assert "$ orchestrator distill --recipe recipes/tiny-pipeline.yaml --set data.train=datasets/sample/train.jsonl " \
+    assert "$ orchestrator distill --pipeline recipes/tiny-pipeline.yaml --set data.train=datasets/sample/train.jsonl " \
            "--limit 30" in out
     assert "[run] would keep in .orchestrator/state.yaml: RECIPE=tiny TRAIN=datasets/sample/train.jsonl LIMIT=3" in err
     assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*")) == before

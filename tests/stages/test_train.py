@@ -28,7 +28,7 @@ def build_datasets(cli) -> None:
     other = next(letter for letter in first.letters if letter != first.answer)
     (project_root() / "fixes.yaml").write_text(f"{first.qid}: {other}\n", encoding="utf-8")
     (project_root() / "recipes/fixed.yaml").write_text("extends: pipeline.yaml\ndata:\n  fixes: fixes.yaml\n")
-    code, out, err = cli("distill", "--recipe", "recipes/fixed.yaml")  # offline: the sample's solutions are preloaded
+    code, out, err = cli("distill", "--pipeline", "recipes/fixed.yaml")  # offline: the sample's solutions are preloaded
     assert code == 0, err
     for role in ("answer", "evaluate"):
         code, out, err = cli("dataset", role, "--recipe", f"recipes/tiny-{role}.yaml", "--pipeline", "recipes/fixed.yaml")

@@ -135,7 +135,7 @@ def test_fewshot_k2_training_prompts_show_two_other_training_problems(project: P
         return f"### 思考思路:\n1. 推理\n### 可能的结果:\n{letter}"
 
     with FakeOpenAI(reply=reply) as teacher:
-        code, out, err = cli("distill", "--recipe", pipeline, "--set", f"teacher.base_url={teacher.url}")
+        code, out, err = cli("distill", "--pipeline", pipeline, "--set", f"teacher.base_url={teacher.url}")
         assert code == 0, err
         asked = list(teacher.prompts)
     assert asked and all(p.count("的解答:\n") == 2 for p in asked)
@@ -161,7 +161,7 @@ def test_fewshot_k2_training_prompts_show_two_other_training_problems(project: P
     with FakeOpenAI(models=("ans",)) as answer, FakeOpenAI(models=("ev",)) as evaluate:
         # the held-out problems: retrieval reads the pool the training set used, whatever file is answered
         code, out, err = cli("infer", project / "datasets" / "val.jsonl", "--out-dir", project / "out",
-                             "--recipe", pipeline, "--answer-url", answer.url, "--evaluate-url", evaluate.url)
+                             "--pipeline", pipeline, "--answer-url", answer.url, "--evaluate-url", evaluate.url)
         assert code == 0, err
         inferred = set(answer.prompts)
     assert "fewshot.k 2" in err

@@ -96,7 +96,7 @@ def test_distill_and_dataset_apply_the_fixes_and_record_them(project: Path, cli)
     (project / "fixes.yaml").write_text(f"{first.qid}: {other}\n{dropped.id}: drop\n", encoding="utf-8")
     (project / "recipes" / "fixed.yaml").write_text("extends: pipeline.yaml\ndata:\n  fixes: fixes.yaml\n")
 
-    code, out, err = cli("distill", "--recipe", "recipes/fixed.yaml")
+    code, out, err = cli("distill", "--pipeline", "recipes/fixed.yaml")
     assert code == 0, err
     summary = "1 answer corrected, 1 problem and 0 questions dropped"
     assert f"fixes.yaml: {summary}" in err

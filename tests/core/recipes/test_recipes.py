@@ -107,7 +107,7 @@ def test_cli_typo_exit_2(project: Path, cli) -> None:
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["infer", "datasets/sample/test.jsonl", "--out-dir", "out", "--recipe", "recipes/tiny-answer.yaml"],
+        (["infer", "datasets/sample/test.jsonl", "--out-dir", "out", "--pipeline", "recipes/tiny-answer.yaml"],
          "Error: recipes/tiny-answer.yaml is a role recipe (it has role:); this command takes a pipeline recipe such as recipes/pipeline.yaml"),
         (["train", "answer", "--recipe", "recipes/tiny-pipeline.yaml"],
          "Error: recipes/tiny-pipeline.yaml is a pipeline recipe; this command takes a role recipe such as recipes/answer.yaml"),
