@@ -33,21 +33,17 @@ ALIASES: dict[str, dict[str, str]] = {
     "serve": {"--port": "serve.port", "--host": "serve.host"},
 }
 
-# the flags that name the models to serve or ask: each given any number of times, paired in order,
-# they set one key or a list (core/serving/inference_models.py folds them); command -> flag -> what it sets
+# the flags that name the models to serve or ask: given once, the key; given N times, paired in order,
+# the list inference.answer_models (core/serving/inference_models.answer_flags folds them)
 MODEL_FLAGS: dict[str, dict[str, str]] = {
     "infer": {
-        "--answer-url": "inference.answer_url (repeated: inference.answer_models[].url)",
-        "--answer-model": "inference.answer_model (repeated: inference.answer_models[].model)",
-        "--answer-recipe": "inference.answer_recipe (repeated: inference.answer_models[].recipe)",
-        "--evaluate-recipe": "inference.evaluate_recipe",
-    },
-    "eval": {
+        "--answer-url": "inference.answer_url",
+        "--answer-model": "inference.answer_model",
         "--answer-recipe": "inference.answer_recipe",
         "--evaluate-recipe": "inference.evaluate_recipe",
     },
+    "eval": {"--answer-recipe": "inference.answer_recipe", "--evaluate-recipe": "inference.evaluate_recipe"},
 }
-
 
 def flag_of(param: click.Parameter) -> str:
     """How the table names a parameter: an option by its long flag, an argument by its metavar."""
