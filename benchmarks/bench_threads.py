@@ -58,7 +58,7 @@ def main() -> int:
         shutil.copytree(ROOT / "recipes", project / "recipes")
         shutil.copytree(ROOT / "datasets" / "sample", project / "datasets" / "sample")
         orchestrator(project, "tiny-model", "models/tiny-qwen2")
-        orchestrator(project, "distill", "--recipe", "recipes/tiny-pipeline.yaml")  # the sample's cached replies
+        orchestrator(project, "distill", "--pipeline", "recipes/tiny-pipeline.yaml")  # the sample's cached replies
         sets = ("--set", f"train.max_steps={args.steps}", "--set", f"train.save_steps={args.steps}")
         orchestrator(project, "dataset", "answer", "--recipe", "recipes/tiny-answer.yaml")
         orchestrator(project, "render", "answer", "--recipe", "recipes/tiny-answer.yaml", *sets)

@@ -63,7 +63,7 @@ def ask(root: Path, urls: tuple[str, str], out: str, concurrency: int, limit: in
     from helpers import read_jsonl
 
     cmd = [str(REPO / ".venv" / "bin" / "orchestrator"), "infer", "datasets/sample/test.jsonl", "--out-dir", out,
-           "--recipe", "recipes/tiny-pipeline.yaml", "--mode", "pipelined",
+           "--pipeline", "recipes/tiny-pipeline.yaml", "--mode", "pipelined",
            "--answer-url", urls[0], "--answer-model", "tiny-answer",
            "--evaluate-url", urls[1], "--evaluate-model", "tiny-evaluate",
            "--concurrency", str(concurrency), "--set", "inference.temperature=0", "--set", "inference.max_retries=0",

@@ -367,7 +367,7 @@ def main() -> int:
     started = time.monotonic()
 
     figures["build_s"] = round(build_model(work / "models" / "check", TINY if args.tiny else QWEN2_7B, work), 1)
-    orchestrator("distill", "--recipe", "recipes/pipeline.yaml", "--input", "datasets/sample/train.jsonl")  # cached replies
+    orchestrator("distill", "--pipeline", "recipes/pipeline.yaml", "--input", "datasets/sample/train.jsonl")  # cached replies
     figures.update(train_and_serve(("--recipe", "recipes/gpu-check.yaml"), port, answer_prompts(args.prompts),
                                    args.max_tokens, "gpu-check"))
     missing = quantization_missing()
