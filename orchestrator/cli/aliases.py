@@ -45,6 +45,7 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
     "eval": {"--answer-recipe": "inference.answer_recipe", "--evaluate-recipe": "inference.evaluate_recipe"},
 }
 
+
 def flag_of(param: click.Parameter) -> str:
     """How the table names a parameter: an option by its long flag, an argument by its metavar."""
     if isinstance(param, click.Option):
@@ -84,4 +85,3 @@ def given_aliases(kind: Literal["role", "pipeline", "both"] = "both") -> dict[st
     fields = {"role": RoleRecipe.model_fields, "pipeline": PipelineRecipe.model_fields}
     return {key: pair for key, pair in fold(command, given).items()
             if kind == "both" or key.split(".")[0] in fields[kind]}
-

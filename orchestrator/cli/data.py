@@ -60,6 +60,7 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     from orchestrator.stages.distill import distill as run_distill, errors_path
 
     role_sets, pipeline_sets = route_overrides(overrides)
+    # --input, --teacher-url, --teacher-model, --concurrency: the --set each is (cli/aliases.py)
     loaded = with_flags(load_pipeline(pipeline, pipeline_sets), given_aliases())
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
     answers = [load_role("answer", path, role_sets).recipe for m in loaded.recipe.inference.answer_models

@@ -51,7 +51,7 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
     role_sets, pipeline_sets = route_overrides(overrides)
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_urls=answer_url,
                             answer_names=answer_model, answer_recipes=answer_recipe, evaluate_recipe=evaluate_recipe,
-                            flags=given_aliases())
+                            flags=given_aliases())  # INPUT, --mode, --votes...: each a --set (cli/aliases.py)
     test = models.pipeline.data_file("data.test")
     if input_path is None:  # not typed here: say which file, and who chose it
         echo_err(f"[infer] {models.pipeline.data_line('data.test')}")

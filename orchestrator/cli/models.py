@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.aliases import given_aliases
-from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, pipeline_file_option, echo_err, role_recipe
+from orchestrator.cli.options import ROLE, recipe_option, set_option, both_set_option, echo_err, role_recipe
 
 
 @click.command("tiny-model")
@@ -82,7 +82,8 @@ def train(role: str, recipe: str | None, overrides: tuple[str, ...], fresh: bool
 @click.argument("role", type=ROLE)
 @recipe_option
 @both_set_option("merge.export_device=cpu")
-@pipeline_file_option
+@click.option("--pipeline", type=click.Path(dir_okay=False),
+              help="Pipeline recipe whose data.train calibrates a quantized export (default: recipes/pipeline.yaml).")
 def merge(role: str, recipe: str | None, overrides: tuple[str, ...], pipeline: str | None) -> None:
     """Merge the trained adapter into the base model (runs/<name>/merged/); skipped when the
     role serves its adapter (serve.weights adapter, or auto on a quantized base).
@@ -123,6 +124,7 @@ def serve(role, recipe, overrides, port, host, api_key_env) -> None:
     from orchestrator.core.recipes.loading import with_flags
     from orchestrator.stages.serve import serve as run_serve
 
+    # --port and --host are serve.port and serve.host (cli/aliases.py), folded into the recipe
     run_serve(with_flags(role_recipe(role, recipe, overrides), given_aliases()), api_key_env=api_key_env)
 
 

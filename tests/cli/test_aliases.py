@@ -150,3 +150,29 @@ def test_recipe_where_it_named_the_pipeline_recipe_says_to_spell_it_pipeline(pro
     code, _, err = cli(command, *args, "--recipe", "recipes/tiny-pipeline.yaml", "--pipeline", "recipes/pipeline.yaml")
     assert code == 2 and err == (f"Error: --recipe and --pipeline both name the pipeline recipe of {command}: "
                                  "give --pipeline alone\n")
+
+
+MODEL_CASES = [  # (flag, the resolve_models argument it is, value)
+    ("--answer-url", "answer_urls", "http://127.0.0.1:9/v1"),
+    ("--answer-model", "answer_names", "served-name"),
+    ("--answer-recipe", "answer_recipes", "recipes/tiny-answer-b.yaml"),
+    ("--evaluate-recipe", "evaluate_recipe", "recipes/evaluate.yaml"),
+]
+
+
+@pytest.mark.parametrize(("flag", "argument", "value"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_each_model_flag_given_once_is_its_set(project: Path, flag: str, argument: str, value: str) -> None:
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.serving.inference_models import resolve_models
+
+    def models(inference: Any) -> list[tuple[Any, ...]]:  # a recipe file as the file it names
+        def file(name: str | None) -> Path | None:
+            return None if name is None else (project / name).resolve()
+        return [*((m.url, m.model, file(m.recipe)) for m in inference.answer_models), file(inference.evaluate_recipe)]
+
+    key = MODEL_FLAGS["infer"][flag]
+    given = [value] if argument != "evaluate_recipe" else value
+    by_flag = resolve_models(load_pipeline("recipes/tiny-pipeline.yaml"), (), **{argument: given})
+    by_set = resolve_models(load_pipeline("recipes/tiny-pipeline.yaml", (f"{key}={value}",)), ())
+    assert models(by_flag.pipeline.recipe.inference) == models(by_set.pipeline.recipe.inference)
+    assert value in str(models(by_flag.pipeline.recipe.inference))
