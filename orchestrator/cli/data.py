@@ -7,7 +7,7 @@ import click
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.cli.aliases import given_aliases
-from orchestrator.cli.options import ROLE, recipe_option, both_set_option, skip_option, pipeline_option, pipeline_file_option, echo_err, failed_requests, kept_limit
+from orchestrator.cli.options import ROLE, recipe_option, both_set_option, pipeline_set_option, skip_option, pipeline_option, pipeline_file_option, echo_err, failed_requests, kept_limit
 
 
 @click.group()
@@ -40,7 +40,7 @@ def data_check(file: str, skip_invalid: bool, against: str | None) -> None:
 @click.command()
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="Competition file (default: data.train).")
 @pipeline_option
-@both_set_option("teacher.max_attempts=3")
+@pipeline_set_option
 @click.option("--teacher-url", help="OpenAI-compatible base URL (default: teacher.base_url).")
 @click.option("--teacher-model", help="Model name (default: teacher.model).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight (default: teacher.concurrency).")
@@ -59,11 +59,11 @@ def distill(input_path, pipeline, overrides, teacher_url, teacher_model, concurr
     from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.stages.distill import distill as run_distill, errors_path
 
-    role_sets, pipeline_sets = route_overrides(overrides)
+    _, pipeline_sets = route_overrides(overrides, role=False)
     # --input, --teacher-url, --teacher-model, --concurrency: the --set each is (cli/aliases.py)
     loaded = with_flags(load_pipeline(pipeline, pipeline_sets), given_aliases())
     # the Answer recipes' fewshot settings: their prompts with worked examples are distilled too
-    answers = [load_role("answer", path, role_sets).recipe for m in loaded.recipe.inference.answer_models
+    answers = [load_role("answer", path).recipe for m in loaded.recipe.inference.answer_models
                if m.recipe and (path := project_root() / m.recipe).is_file()]
     limit = kept_limit(limit, "distill", times=10)
     summary = run_distill(pipeline=loaded, limit=limit, skip_invalid=skip_invalid,
