@@ -190,8 +190,9 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where compare.md and compare.png go (default: runs/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def compare(run_dirs, gold, out_dir, as_json) -> None:
-    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A NAME of
-    `orchestrator runs` stands for the latest scored infer or eval run that used that model.
+    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A RUN of
+    `orchestrator runs` is that infer or eval run (a kept one too); a NAME stands for the latest
+    scored infer or eval run that used that model.
 
     \b
     orchestrator compare runs/eval-a runs/eval-b
@@ -207,13 +208,19 @@ def compare(run_dirs, gold, out_dir, as_json) -> None:
 
 
 def _run_dir(name: str) -> str:
-    """An output folder as given, else the latest scored run of the experiment `name`."""
+    """An output folder as given, an infer or eval run by its name (tiny-infer, tiny-infer~1a2b3c4d,
+    tiny-infer@5e6f7a8b), else the latest scored run of the experiment `name`."""
     from pathlib import Path
 
     from orchestrator.core.common.errors import UserError
+    from orchestrator.core.run_folders.kept_runs import named_run
     from orchestrator.stages.runs import named, scored_runs_of
 
-    if Path(name).is_dir() or named(name) is None:
+    if Path(name).is_dir():
+        return name
+    if (run := named_run(name)) is not None:
+        return str(run.folder)
+    if named(name) is None:
         return name
     found = scored_runs_of(name)
     if not found:

@@ -1,6 +1,8 @@
 """Stage: `orchestrator runs`, every kept experiment of the project (core/run_folders/kept.py) as
 one table: its short name, its recipe, the keys it differs by from the recipe as it reads now,
-when it was trained, its accuracy where a scored infer or eval used it, its size on disk; and
+when it was trained, its accuracy where a scored infer or eval used it, its size on disk; then
+every infer and eval run kept (core/run_folders/kept_runs.py): its name (what `compare` takes),
+the models that answered, its accuracy, its size; and
 `orchestrator runs prune`, which removes what the user names (merged copies first)."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orchestrator.core.project.identity import flatten
 from orchestrator.core.recipes.loading import MADE_OF, load
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.kept import Experiment, experiments, human, named, size
+from orchestrator.core.run_folders.kept_runs import KeptRun, runs as infer_runs
 
 
 @dataclass
@@ -104,6 +107,46 @@ def table(found: list[Row]) -> str:
     body = [[r.experiment.name + ("" if r.experiment.current else " (kept)"), r.recipe,
              "; ".join(r.differs) or "-", r.experiment.when.replace("T", " "),
              f"{r.accuracy:.4f} ({r.scored_in})" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
+
+
+@dataclass
+class RunRow:
+    run: KeptRun
+    models: str  # the served models that answered, by their run folder's name
+    accuracy: float | None
+    bytes: int
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_rows() -> list[RunRow]:
+    out = []
+    for run in infer_runs():
+        record, scored = _read(run.folder / "run.json"), _read(run.folder / "score.json")
+        models: dict[str, Any] = record["models"] if isinstance(record.get("models"), dict) else {}
+        names = [Path(str(m.get("manifest") or "")).parent.name or str(m.get("model") or "?")
+                 for m in models.values() if isinstance(m, dict)]
+        accuracy = scored.get("accuracy")
+        items = [p for p in run.folder.iterdir() if p.name != "kept"] if run.current else [run.folder]
+        out.append(RunRow(run, " + ".join(names) or "-", float(accuracy) if isinstance(accuracy, (int, float)) else None,
+                          sum(size(p) for p in items)))
+    return out
+
+
+def runs_table(found: list[RunRow]) -> str:
+    if not found:
+        return ""
+    head = ["RUN", "MODELS", "ACCURACY", "SIZE"]
+    body = [[r.run.name + ("" if r.run.current else " (kept)"), r.models,
+             f"{r.accuracy:.4f}" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
 

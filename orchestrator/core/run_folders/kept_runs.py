@@ -23,14 +23,16 @@ from orchestrator.core.common.paths import project_root, runs_dir
 from orchestrator.core.project.identity import file_identity, relative
 from orchestrator.core.project.plan import Record, read_record, records_dir, write_record
 from orchestrator.core.run_folders.kept import KEPT, move_items
+from orchestrator.core.run_folders.locks import run_lock
 
 IDENTITY = "run.identity.json"  # {"identity": ...}: what the run in this folder is made of
 RECORDS = "records.json"  # in a kept entry: the planner's records of the stages that wrote its files
+LOCK = ".lock"  # the folder's own (run_folders/locks.py): stays
 
 
 def _items(folder: Path) -> tuple[str, ...]:
     """What a run leaves in its folder, the identity file first."""
-    names = sorted(p.name for p in folder.iterdir() if p.name not in (KEPT, IDENTITY)) if folder.is_dir() else []
+    names = sorted(p.name for p in folder.iterdir() if p.name not in (KEPT, IDENTITY, LOCK)) if folder.is_dir() else []
     return (IDENTITY, *names)
 
 
@@ -112,6 +114,12 @@ def prepare(folder: Path, identity: str, stage: str) -> Prepared:
     """Before the stage `stage` of `identity` runs into `folder`: a run there of another identity
     kept, a kept run of this identity brought back, the identity recorded (an interrupted run
     resumes under it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, "orchestrator run"):  # (refused while a command writes the folder)
+        return _prepare(folder, identity, stage)
+
+
+def _prepare(folder: Path, identity: str, stage: str) -> Prepared:
     out = Prepared()
     _finish_moves(folder)
     current = _current(folder, stage)
@@ -122,7 +130,6 @@ def prepare(folder: Path, identity: str, stage: str) -> Prepared:
     if current != identity and (out.kept is not None or not files):
         out.restored = restore(folder, identity)
     if not out.restored:
-        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / IDENTITY, {"identity": identity})
     return out
 
