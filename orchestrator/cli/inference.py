@@ -79,12 +79,18 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
                    "with no network. --no-wheels: `docker build` downloads them.")
 @pipeline_option
 @both_set_option("inference.votes=3")
-def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--answer-recipe", multiple=True, type=click.Path(dir_okay=False),
+              help="Answer role recipe, or a NAME of `orchestrator runs`, to serve; repeat it: the models vote.")
+@click.option("--evaluate-recipe", type=click.Path(dir_okay=False),
+              help="Evaluate role recipe, or a NAME of `orchestrator runs`, to serve.")
+def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, ...], answer_recipe: tuple[str, ...],
+            evaluate_recipe: str | None) -> None:
     """Write the submission image's folder: the models inference serves, the wheel, Dockerfile, run.sh.
 
     \b
     orchestrator package --out runs/image
     orchestrator package --out runs/tiny-image --recipe recipes/tiny-pipeline.yaml
+    orchestrator package --out runs/image-b --answer-recipe tiny-answer@5e6f7a8b   # an experiment, by name
     docker build -t submission runs/image
     """
     from orchestrator.core.recipes.loading import load_pipeline
@@ -93,7 +99,8 @@ def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, 
     from orchestrator.stages.package import package as run_package
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets)
+    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_recipes=answer_recipe,
+                            evaluate_recipe=evaluate_recipe)
     summary = run_package(pipeline=models.pipeline, answers=models.answers, evaluate=models.evaluate, out=out,
                           wheels=wheels)
     for line in summary.lines():
