@@ -20,11 +20,11 @@ from orchestrator.core.data.heldout import check_before_training
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.project.identity import Input, Inputs, file_input, flatten, folder_identity, file_identity
 from orchestrator.core.project.identity import relative, value_text
-from orchestrator.core.project.plan import Decision, Stage, read_record
 from orchestrator.core.project.identity import identity as identity_of
+from orchestrator.core.project.plan import Decision, Stage, read_record
 from orchestrator.core.project.state import SETTINGS, Settings
 from orchestrator.core.recipes.loading import Loaded, changed_by, load_pipeline, load_role, variant_hash
-from orchestrator.core.recipes.overrides import route_overrides
+from orchestrator.core.recipes.overrides import parse_override, route_overrides
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders import kept_runs
 from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths, sft_of
@@ -84,13 +84,13 @@ class Call:
         so `--set train.learning_rate=...` infers into runs/tiny-infer@<h>/ beside runs/tiny-answer@<h>/."""
         if self._variant is None:
             changed: dict[str, object] = {}
-            keys = [item.partition("=")[0].strip() for item in self.role_sets]
+            keys = [parse_override(item)[0] for item in self.role_sets]
             for role in ROLES if self.role_sets else ():
                 changed.update(changed_by(load_role(role, self.role_files[role]).raw, self.role(role).raw, keys))
             if self.pipeline_sets:
                 as_read = load_pipeline(self.pipeline_file, [s for s in self.sets if s not in self.pipeline_sets])
                 changed.update(changed_by(as_read.raw, self.pipeline.raw,
-                                          [item.partition("=")[0].strip() for item in self.pipeline_sets]))
+                                          [parse_override(item)[0] for item in self.pipeline_sets]))
             self._variant = f"@{variant_hash(changed)}" if changed else ""
         return self._variant
 
