@@ -6,9 +6,10 @@ records what that run is made of: the identity the planner computed for its infe
 (core/project/plan.py: the served models by content, the inference settings, the data files).
 Before a run of another identity goes into the folder, the run there (submission, trace, ledger,
 run.json, report, score.json: every file but kept/) moves by renames into kept/<its identity>/,
-with the planner's records of the stages that wrote it (records.json); a run of an identity kept
-there comes back the same way, records and all, so the planner finds it up to date and asks
-nothing. The mechanics are those of the trainings' (run_folders/kept.py): renames only, the
+with the planner's records of the stages that wrote it (records.json), and a copy of its ledgers
+(stage1.jsonl, trace.jsonl: keyed by model, prompt and sampling) stays for the new run, which so
+asks nothing it asked before; a run of an identity kept there comes back the same way, records and
+all, so the planner finds it up to date and asks nothing. The mechanics are those of the trainings' (run_folders/kept.py): renames only, the
 identity file first out and last in, a move cut short (kept/<identity>.moving/) finished next time.
 """
 
@@ -28,6 +29,9 @@ from orchestrator.core.run_folders.locks import run_lock
 IDENTITY = "run.identity.json"  # {"identity": ...}: what the run in this folder is made of
 RECORDS = "records.json"  # in a kept entry: the planner's records of the stages that wrote its files
 LOCK = ".lock"  # the folder's own (run_folders/locks.py): stays
+# the ledgers infer reads what it asked before from (keyed by model, prompt and sampling): a copy of
+# the kept run's stays for the next run, which asks nothing it asked before (another LIMIT, more votes)
+LEDGERS = ("stage1.jsonl", "trace.jsonl")
 
 
 def _items(folder: Path) -> tuple[str, ...]:
@@ -129,6 +133,10 @@ def _prepare(folder: Path, identity: str, stage: str) -> Prepared:
     # (files of no known identity, a hand-typed command's, stay: the stage runs over them as it would)
     if current != identity and (out.kept is not None or not files):
         out.restored = restore(folder, identity)
+    if out.kept is not None and not out.restored:
+        for name in LEDGERS:
+            if (out.kept / name).is_file():
+                shutil.copy2(out.kept / name, folder / name)
     if not out.restored:
         atomic_write_json(folder / IDENTITY, {"identity": identity})
     return out

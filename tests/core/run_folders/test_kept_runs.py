@@ -1,5 +1,6 @@
 """Every infer and eval run kept by identity (core/run_folders/kept_runs.py): a run of another
-identity moved aside with its planner records, one of this identity brought back, an interrupted
+identity moved aside with its planner records (a copy of its ledger left for the next run), one of
+this identity brought back, an interrupted
 run resumed where it was, a move cut short finished, files of no known identity left alone; the
 runs named as `orchestrator runs` and `compare` name them."""
 
@@ -48,7 +49,9 @@ def test_another_identity_is_kept_and_going_back_restores_it_with_its_records(pr
     assert {**_files(entry)} == {**before, RECORDS: (entry / RECORDS).read_text()}
     assert (entry / "trace.jsonl").stat().st_ino == inode  # moved, not copied
     assert sorted(json.loads((entry / RECORDS).read_text())) == ["infer-tiny-infer", "score-tiny-infer"]
-    assert list(_files(folder)) == [IDENTITY] and recorded_identity(folder) == "bbbb"  # the new run starts afresh
+    assert sorted(_files(folder)) == [IDENTITY, "trace.jsonl"] and recorded_identity(folder) == "bbbb"
+    # the new run reads what was asked before from a copy of the ledger (its own: it appends to it)
+    assert (folder / "trace.jsonl").read_text() == before["trace.jsonl"] and (folder / "trace.jsonl").stat().st_ino != inode
 
     _run(project, "bbbb", answer="B")  # the new run finished; its records replace the old ones
     back = prepare(folder, "aaaa", "infer-tiny-infer")
@@ -77,7 +80,7 @@ def test_what_moves_before_a_run(project: Path, before: dict, identity: str, aft
     folder = _run(project, **before)
     moved = prepare(folder, identity, "infer-tiny-infer")
     assert (moved.kept is not None) is after["kept"] and moved.restored is after["restored"]
-    assert (folder / "trace.jsonl").exists() is not after["kept"]
+    assert (folder / "report.md").exists() is not after["kept"]
     assert recorded_identity(folder) == identity  # what the folder's run is made of from now on
 
 
