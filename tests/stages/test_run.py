@@ -289,7 +289,7 @@ def run_all(*sets: str) -> list[str]:
     return said
 
 
-def test_an_edited_pipeline_keeps_the_infer_run_and_going_back_brings_it_back(project: Path) -> None:
+def test_an_edited_pipeline_keeps_the_infer_run_and_going_back_brings_it_back(project: Path, cli) -> None:
     run_all()
     main = project / "runs/tiny-infer"
     submission, report = (main / "submission.jsonl").read_text(), (main / "report.md").read_text()
@@ -300,6 +300,10 @@ def test_an_edited_pipeline_keeps_the_infer_run_and_going_back_brings_it_back(pr
     assert (entry / "submission.jsonl").read_text() == submission and (entry / "report.md").read_text() == report
     assert (main / "submission.jsonl").read_text() != submission
     edit(project / "recipes/tiny-pipeline.yaml", "concurrency: 4\n  votes: 3", "concurrency: 4")
+    code, out, err = cli("run", "all", "--dry-run")
+    assert code == 0, err
+    assert f"[run] infer-tiny-infer: run before on these inputs, kept in runs/tiny-infer/kept/{entry.name}: " \
+           "it would come back" in out
     [back] = run_all()  # nothing stood in again: it came back, and score is up to date with it
     assert f"run before on these inputs: runs/tiny-infer is back from runs/tiny-infer/kept/{entry.name}" in back
     assert (main / "submission.jsonl").read_text() == submission and (main / "report.md").read_text() == report
