@@ -220,12 +220,12 @@ def _run_dir(name: str) -> str:
     from pathlib import Path
 
     from orchestrator.core.common.errors import UserError
-    from orchestrator.core.run_folders.kept_runs import named_run
+    from orchestrator.core.run_folders.kept_runs import run_named
     from orchestrator.stages.runs import named, scored_runs_of
 
     if Path(name).is_dir():
         return name
-    if (run := named_run(name)) is not None:
+    if (run := run_named(name)) is not None:
         return str(run.folder)
     if named(name) is None:
         return name

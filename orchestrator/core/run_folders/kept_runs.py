@@ -181,7 +181,7 @@ def runs() -> list[KeptRun]:
     return out
 
 
-def named_run(name: str) -> KeptRun | None:
+def run_named(name: str) -> KeptRun | None:
     """The run a short name names (a kept one by the first digits of its identity)."""
     folder, _, ident = name.partition("~")
     for run in runs():

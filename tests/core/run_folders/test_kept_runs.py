@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.core.project.identity import file_identity
 from orchestrator.core.project.plan import Record, read_record, write_record
-from orchestrator.core.run_folders.kept_runs import IDENTITY, RECORDS, named_run, prepare, recorded_identity, runs
+from orchestrator.core.run_folders.kept_runs import IDENTITY, RECORDS, run_named, prepare, recorded_identity, runs
 
 FOLDER = "runs/tiny-infer"
 
@@ -109,5 +109,5 @@ def test_the_runs_by_name(project: Path) -> None:
     _run(project, "bbbb2222", answer="B")
     (project / "runs/tiny-answer/adapter").mkdir(parents=True)  # a training's folder is not a run
     assert [(r.name, r.current) for r in runs()] == [("tiny-infer", True), ("tiny-infer~aaaa1111", False)]
-    assert named_run("tiny-infer~aaaa").folder == folder / "kept" / "aaaa1111"
-    assert named_run("tiny-infer").folder == folder and named_run("tiny-answer") is None
+    assert run_named("tiny-infer~aaaa").folder == folder / "kept" / "aaaa1111"
+    assert run_named("tiny-infer").folder == folder and run_named("tiny-answer") is None
