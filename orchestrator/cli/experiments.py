@@ -9,18 +9,22 @@ import click
 @click.pass_context
 def runs(ctx: click.Context) -> None:
     """Every trained model kept: NAME (what `--recipe`, `--answer-recipe`, `compare`, `serve`, `infer`
-    and `package` accept), its recipe, the keys it differs by from the recipe now, when, accuracy, size.
+    and `package` accept), its recipe, the keys it differs by from the recipe now, when, accuracy, size;
+    then every infer and eval run kept: RUN (what `compare` accepts), its models, accuracy, size.
 
     \b
     orchestrator runs
     orchestrator infer --answer-recipe tiny-answer~1a2b3c4d ...   # a kept one, served again
     orchestrator compare tiny-answer tiny-answer@5e6f7a8b         # their latest scored runs
+    orchestrator compare tiny-infer tiny-infer~1a2b3c4d tiny-infer@5e6f7a8b   # runs by name
     orchestrator runs prune --keep-last 3 --merged-only
     """
     if ctx.invoked_subcommand is None:
-        from orchestrator.stages.runs import rows, table
+        from orchestrator.stages.runs import rows, run_rows, runs_table, table
 
         click.echo(table(rows()))
+        if shown := runs_table(run_rows()):  # the infer and eval runs, by the names compare takes
+            click.echo("\n" + shown)
 
 
 @runs.command("prune")

@@ -75,12 +75,18 @@ def infer(input_path, out_dir, pipeline, overrides, mode, answer_url, evaluate_u
                    "with no network. --no-wheels: `docker build` downloads them.")
 @pipeline_option
 @both_set_option("inference.votes=3")
-def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--answer-recipe", multiple=True, type=click.Path(dir_okay=False),
+              help="Answer role recipe, or a NAME of `orchestrator runs`, to serve; repeat it: the models vote.")
+@click.option("--evaluate-recipe", type=click.Path(dir_okay=False),
+              help="Evaluate role recipe, or a NAME of `orchestrator runs`, to serve.")
+def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, ...], answer_recipe: tuple[str, ...],
+            evaluate_recipe: str | None) -> None:
     """Write the submission image's folder: the models inference serves, the wheel, Dockerfile, run.sh.
 
     \b
     orchestrator package --out runs/image
     orchestrator package --out runs/tiny-image --pipeline recipes/tiny-pipeline.yaml
+    orchestrator package --out runs/image-b --answer-recipe tiny-answer@5e6f7a8b   # an experiment, by name
     docker build -t submission runs/image
     """
     from orchestrator.core.recipes.loading import load_pipeline
@@ -89,7 +95,8 @@ def package(out: str, wheels: bool, pipeline: str | None, overrides: tuple[str, 
     from orchestrator.stages.package import package as run_package
 
     role_sets, pipeline_sets = route_overrides(overrides)
-    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets)
+    models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets, answer_recipes=answer_recipe,
+                            evaluate_recipe=evaluate_recipe)
     summary = run_package(pipeline=models.pipeline, answers=models.answers, evaluate=models.evaluate, out=out,
                           wheels=wheels)
     for line in summary.lines():
@@ -186,8 +193,9 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where compare.md and compare.png go (default: runs/compare).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def compare(run_dirs, gold, out_dir, as_json) -> None:
-    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A NAME of
-    `orchestrator runs` stands for the latest scored infer or eval run that used that model.
+    """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A RUN of
+    `orchestrator runs` is that infer or eval run (a kept one too); a NAME stands for the latest
+    scored infer or eval run that used that model.
 
     \b
     orchestrator compare runs/eval-a runs/eval-b
@@ -203,13 +211,19 @@ def compare(run_dirs, gold, out_dir, as_json) -> None:
 
 
 def _run_dir(name: str) -> str:
-    """An output folder as given, else the latest scored run of the experiment `name`."""
+    """An output folder as given, an infer or eval run by its name (tiny-infer, tiny-infer~1a2b3c4d,
+    tiny-infer@5e6f7a8b), else the latest scored run of the experiment `name`."""
     from pathlib import Path
 
     from orchestrator.core.common.errors import UserError
+    from orchestrator.core.run_folders.kept_runs import run_named
     from orchestrator.stages.runs import named, scored_runs_of
 
-    if Path(name).is_dir() or named(name) is None:
+    if Path(name).is_dir():
+        return name
+    if (run := run_named(name)) is not None:
+        return str(run.folder)
+    if named(name) is None:
         return name
     found = scored_runs_of(name)
     if not found:

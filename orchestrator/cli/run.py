@@ -37,7 +37,7 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
     from orchestrator.core.project.plan import finished, judge
     from orchestrator.core.project.state import SETTINGS, ignoring, resolve, state_path, using, write_state, SHOWN
     from orchestrator.core.recipes.overrides import MAKE_VARIABLES_ENV
-    from orchestrator.stages.run import make_call, output_identity, plan
+    from orchestrator.stages.run import before_running, make_call, output_identity, plan
 
     names = [t for t in targets if "=" not in t]
     given = dict(t.partition("=")[::2] for t in targets if "=" in t)
@@ -70,6 +70,9 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
                 for stage in stages:
                     decision = judge(stage, running if dry_run else set(), output_identity)
                     click.echo(f"[run] {decision.line()}")
+                    if decision.runs and (moved := before_running(decision, dry_run)) is not None:
+                        click.echo(f"[run] {moved}")  # an infer or eval folder's run kept, or one brought back
+                        decision = decision if dry_run else judge(stage, set(), output_identity)
                     if not decision.runs:
                         continue
                     running.add(stage.id)

@@ -88,14 +88,15 @@ def subsample_problems(questions: list[Question], fraction: float, seed: int) ->
     return [q for q in questions if q.problem_id in kept]
 
 
-def _write_val(held: list[Question]) -> dict[str, str]:
-    """datasets/val.jsonl: the held-out problems in competition format, with their answers."""
+def _write_val(held: list[Question], variant: str) -> dict[str, str]:
+    """datasets/val.jsonl (val.<hash>.jsonl for a variant's set): the held-out problems in
+    competition format, with their answers."""
     problems: dict[str, dict] = {}
     for q in held:
         problem = problems.setdefault(q.problem_id, {"id": q.problem_id, "problem": q.problem, "questions": []})
         problem["questions"].append({"question": q.question, "options": list(q.options), "answer": q.answer})
-    atomic_write_jsonl(val_path(), list(problems.values()))
-    return {"val_file": str(val_path()), "val_hash": file_hash(val_path())}
+    atomic_write_jsonl(val_path(variant), list(problems.values()))
+    return {"val_file": str(val_path(variant)), "val_hash": file_hash(val_path(variant))}
 
 
 def _token_stats(rows: list[dict], tokenizer_path: str) -> dict[str, int]:
@@ -184,7 +185,7 @@ def build_dataset(
     held_ids = {q.qid for q in held}
     split_record = {"val_size": split.val_size, "seed": split.seed,
                     "val_problems": list(dict.fromkeys(q.problem_id for q in held)),
-                    **(_write_val(held) if held else {})}
+                    **(_write_val(held, role_recipe.dataset_variant) if held else {})}
     answered = [q for q in questions if q.qid in rows and q.qid not in held_ids]
     chosen = subsample_problems(answered, role_recipe.dataset.subsample, role_recipe.dataset.seed)
     if role_recipe.dataset.subsample < 1:

@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.core.common.errors import UserError, did_you_mean
-from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.paths import project_root, val_path
 from orchestrator.core.data.heldout import check_before_training
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.project.identity import Input, Inputs, file_input, flatten, folder_identity, file_identity
 from orchestrator.core.project.identity import relative, value_text
-from orchestrator.core.project.plan import Stage, read_record
+from orchestrator.core.project.identity import identity as identity_of
+from orchestrator.core.project.plan import Decision, Stage, read_record
 from orchestrator.core.project.state import SETTINGS, Settings
-from orchestrator.core.recipes.loading import Loaded, load_pipeline, load_role
-from orchestrator.core.recipes.overrides import route_overrides
+from orchestrator.core.recipes.loading import Loaded, changed_by, load_pipeline, load_role, variant_hash
+from orchestrator.core.recipes.overrides import parse_override, route_overrides
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders import kept_runs
 from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths, sft_of
 from orchestrator.core.run_folders.trained import adapter_identity, merged_identity
 
@@ -67,12 +69,30 @@ class Call:
     role_files: dict[str, str]
     sets: list[str]  # pipeline --set items: the values this call gave (the kept ones each command reads itself)
     role_sets: list[str] = field(default_factory=list)  # role recipe --set items of `run --set`
+    pipeline_sets: list[str] = field(default_factory=list)  # pipeline recipe --set items of `run --set`
     roles: dict[str, Loaded[RoleRecipe]] = field(default_factory=dict)
+    _variant: str | None = None
 
     def role(self, role: str) -> Loaded[RoleRecipe]:
         if role not in self.roles:
             self.roles[role] = load_role(role, self.role_files[role], self.role_sets)
         return self.roles[role]
+
+    def variant(self) -> str:
+        """"" for the recipes as they read now; `@<hash>` when this call's --set items change them:
+        the hash of the changed values as a role variant computes it (recipes/loading.variant_hash),
+        so `--set train.learning_rate=...` infers into runs/tiny-infer@<h>/ beside runs/tiny-answer@<h>/."""
+        if self._variant is None:
+            changed: dict[str, object] = {}
+            keys = [parse_override(item)[0] for item in self.role_sets]
+            for role in ROLES if self.role_sets else ():
+                changed.update(changed_by(load_role(role, self.role_files[role]).raw, self.role(role).raw, keys))
+            if self.pipeline_sets:
+                as_read = load_pipeline(self.pipeline_file, [s for s in self.sets if s not in self.pipeline_sets])
+                changed.update(changed_by(as_read.raw, self.pipeline.raw,
+                                          [parse_override(item)[0] for item in self.pipeline_sets]))
+            self._variant = f"@{variant_hash(changed)}" if changed else ""
+        return self._variant
 
     @property
     def limit(self) -> int | None:
@@ -88,7 +108,8 @@ def make_call(settings: Settings, overrides: tuple[str, ...] | list[str] = ()) -
     sets = [f"{key}={settings.values[name]}" for name, key in SETTINGS.items()
             if name in settings.given and settings.values[name]] + list(pipeline_sets)
     roles = {role: settings.role_recipe(role)[0] for role in ROLES}
-    return Call(settings, load_pipeline(pipeline_file, sets), pipeline_file, roles, sets, list(role_sets))
+    return Call(settings, load_pipeline(pipeline_file, sets), pipeline_file, roles, sets, list(role_sets),
+                list(pipeline_sets))
 
 
 def output_identity(path: str) -> str | None:
@@ -171,10 +192,11 @@ def _prefix(call: Call) -> str:
 
 
 def _infer_dir(call: Call) -> str:
+    """runs/<prefix>infer (-<test file> for another test file), @<hash> for a --set variant's call."""
     data = call.pipeline.recipe.data
     if data.test == DataSection().test:
-        return f"runs/{_prefix(call)}infer"
-    return f"runs/{_prefix(call)}infer-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data.test).stem) or "test")
+        return f"runs/{_prefix(call)}infer{call.variant()}"
+    return f"runs/{_prefix(call)}infer-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data.test).stem) or "test") + call.variant()
 
 
 def build(step: str, call: Call) -> list[Stage]:
@@ -208,7 +230,7 @@ def build(step: str, call: Call) -> list[Stage]:
                       *_sets(call, role=True), *_limit(call), *recipes],
                       lambda: {**serving_inputs(), **_values(p, ("data.test", "data.train")),
                                **_data_files(p.recipe.data, "test", "train"), **_limit_input(call)},
-                      outputs=[f"{out_dir}/submission.jsonl"], after=models)]
+                      outputs=[f"{out_dir}/submission.jsonl"], after=models, keeps=out_dir)]
     if step == "score":
         out_dir = _infer_dir(call)
         return [Stage(f"score-{Path(out_dir).name}", ["score", f"{out_dir}/submission.jsonl", "--pipeline",
@@ -217,14 +239,15 @@ def build(step: str, call: Call) -> list[Stage]:
                                **_values(p, ("data.gold",)), **_data_files(p.recipe.data, "gold")},
                       outputs=[f"{out_dir}/report.md"], after=[f"infer-{Path(out_dir).name}"])]
     if step == "eval":
-        out_dir = f"runs/{_prefix(call)}eval"
+        out_dir = f"runs/{_prefix(call)}eval{call.variant()}"
+        val = relative(val_path(call.role("answer").recipe.dataset_variant))
         return [Stage(f"eval-{Path(out_dir).name}", ["eval", "--out-dir", out_dir, "--pipeline", call.pipeline_file,
                       *_sets(call, role=True), *recipes, *_limit(call)],
-                      lambda: {**serving_inputs(), **dict([file_input("datasets/val.jsonl", "dataset")]),
+                      lambda: {**serving_inputs(), **dict([file_input(val, "dataset")]),
                                **_limit_input(call)},
-                      outputs=[f"{out_dir}/report.md"], after=models)]
+                      outputs=[f"{out_dir}/report.md"], after=models, keeps=out_dir)]
     if step == "package":
-        out = call.settings.values["OUT"] or f"runs/{_prefix(call)}image"
+        out = call.settings.values["OUT"] or f"runs/{_prefix(call)}image{call.variant()}"
         return [Stage(f"package-{Path(out).name}", ["package", "--out", out, "--pipeline", call.pipeline_file,
                       *_sets(call, role=True)], dict, always=True)]
     if step == "check":
@@ -349,3 +372,23 @@ def plan(targets: list[str], call: Call) -> list[Stage]:
 
 def trained(call: Call, role: str) -> bool:
     return is_trained(role_paths(call.role(role).recipe))
+
+
+def before_running(decision: Decision, dry_run: bool = False) -> str | None:
+    """An infer or eval stage about to run into its folder: the run there of another identity kept
+    in <folder>/kept/<identity>/, a kept run of this identity brought back (the planner then judges
+    the stage again: up to date, nothing asked); the line that says so, None when nothing moved."""
+    stage = decision.stage
+    if not stage.keeps:
+        return None
+    folder, ident = project_root() / stage.keeps, identity_of(decision.inputs or stage.inputs())
+    if dry_run:
+        entry = kept_runs.kept_entry(folder, ident)
+        return f"{stage.id}: run before on these inputs, kept in {relative(entry)}: it would come back" if entry else None
+    prepared = kept_runs.prepare(folder, ident, stage.id)
+    said = []
+    if prepared.kept is not None:
+        said.append(f"the run in {stage.keeps} (another configuration) kept in {relative(prepared.kept)}")
+    if prepared.restored:
+        said.append(f"run before on these inputs: {stage.keeps} is back from {stage.keeps}/kept/{ident}")
+    return f"{stage.id}: " + "; ".join(said) if said else None

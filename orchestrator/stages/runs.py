@@ -1,6 +1,8 @@
 """Stage: `orchestrator runs`, every kept experiment of the project (core/run_folders/kept.py) as
 one table: its short name, its recipe, the keys it differs by from the recipe as it reads now,
-when it was trained, its accuracy where a scored infer or eval used it, its size on disk; and
+when it was trained, its accuracy where a scored infer or eval used it, its size on disk; then
+every infer and eval run kept (core/run_folders/kept_runs.py): its name (what `compare` takes),
+the models that answered, its accuracy, its size; and
 `orchestrator runs prune`, which removes what the user names (merged copies first)."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from orchestrator.core.recipes.loading import MADE_OF, load
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.kept import Experiment, experiments, human, named, size
 from orchestrator.core.run_folders.records import SCORE_FILE, RunRecord, ScoreRecord, read_merged_stamp, read_record
+from orchestrator.core.run_folders.kept_runs import KeptRun, runs as infer_runs
 
 
 @dataclass
@@ -93,6 +96,37 @@ def table(found: list[Row]) -> str:
     body = [[r.experiment.name + ("" if r.experiment.current else " (kept)"), r.recipe,
              "; ".join(r.differs) or "-", r.experiment.when.replace("T", " "),
              f"{r.accuracy:.4f} ({r.scored_in})" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
+
+
+@dataclass
+class RunRow:
+    run: KeptRun
+    models: str  # the served models that answered, by their run folder's name
+    accuracy: float | None
+    bytes: int
+
+
+def run_rows() -> list[RunRow]:
+    out = []
+    for run in infer_runs():
+        record, scored = read_record(run.folder, RunRecord), read_record(run.folder, ScoreRecord)
+        models = record.models if record else {}
+        names = [Path(str(m.get("manifest") or "")).parent.name or str(m.get("model") or "?")
+                 for m in models.values() if isinstance(m, dict)]
+        items = [p for p in run.folder.iterdir() if p.name != "kept"] if run.current else [run.folder]
+        out.append(RunRow(run, " + ".join(names) or "-", scored.accuracy if scored else None,
+                          sum(size(p) for p in items)))
+    return out
+
+
+def runs_table(found: list[RunRow]) -> str:
+    if not found:
+        return ""
+    head = ["RUN", "MODELS", "ACCURACY", "SIZE"]
+    body = [[r.run.name + ("" if r.run.current else " (kept)"), r.models,
+             f"{r.accuracy:.4f}" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
 

@@ -120,6 +120,8 @@ def test_qlora_adapter_answers_on_the_4_bit_load_and_its_gptq_export_answers(
     assert trace and all(r["answer"]["samples"][0]["text"] is not None for r in trace)
     serve = (exported / "serve.yaml").read_text(encoding="utf-8")
     assert f"model_name_or_path: {merged}\n" in serve
+    # docs/adapters.md's walk leaves the recipe's own model alone: every --set above was a variant
+    assert not (project / "runs" / "tiny-answer").exists()
 
 
 def test_the_memory_estimate_matches_the_real_checkpoints(gptq_model_dir: Path, wide_tiny_model_dir: Path) -> None:

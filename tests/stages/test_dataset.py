@@ -171,7 +171,9 @@ def test_both_roles_hold_out_the_same_problems_written_as_val_jsonl(project: Pat
     assert records[0]["seed"] == 3 and records[0]["val_size"] == 0.2
 
     train = read_dataset(project / "datasets/sample/train.jsonl")
-    val = read_dataset(project / "datasets/val.jsonl")
+    # a --set variant's held-out problems are its own file: the recipe's datasets/val.jsonl is never rewritten
+    val = read_dataset(project / f"datasets/val.{names['answer'].rsplit('.', 1)[1]}.jsonl")
+    assert not (project / "datasets/val.jsonl").exists()
     assert [p.id for p in val.problems] == records[0]["val_problems"]
     gold = {q.qid: q.answer for q in train.questions}
     assert val.questions and all(q.answer == gold[q.qid] for q in val.questions)  # competition format, answers kept

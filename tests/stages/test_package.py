@@ -41,7 +41,7 @@ def _adapter(project: Path, model: Path, name: str) -> None:
                                 LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     run = project / "runs" / name
     peft_model.save_pretrained(run / "adapter")
-    (run / "manifest.json").write_text(json.dumps({"recipe": name}))
+    (run / "manifest.json").write_text(json.dumps({"role": "answer", "recipe": {"name": name}}))
 
 
 def _serve_adapter(project: Path) -> None:
@@ -436,3 +436,22 @@ def test_run_sh_answers_ten_problems_as_the_image_would(
     assert f"{output}: ready to upload for {test}" in done.stdout and "ready: http" not in done.stderr
     trace = read_jsonl(out / "runs" / "infer" / "trace.jsonl")
     assert {r["source"] for r in trace} == {"fallback"} and len(trace) == sum(len(r["questions"]) for r in rows)
+
+
+def test_an_experiment_is_packaged_by_its_name(merged_project: Path, tiny_model_dir: Path, cli) -> None:
+    """`--answer-recipe NAME` as infer takes it: the variant's model and the recipe it was trained with
+    go into the image, the recipe's own model does not."""
+    from orchestrator.core.recipes.loading import load_role
+
+    variant = load_role("answer", "recipes/tiny-answer.yaml", ["train.learning_rate=0.001"])
+    name = variant.recipe.run_name
+    _merged(merged_project, tiny_model_dir, name)
+    (merged_project / "runs" / name / "manifest.json").write_text(json.dumps(
+        {"recipe": variant.raw, "recipe_file": "recipes/tiny-answer.yaml"}))
+    out = merged_project / "image"
+    code, stdout, err = cli("package", "--out", out, "--recipe", PIPELINE, "--no-wheels", "--answer-recipe", name)
+    assert code == 0, err
+    assert (out / "runs" / name / "merged").is_dir() and not (out / "runs/tiny-answer").exists()
+    frozen = (out / "recipes" / f"{name}.yaml").read_text()
+    assert "learning_rate: 0.001" in frozen
+    assert f"recipes/{name}.yaml" in (out / "recipes/pipeline.yaml").read_text()

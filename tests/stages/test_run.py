@@ -227,3 +227,95 @@ def test_bad_input_is_one_error_line_and_nothing_kept(project: Path, cli, args: 
     code, out, err = cli("run", *args)
     assert code != 0 and error in err and "Traceback" not in err
     assert not (project / ".orchestrator").exists()  # nothing kept of a refused call
+
+
+def _ids(*sets: str, targets: tuple[str, ...] = ("all",)) -> list[str]:
+    settings, _ = resolve({"RECIPE": "tiny"})
+    return [stage.id for stage in plan(list(targets), make_call(settings, sets))]
+
+
+# a call's --set items -> (the stages that get a variant's name, by their prefix) ; what keeps the main name
+VARIANT_CALLS = [
+    pytest.param(("train.learning_rate=2.0e-3",), ["train-tiny-answer@", "train-tiny-evaluate@", "infer-tiny-infer@",
+                                                   "score-tiny-infer@", "eval-tiny-eval@"], id="a-training-key"),
+    pytest.param(("train.learning_rate=1.0e-2",), [], id="the-recipes-own-value-is-no-variant"),
+    pytest.param(("inference.votes=3",), ["infer-tiny-infer@", "score-tiny-infer@", "eval-tiny-eval@"],
+                 id="a-pipeline-key-varies-the-runs-not-the-models"),
+    pytest.param(("dataset.val_size=0.1",), ["dataset-train_answer_instruct.", "dataset-train_evaluate_instruct.",
+                                             "train-tiny-answer@", "infer-tiny-infer@", "eval-tiny-eval@"],
+                 id="a-dataset-key-builds-its-own-sets"),
+]
+
+
+@pytest.mark.parametrize("sets, variant", VARIANT_CALLS)
+def test_a_variant_call_plans_beside_the_main_pipeline(project: Path, sets: tuple[str, ...], variant: list[str]) -> None:
+    """`orchestrator run all --set ...`: every stage whose output the --set changes is named by the
+    variant (the main runs/tiny-infer, its record and its datasets stay the recipes' own), one hash for
+    the models and their runs; the held-out problems of a variant's sets are its own file."""
+    main = _ids(targets=("all", "eval"))
+    ids = _ids(*sets, targets=("all", "eval"))
+    named = [i for i in ids if "@" in i or i.startswith("dataset-") and i.count(".")]
+    assert all(any(i.startswith(v) for i in named) for v in variant) and len(named) >= len(variant), ids
+    assert not set(named) & set(main)
+    hashes = {i.rpartition("@")[2] for i in named if "@" in i and not i.startswith(("infer", "score", "eval"))}
+    runs = {i.rpartition("@")[2] for i in named if i.startswith(("infer", "score", "eval"))}
+    assert len(runs) <= 1 and (not hashes or hashes == runs), ids  # runs/tiny-infer@<h> beside runs/tiny-answer@<h>
+    if sets == ("dataset.val_size=0.1",):
+        settings, _ = resolve({"RECIPE": "tiny"})
+        [stage] = [s for s in plan(["eval"], make_call(settings, sets)) if s.id.startswith("eval-")]
+        [dataset] = [i for i in ids if i.startswith("dataset-train_answer_instruct.")]
+        assert f"file datasets/val.{dataset.rpartition('.')[2]}.jsonl" in stage.inputs()
+
+
+def run_all(*sets: str) -> list[str]:
+    """`orchestrator run all` as cli/run.py runs it (before_running, judged again), the stages'
+    outputs stood in for; the lines it printed of moved runs."""
+    from orchestrator.core.common.paths import project_root
+    from orchestrator.stages.run import before_running
+
+    settings, keep = resolve({"RECIPE": "tiny"})
+    write_state(keep)
+    said = []
+    for stage in plan(["all"], make_call(settings, sets)):
+        decision = judge(stage, set(), output_identity)
+        if decision.runs and (moved := before_running(decision)) is not None:
+            said.append(moved)
+            decision = judge(stage, set(), output_identity)
+        if decision.runs:
+            for output in stage.outputs:
+                stand_in(project_root(), output)
+            if not stage.present:
+                finished(decision, output_identity)
+    return said
+
+
+def test_an_edited_pipeline_keeps_the_infer_run_and_going_back_brings_it_back(project: Path, cli) -> None:
+    run_all()
+    main = project / "runs/tiny-infer"
+    submission, report = (main / "submission.jsonl").read_text(), (main / "report.md").read_text()
+    edit(project / "recipes/tiny-pipeline.yaml", "concurrency: 4", "concurrency: 4\n  votes: 3")
+    [kept] = run_all()
+    assert kept.startswith("infer-tiny-infer: the run in runs/tiny-infer (another configuration) kept in runs/tiny-infer/kept/")
+    [entry] = (main / "kept").iterdir()
+    assert (entry / "submission.jsonl").read_text() == submission and (entry / "report.md").read_text() == report
+    assert (main / "submission.jsonl").read_text() != submission
+    edit(project / "recipes/tiny-pipeline.yaml", "concurrency: 4\n  votes: 3", "concurrency: 4")
+    code, out, err = cli("run", "all", "--dry-run")
+    assert code == 0, err
+    assert f"[run] infer-tiny-infer: run before on these inputs, kept in runs/tiny-infer/kept/{entry.name}: " \
+           "it would come back" in out
+    [back] = run_all()  # nothing stood in again: it came back, and score is up to date with it
+    assert f"run before on these inputs: runs/tiny-infer is back from runs/tiny-infer/kept/{entry.name}" in back
+    assert (main / "submission.jsonl").read_text() == submission and (main / "report.md").read_text() == report
+    assert not any(decide().values())
+    assert len(list((main / "kept").iterdir())) == 1  # the votes: 3 run, kept in turn
+
+
+def test_a_variant_call_leaves_the_main_run_alone(project: Path) -> None:
+    run_all()
+    main = {p.name: p.read_bytes() for p in (project / "runs/tiny-infer").iterdir() if p.is_file()}
+    run_all("inference.votes=3")
+    [variant] = [p for p in (project / "runs").iterdir() if p.name.startswith("tiny-infer@")]
+    assert (variant / "submission.jsonl").is_file() and (variant / "report.md").is_file()
+    assert {p.name: p.read_bytes() for p in (project / "runs/tiny-infer").iterdir() if p.is_file()} == main
+    assert not any(decide().values())  # the main pipeline: nothing to do

@@ -103,3 +103,31 @@ def test_prune_refuses_the_current_model_and_an_unknown_name(kept: Path) -> None
         with pytest.raises(UserError) as info:
             prune(names=[name], older_than_days=None, keep_last=None, all_but_current=False, merged_only=False)
         assert said in info.value.lines[0]
+
+
+def test_infer_runs_are_listed_and_compared_by_name(kept: Path, cli) -> None:
+    """The infer runs beside the trainings: the current one and a kept one, each by the name
+    `compare` takes, with its accuracy (score.json) and the models that answered (run.json)."""
+    from orchestrator.stages.runs import run_rows, runs_table
+
+    gold = (kept / "datasets/sample/test_gold.jsonl").read_text().splitlines()
+    current, entry = kept / "runs/tiny-infer", kept / "runs/tiny-infer/kept" / ("e" * 16)
+    entry.mkdir(parents=True)
+    (current / "run.json").write_text(json.dumps({"models": {"answer": {"manifest": "runs/tiny-answer/manifest.json"},
+                                                             "evaluate": {"manifest": "runs/tiny-evaluate/manifest.json"}}}))
+    (current / "submission.jsonl").write_text("\n".join(gold) + "\n")
+    wrong = json.loads(gold[0])
+    wrong["questions"][0]["answer"] = "G"
+    (entry / "submission.jsonl").write_text("\n".join([json.dumps(wrong, ensure_ascii=False), *gold[1:]]) + "\n")
+    (entry / "score.json").write_text(json.dumps({"accuracy": 0.5, "gold": "g"}))
+    found = {r.run.name: r for r in run_rows()}
+    assert sorted(found) == ["tiny-infer", "tiny-infer~eeeeeeee"]
+    assert found["tiny-infer"].accuracy == 0.625 and found["tiny-infer~eeeeeeee"].accuracy == 0.5
+    assert found["tiny-infer"].models == "tiny-answer + tiny-evaluate"
+    shown = runs_table(run_rows())
+    assert shown.splitlines()[0].split() == ["RUN", "MODELS", "ACCURACY", "SIZE"] and "tiny-infer~eeeeeeee (kept)" in shown
+    code, out, err = cli("runs")
+    assert code == 0 and "tiny-infer~eeeeeeee (kept)" in out, err
+    code, out, err = cli("compare", "tiny-infer", "tiny-infer~eeee", "--gold", "datasets/sample/test_gold.jsonl")
+    assert code == 0, err
+    assert "runs/tiny-infer/kept/eeeeeeeeeeeeeeee" in out and "runs/tiny-infer" in out, out

@@ -40,9 +40,11 @@ def datasets_dir() -> Path:
     return project_root() / "datasets"
 
 
-def val_path() -> Path:
-    """The held-out validation problems in competition format, with their answers."""
-    return datasets_dir() / "val.jsonl"
+def val_path(variant: str = "") -> Path:
+    """The held-out validation problems in competition format, with their answers: val.jsonl, or
+    val.<hash>.jsonl for a --set variant's built sets (<name>.<hash>), so a variant never
+    rewrites the problems the recipe's own models were trained without."""
+    return datasets_dir() / (f"val.{variant}.jsonl" if variant else "val.jsonl")
 
 
 def inside(path: str | Path, base: Path, what: str) -> Path:

@@ -61,8 +61,9 @@ def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
 
 
 def check_split(models: list[RoleRecipe]) -> Path:
-    """datasets/val.jsonl, when it holds exactly the problems every model was trained without."""
-    val = val_path()
+    """datasets/val.jsonl (a variant's val.<hash>.jsonl), when it holds exactly the problems every
+    model was trained without."""
+    val = val_path(models[0].dataset_variant if models else "")
     fix = FIX
     if not val.exists():
         raise UserError(f"{display(val)} does not exist: no problems were held out; {fix}")

@@ -68,6 +68,7 @@ class Stage:
     after: list[str] = field(default_factory=list)  # stage ids whose outputs it reads
     always: bool = False  # no record: runs every time (check, webui)
     present: bool = False  # up to date as soon as its outputs exist (a base model, fetched or built)
+    keeps: str = ""  # the folder whose runs it keeps by its identity (infer, eval: core/run_folders/kept_runs.py)
 
 
 @dataclass

@@ -237,14 +237,27 @@ def variant_names(as_read: dict[str, Any], data: dict[str, Any], origin: dict[st
     if "name" not in origin or not from_command_line(origin["name"]):
         name = data.get("name") or data.get("role")
         if isinstance(name, str):
-            data["name"] = f"{name}@{value_hash(sorted((k, repr(v)) for k, v in changed.items()))[:8]}"
+            data["name"] = f"{name}@{variant_hash(changed)}"
     # (dataset.extra lists other files beside the built set: the built set is the recipe's own)
     dataset_changed = {k: v for k, v in changed.items()
                        if k.startswith(DATASET_MADE_OF) and k != "dataset.name" and not k.startswith("dataset.extra")}
     dataset: dict[str, Any] = data["dataset"] if isinstance(data.get("dataset"), dict) else {}
     if dataset_changed and not ("dataset.name" in origin and from_command_line(origin["dataset.name"])):
         own = dataset.get("name") or f"train_{data.get('role')}_instruct"
-        data["dataset"] = {**dataset, "name": f"{own}.{value_hash(sorted((k, repr(v)) for k, v in dataset_changed.items()))[:8]}"}
+        data["dataset"] = {**dataset, "name": f"{own}.{variant_hash(dataset_changed)}"}
+
+
+def variant_hash(changed: dict[str, Any]) -> str:
+    """The name of a variant: a short hash of the dotted keys it changes and their new values (a
+    run folder's `@<hash>`, a built set's `.<hash>`, an infer or eval folder's `@<hash>`)."""
+    return value_hash(sorted((k, repr(v)) for k, v in changed.items()))[:8]
+
+
+def changed_by(before: dict[str, Any], after: dict[str, Any], keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The dotted leaves under `keys` (--set keys as given) whose value `after` differs from `before`."""
+    old, new = flatten(before), flatten(after)
+    return {k: new.get(k) for k in sorted(set(old) | set(new))
+            if any(k == key or k.startswith(key + ".") for key in keys) and old.get(k) != new.get(k)}
 
 
 def _refuse_other_kind(cls: type[RoleRecipe] | type[PipelineRecipe], data: dict[str, Any], path: Path) -> None:

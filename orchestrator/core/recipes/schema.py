@@ -203,6 +203,12 @@ class RoleRecipe(Section):
         return self.dataset.name or f"train_{self.role}_instruct"
 
     @property
+    def dataset_variant(self) -> str:
+        """The hash of a --set variant's built set (<name>.<hash>, recipes/loading.variant_names); "" for the recipe's own."""
+        found = re.search(r"\.([0-9a-f]{8})$", self.dataset_name)
+        return found.group(1) if found else ""
+
+    @property
     def eval_dataset_name(self) -> str:
         return self.dataset_name.replace("train_", "val_", 1) if self.dataset_name.startswith("train_") else f"val_{self.dataset_name}"
 

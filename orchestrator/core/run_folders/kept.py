@@ -61,10 +61,11 @@ def record_start(paths: RolePaths, identity: str) -> None:
     atomic_write_json(paths.run_dir / STARTED, {"identity": identity})
 
 
-def _move(src: Path, dst: Path) -> None:
-    """Each item of a training from `src` into `dst` (renames); the manifest first."""
+def move_items(src: Path, dst: Path, items: tuple[str, ...] = ITEMS) -> None:
+    """Each of `items` from `src` into `dst` (renames): the first one first into a .moving entry
+    (the folder claims nothing once it is gone), last anywhere else (it claims the rest is there)."""
     dst.mkdir(parents=True, exist_ok=True)
-    order = ITEMS if dst.name.endswith(".moving") else (*ITEMS[1:], ITEMS[0])
+    order = items if dst.name.endswith(".moving") else (*items[1:], items[0])
     for name in order:
         if (src / name).exists():
             if (dst / name).exists():
@@ -79,7 +80,7 @@ def finish_moves(paths: RolePaths) -> None:
     for moving in kept_dir(paths).glob("*.moving"):
         target = moving.with_name(moving.name.removesuffix(".moving"))
         if target.exists():
-            _move(moving, target)
+            move_items(moving, target)
             shutil.rmtree(moving, ignore_errors=True)
         else:
             moving.rename(target)
@@ -90,9 +91,9 @@ def keep(paths: RolePaths, identity: str) -> Path:
     by it only item by item: the newer files win)."""
     target = entry_dir(paths, identity)
     moving = target.with_name(target.name + ".moving")
-    _move(paths.run_dir, moving)
+    move_items(paths.run_dir, moving)
     if target.exists():
-        _move(moving, target)
+        move_items(moving, target)
         shutil.rmtree(moving, ignore_errors=True)
     else:
         moving.rename(target)
@@ -102,7 +103,7 @@ def keep(paths: RolePaths, identity: str) -> Path:
 def restore(paths: RolePaths, identity: str) -> None:
     """kept/<identity>/ back into the run folder (the manifest last), its entry removed."""
     source = entry_dir(paths, identity)
-    _move(source, paths.run_dir)
+    move_items(source, paths.run_dir)
     shutil.rmtree(source, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ from orchestrator.core.common.errors import UserError
 from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
+from orchestrator.core.run_folders.kept import check_out
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.serving.grouping import plan_servers
 from orchestrator.core.serving.vllm import serve_arg
@@ -50,6 +51,8 @@ def _base_server(group: list[Loaded[RoleRecipe]]) -> ImageServer:
 def _single(loaded: Loaded[RoleRecipe]) -> ImageServer:
     """The server of one role's model: its merged model, or its base with the adapter on top."""
     paths = role_paths(loaded.recipe)
+    if not is_trained(paths):
+        check_out(paths.run_dir.name)  # a kept training named by `orchestrator runs`: linked into its folder
     if served_weights(loaded.recipe) == "adapter":
         if not is_trained(paths):
             raise UserError(f"{paths.adapter} has no trained adapter (no {ADAPTER_FILE}) to serve on the base: "

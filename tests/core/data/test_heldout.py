@@ -21,9 +21,15 @@ def variant(role: str) -> str:
     return load_role(role, None, [HOLD_OUT[1]]).recipe.run_name
 
 
+def val_file() -> str:
+    """The variant's own held-out problems (datasets/val.<hash>.jsonl, its built sets' hash): a
+    --set variant never rewrites the recipe's datasets/val.jsonl."""
+    return f"datasets/val.{load_role('answer', None, [HOLD_OUT[1]]).recipe.dataset_variant}.jsonl"
+
+
 def setup_split(project: Path, held: list[str], splits: dict[str, dict | None]) -> Path:
-    """datasets/val.jsonl holding `held` problems, and a manifest per role's variant with its split."""
-    val = write_file(project / "datasets/val.jsonl", SHAPE, {f"p{i:03d}#{j}": "A" for i, n in enumerate(SHAPE)
+    """The variant's val file holding `held` problems, and a manifest per role's variant with its split."""
+    val = write_file(project / val_file(), SHAPE, {f"p{i:03d}#{j}": "A" for i, n in enumerate(SHAPE)
                                                            for j in range(n)})
     lines = [line for line in val.read_text().splitlines() if json.loads(line)["id"] in held]
     val.write_text("\n".join(lines) + "\n")
@@ -44,14 +50,14 @@ HOLD_OUT = ("--set", "dataset.val_size=0.2")  # the shipped answer.yaml holds no
 
 # (what the manifests say, what the error says)
 REFUSALS = [
-    pytest.param("no-val", "datasets/val.jsonl does not exist: no problems were held out; set dataset.val_size",
+    pytest.param("no-val", "{val} does not exist: no problems were held out; set dataset.val_size",
                  id="no-val-file"),
     pytest.param({"answer": split(HELD)}, "runs/{evaluate}/manifest.json does not exist: train the evaluate model",
                  id="untrained"),
     pytest.param({"answer": None, "evaluate": split(HELD)},
                  "the answer model (runs/{answer}/manifest.json) was trained without held-out problems", id="no-split"),
     pytest.param({"answer": split(HELD), "evaluate": split(["p000", "p001"], seed=4)},
-                 "datasets/val.jsonl changed since the evaluate model (runs/{evaluate}/manifest.json) was trained "
+                 "{val} changed since the evaluate model (runs/{evaluate}/manifest.json) was trained "
                  "(held out 2 problems with seed 4, val_size 0.2; the file now holds 2, 1 of them trained on)",
                  id="other-seed"),
     pytest.param({"answer": split(HELD) | {"val_hash": "0" * 16}, "evaluate": split(HELD)},
@@ -64,11 +70,11 @@ def test_changed_split_is_refused_with_the_reason(project: Path, cli, manifests,
     if manifests == "no-val":
         manifests = {"answer": split(HELD), "evaluate": split(HELD)}
         setup_split(project, HELD, manifests)
-        (project / "datasets/val.jsonl").unlink()
+        (project / val_file()).unlink()
     else:
         setup_split(project, HELD, manifests)
     code, _, err = cli("eval", *HOLD_OUT, "--set", "inference.answer_url=http://127.0.0.1:9/v1")
-    message = message.format(answer=variant("answer"), evaluate=variant("evaluate"))
+    message = message.format(answer=variant("answer"), evaluate=variant("evaluate"), val=val_file())
     assert code == 2 and err.startswith("Error: ") and message in err, err
     assert not (project / "runs/eval").exists()  # refused before anything ran
 
@@ -85,7 +91,7 @@ def test_eval_answers_and_scores_the_held_out_problems(project: Path, cli) -> No
     by_question = next(line.split() for line in out.splitlines() if line.startswith("by question"))
     assert by_question[3] == "5"  # the 5 held-out questions, scored against their own answers
     assert (project / "runs/eval/report.md").exists()
-    assert json.loads((project / "runs/eval/score.json").read_text())["gold"] == "datasets/val.jsonl"  # project-relative
+    assert json.loads((project / "runs/eval/score.json").read_text())["gold"] == val_file()  # project-relative
 
 
 # recipe values (--set, or recipes of one's own) -> eval --check-only's answer; the same Error
@@ -132,6 +138,5 @@ def test_check_only_checks_the_split_of_trained_models(project: Path, cli) -> No
         (project / "runs" / variant(role) / "manifest.json").write_text('{"data": {}}')
     code, out, err = cli("eval", "--check-only", *HOLD_OUT)
     assert (code, out) == (2, "")
-    assert err.startswith("Error: datasets/val.jsonl does not exist: no problems were held out") or \
-        "val.jsonl does not exist: no problems were held out" in err
+    assert err.startswith(f"Error: {val_file()} does not exist: no problems were held out")
     assert cli("eval", *HOLD_OUT)[2] == err
