@@ -3,9 +3,6 @@ targets need, in one process, each run only when its inputs changed by content, 
 
 from __future__ import annotations
 
-import shlex
-from contextlib import nullcontext
-
 import click
 
 from orchestrator.cli.options import echo_err
@@ -34,10 +31,7 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
     orchestrator run all TRAIN=data/train.jsonl TEACHER_URL=http://127.0.0.1:8000/v1 LIMIT=3
     """
     from orchestrator.cli import cli
-    from orchestrator.core.project.plan import finished, judge
-    from orchestrator.core.project.state import SETTINGS, ignoring, resolve, state_path, using, write_state, SHOWN
-    from orchestrator.core.recipes.overrides import MAKE_VARIABLES_ENV
-    from orchestrator.stages.run import make_call, output_identity, plan
+    from orchestrator.stages.run import run_targets
 
     names = [t for t in targets if "=" not in t]
     given = dict(t.partition("=")[::2] for t in targets if "=" in t)
@@ -45,52 +39,8 @@ def run(targets: tuple[str, ...], dry_run: bool, recipe: str | None, overrides: 
         given["RECIPE"] = recipe
     if not names:
         raise click.UsageError("name a target, e.g. `orchestrator run all RECIPE=tiny`")
-    with ignoring() if ignore_state else nullcontext():
-        settings, keep = resolve(given, ignore=ignore_state)
-        on_file = None if ignore_state else (settings_kept(state_path()) or {})
-        for note in settings.notes():
-            echo_err(f"[run] {note}")
-        import os
-
-        origins = " ".join(f"{key}={name}" for name, key in SETTINGS.items() if name in settings.given)
-        before = os.environ.get(MAKE_VARIABLES_ENV)
-        os.environ[MAKE_VARIABLES_ENV] = origins
-        try:
-            with using(keep) if not ignore_state else nullcontext():
-                call = make_call(settings, overrides)
-                stages = plan(names, call)
-                # kept once the recipes load and the plan stands: a refused call keeps nothing
-                if on_file is not None and keep != on_file:
-                    if dry_run:
-                        echo_err(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items())
-                                                                     or "nothing"))
-                    else:
-                        write_state(keep)
-                running: set[str] = set()
-                for stage in stages:
-                    decision = judge(stage, running if dry_run else set(), output_identity)
-                    click.echo(f"[run] {decision.line()}")
-                    if not decision.runs:
-                        continue
-                    running.add(stage.id)
-                    click.echo(f"$ orchestrator {shlex.join(stage.command)}")
-                    if dry_run:
-                        continue
-                    cli.main(args=list(stage.command), prog_name="orchestrator", standalone_mode=False)
-                    if not (stage.always or stage.present):
-                        finished(decision, output_identity)
-        finally:
-            if before is None:
-                os.environ.pop(MAKE_VARIABLES_ENV, None)
-            else:
-                os.environ[MAKE_VARIABLES_ENV] = before
-
-
-def settings_kept(path) -> dict[str, str] | None:
-    """The state as the file holds it (None: no file)."""
-    from orchestrator.core.project.state import read_state
-
-    return read_state() if path.is_file() else None
+    run_targets(names, given, overrides, dry_run=dry_run, ignore_state=ignore_state, say=click.echo, note=echo_err,
+                run_stage=lambda command: cli.main(args=command, prog_name="orchestrator", standalone_mode=False))
 
 
 COMMANDS = [run]
