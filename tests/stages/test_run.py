@@ -324,3 +324,27 @@ def test_run_targets_called_without_click(project: Path, monkeypatch: pytest.Mon
         assert notes[-1] == "[run] would keep in .orchestrator/state.yaml: RECIPE=tiny TRAIN=datasets/sample/train.jsonl"
     if ran and not error:
         assert not any(d.runs for d in run_targets(targets, {}, run_stage=run_stage, say=[].append, note=[].append))  # settled
+
+
+# (settled first, the call, its exit code: 0 nothing would run, 1 a stage would, 2 an error)
+QUESTIONS = [
+    pytest.param(False, ("all", "RECIPE=tiny"), 1, id="fresh"),
+    pytest.param(True, ("all",), 0, id="settled"),
+    pytest.param(True, ("answer-model", "infer"), 0, id="settled-two-targets"),
+    pytest.param(True, ("all", "LIMIT=3"), 1, id="a-changed-value"),
+    pytest.param(True, ("check",), 1, id="a-command-that-always-runs"),
+    pytest.param(True, ("all", "LIMIT=x"), 2, id="bad-input"),
+]
+
+
+@pytest.mark.parametrize("settled, args, code", QUESTIONS)
+def test_question_answers_by_its_exit_code_and_prints_and_writes_nothing(project: Path, cli, settled: bool,
+                                                                        args: tuple[str, ...], code: int) -> None:
+    """`orchestrator run --question` (make -q): whether anything would run, as make asks it."""
+    if settled:
+        settle("RECIPE=tiny")
+    listed = files(project)
+    got, out, err = cli("run", *args, "--question")
+    assert (got, out) == (code, "")
+    assert err == ("" if code < 2 else "Error: LIMIT=x: a number of problems such as 3 (LIMIT= for all of them)\n")
+    assert files(project) == listed
