@@ -71,7 +71,8 @@ def test_the_second_day(project: Path) -> None:
 
 
 def test_make_q_answers_by_its_exit_code_and_writes_nothing(project: Path) -> None:
-    """make -q asks the planner (--question): 1 when a stage would run, silent; an error is 2 with its line."""
+    """make -q asks the planner (--question): 1 when a stage would run, silent; an error is 2 with
+    its line (0 when none would: tests/stages/test_run.py, on a settled project)."""
     own_project(project)
     before = files(project)
     asked = make(project, "-q", "all", *OWN, timeout=300)
