@@ -6,6 +6,8 @@ package), one stage and what it needs (distill, dataset-answer, train-evaluate, 
 or a command that always runs (check, webui). The values of the call (RECIPE=tiny TRAIN=...) are
 resolved over the project state (core/project/state.py); each stage's command carries the recipes
 and the values this call gave, and reads the kept ones itself, as a hand-typed one does.
+`run_targets` is the planner's loop: it hands each command that runs to the callable it is given
+(the CLI's own `main`), so it runs, and is tested, without click.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from orchestrator.core.project.identity import Input, Inputs, file_input, flatte
 from orchestrator.core.project.identity import relative, value_text
 from orchestrator.core.project.plan import Stage, read_record
 from orchestrator.core.project.plan import Decision, finished, judge
-from orchestrator.core.project.state import SHOWN, ignoring, read_state, resolve, state_path, using, write_state
-from orchestrator.core.recipes.overrides import naming_make_variables
 from orchestrator.core.project.state import SETTINGS, Settings
+from orchestrator.core.project.state import SHOWN, ignoring, read_state, resolve, state_path, using, write_state
 from orchestrator.core.recipes.loading import Loaded, load_pipeline, load_role
 from orchestrator.core.recipes.overrides import route_overrides
+from orchestrator.core.recipes.overrides import naming_make_variables
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths, sft_of
 from orchestrator.core.run_folders.trained import adapter_identity, merged_identity
