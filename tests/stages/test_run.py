@@ -232,7 +232,6 @@ def test_bad_input_is_one_error_line_and_nothing_kept(project: Path, cli, args: 
     assert not (project / ".orchestrator").exists()  # nothing kept of a refused call
 
 
-
 def files(project: Path) -> set[str]:
     return {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
 
@@ -282,7 +281,7 @@ def test_run_targets_called_without_click(project: Path, monkeypatch: pytest.Mon
                                           given: dict[str, str], dry_run: bool, fails: str | None, ran: list[str],
                                           recorded: set[str], kept: str | None, error: str | None) -> None:
     """The planner's loop as a plain function: each stage's command goes to `run_stage` (here a
-    recorder, which makes nothing), never to click."""
+    recorder that stands in for what the command makes), never to click."""
     if before:
         before(project)
     state = project / ".orchestrator/state.yaml"
