@@ -30,9 +30,10 @@ VARIABLES := RECIPE ANSWER_RECIPE EVALUATE_RECIPE PIPELINE TRAIN TEST GOLD TEACH
 # each given one as one shell word (the text after a value, up to its comment, stripped)
 GIVEN := $(foreach v,$(VARIABLES),$(if $(filter command line environment,$(origin $(v))),\
 	'$(subst ','\'',$(v)=$(strip $($(v))))'))
-# make -n (and -q, -t): the planner's --dry-run, run by make even then (the `+` before it)
-DRY_RUN := $(if $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))$(findstring t,$(firstword -$(MAKEFLAGS))),--dry-run)
-RUN = +$(strip $(ORCH) run $@ $(DRY_RUN) $(GIVEN))
+# make -n, -t: the planner's --dry-run; make -q: its --question (silent; exit 0: nothing would run); run even then (+)
+FLAGS := $(firstword -$(MAKEFLAGS))
+DRY_RUN := $(if $(findstring q,$(FLAGS)),--question,$(if $(findstring n,$(FLAGS))$(findstring t,$(FLAGS)),--dry-run))
+RUN = +$(if $(findstring q,$(FLAGS)),@)$(strip $(ORCH) run $@ $(DRY_RUN) $(GIVEN))
 
 # One stage at a time, even under make -j: the planner runs its stages in turn.
 .NOTPARALLEL:
@@ -67,7 +68,7 @@ check: | $(STAMP) ## render and check both role recipes with LLaMA-Factory's par
 webui: | $(STAMP) ## LlamaBoard prefilled from the ROLE's recipe (recipes/<RECIPE>-<ROLE>.yaml, or the one named)
 	$(RUN)
 demo: | $(STAMP) ## the whole pipeline on the shipped sample with the tiny CPU model (nothing kept read or changed)
-	+$(ORCH) run check all RECIPE=tiny --ignore-state $(DRY_RUN)
+	+$(if $(findstring q,$(FLAGS)),@)$(ORCH) run check all RECIPE=tiny --ignore-state $(DRY_RUN)
 	@echo "demo done: the score is in runs/tiny-infer/report.md"
 
 # ---------------------------------------------------------------- install

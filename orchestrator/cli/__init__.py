@@ -43,7 +43,7 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI; our errors become `Error:` lines and an exit code, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(args=args, prog_name="orchestrator", standalone_mode=False)
+        code = cli.main(args=args, prog_name="orchestrator", standalone_mode=False)
     except UserError as e:
         if "--debug" in args:
             raise
@@ -58,7 +58,7 @@ def run(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    return 0
+    return code if isinstance(code, int) else 0  # a command's ctx.exit(N) (`run --question`)
 
 
 def main() -> None:

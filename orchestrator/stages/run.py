@@ -6,11 +6,17 @@ package), one stage and what it needs (distill, dataset-answer, train-evaluate, 
 or a command that always runs (check, webui). The values of the call (RECIPE=tiny TRAIN=...) are
 resolved over the project state (core/project/state.py); each stage's command carries the recipes
 and the values this call gave, and reads the kept ones itself, as a hand-typed one does.
+`run_targets` is the planner's loop: it hands each command that runs to the callable it is given
+(the CLI's own `main`), so it runs, and is tested, without click.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +27,11 @@ from orchestrator.core.llamafactory.quantization import served_weights
 from orchestrator.core.project.identity import Input, Inputs, file_input, flatten, folder_identity, file_identity
 from orchestrator.core.project.identity import relative, value_text
 from orchestrator.core.project.identity import identity as identity_of
-from orchestrator.core.project.plan import Decision, Stage, read_record
+from orchestrator.core.project.plan import Decision, Stage, finished, judge, read_record
 from orchestrator.core.project.state import SETTINGS, Settings
+from orchestrator.core.project.state import SHOWN, ignoring, read_state, resolve, state_path, using, write_state
 from orchestrator.core.recipes.loading import Loaded, changed_by, load_pipeline, load_role, variant_hash
-from orchestrator.core.recipes.overrides import parse_override, route_overrides
+from orchestrator.core.recipes.overrides import naming_make_variables, parse_override, route_overrides
 from orchestrator.core.recipes.schema import ROLES, DataSection, PipelineRecipe, RoleRecipe
 from orchestrator.core.run_folders import kept_runs
 from orchestrator.core.run_folders.role_paths import RolePaths, is_trained, model_path, role_paths, sft_of
@@ -392,3 +399,56 @@ def before_running(decision: Decision, dry_run: bool = False) -> str | None:
     if prepared.restored:
         said.append(f"run before on these inputs: {stage.keeps} is back from {stage.keeps}/kept/{ident}")
     return f"{stage.id}: " + "; ".join(said) if said else None
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _to_stdout(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_targets(targets: Sequence[str], given: dict[str, str], overrides: Sequence[str] = (), *,
+                run_stage: Callable[[list[str]], object], dry_run: bool = False, ignore_state: bool = False,
+                say: Callable[[str], None] = _to_stdout, note: Callable[[str], None] = _to_stderr) -> list[Decision]:
+    """`orchestrator run`: the targets' stages planned over the values `given` (NAME -> VALUE,
+    resolved over the project state) and `overrides` (--set items), each judged in turn and, when
+    it runs, its command handed to `run_stage` (the `orchestrator` arguments), then recorded. The
+    state is written once the plan stands (a refused call keeps nothing); a dry run writes and runs
+    nothing. `say` gets the plan (each stage's line, each command); `note` what the call keeps.
+    Returns each stage's decision, in order."""
+    with ignoring() if ignore_state else nullcontext():
+        settings, keep = resolve(dict(given), ignore=ignore_state)
+        on_file = None if ignore_state else (read_state() if state_path().is_file() else {})
+        for line in settings.notes():
+            note(f"[run] {line}")
+        origins = {key: name for name, key in SETTINGS.items() if name in settings.given}
+        with naming_make_variables(origins), using(keep) if not ignore_state else nullcontext():
+            stages = plan(list(targets), make_call(settings, tuple(overrides)))
+            if on_file is not None and keep != on_file:  # once the recipes load and the plan stands
+                if dry_run:
+                    note(f"[run] would keep in {SHOWN}: " + (" ".join(f"{k}={v}" for k, v in keep.items()) or "nothing"))
+                else:
+                    write_state(keep)
+            decisions: list[Decision] = []
+            running: set[str] = set()
+            for stage in stages:
+                decision = judge(stage, running if dry_run else set(), output_identity)
+                decisions.append(decision)
+                say(f"[run] {decision.line()}")
+                if decision.runs and (moved := before_running(decision, dry_run)) is not None:
+                    say(f"[run] {moved}")  # an infer or eval folder's run kept, or one brought back
+                    again = decision if dry_run else judge(stage, set(), output_identity)
+                    if not again.runs:  # a kept run of these inputs came back: nothing to ask
+                        decision = decisions[-1] = again
+                if not decision.runs:
+                    continue
+                running.add(stage.id)
+                say(f"$ orchestrator {shlex.join(stage.command)}")
+                if dry_run:
+                    continue
+                run_stage(list(stage.command))
+                if not (stage.always or stage.present):
+                    finished(decision, output_identity)
+    return decisions

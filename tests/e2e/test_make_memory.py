@@ -68,3 +68,15 @@ def test_the_second_day(project: Path) -> None:
     assert (project / ".orchestrator/state.yaml").read_text() == state
     make(project, "clean")
     assert not (project / ".orchestrator").exists()
+
+
+def test_make_q_answers_by_its_exit_code_and_writes_nothing(project: Path) -> None:
+    """make -q asks the planner (--question): 1 when a stage would run, silent; an error is 2 with
+    its line (0 when none would: tests/stages/test_run.py, on a settled project)."""
+    own_project(project)
+    before = files(project)
+    asked = make(project, "-q", "all", *OWN, timeout=300)
+    assert (asked.returncode, asked.stdout, asked.stderr) == (1, "", "")
+    refused = make(project, "-q", "all", "LIMIT=x", timeout=300)
+    assert refused.returncode == 2 and "Error: LIMIT=x: a number of problems" in refused.stderr
+    assert files(project) == before

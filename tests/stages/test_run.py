@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
 import pytest
 
-from orchestrator.core.project.plan import judge, finished, record_path
+from orchestrator.core.common.errors import UserError
+from orchestrator.core.project.plan import judge, finished, record_path, records_dir
 from orchestrator.core.project.state import resolve, write_state
-from orchestrator.stages.run import make_call, output_identity, plan
+from orchestrator.core.recipes.overrides import MAKE_VARIABLES_ENV
+from orchestrator.stages.run import make_call, output_identity, plan, run_targets
 
 ALL = ["distill", "dataset-train_answer_instruct", "base-models_tiny-qwen2", "train-tiny-answer", "merge-tiny-answer",
        "dataset-train_evaluate_instruct", "train-tiny-evaluate", "merge-tiny-evaluate", "infer-tiny-infer",
@@ -319,3 +322,121 @@ def test_a_variant_call_leaves_the_main_run_alone(project: Path) -> None:
     assert (variant / "submission.jsonl").is_file() and (variant / "report.md").is_file()
     assert {p.name: p.read_bytes() for p in (project / "runs/tiny-infer").iterdir() if p.is_file()} == main
     assert not any(decide().values())  # the main pipeline: nothing to do
+
+
+def files(project: Path) -> set[str]:
+    return {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
+
+
+def short(command: list[str]) -> str:
+    """`train answer`, `distill`: a command by its name and its first argument, when not an option."""
+    return " ".join(command[:1] + [a for a in command[1:2] if not a.startswith("-")])
+
+
+def interrupted_evaluate(project: Path) -> None:
+    settle("RECIPE=tiny")
+    record_path("train-tiny-evaluate").unlink()
+
+
+FRESH_ALL = ["distill", "dataset answer", "tiny-model models/tiny-qwen2", "train answer", "merge answer",
+             "dataset evaluate", "train evaluate", "merge evaluate", "infer", "score runs/tiny-infer/submission.jsonl"]
+MAKES = {"dataset answer": "datasets/train_answer_instruct.json", "tiny-model models/tiny-qwen2": "models/tiny-qwen2/config.json",
+         "train answer": "runs/tiny-answer/adapter", "merge answer": "runs/tiny-answer/merged",
+         "dataset evaluate": "datasets/train_evaluate_instruct.json", "train evaluate": "runs/tiny-evaluate/adapter",
+         "merge evaluate": "runs/tiny-evaluate/merged", "infer": "runs/tiny-infer/submission.jsonl",
+         "score runs/tiny-infer/submission.jsonl": "runs/tiny-infer/report.md"}  # what each command makes (stood in)
+SETTLED = set(ALL) - {"base-models_tiny-qwen2"}  # (a base model is up to date once it is there: no record)
+
+# (before the call, its targets and values, a dry run, the command run_stage fails on, the commands it
+# is given (each making a stand-in of its output), the stage records after, the state kept after, the error raised)
+PLAIN = [
+    pytest.param(None, ["all"], {"RECIPE": "tiny", "TRAIN": "datasets/sample/train.jsonl"}, True, None, [], set(), None, None,
+                 id="a-dry-run-runs-and-writes-nothing"),
+    pytest.param(interrupted_evaluate, ["all"], {}, False, None,
+                 ["train evaluate", "merge evaluate", "infer", "score runs/tiny-infer/submission.jsonl"],
+                 SETTLED, "RECIPE: tiny", None, id="up-to-date-stages-are-not-run"),
+    pytest.param(None, ["all"], {"RECIPE": "tiny", "TRAIN": "datasets/sample/train.jsonl"}, False, "train",
+                 FRESH_ALL[:4], {"distill", "dataset-train_answer_instruct"},
+                 "RECIPE: tiny\nTRAIN: datasets/sample/train.jsonl", "train failed",
+                 id="a-stage-that-fails-leaves-no-record-those-before-keep-theirs"),
+    pytest.param(None, ["all", "al"], {"RECIPE": "tiny"}, False, None, [], set(), None, "al: not a target",
+                 id="a-refused-target-keeps-nothing"),
+    pytest.param(None, ["all"], {"RECIPE": "tiny", "ANSWER_RECIPE": "recipes/nope.yaml"}, False, None, [], set(), None,
+                 "recipes/nope.yaml", id="a-recipe-that-does-not-load-keeps-nothing"),
+    pytest.param(None, ["all"], {"RECIPE": "tiny"}, False, None, FRESH_ALL, SETTLED, "RECIPE: tiny", None,
+                 id="a-real-run-runs-each-stage-once-in-order"),
+]
+
+
+@pytest.mark.parametrize("before, targets, given, dry_run, fails, ran, recorded, kept, error", PLAIN)
+def test_run_targets_called_without_click(project: Path, monkeypatch: pytest.MonkeyPatch, before, targets: list[str],
+                                          given: dict[str, str], dry_run: bool, fails: str | None, ran: list[str],
+                                          recorded: set[str], kept: str | None, error: str | None) -> None:
+    """The planner's loop as a plain function: each stage's command goes to `run_stage` (here a
+    recorder that stands in for what the command makes), never to click."""
+    if before:
+        before(project)
+    state = project / ".orchestrator/state.yaml"
+    kept_before = state.read_text() if state.is_file() else None
+    listed = files(project)
+    monkeypatch.delenv(MAKE_VARIABLES_ENV, raising=False)
+    commands: list[list[str]] = []
+    variables: list[str | None] = []
+    said: list[str] = []
+    notes: list[str] = []
+
+    def run_stage(command: list[str]) -> None:
+        commands.append(command)
+        variables.append(os.environ.get(MAKE_VARIABLES_ENV))
+        if command[0] == fails:
+            raise UserError(f"{fails} failed")
+        if short(command) in MAKES:
+            stand_in(project, MAKES[short(command)])
+
+    try:
+        decisions = run_targets(targets, given, run_stage=run_stage, dry_run=dry_run, say=said.append, note=notes.append)
+    except UserError as e:
+        assert error and error in str(e), e
+        decisions = None
+    else:
+        assert error is None
+    assert [short(c) for c in commands] == ran
+    assert {p.stem for p in records_dir().glob("*.json")} == recorded
+    assert (state.read_text().split("\n", 3)[-1].strip() if state.is_file() else None) == (kept or kept_before)
+    assert variables == ["data.train=TRAIN" if "TRAIN" in given else ""] * len(ran)  # the values' make variables
+    assert MAKE_VARIABLES_ENV not in os.environ  # as it was, after
+    if dry_run or error and not ran:
+        assert files(project) == listed  # nothing written
+    if decisions is not None:
+        assert [short(d.stage.command) for d in decisions if d.runs] == (FRESH_ALL if dry_run else ran)
+        moves = [line for line in said if "(another configuration) kept in" in line or " is back from " in line]
+        assert [line for line in said if line not in moves] == [line for d in decisions for line in [f"[run] {d.line()}"]
+                        + ([f"$ orchestrator {shlex.join(d.stage.command)}"] if d.runs else [])]
+    if dry_run:
+        assert notes[-1] == "[run] would keep in .orchestrator/state.yaml: RECIPE=tiny TRAIN=datasets/sample/train.jsonl"
+    if ran and not error:
+        assert not any(d.runs for d in run_targets(targets, {}, run_stage=run_stage, say=[].append, note=[].append))  # settled
+
+
+# (settled first, the call, its exit code: 0 nothing would run, 1 a stage would, 2 an error)
+QUESTIONS = [
+    pytest.param(False, ("all", "RECIPE=tiny"), 1, id="fresh"),
+    pytest.param(True, ("all",), 0, id="settled"),
+    pytest.param(True, ("answer-model", "infer"), 0, id="settled-two-targets"),
+    pytest.param(True, ("all", "LIMIT=3"), 1, id="a-changed-value"),
+    pytest.param(True, ("check",), 1, id="a-command-that-always-runs"),
+    pytest.param(True, ("all", "LIMIT=x"), 2, id="bad-input"),
+]
+
+
+@pytest.mark.parametrize("settled, args, code", QUESTIONS)
+def test_question_answers_by_its_exit_code_and_prints_and_writes_nothing(project: Path, cli, settled: bool,
+                                                                        args: tuple[str, ...], code: int) -> None:
+    """`orchestrator run --question` (make -q): whether anything would run, as make asks it."""
+    if settled:
+        settle("RECIPE=tiny")
+    listed = files(project)
+    got, out, err = cli("run", *args, "--question")
+    assert (got, out) == (code, "")
+    assert err == ("" if code < 2 else "Error: LIMIT=x: a number of problems such as 3 (LIMIT= for all of them)\n")
+    assert files(project) == listed

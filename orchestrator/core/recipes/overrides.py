@@ -5,6 +5,8 @@ top-level key, and the make variables a value came from (`data.train = ... (from
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -45,6 +47,21 @@ def make_variables() -> dict[str, str]:
         if key and name.isidentifier():
             out[key] = f"{name} in the last make call" if tag == "last" else name
     return out
+
+
+@contextmanager
+def naming_make_variables(names: dict[str, str]) -> Iterator[None]:
+    """Every command in this process (and its children) reads `names` (dotted key -> the make
+    variable it came from) as make_variables(); the variable as it was, after."""
+    before = os.environ.get(MAKE_VARIABLES_ENV)
+    os.environ[MAKE_VARIABLES_ENV] = " ".join(f"{key}={name}" for key, name in names.items())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MAKE_VARIABLES_ENV, None)
+        else:
+            os.environ[MAKE_VARIABLES_ENV] = before
 
 
 def from_command_line(source: str) -> bool:
