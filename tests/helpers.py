@@ -265,3 +265,12 @@ def trained_runs(made: Path, project: Path, *names: str, merged: bool = True) ->
     for name in names:
         shutil.copytree(made / "runs" / name, project / "runs" / name, symlinks=True,
                         ignore=None if merged else shutil.ignore_patterns("merged"))
+
+
+# A real model's config.json (the Hub's), for what reads a model's shape without its weights
+QWEN2_72B_AWQ = {  # Qwen/Qwen2-72B-Instruct-AWQ
+    "architectures": ["Qwen2ForCausalLM"], "hidden_size": 8192, "intermediate_size": 29568,
+    "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8, "vocab_size": 152064,
+    "tie_word_embeddings": False, "torch_dtype": "float16",
+    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True},
+}

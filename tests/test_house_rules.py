@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -306,3 +308,29 @@ def test_no_module_over_600_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in (REPO / "orchestrator").rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert not long, long
+
+
+TESTED_ELSEWHERE = re.compile(r"^- `(orchestrator/[^`]+)`: (.+)$", re.M)
+
+
+def test_every_module_with_logic_has_its_mirrored_test_file_or_a_reason() -> None:
+    """docs/development.md's claim: a module with a function or a class is tested at the mirrored
+    path (orchestrator/a/b.py -> tests/a/test_b.py), or a line there says why not."""
+    listed = dict(TESTED_ELSEWHERE.findall((REPO / "docs" / "development.md").read_text(encoding="utf-8")))
+    modules = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "orchestrator").rglob("*.py"))
+    untested, mirrored_and_listed = [], []
+    for module in modules:
+        tree = ast.parse((REPO / module).read_text(encoding="utf-8"))
+        if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for node in ast.walk(tree)):
+            continue  # constants, re-exports, a docstring: no logic of its own
+        path = Path(module).relative_to("orchestrator")
+        mirrored = (REPO / "tests" / path.parent / f"test_{path.stem}.py").is_file()
+        reason = any(fnmatch.fnmatch(module, pattern) for pattern in listed)
+        if not mirrored and not reason:
+            untested.append(module)
+        if mirrored and module in listed:
+            mirrored_and_listed.append(module)
+    assert not untested, f"no tests/<same path>/test_<module>.py, and no reason in docs/development.md: {untested}"
+    assert not mirrored_and_listed, f"tested at the mirrored path: drop their line in docs/development.md: {mirrored_and_listed}"
+    stale = [pattern for pattern in listed if not any(fnmatch.fnmatch(m, pattern) for m in modules)]
+    assert not stale, f"docs/development.md gives a reason for modules that are not there: {stale}"

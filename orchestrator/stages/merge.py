@@ -8,12 +8,11 @@ adapter, or auto on a quantized base) is not merged: the merge says why and stop
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
-from orchestrator.core.common.files import atomic_write_json, atomic_write_jsonl, file_hash
+from orchestrator.core.common.files import atomic_write_jsonl, file_hash
 from orchestrator.core.common.ledger import stable_key
 from orchestrator.core.common.paths import display, project_root
 from orchestrator.core.common.process import run
@@ -31,6 +30,7 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.kept import MERGED_REMOVED, check_out, copy_in, find
 from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.records import MERGED_FILE, MergedStamp, read_merged_stamp, write_record_file
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.trained import adapter_identity, portable_hash
 from orchestrator.core.run_folders.training_inputs import training_inputs
@@ -54,10 +54,8 @@ def skip_reason(loaded: Loaded[RoleRecipe]) -> str:
 
 def _merged_from(merged: Path) -> object:
     """The inputs a merged model records (None: none recorded)."""
-    try:
-        return json.loads((merged / "orchestrator.json").read_text(encoding="utf-8")).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return None
+    stamp = read_merged_stamp(merged)
+    return stamp.inputs if stamp else None
 
 
 # Where a run folder remembers that its merged tokenizer carries the recipe's template.
@@ -196,12 +194,9 @@ def _merge(
         finally:
             shutil.rmtree(full, ignore_errors=True)
     _save_template(loaded, tmp)  # LF's export keeps the base tokenizer's own template
-    atomic_write_json(
-        tmp / "orchestrator.json",
-        {"role": loaded.recipe.role, "adapter": str(paths.adapter), "merge_yaml": str(paths.merge_yaml),
-         "seconds": round(seconds, 1), "inputs": inputs,
-         "identity": stable_key(**inputs)[:16]},  # what infer keys this model's answers on
-    )
+    write_record_file(tmp / MERGED_FILE, MergedStamp(
+        role=loaded.recipe.role, adapter=str(paths.adapter), merge_yaml=str(paths.merge_yaml),
+        seconds=round(seconds, 1), inputs=inputs, identity=stable_key(**inputs)[:16]))
     old = paths.run_dir / ".merged.old"
     shutil.rmtree(old, ignore_errors=True)
     if paths.merged.exists():

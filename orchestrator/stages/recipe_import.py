@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.files import atomic_write_json, atomic_write_text
+from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.paths import display, project_root
 from orchestrator.core.data.sources import training_data
 from orchestrator.core.llamafactory.checks import check_roles
@@ -28,6 +28,7 @@ from orchestrator.core.llamafactory.llamaboard_save import is_llamaboard_save, t
 from orchestrator.core.recipes.loading import Loaded, default_role_recipe, load_role
 from orchestrator.core.recipes.reading import check_tree, load_yaml_file
 from orchestrator.core.recipes.schema import PREFERENCE_STAGES, RoleRecipe
+from orchestrator.core.run_folders.records import Manifest, write_record_file
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, role_paths
 from orchestrator.core.run_folders.trained import adapter_hash
 from orchestrator.core.run_folders.training_inputs import training_inputs
@@ -179,29 +180,22 @@ def adopt(loaded: Loaded[RoleRecipe], folder: Path, args: dict[str, Any], lines:
             continue
     losses = [row["loss"] for row in logged if isinstance(row, dict) and row.get("loss") is not None]
     inputs = training_inputs(loaded, paths)
-    atomic_write_json(paths.manifest, {
-        "role": recipe.role,
-        "recipe": loaded.raw,
-        "recipe_file": str(loaded.path),
-        "overrides": {},
-        "train_yaml": str(paths.train_yaml),
-        "adapter": str(paths.adapter),
-        "adopted_from": str(folder.resolve()),  # a LlamaBoard training, brought back by `recipe import`
-        "resumed_from": None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "seconds": None,
-        "steps": logged[-1].get("current_steps") if logged else None,
-        "final_loss": losses[-1] if losses else None,
-        "distributed": None,
-        "launched": "LlamaBoard",
-        "loss_plot": None,
-        "data": training_data(recipe),  # the role's own dataset, which the page trained on (checked above)
-        "inputs": inputs,  # what `train` compares: the recipe's training is this one
-        "identity": value_hash(inputs),  # where it is kept and how `orchestrator runs` finds it (core/run_folders/kept.py)
-        "adapter_hash": adapter_hash(paths.adapter),
-        "versions": {},
-        "git_commit": None,
-    })
+    write_record_file(paths.manifest, Manifest(
+        role=recipe.role,
+        recipe=loaded.raw,
+        recipe_file=str(loaded.path),
+        train_yaml=str(paths.train_yaml),
+        adapter=str(paths.adapter),
+        adopted_from=str(folder.resolve()),  # a LlamaBoard training, brought back by `recipe import`
+        started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        steps=logged[-1].get("current_steps") if logged else None,
+        final_loss=losses[-1] if losses else None,
+        launched="LlamaBoard",
+        data=training_data(recipe),  # the role's own dataset, which the page trained on (checked above)
+        inputs=inputs,  # what `train` compares: the recipe's training is this one
+        identity=value_hash(inputs),  # where it is kept and how `orchestrator runs` finds it (core/run_folders/kept.py)
+        adapter_hash=adapter_hash(paths.adapter),
+    ))
     lines.append(f"{where}: adopted as {display(paths.adapter)} (manifest {display(paths.manifest)}): "
                  f"`orchestrator train {recipe.role} --recipe {display(loaded.path)}` finds it up to date")
     return paths.adapter

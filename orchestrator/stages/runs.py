@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.common.errors import UserError
-from orchestrator.core.common.paths import display, project_root, runs_dir
+from orchestrator.core.common.paths import display, runs_dir
 from orchestrator.core.project.identity import flatten
 from orchestrator.core.recipes.loading import MADE_OF, load
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.kept import Experiment, experiments, human, named, size
+from orchestrator.core.run_folders.records import SCORE_FILE, RunRecord, ScoreRecord, read_merged_stamp, read_record
 
 
 @dataclass
@@ -36,10 +37,8 @@ def _made_of(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def differs(experiment: Experiment) -> tuple[str, list[str]]:
     """(its recipe file, `key then -> now` for each key it was trained with that the file reads otherwise)."""
-    recorded = experiment.manifest.get("recipe")
-    file = str(experiment.manifest.get("recipe_file") or "")
-    path = Path(file) if Path(file).is_absolute() else project_root() / file
-    if not isinstance(recorded, dict) or not path.is_file():
+    recorded, file, path = experiment.manifest.recipe, experiment.manifest.recipe_file, experiment.manifest.recipe_path()
+    if recorded is None or path is None or not path.is_file():
         return file or "?", ["(its recipe file is gone)"] if file else []
     try:
         now = load(path, RoleRecipe).raw
@@ -50,31 +49,21 @@ def differs(experiment: Experiment) -> tuple[str, list[str]]:
                            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
 
 
-def _scored_runs() -> list[tuple[float, Path, dict[str, Any], float]]:
+def _scored_runs() -> list[tuple[float, Path, RunRecord, float]]:
     """(time, folder, run.json, accuracy) of every scored infer or eval output folder, newest first."""
     out = []
-    for score in runs_dir().glob("*/score.json") if runs_dir().is_dir() else []:
-        try:
-            scored, record = json.loads(score.read_text(encoding="utf-8")), json.loads((score.parent / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        accuracy = scored.get("accuracy") if isinstance(scored, dict) else None
-        if isinstance(accuracy, (int, float)) and isinstance(record, dict):
-            out.append((score.stat().st_mtime, score.parent, record, float(accuracy)))
+    for score in runs_dir().glob(f"*/{SCORE_FILE}") if runs_dir().is_dir() else []:
+        scored, record = read_record(score.parent, ScoreRecord), read_record(score.parent, RunRecord)
+        if scored is not None and scored.accuracy is not None and record is not None:
+            out.append((score.stat().st_mtime, score.parent, record, scored.accuracy))
     return sorted(out, key=lambda item: -item[0])
 
 
-def _uses(record: dict[str, Any], experiment: Experiment) -> bool:
+def _uses(record: RunRecord, experiment: Experiment) -> bool:
     """Whether an infer run's models include this training (served as its adapter or as its merge)."""
-    marks = {str(experiment.manifest.get("adapter_hash") or "-")}
-    merged = experiment.folder / "merged" / "orchestrator.json"
-    if merged.is_file():
-        try:
-            marks.add(str(json.loads(merged.read_text(encoding="utf-8")).get("identity") or "-"))
-        except ValueError:
-            pass
-    models: dict[str, Any] = record["models"] if isinstance(record.get("models"), dict) else {}
-    return any(isinstance(m, dict) and str(m.get("identity", "")).endswith(tuple(marks)) for m in models.values())
+    stamp = read_merged_stamp(experiment.folder / "merged")
+    marks = {experiment.manifest.adapter_hash or "-", (stamp.identity if stamp else None) or "-"}
+    return any(isinstance(m, dict) and str(m.get("identity", "")).endswith(tuple(marks)) for m in record.models.values())
 
 
 def scored_runs_of(name: str) -> list[Path]:

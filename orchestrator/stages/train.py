@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from orchestrator.core.common.errors import StageFailed, UserError
-from orchestrator.core.common.files import atomic_write_json, file_hash
+from orchestrator.core.common.files import file_hash
 from orchestrator.core.common.paths import datasets_dir, display, project_root
 from orchestrator.core.common.process import run
 from orchestrator.core.common.progress import bar, clean, say, worth_showing
@@ -23,6 +23,7 @@ from orchestrator.core.llamafactory.launch import cli_path, launch_env, launch_l
 from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.locks import run_lock
+from orchestrator.core.run_folders.records import Manifest, write_record_file
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths, sft_of
 from orchestrator.core.project.identity import relative, value_hash
 from orchestrator.core.run_folders.kept import (
@@ -131,16 +132,21 @@ def _absolute_inputs(loaded: Loaded[RoleRecipe], paths: RolePaths) -> dict[str, 
     }
 
 
-def _same_training(loaded: Loaded[RoleRecipe], paths: RolePaths, manifest: dict, inputs: dict[str, object]) -> bool:
+def _same_training(loaded: Loaded[RoleRecipe], paths: RolePaths, manifest: Manifest, inputs: dict[str, object]) -> bool:
     """A manifest written before identities: its inputs are these, as this version reads them, as
     the last version did (the run folder not a placeholder), or with absolute paths."""
-    old = manifest.get("inputs")
+    old = manifest.inputs
     if not _changed(old, inputs):
         return True
     base = model_path(loaded.recipe)
     if not _changed(old, {**inputs, "train_yaml": portable_hash(paths.train_yaml, base)}):
         return True
-    return "adapter_hash" not in manifest and not _changed(old, _absolute_inputs(loaded, paths))
+    return manifest.adapter_hash is None and not _changed(old, _absolute_inputs(loaded, paths))
+
+
+def _final_loss(paths: RolePaths, loaded: Loaded[RoleRecipe]) -> float | None:
+    manifest = read_manifest(paths, loaded.recipe.role)
+    return manifest.final_loss if manifest else None
 
 
 def _changed(old: object, new: dict[str, object]) -> list[str]:
@@ -240,23 +246,25 @@ def _train(
     finish_moves(paths)
     if is_trained(paths):
         try:
-            manifest = read_manifest(paths, loaded.recipe.role) or {}
+            manifest = read_manifest(paths, loaded.recipe.role) or Manifest()
         except UserError:
             if not fresh:
                 raise
-            manifest = {"identity": f"unrecorded-{adapter_hash(paths.adapter)}"}  # --fresh: kept all the same
-        current = manifest.get("identity")
-        if not isinstance(current, str):  # recorded before identities: by its inputs, read as they were
-            current = ident if _same_training(loaded, paths, manifest, inputs) else value_hash(manifest.get("inputs"))
-            atomic_write_json(paths.manifest, {**manifest, "identity": current, "inputs": inputs if current == ident else manifest.get("inputs"),
-                                               "adapter_hash": manifest.get("adapter_hash") or adapter_hash(paths.adapter)})
+            manifest = Manifest(identity=f"unrecorded-{adapter_hash(paths.adapter)}")  # --fresh: kept all the same
+        current = manifest.identity
+        if current is None:  # recorded before identities: by its inputs, read as they were
+            current = ident if _same_training(loaded, paths, manifest, inputs) else value_hash(manifest.inputs)
+            manifest = manifest.model_copy(update={
+                "identity": current, "inputs": inputs if current == ident else manifest.inputs,
+                "adapter_hash": manifest.adapter_hash or adapter_hash(paths.adapter)})
+            write_record_file(paths.manifest, manifest)
         if current == ident and not fresh:
             if echo:
                 say(stage, f"up to date: {paths.adapter} was trained on the same train.yaml, datasets and base model")
-            return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
+            return Trained(paths, manifest.final_loss, 0.0, None, up_to_date=True)
         kept = keep(paths, current)
         if echo:
-            changed = ", ".join(_changed(manifest.get("inputs"), inputs)) or "nothing (--fresh)"
+            changed = ", ".join(_changed(manifest.inputs, inputs)) or "nothing (--fresh)"
             say(stage, f"{changed} changed since {paths.adapter} was trained: that training is kept in {kept}")
         bound_merged(paths, loaded.recipe.keep.merged, (lambda line: say(stage, line)) if echo else None)
     elif paths.adapter.exists():
@@ -275,14 +283,12 @@ def _train(
             if finished_in(paths.run_dir):
                 if echo:
                     say(stage, f"trained before on these inputs: {paths.adapter} is back from {back}, nothing to train")
-                manifest = read_manifest(paths, loaded.recipe.role) or {}
-                return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
+                return Trained(paths, _final_loss(paths, loaded), 0.0, None, up_to_date=True)
         elif (elsewhere := find(ident, paths.run_dir)) is not None:
             copy_in(elsewhere, paths)
             if echo:
                 say(stage, f"trained before on these inputs in {elsewhere}: linked into {paths.adapter}, nothing to train")
-            manifest = read_manifest(paths, loaded.recipe.role) or {}
-            return Trained(paths, manifest.get("final_loss"), 0.0, None, up_to_date=True)
+            return Trained(paths, _final_loss(paths, loaded), 0.0, None, up_to_date=True)
     if fresh and paths.adapter.exists():
         shutil.rmtree(paths.adapter)  # (kept above when it was another training's)
     record_start(paths, ident)
@@ -334,31 +340,28 @@ def _train(
     final_loss = losses[-1] if losses else None
     rewards = preference_rewards(paths.adapter) if loaded.recipe.is_preference else None
     plot = paths.adapter / "training_loss.png"
-    atomic_write_json(
-        paths.manifest,
-        {
-            "role": loaded.recipe.role,
-            "recipe": loaded.raw,
-            "recipe_file": relative(loaded.path),  # (project-relative: a moved project finds it)
-            "overrides": loaded.overridden(),
-            "train_yaml": str(paths.train_yaml),
-            "adapter": str(paths.adapter),
-            "resumed_from": checkpoint.name if checkpoint else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "seconds": round(finished.seconds, 1),
-            "steps": rows[-1].get("current_steps") if rows else None,
-            "final_loss": final_loss,
-            "rewards": rewards,  # a preference training's rewards/* at its first and last logged step
-            "distributed": ran,  # as the training's processes reported it
-            "launched": launched,  # what the start line said: the processes and GPUs asked for
-            "loss_plot": str(plot) if plot.exists() else None,
-            "data": training_data(loaded.recipe),  # files, fixes and counts per source: gold, pseudo-labels, extra
-            "inputs": inputs,  # what `train` compares to skip an up-to-date adapter
-            "identity": ident,  # the inputs' hash: where this training is kept (core/run_folders/kept.py)
-            "adapter_hash": adapter_hash(paths.adapter),  # its identity: what infer keys answers on
-            "versions": _versions(),
-            "git_commit": _git_commit(),
-        },
-    )
+    write_record_file(paths.manifest, Manifest(
+        role=loaded.recipe.role,
+        recipe=loaded.raw,
+        recipe_file=relative(loaded.path),
+        overrides=loaded.overridden(),
+        train_yaml=str(paths.train_yaml),
+        adapter=str(paths.adapter),
+        resumed_from=checkpoint.name if checkpoint else None,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        seconds=round(finished.seconds, 1),
+        steps=rows[-1].get("current_steps") if rows else None,
+        final_loss=final_loss,
+        rewards=rewards,
+        distributed=ran,
+        launched=launched,
+        loss_plot=str(plot) if plot.exists() else None,
+        data=training_data(loaded.recipe),
+        inputs=inputs,
+        identity=ident,
+        adapter_hash=adapter_hash(paths.adapter),
+        versions=_versions(),
+        git_commit=_git_commit(),
+    ))
     return Trained(paths, final_loss, finished.seconds, checkpoint.name if checkpoint else None, ran,
                    rewards=rewards)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, read_jsonl
+from helpers import QWEN2_72B_AWQ, REPO, read_jsonl
 
 PIPELINE = "recipes/tiny-pipeline.yaml"
 NETWORK = re.compile(r"https?://|curl|wget|\bpip\b|\bgit\b|/dev/tcp|\bnc\b|ssh|modelscope|huggingface\.co")
@@ -191,14 +191,6 @@ def test_a_file_as_the_folder_is_refused(merged_project: Path, cli) -> None:
     (merged_project / "image").write_text("x")
     code, _, err = _package(cli, merged_project / "image")
     assert code != 0 and "Error: " in err and "is a file" in err
-
-
-QWEN2_72B_AWQ = {  # Qwen/Qwen2-72B-Instruct-AWQ
-    "architectures": ["Qwen2ForCausalLM"], "hidden_size": 8192, "intermediate_size": 29568,
-    "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8, "vocab_size": 152064,
-    "tie_word_embeddings": False, "torch_dtype": "float16",
-    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True},
-}
 
 
 @pytest.mark.parametrize(("sets", "refused"), [

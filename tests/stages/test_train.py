@@ -238,11 +238,17 @@ def test_the_step_bar_shows_the_newest_logged_loss(tmp_path: Path, capsys) -> No
             {"current_steps": 8, "total_steps": 8, "loss": 10.019},
             {"current_steps": 8, "total_steps": 8}]
     (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch_steps, args=(tmp_path, stop, "train t"))
-    watcher.start()
-    time.sleep(1.2)  # at least one poll
-    stop.set()
-    watcher.join()
+
+    class OnePoll(threading.Event):
+        """The watcher's stop event: not set at its first wait (it polls the log once), set at the
+        next (that poll is done). No sleep that bets on a poll landing in time."""
+
+        waits = 0
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits += 1
+            return self.waits > 1
+
+    _watch_steps(tmp_path, OnePoll(), "train t")
     err = capsys.readouterr().err
     assert "8/8 step" in err and "loss 10.0190" in err and "9.0548" not in err, err

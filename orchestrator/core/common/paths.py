@@ -72,6 +72,16 @@ def project_relative(path: str | Path) -> str:
 
 
 def from_project(recorded: str) -> Path:
-    """A path a record kept (project_relative), where it is now; an absolute one as it was."""
+    """A path a record kept (project_relative), where it is now. An absolute one (outside the
+    project, or written before records kept paths relative) as it was; when it no longer exists,
+    the project file its last two or more parts name (the project was moved), if there is one."""
     path = Path(recorded)
-    return path if path.is_absolute() else project_root() / path
+    if not path.is_absolute():
+        return project_root() / path
+    if not path.exists():
+        parts = path.parts[1:]
+        for start in range(len(parts) - 1):
+            moved = project_root().joinpath(*parts[start:])
+            if moved.exists():
+                return moved
+    return path

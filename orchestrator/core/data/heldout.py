@@ -57,8 +57,7 @@ def _split_of(recipe: RoleRecipe) -> tuple[dict[str, Any] | None, Path]:
     if trained is None:
         raise UserError(f"{display(paths.manifest)} does not exist: train the {recipe.role} model first "
                         f"(make {recipe.role}-model)")
-    data = trained.get("data") or {}
-    return (data.get("dataset") or {}).get("split"), paths.manifest
+    return trained.split(), paths.manifest
 
 
 def check_split(models: list[RoleRecipe]) -> Path:

@@ -22,10 +22,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.core.common.files import atomic_write_json, read_json_object
 from orchestrator.core.common.paths import runs_dir
+from orchestrator.core.run_folders.records import Manifest, read_manifest_in, write_record_file
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
 
 KEPT = "kept"
@@ -48,11 +48,9 @@ def entry_dir(paths: RolePaths, identity: str) -> Path:
 def recorded_identity(folder: Path) -> str | None:
     """The identity of the training in `folder` (a run folder or a kept entry): its manifest's,
     else the one recorded when it started (an unfinished training); None: not known."""
-    for name in ("manifest.json", STARTED):
-        ident = read_json_object(folder / name).get("identity")
-        if isinstance(ident, str):
-            return ident
-    return None
+    manifest = read_manifest_in(folder)
+    ident = manifest.identity if manifest and manifest.identity else read_json_object(folder / STARTED).get("identity")
+    return ident if isinstance(ident, str) else None
 
 
 def finished(folder: Path) -> bool:
@@ -144,8 +142,8 @@ def copy_in(source: Path, paths: RolePaths) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     _link_tree(source / "adapter", tmp)
     tmp.rename(paths.adapter)
-    manifest = read_json_object(source / "manifest.json")
-    atomic_write_json(paths.manifest, {**manifest, "adapter": str(paths.adapter), "copied_from": source.name})
+    manifest = read_manifest_in(source) or Manifest()
+    write_record_file(paths.manifest, manifest.model_copy(update={"adapter": str(paths.adapter), "copied_from": source.name}))
 
 
 def size(path: Path) -> int:
@@ -197,16 +195,16 @@ class Experiment:
 
     name: str
     folder: Path  # the run folder, or its kept/<identity>/ entry
-    manifest: dict[str, Any]
+    manifest: Manifest
     current: bool
 
     @property
     def identity(self) -> str:
-        return str(self.manifest.get("identity") or "")
+        return self.manifest.identity or ""
 
     @property
     def when(self) -> str:
-        return str(self.manifest.get("started") or "")
+        return self.manifest.started or ""
 
 
 def experiments() -> list[Experiment]:
@@ -214,10 +212,10 @@ def experiments() -> list[Experiment]:
     out = []
     for run_dir in run_folders():
         if finished(run_dir):
-            out.append(Experiment(run_dir.name, run_dir, read_json_object(run_dir / "manifest.json"), True))
+            out.append(Experiment(run_dir.name, run_dir, read_manifest_in(run_dir) or Manifest(), True))
         for entry in entries(run_dir):
             if finished(entry):
-                out.append(Experiment(f"{run_dir.name}~{entry.name[:8]}", entry, read_json_object(entry / "manifest.json"), False))
+                out.append(Experiment(f"{run_dir.name}~{entry.name[:8]}", entry, read_manifest_in(entry) or Manifest(), False))
     return out
 
 

@@ -6,37 +6,21 @@ path, so touching a file or moving the project changes none."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import display, project_root
+from orchestrator.core.run_folders.records import Manifest, read_manifest_in, read_merged_stamp
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths
 
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def read_manifest(paths: RolePaths, role: str) -> dict[str, Any] | None:
+def read_manifest(paths: RolePaths, role: str) -> Manifest | None:
     """The training manifest runs/<name>/manifest.json; None when there is none. An unreadable
     one is a UserError naming it and the fix, in every stage that reads it."""
-    try:
-        text = paths.manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        problem = e.strerror or type(e).__name__
-    else:
-        try:
-            record = json.loads(text)
-        except ValueError:
-            problem = "not valid JSON"
-        else:
-            if isinstance(record, dict):
-                return record
-            problem = "not a JSON object"
-    raise UserError(f"{display(paths.manifest)} is unreadable ({problem}): `orchestrator train {role} --fresh` "
-                    f"trains again, keeping {display(paths.adapter)} in {display(paths.run_dir / 'kept')}/")
+    return read_manifest_in(paths.run_dir, f"`orchestrator train {role} --fresh` trains again, keeping "
+                                           f"{display(paths.adapter)} in {display(paths.run_dir / 'kept')}/")
 
 
 def files_hash(files: list[Path]) -> str:
@@ -60,9 +44,9 @@ def adapter_identity(paths: RolePaths, role: str) -> str:
     manifest written before it did); `missing` without an adapter."""
     if not (paths.adapter / ADAPTER_FILE).is_file():
         return "missing"
-    manifest = read_manifest(paths, role) or {}
-    recorded = manifest.get("adapter_hash")
-    return recorded if isinstance(recorded, str) else adapter_hash(paths.adapter)
+    manifest = read_manifest(paths, role)
+    recorded = manifest.adapter_hash if manifest else None
+    return recorded or adapter_hash(paths.adapter)
 
 
 def portable_hash(path: Path, base: Path, run_dir: Path | None = None) -> str:
@@ -89,16 +73,9 @@ def base_identity(base: Path) -> dict[str, Any]:
     }
 
 
-MERGED_RECORD = "orchestrator.json"  # what merge writes into runs/<name>/merged/
-
-
 def merged_identity(paths: RolePaths) -> str | None:
     """The merged model's identity as merge recorded it (runs/<name>/merged/orchestrator.json);
-    None when there is no merged model, or its record is unreadable (merge then merges again)."""
-    try:
-        record = json.loads((paths.merged / MERGED_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ident = record.get("identity") if isinstance(record, dict) else None
-    return ident if isinstance(ident, str) and (paths.merged / "config.json").is_file() else None
-
+    None when there is no merged model or no identity recorded (merge then merges again). An
+    unreadable record is a UserError naming it."""
+    stamp = read_merged_stamp(paths.merged)
+    return stamp.identity if stamp and stamp.identity and (paths.merged / "config.json").is_file() else None

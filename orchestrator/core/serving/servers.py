@@ -49,6 +49,7 @@ from orchestrator.core.recipes.loading import Loaded, command_for
 from orchestrator.core.recipes.schema import RoleRecipe
 from orchestrator.core.run_folders.role_paths import ADAPTER_FILE, RolePaths, is_trained, model_path, role_paths
 from orchestrator.core.run_folders.kept import check_out, entries, finished
+from orchestrator.core.run_folders.records import MERGED_FILE, read_merged_stamp
 from orchestrator.core.run_folders.trained import adapter_identity
 from orchestrator.core.serving import vllm
 from orchestrator.core.serving.grouping import check_adapters as check_shared_base
@@ -122,16 +123,11 @@ def merged_identity(merged: Path) -> str:
     """What a merge records in merged/orchestrator.json: the hash of what it was made from (the
     adapter's identity, the portable merge.yaml, the calibration data); a stamp written before
     it did is named by its whole text, as before."""
-    try:
-        text = (merged / "orchestrator.json").read_text(encoding="utf-8")
-    except OSError:  # not made by `merge`: its config names it
+    stamp = read_merged_stamp(merged)
+    if stamp is None:  # not made by `merge`: its config names it
         config = merged / "config.json"
         return text_hash(config.read_text(encoding="utf-8", errors="replace")) if config.is_file() else "missing"
-    try:
-        identity = json.loads(text).get("identity")
-    except (ValueError, AttributeError):
-        identity = None
-    return identity if isinstance(identity, str) else text_hash(text)
+    return stamp.identity or text_hash((merged / MERGED_FILE).read_text(encoding="utf-8"))
 
 
 # Where a run folder remembers the serving config LLaMA-Factory's parser accepted (parser.Accepted).

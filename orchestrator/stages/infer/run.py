@@ -52,8 +52,8 @@ def _agent_record(agent: Agent) -> dict[str, Any]:
         paths = role_paths(agent.loaded.recipe)
         trained = read_manifest(paths, agent.loaded.recipe.role)
         if trained is not None:
-            record |= {"manifest": project_relative(paths.manifest), "recipe": trained.get("recipe"), "trained": trained.get("started"),
-                       "split": ((trained.get("data") or {}).get("dataset") or {}).get("split")}
+            record |= {"manifest": project_relative(paths.manifest), "recipe": trained.recipe, "trained": trained.started,
+                       "split": trained.split()}
     return record
 
 

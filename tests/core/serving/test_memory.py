@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import QWEN2_72B_AWQ
 
 from orchestrator.core.serving.memory import ConfigError, budget_problem, model_shape, peak_gb, server_estimate
 
@@ -16,12 +17,6 @@ QWEN25_32B_GPTQ = {  # Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4
     "num_attention_heads": 40, "num_hidden_layers": 64, "num_key_value_heads": 8, "vocab_size": 152064,
     "tie_word_embeddings": False, "torch_dtype": "float16",
     "quantization_config": {"bits": 4, "group_size": 128, "desc_act": False, "quant_method": "gptq", "sym": True},
-}
-QWEN2_72B_AWQ = {  # Qwen/Qwen2-72B-Instruct-AWQ
-    "architectures": ["Qwen2ForCausalLM"], "hidden_size": 8192, "intermediate_size": 29568,
-    "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8, "vocab_size": 152064,
-    "tie_word_embeddings": False, "torch_dtype": "float16",
-    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True},
 }
 QWEN2_05B = {  # Qwen/Qwen2-0.5B-Instruct: tied embeddings
     "hidden_size": 896, "intermediate_size": 4864, "num_attention_heads": 14, "num_hidden_layers": 24,
