@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FailPrompts, FakeOpenAI
-from helpers import REPO, make_train, with_makefile, write_competition
+from helpers import ADAPTER_ONLY, REPO, make_train, with_makefile, write_competition
 
 from orchestrator.core.data.competition import letter_counts, read_dataset
 
@@ -58,8 +58,9 @@ def test_own_data_to_a_scored_submission(tiny_project: Path) -> None:
     tiny.write_text(tiny.read_text(encoding="utf-8") + "teacher:\n  max_failed: 1\n  max_retries: 0\n", encoding="utf-8")
     # the own data is the subject, not training: 10 steps a model (the tiny recipes train 60)
     answer = project / "recipes/tiny-answer.yaml"
+    # and served as base + adapter (one server for both, no merge: merging is not the subject either)
     answer.write_text(answer.read_text(encoding="utf-8").replace("max_steps: 60", "max_steps: 10", 1)
-                      .replace("save_steps: 30", "save_steps: 10", 1), encoding="utf-8")
+                      .replace("save_steps: 30", "save_steps: 10", 1).replace(*ADAPTER_ONLY), encoding="utf-8")
     first, second = own_data_section()
     with FakeOpenAI(faults=FailPrompts("问题 5-0?", "500")) as teacher:
         done = bash(project, first, teacher.url)

@@ -1,9 +1,12 @@
 """Issue 44's walk through the make door: `make answer-model` with the DPO recipe builds the
-pairs from the SFT model, trains DPO with the SFT model as reference and merges; again, nothing."""
+pairs from the SFT model, trains DPO with the SFT model as reference and merges; again, nothing;
+and `orchestrator preference`, the same chain as one command, finds every step up to date."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,7 +52,23 @@ def test_make_answer_model_with_the_dpo_recipe_then_nothing_to_do(made_eval, tmp
     steps = [h for h in history if "rewards/margins" in h]
     assert steps[0]["step"] == 1 and steps[0]["rewards/chosen"] == steps[0]["rewards/rejected"] == 0.0
     assert (run / "merged" / "config.json").is_file()
+    assert any(s["rewards/margins"] != 0.0 for s in steps[1:])  # and it trains
+    assert "first logged step 1: rewards/accuracies 0.0000, rewards/chosen 0.0000" in out
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    sft = json.loads((project / "runs" / "tiny-answer" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["inputs"]["sft_model"] == sft["adapter_hash"] and manifest["data"]["dataset"]["kind"] == "preference"
+    assert manifest["rewards"]["first"] == {"step": 1, **{f"rewards/{k}": 0.0 for k in
+                                                      ("chosen", "rejected", "margins", "accuracies")}}
 
     again = make(project, "answer-model", *DPO, timeout=600)
     assert again.returncode == 0 and "$ orchestrator" not in again.stdout, again.stdout  # nothing asked or trained
     assert "[run] train-tiny-answer-dpo: up to date" in again.stdout, again.stdout
+
+    # the one-command chain (`orchestrator preference`): each step up to date, nothing asked or trained
+    chain = subprocess.run([str(project / ".venv" / "bin" / "orchestrator"), "preference", "--recipe",
+                            "recipes/tiny-answer-dpo.yaml", "--pipeline", "recipes/tiny-pipeline.yaml"],
+                           cwd=project, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "ORCHESTRATOR_HOME": str(project)})
+    assert chain.returncode == 0, chain.stderr[-3000:]
+    assert "SFT model" in chain.stdout and "0 asked now" in chain.stdout and "launching" not in chain.stderr
+    assert "dpo model" in chain.stdout and chain.stdout.count("up to date") >= 2, chain.stdout

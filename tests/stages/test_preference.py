@@ -1,7 +1,8 @@
 """Preference pairs from the SFT Answer model's own replies (orchestrator/stages/preference.py):
 right by construction from a loopback server replying right and wrong, the teacher's solution as
 chosen, resumed without asking twice, one Error line for a set without a pair; and, for real,
-DPO trained with llamafactory-cli on the session's tiny SFT model as the reference."""
+DPO trained by llamafactory-cli on the SFT adapter with ref_model (the merged reference, and the
+`preference` chain, run in tests/e2e/test_preference_walk.py)."""
 
 from __future__ import annotations
 
@@ -220,50 +221,11 @@ def _trained_project(made, tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.mark.slow
-def test_dpo_trains_on_the_sft_model_as_its_reference(tmp_path: Path, made_eval, monkeypatch) -> None:
-    """The chain on the session's trained tiny pair: its SFT model up to date, pairs from a
-    loopback server, DPO trained by llamafactory-cli on the merged SFT model and merged. At the
-    first step the policy is the SFT model (the new adapter is zero), so with the SFT model as the
-    reference every reward is 0."""
-    root = _trained_project(made_eval, tmp_path, monkeypatch)
-    orch = ORCH
-    with FakeOpenAI(models=("sft",), reply=RightWrong()) as server:
-        done = subprocess.run([orch, "preference", "--recipe", DPO, "--pipeline", "recipes/tiny-pipeline.yaml",
-                               "--answer-url", server.url], capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
-        asked = server.completions
-        assert "SFT model" in done.stdout and "up to date" in done.stdout  # the session's SFT model, not retrained
-        adapter = root / "runs" / "tiny-answer-dpo" / "adapter"
-        steps = _rewards(adapter)
-        assert steps and {"rewards/chosen", "rewards/rejected", "rewards/accuracies"} <= set(steps[0])
-        assert steps[0]["rewards/chosen"] == steps[0]["rewards/rejected"] == steps[0]["rewards/margins"] == 0.0
-        assert any(s["rewards/margins"] != 0.0 for s in steps[1:])  # and it trains
-        train_yaml = (root / "runs" / "tiny-answer-dpo" / "train.yaml").read_text(encoding="utf-8")
-        assert f"model_name_or_path: {root / 'runs' / 'tiny-answer' / 'merged'}" in train_yaml
-        assert "stage: dpo" in train_yaml and "pref_ftx: 1.0" in train_yaml and "ref_model" not in train_yaml
-        manifest = json.loads((root / "runs" / "tiny-answer-dpo" / "manifest.json").read_text(encoding="utf-8"))
-        assert manifest["inputs"]["sft_model"] == json.loads(
-            (root / "runs" / "tiny-answer" / "manifest.json").read_text(encoding="utf-8"))["adapter_hash"]
-        assert manifest["data"]["dataset"]["kind"] == "preference"
-        assert manifest["rewards"]["first"] == {"step": 1, **{f"rewards/{k}": 0.0 for k in
-                                                          ("chosen", "rejected", "margins", "accuracies")}}
-        assert "first logged step 1: rewards/accuracies 0.0000, rewards/chosen 0.0000" in done.stdout
-        assert (root / "runs" / "tiny-answer-dpo" / "merged" / "config.json").is_file()
-
-        # again: every step up to date, nothing asked twice
-        again = subprocess.run([orch, "preference", "--recipe", DPO, "--pipeline", "recipes/tiny-pipeline.yaml",
-                                "--answer-url", server.url], capture_output=True, text=True, timeout=900)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert server.completions == asked and "0 asked now" in again.stdout
-        assert "dpo model" in again.stdout and again.stdout.count("up to date") >= 2
-
-
-@pytest.mark.slow
 def test_the_adapter_reference_and_the_trap(tmp_path: Path, made_eval, monkeypatch) -> None:
     """The adapter path (a quantized base's): the SFT adapter goes on training with ref_model +
     ref_model_adapters naming the SFT model, whose first rewards are 0 (up to rounding); the trap,
     the same training as LLaMA-Factory runs it without ref_model, measures against the base, and
-    its first rewards are not. (Apart from the test above, so two processes run them side by side.)"""
+    its first rewards are not. (The merged reference, the shipped recipe's: tests/e2e/test_preference_walk.py.)"""
     root = _trained_project(made_eval, tmp_path, monkeypatch)
     sets = ["--set", "name=tiny-answer-dpo-adapter", "--set", "preference.reference=adapter",
             "--set", "train.max_steps=2", "--set", "train.save_steps=2"]
