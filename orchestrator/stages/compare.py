@@ -133,9 +133,13 @@ class Comparison:
 
 
 def load_run(path: str | Path) -> Run:
+    """An `infer` output folder, or a bare submission file (no trace, no settings: its answers alone)."""
     d = Path(path)
+    if d.is_file():
+        return Run(d, read_submission(d), {}, None, RunRecord())
     if not d.is_dir():
-        raise UserError(f"{path}: not a directory; give `orchestrator infer` output folders (--out-dir)")
+        raise UserError(f"{path}: no such folder or file; give `orchestrator infer` output folders (--out-dir) "
+                        "or submission files")
     submission = d / "submission.jsonl"
     if not submission.exists():
         raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")

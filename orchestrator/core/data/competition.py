@@ -91,6 +91,11 @@ class Dataset:
         )
 
 
+# keys of an alpaca or sharegpt line (a training set, not a competition file)
+TRAINING_RECORD_KEYS = ("instruction", "input", "output", "conversations", "messages")
+MAX_ERRORS = 10  # bad lines named in an Error before the rest are counted
+
+
 class _Bad(Exception):
     pass
 
@@ -197,6 +202,10 @@ def parse_problem(obj: Any, line: int, keep_unoffered: bool = False) -> Problem:
     elif not isinstance(pid, (str, int)) or isinstance(pid, bool):
         raise _Bad("id must be text")
     pid = str(pid).strip()
+    if "problem" not in obj and any(k in obj for k in TRAINING_RECORD_KEYS):
+        raise _Bad(f"a training record ({', '.join(k for k in obj if k in TRAINING_RECORD_KEYS)}), not a competition "
+                   "problem (id, problem, questions); an alpaca or sharegpt file goes under dataset.extra of a "
+                   "role recipe (docs/more-data.md)")
     problem = _text(obj.get("problem"), "problem")
     raw_questions = obj.get("questions")
     if not isinstance(raw_questions, list) or not raw_questions:
@@ -337,7 +346,9 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
         except RecursionError:
             errors.append(f"{path}:{lineno}: nested too deeply")
     if errors and not skip_invalid:
-        raise UserError(*errors)
+        raise UserError(*errors[:MAX_ERRORS], *([f"... and {len(errors) - MAX_ERRORS} more bad lines "
+                                                   "(--skip-invalid lists each)"]
+                                                 if len(errors) > MAX_ERRORS else []))
     if not problems and not errors:
         raise UserError(f"{path}: no problems in the file (it is empty)")
     if not problems:

@@ -49,6 +49,10 @@ BAD_LINES = [
     ('{"problem": "p", "questions": [{"options": ["a", "b"]}]}', "questions[0].question must be a non-empty string"),
     ('{"problem": "p", "questions": [{"question": "q", "options": [["x"], "b"]}]}', "questions[0].options[0] must be text"),
     ('{"id": true, "problem": "p", "questions": [{"question": "q", "options": ["a", "b"]}]}', "id must be text"),
+    # a pseudo-label file in alpaca form given as a competition file
+    ('{"instruction": "i", "input": "x", "output": "A"}', "a training record (instruction, input, output), not a "
+     "competition problem (id, problem, questions); an alpaca or sharegpt file goes under dataset.extra of a role "
+     "recipe (docs/more-data.md)"),
 ]
 
 
@@ -73,6 +77,18 @@ def test_every_bad_line_is_reported_and_cli_exits_2(tmp_path: Path, cli) -> None
     assert code == 0
     assert out.strip() == f"{path}: 1 problems, 1 questions, 1 with answers, 3 bad lines skipped"
     assert err.count("skipped ") == 3
+
+
+def test_a_file_of_bad_lines_names_ten_then_counts(tmp_path: Path, cli) -> None:
+    """A whole file in another format (an alpaca pseudo-label set: 1,328 lines) is not 1,328 Errors."""
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(GOOD)] + ['{"instruction": "i", "output": "A"}'] * 15)
+    code, out, err = cli("data", "check", path)
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 11 and lines[0].startswith(f"Error: {path}:2: a training record (instruction, output)")
+    assert lines[-1] == "Error: ... and 5 more bad lines (--skip-invalid lists each)"
+    code, _, err = cli("data", "check", path, "--skip-invalid")
+    assert code == 0 and err.count("skipped ") == 15
 
 
 @pytest.mark.parametrize("content, reason", [(None, "no such file"), (b"", "no problems in the file (it is empty)")])
