@@ -133,6 +133,9 @@ def _options(value: Any, where: str) -> tuple[str, ...]:
 # A line inside an option that starts a further option: a newline, a letter, `.` (or `．`, `、`)
 # and text, as in '上海\nC.广州\nD. 深圳'.
 _NEXT_OPTION = re.compile(r"\n[ \t]*([A-Z])[ \t]*[.．、][ \t]*(?=\S)")
+# A competition key in quotes inside a question's text: the line was corrupted by an edit
+# ('选择题 1：\n"answer": "G？').
+_JSON_KEY = re.compile(r'"(?:answer|options|question|questions|problem|id)"\s*:')
 # Trailing whitespace and literal backslash-n sequences ('不是  \n\\n').
 _LITERAL_NEWLINES = re.compile(r"(?:\s|\\n)*\\n(?:\s|\\n)*$")
 
@@ -220,6 +223,9 @@ def parse_problem(obj: Any, line: int, keep_unoffered: bool = False) -> Problem:
         options, notes, doubt = repair_options(_options(rq.get("options"), where))
         repairs += [f"{where}: {note}" for note in notes]
         doubts += [f"{where}: {doubt}"] if doubt else []
+        fragment = _JSON_KEY.search(text)
+        doubts += [f"{where}.question holds {fragment[0]!r}, a piece of a JSON line, not a question; left as it is"
+                   ] if fragment else []
         answer = rq.get("answer")
         if answer is not None:
             if not isinstance(answer, str):

@@ -236,3 +236,20 @@ def test_bom_and_crlf_repairs_are_said(tmp_path: Path, cli) -> None:
     assert err.splitlines() == [f"repaired {path}: a UTF-8 byte-order mark (BOM) at its start, dropped",
                                 f"repaired {path}: 2 lines end in CRLF (Windows line ends), read as LF"]
     assert out.strip() == f"{path}: 2 problems, 2 questions, 2 with answers"
+
+
+@pytest.mark.parametrize("text, doubt", [
+    ('选择题 1：\n"answer": "G？', "questions[0].question holds '\"answer\":', a piece of a JSON line, not a question"),
+    ('选择题 1：\n谁说"答案": 甲？', None),  # quotes and a colon, but no key of the format
+])
+def test_a_question_holding_a_json_fragment_is_worth_a_check(tmp_path: Path, cli, text: str, doubt: str | None) -> None:
+    """A train line corrupted by an edit: its question text replaced by a piece of JSON (options
+    and answer intact). Read as it is, named under `check`."""
+    line = {**GOOD, "questions": [{**GOOD["questions"][0], "question": text}]}
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(line, ensure_ascii=False)])
+    code, out, err = cli("data", "check", path)
+    assert code == 0 and out.startswith(f"{path}: 1 problems, 1 questions, 1 with answers")
+    if doubt:
+        assert err.splitlines() == [f"check {path}:1: {doubt}; left as it is"] and out.rstrip().endswith("1 to check")
+    else:
+        assert err == "" and "to check" not in out
