@@ -353,7 +353,7 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
             errors.append(f"{path}:{lineno}: nested too deeply")
     if errors and not skip_invalid:
         raise UserError(*errors[:MAX_ERRORS], *([f"... and {len(errors) - MAX_ERRORS} more bad lines "
-                                                   "(--skip-invalid lists each)"]
+                                                   f"(`orchestrator data check {path} --skip-invalid` lists each)"]
                                                  if len(errors) > MAX_ERRORS else []))
     if not problems and not errors:
         raise UserError(f"{path}: no problems in the file (it is empty)")

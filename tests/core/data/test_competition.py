@@ -86,7 +86,7 @@ def test_a_file_of_bad_lines_names_ten_then_counts(tmp_path: Path, cli) -> None:
     assert code == 2 and out == ""
     lines = err.splitlines()
     assert len(lines) == 11 and lines[0].startswith(f"Error: {path}:2: a training record (instruction, output)")
-    assert lines[-1] == "Error: ... and 5 more bad lines (--skip-invalid lists each)"
+    assert lines[-1] == f"Error: ... and 5 more bad lines (`orchestrator data check {path} --skip-invalid` lists each)"
     code, _, err = cli("data", "check", path, "--skip-invalid")
     assert code == 0 and err.count("skipped ") == 15
 
