@@ -232,6 +232,19 @@ def test_bad_runs_are_one_clear_error(tmp_path: Path, cli, monkeypatch, dirs: li
     assert code == 2 and message in err and err.startswith("Error: ") and "Traceback" not in err
 
 
+def test_worked_examples_compare_by_the_models_place_not_its_name(tmp_path: Path) -> None:
+    """A --set variant's Answer model has another name (tiny-answer@7a83290d): its fewshot settings,
+    the same as the recipe's, are no difference; another k is one."""
+    shape = [1, 1]
+    gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
+    few = {"k": 0, "pool": "train", "pool_size": 0}
+    a = make_run(tmp_path / "a", shape, set(), record={"fewshot": {"tiny-answer": few}})
+    b = make_run(tmp_path / "b", shape, set(), record={"fewshot": {"tiny-answer@7a83290d": few}})
+    c = make_run(tmp_path / "c", shape, set(), record={"fewshot": {"tiny-answer@7a83290d": {**few, "k": 2}}})
+    assert not [k for k in compare([a, b], gold=gold, out_dir=tmp_path / "out").runs[1].settings if "fewshot" in k]
+    assert compare([a, c], gold=gold, out_dir=tmp_path / "out").runs[1].settings == {"fewshot.k": 2}
+
+
 def test_two_submission_files_compare_by_their_answers(tmp_path: Path, cli) -> None:
     """Published submissions are files, not infer folders: each compares by its answers alone."""
     shape = [2, 1, 1]
