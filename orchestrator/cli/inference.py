@@ -186,8 +186,7 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 
 
 @click.command()
-@click.argument("run_dirs", metavar="RUN_DIR RUN_DIR...", nargs=-1, required=True,
-                type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR RUN_DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("--gold", type=click.Path(dir_okay=False),
               help="Gold answers (default: the file the runs were scored against; none: agreement only).")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Where compare.md and compare.png go (default: runs/compare).")
@@ -195,12 +194,14 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
 def compare(run_dirs, gold, out_dir, as_json) -> None:
     """Compare infer runs: accuracy with 95% intervals, flips and McNemar p-value per pair. A RUN of
     `orchestrator runs` is that infer or eval run (a kept one too); a NAME stands for the latest
-    scored infer or eval run that used that model.
+    scored infer or eval run that used that model; a submission file (.jsonl) is compared by its
+    answers alone.
 
     \b
     orchestrator compare runs/eval-a runs/eval-b
     orchestrator compare runs/infer runs/infer-votes3 --gold datasets/sample/test_gold.jsonl
     orchestrator compare runs/infer runs/strong-model          # no gold: agreement only
+    orchestrator compare a.jsonl b.jsonl --gold data/gold.jsonl # two submission files
     """
     import json
 
@@ -219,7 +220,7 @@ def _run_dir(name: str) -> str:
     from orchestrator.core.run_folders.kept_runs import run_named
     from orchestrator.stages.runs import named, scored_runs_of
 
-    if Path(name).is_dir():
+    if Path(name).exists():
         return name
     if (run := run_named(name)) is not None:
         return str(run.folder)

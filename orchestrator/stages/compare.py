@@ -133,9 +133,13 @@ class Comparison:
 
 
 def load_run(path: str | Path) -> Run:
+    """An `infer` output folder, or a bare submission file (no trace, no settings: its answers alone)."""
     d = Path(path)
+    if d.is_file():
+        return Run(d, read_submission(d), {}, None, RunRecord())
     if not d.is_dir():
-        raise UserError(f"{path}: not a directory; give `orchestrator infer` output folders (--out-dir)")
+        raise UserError(f"{path}: no such folder or file; give `orchestrator infer` output folders (--out-dir) "
+                        "or submission files")
     submission = d / "submission.jsonl"
     if not submission.exists():
         raise UserError(f"{path} has no submission.jsonl: is it an `orchestrator infer` output folder?")
@@ -174,8 +178,12 @@ def settings(run: Run) -> dict[str, Any]:
     """The run's settings as dotted keys: input, inference.*, answer.* and evaluate.* (a served
     model's recipe keys, e.g. answer.train.lora_rank, and answer.model for the model itself)."""
     r = run.record
+    # each Answer model's worked examples (k, pool), by its place, not its name: a --set variant's
+    # name differs (tiny-answer@7a83290d) where its fewshot settings may not
+    few = list(r.fewshot.values()) if isinstance(r.fewshot, dict) else []
     out = {"input": r.input, "limit": r.limit, **flatten(r.inference, "inference."),
-           **flatten(r.fewshot, "fewshot.")}  # each Answer model's worked examples: k and pool
+           **{k: v for i, sub in enumerate(few) for k, v in flatten(sub, f"fewshot.{i + 1}." if len(few) > 1
+                                                                    else "fewshot.").items()}}
     for role, agent in r.models.items():
         agent = dict(agent)
         out[f"{role}.model"] = agent.pop("identity", agent.get("model"))

@@ -179,6 +179,18 @@ def _preflight(loaded: Loaded[RoleRecipe], paths: RolePaths) -> None:
             raise UserError(f"{data} has no samples: nothing to train on (see `{command_for(loaded, 'dataset')}`)")
 
 
+def _mixed_precision_needs_a_gpu(loaded: Loaded[RoleRecipe], gpus: list[str]) -> None:
+    """bf16 or fp16 on a machine without a GPU (a pasted LLaMA-Factory config, the real recipes on a
+    laptop): transformers refuses it after the model loads, in a traceback; said here in one line."""
+    on = [key for key in ("bf16", "pure_bf16", "fp16") if loaded.recipe.train.get(key) is True]
+    if on and not gpus:
+        key = f"train.{on[0]}"
+        raise UserError(f"{loaded.where(key)}: {key} true needs a GPU and this machine has none (transformers "
+                        "refuses it): train on the GPU machine, or here with "
+                        f"{on[0]}: null under train: in {display(loaded.path)} (as recipes/tiny-answer.yaml has it) "
+                        f"or --set {key}=null")
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("orchestrator", "llamafactory", "transformers", "torch", "peft", "trl"):
@@ -301,6 +313,7 @@ def _train(
 
     cmd = [cli_path(), "train", str(paths.train_yaml)]
     gpus = visible_gpus()
+    _mixed_precision_needs_a_gpu(loaded, gpus)
     # INFO: each process logs its rank and world size, read back into the manifest
     env = {"DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "INFO", **launch_env(loaded, gpus)}
     launched = launch_line(loaded, gpus)

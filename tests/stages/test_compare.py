@@ -215,7 +215,7 @@ def test_what_differed(tmp_path: Path) -> None:
 
 BAD = [
     pytest.param(["missing"], "needs at least two run folders", id="one-run"),
-    pytest.param(["missing", "a"], "missing: not a directory", id="no-such-dir"),
+    pytest.param(["missing", "a"], "missing: no such folder or file", id="no-such-dir"),
     pytest.param(["empty", "a"], "empty has no submission.jsonl", id="not-an-infer-folder"),
     pytest.param(["a", "other"], "share no question", id="different-inputs"),
 ]
@@ -230,6 +230,34 @@ def test_bad_runs_are_one_clear_error(tmp_path: Path, cli, monkeypatch, dirs: li
     (other / "submission.jsonl").write_text((other / "submission.jsonl").read_text().replace("p000", "x"))
     code, _, err = cli("compare", *dirs)
     assert code == 2 and message in err and err.startswith("Error: ") and "Traceback" not in err
+
+
+def test_worked_examples_compare_by_the_models_place_not_its_name(tmp_path: Path) -> None:
+    """A --set variant's Answer model has another name (tiny-answer@7a83290d): its fewshot settings,
+    the same as the recipe's, are no difference; another k is one."""
+    shape = [1, 1]
+    gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
+    few = {"k": 0, "pool": "train", "pool_size": 0}
+    a = make_run(tmp_path / "a", shape, set(), record={"fewshot": {"tiny-answer": few}})
+    b = make_run(tmp_path / "b", shape, set(), record={"fewshot": {"tiny-answer@7a83290d": few}})
+    c = make_run(tmp_path / "c", shape, set(), record={"fewshot": {"tiny-answer@7a83290d": {**few, "k": 2}}})
+    assert not [k for k in compare([a, b], gold=gold, out_dir=tmp_path / "out").runs[1].settings if "fewshot" in k]
+    assert compare([a, c], gold=gold, out_dir=tmp_path / "out").runs[1].settings == {"fewshot.k": 2}
+
+
+def test_two_submission_files_compare_by_their_answers(tmp_path: Path, cli) -> None:
+    """Published submissions are files, not infer folders: each compares by its answers alone."""
+    shape = [2, 1, 1]
+    gold = write_file(tmp_path / "gold.jsonl", shape, gold_letters(shape))
+    a = make_run(tmp_path / "a", shape, {"p000#0"}) / "submission.jsonl"
+    b = make_run(tmp_path / "b", shape, set()) / "submission.jsonl"
+    code, out, err = cli("compare", a, b, "--gold", gold, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+    result = compare([a, b], gold=gold, out_dir=tmp_path / "out")
+    assert [r.accuracy for r in result.runs] == [0.75, 1.0] and result.pairs[0].fixed == 1
+    assert f"{a}    0.7500" in out and "what differed: nothing the runs recorded" in out
+    no_gold = compare([a, b], out_dir=tmp_path / "out")
+    assert no_gold.pairs[0].agreement == 0.75
 
 
 def test_gold_defaults_to_the_scored_one_and_must_agree(tmp_path: Path, cli) -> None:

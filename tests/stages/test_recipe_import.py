@@ -169,6 +169,8 @@ def test_epochs_over_an_inherited_max_steps_are_kept(project: Path, cli) -> None
          "adapter (merge and serving read one); use finetuning_type: lora"),
         ("adapter_name_or_path: saves/x\n", "Error: lf/bad.yaml: adapter_name_or_path saves/x: a recipe trains a new "
          "adapter on its base"),
+        ("stage: sft\ndo_train: false\n", "Error: lf/bad.yaml: do_train False: a recipe trains (`orchestrator "
+         "train`); remove do_train or set it true"),
         ("lora_rank: [8\n", "Error: lf/bad.yaml:2: not valid YAML (expected ',' or ']'"),
         ("lora_rank: abc\n", "Error: recipes/bad-answer.yaml: train.lora_rank: LLaMA-Factory says: argument "
          "--lora_rank/--lora-rank: invalid int value: 'abc'"),
@@ -181,6 +183,19 @@ def test_bad_input_is_one_line_and_writes_nothing(project: Path, cli, text: str,
     assert (code, out) == (2, "")
     assert len(err.splitlines()) == 1 and err.startswith(expected), err
     assert not (project / "recipes" / "bad-answer.yaml").exists()
+
+
+def test_the_files_own_dataset_names_are_said_as_what_replaces_them(project: Path, cli) -> None:
+    """A pasted config names its own sets: dataset becomes the role's training set, eval_dataset
+    the problems held out of it (not the training set)."""
+    (project / "lf").mkdir()
+    (project / "lf" / "mine.yaml").write_text("stage: sft\ndataset: my_train,my_extra\neval_dataset: my_eval\n",
+                                              encoding="utf-8")
+    code, _, err = cli("recipe", "import", "lf/mine.yaml", "--role", "answer")
+    assert code == 0, err
+    assert "lf/mine.yaml: dataset my_train,my_extra -> the role's own train_answer_instruct (built by" in err
+    assert ("lf/mine.yaml: eval_dataset my_eval -> the role's own val_answer_instruct: whole problems held out of "
+            "training by dataset.val_size") in err
 
 
 def test_an_existing_recipe_is_not_replaced(project: Path, cli) -> None:

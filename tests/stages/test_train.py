@@ -114,6 +114,28 @@ def test_train_preflight(tiny_project: Path, rows, expected: str) -> None:
         train(load_role("answer", "recipes/tiny-answer.yaml"), echo=False)
 
 
+@pytest.mark.parametrize("key", ["bf16", "fp16"])
+def test_mixed_precision_without_a_gpu_is_one_line_before_launching(tiny_project: Path, monkeypatch, key: str) -> None:
+    """A pasted LLaMA-Factory config (bf16: true) trained on a machine without a GPU: one line naming
+    the recipe that sets it and the fix, not transformers' traceback after the model loads."""
+    from orchestrator.stages.train import train
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, as here
+    recipe = tiny_project / "recipes" / "pasted.yaml"
+    recipe.write_text(f"extends: tiny-answer.yaml\nname: pasted\ntrain:\n  {key}: true\n", encoding="utf-8")
+    loaded = load_role("answer", recipe)
+    rows = [{"instruction": "问题", "input": "", "output": "答案是：A"}] * 4
+    for name in (loaded.recipe.dataset_name, loaded.recipe.eval_dataset_name):
+        (tiny_project / "datasets" / f"{name}.json").write_text(json.dumps(rows))
+    with pytest.raises(UserError) as info:
+        train(loaded, echo=False)
+    assert info.value.lines == [f"recipes/pasted.yaml: train.{key} true needs a GPU and this machine has none "
+                                "(transformers refuses it): train on the GPU machine, or "
+                                f"here with {key}: null under train: in recipes/pasted.yaml (as recipes/tiny-answer.yaml "
+                                f"has it) or --set train.{key}=null"]
+    assert not (tiny_project / "runs" / "pasted" / "train.log").exists()  # nothing launched
+
+
 def test_failing_training_gives_the_log_tail_and_config(tiny_project: Path) -> None:
     from orchestrator.stages.train import train
 

@@ -91,6 +91,11 @@ class Dataset:
         )
 
 
+# keys of an alpaca or sharegpt line (a training set, not a competition file)
+TRAINING_RECORD_KEYS = ("instruction", "input", "output", "conversations", "messages")
+MAX_ERRORS = 10  # bad lines named in an Error before the rest are counted
+
+
 class _Bad(Exception):
     pass
 
@@ -128,6 +133,9 @@ def _options(value: Any, where: str) -> tuple[str, ...]:
 # A line inside an option that starts a further option: a newline, a letter, `.` (or `．`, `、`)
 # and text, as in '上海\nC.广州\nD. 深圳'.
 _NEXT_OPTION = re.compile(r"\n[ \t]*([A-Z])[ \t]*[.．、][ \t]*(?=\S)")
+# A competition key in quotes inside a question's text: the line was corrupted by an edit
+# ('选择题 1：\n"answer": "G？').
+_JSON_KEY = re.compile(r'"(?:answer|options|question|questions|problem|id)"\s*:')
 # Trailing whitespace and literal backslash-n sequences ('不是  \n\\n').
 _LITERAL_NEWLINES = re.compile(r"(?:\s|\\n)*\\n(?:\s|\\n)*$")
 
@@ -197,6 +205,10 @@ def parse_problem(obj: Any, line: int, keep_unoffered: bool = False) -> Problem:
     elif not isinstance(pid, (str, int)) or isinstance(pid, bool):
         raise _Bad("id must be text")
     pid = str(pid).strip()
+    if "problem" not in obj and any(k in obj for k in TRAINING_RECORD_KEYS):
+        raise _Bad(f"a training record ({', '.join(k for k in obj if k in TRAINING_RECORD_KEYS)}), not a competition "
+                   "problem (id, problem, questions); an alpaca or sharegpt file goes under dataset.extra of a "
+                   "role recipe (docs/more-data.md)")
     problem = _text(obj.get("problem"), "problem")
     raw_questions = obj.get("questions")
     if not isinstance(raw_questions, list) or not raw_questions:
@@ -211,6 +223,9 @@ def parse_problem(obj: Any, line: int, keep_unoffered: bool = False) -> Problem:
         options, notes, doubt = repair_options(_options(rq.get("options"), where))
         repairs += [f"{where}: {note}" for note in notes]
         doubts += [f"{where}: {doubt}"] if doubt else []
+        fragment = _JSON_KEY.search(text)
+        doubts += [f"{where}.question holds {fragment[0]!r}, a piece of a JSON line, not a question; left as it is"
+                   ] if fragment else []
         answer = rq.get("answer")
         if answer is not None:
             if not isinstance(answer, str):
@@ -337,7 +352,9 @@ def read_dataset(path: str | Path, skip_invalid: bool = False, keep_unoffered: b
         except RecursionError:
             errors.append(f"{path}:{lineno}: nested too deeply")
     if errors and not skip_invalid:
-        raise UserError(*errors)
+        raise UserError(*errors[:MAX_ERRORS], *([f"... and {len(errors) - MAX_ERRORS} more bad lines "
+                                                   f"(`orchestrator data check {path} --skip-invalid` lists each)"]
+                                                 if len(errors) > MAX_ERRORS else []))
     if not problems and not errors:
         raise UserError(f"{path}: no problems in the file (it is empty)")
     if not problems:

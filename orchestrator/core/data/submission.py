@@ -34,11 +34,12 @@ KIND_TEXT = {
     "order": "lines in another order than the test file",
     "problem_text": "problem texts that differ from the test file",
     "question_text": "question texts that differ from the test file",
-    "extra_keys": "extra keys (ignored)",
+    "extra_keys": "extra keys on the questions (ignored)",
     "no_final_newline": "no newline at the end of the file",
     "unreadable": "lines that are not a problem with its questions and options (left out)",
     "gold_not_offered": "gold answers that are not an offered letter (counted, never right)",
 }
+ONCE_PER_FILE = ("extra_keys", "no_final_newline")  # one finding per file: summed up without a count
 LISTED_IDS = 5  # missing problems named on the terminal; the report lists them all
 
 
@@ -90,7 +91,8 @@ def summarise(findings: list[Finding], wrong: str = "counted wrong") -> list[str
     """One line per kind of finding: the count and what it means (`wrong`: what an unusable
     answer counts as)."""
     counts = Counter(f.kind for f in findings)
-    return [f"{n} {KIND_TEXT[kind].replace('counted wrong', wrong)}" for kind, n in counts.items()]
+    return [KIND_TEXT[kind] if kind in ONCE_PER_FILE else f"{n} {KIND_TEXT[kind].replace('counted wrong', wrong)}"
+            for kind, n in counts.items()]
 
 
 def read_gold(path: str | Path) -> Dataset:

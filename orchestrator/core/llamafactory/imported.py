@@ -120,10 +120,19 @@ def to_recipe(args: dict[str, Any], where: str, base: Loaded[RoleRecipe], source
             if value != recipe.model.template:
                 imported.put("model.template", value)
                 imported.lines.append(f"{where}: template {value} -> model.template {value}")
-        elif key in ("dataset", "eval_dataset"):
+        elif key == "dataset":
             if not same_value(key, value, ours.get(key)):
-                imported.lines.append(f"{where}: {key} {value} -> the role's own {recipe.dataset_name} (built by "
+                imported.lines.append(f"{where}: dataset {value} -> the role's own {recipe.dataset_name} (built by "
                                       f"`orchestrator dataset`); more sets go under dataset.extra")
+        elif key == "eval_dataset":
+            if not same_value(key, value, ours.get(key)):
+                imported.lines.append(f"{where}: eval_dataset {value} -> the role's own {recipe.eval_dataset_name}: "
+                                      "whole problems held out of training by dataset.val_size (built by "
+                                      "`orchestrator dataset`)")
+        elif key == "do_train":
+            if value is not True:
+                imported.errors.append(f"{where}: do_train {value}: a recipe trains (`orchestrator train`); "
+                                       "remove do_train or set it true")
         elif key == "dataset_dir":
             if not same_value(key, value, ours.get(key)):
                 imported.lines.append(f"{where}: dataset_dir {value} -> always the project's datasets/")
@@ -172,7 +181,7 @@ def to_recipe(args: dict[str, Any], where: str, base: Loaded[RoleRecipe], source
             imported.put(f"train.{key}", value)
 
     owned = {"model_name_or_path", "template", "dataset", "eval_dataset", "dataset_dir", "output_dir", "deepspeed",
-             "adapter_name_or_path", "trust_remote_code"}
+             "adapter_name_or_path", "trust_remote_code", "do_train"}
     left_out = [key for key, value in recipe.train.items()
                 if value is not None and key not in args and key not in HOUSEKEEPING and key not in owned
                 and not same_value(key, value, defaults.get(key))]

@@ -13,7 +13,7 @@ import yaml
 
 from orchestrator.core.common.errors import UserError, did_you_mean
 from orchestrator.core.project.state import from_state
-from orchestrator.core.recipes.reading import check_tree, shown
+from orchestrator.core.recipes.reading import check_tree, load_yaml, shown
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
 
 
@@ -26,7 +26,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"--set {shown(item)}: the key before '=' must be a dotted name such as train.learning_rate")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except (yaml.YAMLError, RecursionError):  # not YAML: the text as typed
         value = text
     check_tree(value, f"--set {shown(key)}")

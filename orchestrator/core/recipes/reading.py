@@ -5,6 +5,7 @@ before anything copies, merges or prints it. `--set` values pass the same check.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,20 @@ from orchestrator.core.common.paths import HOME_ENV, display, found_project
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few KB; more is a mistake, and slow to parse
 MAX_VALUES = 100_000  # values in a recipe with its aliases expanded (a billion-laughs bomb has 10^9)
 MAX_DEPTH = 50
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as LLaMA-Factory reads it (OmegaConf): `5e-5` is a number, as in YAML 1.2, where PyYAML
+    alone reads text; so `--set train.learning_rate=5e-3` and `=0.005` are one value, one model."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, with a number in exponent form (`5e-5`) read as a number."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
 
 
 def load_yaml_file(path: Path, what: str = "recipe", missing: str = "") -> Any:
@@ -31,7 +46,7 @@ def load_yaml_file(path: Path, what: str = "recipe", missing: str = "") -> Any:
     except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL byte in the path
         raise UserError(f"{name}: cannot read ({e})") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name

@@ -49,6 +49,10 @@ BAD_LINES = [
     ('{"problem": "p", "questions": [{"options": ["a", "b"]}]}', "questions[0].question must be a non-empty string"),
     ('{"problem": "p", "questions": [{"question": "q", "options": [["x"], "b"]}]}', "questions[0].options[0] must be text"),
     ('{"id": true, "problem": "p", "questions": [{"question": "q", "options": ["a", "b"]}]}', "id must be text"),
+    # a pseudo-label file in alpaca form given as a competition file
+    ('{"instruction": "i", "input": "x", "output": "A"}', "a training record (instruction, input, output), not a "
+     "competition problem (id, problem, questions); an alpaca or sharegpt file goes under dataset.extra of a role "
+     "recipe (docs/more-data.md)"),
 ]
 
 
@@ -73,6 +77,18 @@ def test_every_bad_line_is_reported_and_cli_exits_2(tmp_path: Path, cli) -> None
     assert code == 0
     assert out.strip() == f"{path}: 1 problems, 1 questions, 1 with answers, 3 bad lines skipped"
     assert err.count("skipped ") == 3
+
+
+def test_a_file_of_bad_lines_names_ten_then_counts(tmp_path: Path, cli) -> None:
+    """A whole file in another format (an alpaca pseudo-label set: 1,328 lines) is not 1,328 Errors."""
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(GOOD)] + ['{"instruction": "i", "output": "A"}'] * 15)
+    code, out, err = cli("data", "check", path)
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 11 and lines[0].startswith(f"Error: {path}:2: a training record (instruction, output)")
+    assert lines[-1] == f"Error: ... and 5 more bad lines (`orchestrator data check {path} --skip-invalid` lists each)"
+    code, _, err = cli("data", "check", path, "--skip-invalid")
+    assert code == 0 and err.count("skipped ") == 15
 
 
 @pytest.mark.parametrize("content, reason", [(None, "no such file"), (b"", "no problems in the file (it is empty)")])
@@ -220,3 +236,20 @@ def test_bom_and_crlf_repairs_are_said(tmp_path: Path, cli) -> None:
     assert err.splitlines() == [f"repaired {path}: a UTF-8 byte-order mark (BOM) at its start, dropped",
                                 f"repaired {path}: 2 lines end in CRLF (Windows line ends), read as LF"]
     assert out.strip() == f"{path}: 2 problems, 2 questions, 2 with answers"
+
+
+@pytest.mark.parametrize("text, doubt", [
+    ('选择题 1：\n"answer": "G？', "questions[0].question holds '\"answer\":', a piece of a JSON line, not a question"),
+    ('选择题 1：\n谁说"答案": 甲？', None),  # quotes and a colon, but no key of the format
+])
+def test_a_question_holding_a_json_fragment_is_worth_a_check(tmp_path: Path, cli, text: str, doubt: str | None) -> None:
+    """A train line corrupted by an edit: its question text replaced by a piece of JSON (options
+    and answer intact). Read as it is, named under `check`."""
+    line = {**GOOD, "questions": [{**GOOD["questions"][0], "question": text}]}
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps(line, ensure_ascii=False)])
+    code, out, err = cli("data", "check", path)
+    assert code == 0 and out.startswith(f"{path}: 1 problems, 1 questions, 1 with answers")
+    if doubt:
+        assert err.splitlines() == [f"check {path}:1: {doubt}; left as it is"] and out.rstrip().endswith("1 to check")
+    else:
+        assert err == "" and "to check" not in out

@@ -41,7 +41,9 @@ def test_extends_and_precedence(project: Path) -> None:
 @pytest.mark.parametrize(
     "item, key, value",
     [
-        ("train.learning_rate=5e-5", "train.learning_rate", "5e-5"),
+        ("train.learning_rate=5e-5", "train.learning_rate", 5e-5),  # a number, as LLaMA-Factory reads it
+        ("train.learning_rate=-2E+3", "train.learning_rate", -2000.0),
+        ("model.path=5e-5x", "model.path", "5e-5x"),
         ("train.num_train_epochs=2", "train.num_train_epochs", 2),
         ("train.bf16=false", "train.bf16", False),
         ("train.bf16=null", "train.bf16", None),

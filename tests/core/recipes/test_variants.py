@@ -35,7 +35,11 @@ def test_the_same_change_names_the_same_variant_and_another_another(project: Pat
         return load_role("answer", "recipes/tiny-answer.yaml", list(sets)).recipe.run_name
     a = name("train.learning_rate=0.001", "train.max_steps=5")
     assert a == name("train.max_steps=5", "train.learning_rate=1.0e-3")  # order and spelling do not matter
+    assert a == name("train.max_steps=5", "train.learning_rate=1e-3")  # PyYAML alone reads `1e-3` as text
     assert a != name("train.learning_rate=0.001") != name("train.max_steps=5")
     # a recipe that extends the tiny one by the same values is a recipe of its own: its own name
     (project / "recipes" / "mine.yaml").write_text("extends: tiny-answer.yaml\nname: mine\ntrain:\n  max_steps: 5\n")
     assert load_role("answer", "recipes/mine.yaml").recipe.run_name == "mine"
+    # in a recipe file too: `1e-2` is tiny-answer.yaml's own 1.0e-2, so no variant
+    (project / "recipes" / "same.yaml").write_text("extends: tiny-answer.yaml\ntrain:\n  learning_rate: 1e-2\n")
+    assert load_role("answer", "recipes/same.yaml").recipe.train["learning_rate"] == 0.01
