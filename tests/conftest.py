@@ -50,10 +50,22 @@ def spaced_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return with_makefile(root)
 
 
+# the longest of the slow tests (a module's, or a group's run on one worker), longest first:
+# handed out first, so no worker is left alone with one of them at the end (docs/benchmarks.md)
+LONGEST_FIRST = ("tests/e2e/test_vllm_engine.py", "tests/e2e/test_adapter_serving.py", "tests/e2e/test_experiments.py",
+                 "tests/e2e/test_nothing_lost.py", "tests/e2e/test_gpu_check.py", "tests/e2e/test_distributed.py",
+                 "tests/e2e/test_own_data.py", "tests/e2e/test_quantized.py", "tests/e2e/test_preference_walk.py",
+                 "tests/e2e/test_make_memory.py", "tests/stages/infer/test_deadline.py")  # (the last two: fast)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests that start from the session's trained pair (made_eval) run after the others: under
-    pytest-xdist, made_eval_early has made it by then."""
-    items.sort(key=lambda item: "made_eval" in getattr(item, "fixturenames", ()))
+    pytest-xdist, made_eval_early has made it by then. Within each part, the longest first."""
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=lambda item: ("made_eval" in getattr(item, "fixturenames", ()), rank(item)))
 
 
 def once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,

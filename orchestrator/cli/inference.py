@@ -140,8 +140,8 @@ def score(submission, gold, pipeline, overrides, trace, out_dir, subset) -> None
 
 
 @click.command("eval")
-@click.option("--out-dir", type=click.Path(file_okay=False), default="runs/eval", show_default=True,
-              help="Where trace, submission and report go.")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Where trace, submission and report go (default: runs/eval; a --set variant's: runs/eval@<hash>).")
 @pipeline_option
 @both_set_option("inference.votes=3")
 @click.option("--answer-recipe", type=click.Path(dir_okay=False), help="Answer role recipe to serve.")
@@ -164,13 +164,14 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     from orchestrator.core.recipes.loading import load_pipeline
     from orchestrator.core.recipes.overrides import route_overrides
     from orchestrator.core.serving.inference_models import resolve_models
-    from orchestrator.stages.evaluate import evaluate
+    from orchestrator.stages.evaluate import default_out_dir, evaluate
 
     role_sets, pipeline_sets = route_overrides(overrides)
     # the role recipes name the trained models, served here or already serving at an inference URL
     models = resolve_models(load_pipeline(pipeline, pipeline_sets), role_sets,
                             answer_recipes=[answer_recipe] if answer_recipe else [], evaluate_recipe=evaluate_recipe,
                             trained=True)
+    out_dir = out_dir or default_out_dir(models)
     result = evaluate(models, out_dir, check_only=check_only, limit=None if check_only else kept_limit(limit, "eval"))
     if result.inferred is None or result.scored is None:
         click.echo(f"eval can run: the models hold out problems (dataset.val_size {result.val_size}, "
@@ -180,6 +181,8 @@ def eval_(out_dir, pipeline, overrides, answer_recipe, evaluate_recipe, check_on
     for line in result.scored.terminal_findings():
         echo_err(line)
     click.echo(result.scored.table())
+    if "@" in Path(out_dir).name:
+        echo_err(f"[eval] in {out_dir}: the models of a --set variant (runs/eval stays the recipes' own)")
     if result.inferred.failed:
         raise failed_requests(f"{result.inferred.failed} questions had a failed request", result.inferred.failures,
                                Path(out_dir) / "errors.jsonl", "the score counts their fallback answers meanwhile")

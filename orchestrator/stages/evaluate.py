@@ -26,6 +26,13 @@ class EvalResult:
     trained: bool = False  # --check-only: the models are trained, and their split was checked too
 
 
+def default_out_dir(models: Models) -> str:
+    """runs/eval, or runs/eval@<hash> when the models are a --set variant's (runs/<name>@<hash>/):
+    scored beside the recipes' own, as the planner's variant calls are."""
+    variants = sorted({r.recipe.run_name.partition("@")[2] for r in models.trained if "@" in r.recipe.run_name})
+    return "runs/eval" + (f"@{variants[0]}" if variants else "")
+
+
 def evaluate(models: Models, out_dir: str | Path, *, check_only: bool = False, limit: int | None = None) -> EvalResult:
     """Check the recipes hold problems out (before anything is trained: `check_only`), then
     answer the held-out problems with `models` (each with its training recipe, `trained=True`)

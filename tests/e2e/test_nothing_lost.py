@@ -130,7 +130,7 @@ def test_adapters_are_never_trained_asked_or_lost_twice(made_adapter_all, tmp_pa
     assert json.loads((run / "manifest.json").read_text())["recipe"]["train"]["lora_alpha"] == 8
     assert not (variant / "adapter/adapter_model.safetensors").exists()
 
-    finished = subprocess.run([*retrain, "--set", "train.max_steps=200"], cwd=moved, env=env, capture_output=True,
+    finished = subprocess.run([*retrain, "--set", "train.max_steps=4"], cwd=moved, env=env, capture_output=True,
                               text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
     [done] = [p for p in (moved / "runs").iterdir() if p.name.startswith("tiny-answer@") and p != variant]

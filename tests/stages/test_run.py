@@ -53,19 +53,27 @@ def decide(*given: str) -> dict[str, list[str]]:
     return out
 
 
-def settle(*given: str) -> None:
-    """Every stage of `make all` run (its outputs stood in for) and recorded, in order."""
+def settle(*given: str, sets: tuple[str, ...] = ()) -> list[str]:
+    """Every stage of `make all` run as run_targets runs it (a folder's run kept or brought back
+    first, then judged again), its outputs stood in for, and recorded, in order; the lines it said
+    of moved runs."""
     from orchestrator.core.common.paths import project_root
+    from orchestrator.stages.run import before_running
 
     settings, keep = resolve(dict(g.split("=", 1) for g in given))
     write_state(keep)
-    for stage in plan(["all"], make_call(settings)):
+    said = []
+    for stage in plan(["all"], make_call(settings, sets)):
         decision = judge(stage, set(), output_identity)
+        if decision.runs and (moved := before_running(decision)) is not None:
+            said.append(moved)
+            decision = judge(stage, set(), output_identity)
         if decision.runs:
             for output in stage.outputs:
                 stand_in(project_root(), output)
             if not stage.present:
                 finished(decision, output_identity)
+    return said
 
 
 def age(project: Path) -> None:
@@ -271,25 +279,8 @@ def test_a_variant_call_plans_beside_the_main_pipeline(project: Path, sets: tupl
 
 
 def run_all(*sets: str) -> list[str]:
-    """`orchestrator run all` as cli/run.py runs it (before_running, judged again), the stages'
-    outputs stood in for; the lines it printed of moved runs."""
-    from orchestrator.core.common.paths import project_root
-    from orchestrator.stages.run import before_running
-
-    settings, keep = resolve({"RECIPE": "tiny"})
-    write_state(keep)
-    said = []
-    for stage in plan(["all"], make_call(settings, sets)):
-        decision = judge(stage, set(), output_identity)
-        if decision.runs and (moved := before_running(decision)) is not None:
-            said.append(moved)
-            decision = judge(stage, set(), output_identity)
-        if decision.runs:
-            for output in stage.outputs:
-                stand_in(project_root(), output)
-            if not stage.present:
-                finished(decision, output_identity)
-    return said
+    """`orchestrator run all RECIPE=tiny --set ...`, as settle runs it."""
+    return settle("RECIPE=tiny", sets=sets)
 
 
 def test_an_edited_pipeline_keeps_the_infer_run_and_going_back_brings_it_back(project: Path, cli) -> None:

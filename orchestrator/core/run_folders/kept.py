@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from orchestrator.core.common.files import atomic_write_json, read_json_object
 from orchestrator.core.common.paths import runs_dir
@@ -220,14 +221,29 @@ def experiments() -> list[Experiment]:
     return out
 
 
+class _Named(Protocol):
+    name: str
+    folder: Path
+    current: bool
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def by_name(found: Iterable[N], name: str) -> N | None:
+    """What a short name of `orchestrator runs` names: a run folder by its name, a kept entry as
+    <folder>~<the first digits of its identity>."""
+    folder, _, ident = name.partition("~")
+    for item in found:
+        if item.name == name or (ident and not item.current and item.folder.parent.parent.name == folder
+                                 and item.folder.name.startswith(ident)):
+            return item
+    return None
+
+
 def named(name: str) -> Experiment | None:
     """The experiment a short name names (a kept one by the first digits of its identity)."""
-    folder, _, ident = name.partition("~")
-    for experiment in experiments():
-        if experiment.name == name or (ident and not experiment.current and experiment.folder.parent.parent.name == folder
-                                       and experiment.folder.name.startswith(ident)):
-            return experiment
-    return None
+    return by_name(experiments(), name)
 
 
 def check_out(name: str) -> Path | None:

@@ -23,7 +23,7 @@ from orchestrator.core.common.files import atomic_write_json, read_json_object
 from orchestrator.core.common.paths import project_root, runs_dir
 from orchestrator.core.project.identity import file_identity, relative
 from orchestrator.core.project.plan import Record, read_record, records_dir, write_record
-from orchestrator.core.run_folders.kept import KEPT, move_items
+from orchestrator.core.run_folders.kept import KEPT, by_name, move_items
 from orchestrator.core.run_folders.locks import run_lock
 
 IDENTITY = "run.identity.json"  # {"identity": ...}: what the run in this folder is made of
@@ -183,9 +183,4 @@ def runs() -> list[KeptRun]:
 
 def run_named(name: str) -> KeptRun | None:
     """The run a short name names (a kept one by the first digits of its identity)."""
-    folder, _, ident = name.partition("~")
-    for run in runs():
-        if run.name == name or (ident and not run.current and run.folder.parent.parent.name == folder
-                                and run.folder.name.startswith(ident)):
-            return run
-    return None
+    return by_name(runs(), name)

@@ -25,6 +25,14 @@ def _listed(value: str | Path | Sequence[str | Path] | None) -> list[str]:
     return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
 
 
+def recipe_given(recipe: str | Path) -> str:
+    """A recipe flag's value: a file as an absolute path, a name of `orchestrator runs` (tiny-answer@1a2b3c4d,
+    tiny-answer~5e6f7a8b) as it is, so it is shown and recorded as the name it is."""
+    text = str(recipe)
+    is_name = not Path(text).exists() and "/" not in text and not text.endswith((".yaml", ".yml"))
+    return text if is_name else str(Path(text).resolve())
+
+
 def answer_flags(
     inference: InferenceSection,
     listed: bool,
@@ -40,7 +48,7 @@ def answer_flags(
     if urls and recipes:
         raise UserError("give the Answer models as --answer-url or as --answer-recipe, not both")
     flag = "--answer-url" if urls else "--answer-recipe" if recipes else "--answer-model"
-    given: list[dict[str, Any]] = [{"url": u} for u in urls] or [{"recipe": str(Path(r).resolve())} for r in recipes]
+    given: list[dict[str, Any]] = [{"url": u} for u in urls] or [{"recipe": recipe_given(r)} for r in recipes]
     if not given and names and listed:
         given = [m.model_dump(exclude_none=True, exclude={"model"}) for m in inference.answer_models]
     if names and len(given) > 1 and len(names) != len(given):
@@ -92,7 +100,7 @@ def resolve_models(
     loaded = with_flags(base, {
         **(flags or {}),
         "inference.evaluate_recipe": ("--evaluate-recipe",
-                                      str(Path(evaluate_recipe).resolve()) if evaluate_recipe else None),
+                                      recipe_given(evaluate_recipe) if evaluate_recipe else None),
         **answer_flags(base.recipe.inference, bool((base.raw.get("inference") or {}).get("answer_models")),
                        answer_urls, answer_names, answer_recipes),
     })

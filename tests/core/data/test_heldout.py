@@ -86,12 +86,14 @@ def test_eval_answers_and_scores_the_held_out_problems(project: Path, cli) -> No
         code, out, err = cli("eval", *HOLD_OUT, "--set", f"inference.answer_url={answer.url}",
                              "--set", f"inference.evaluate_url={ev.url}")
     assert code == 0, err
-    submission = [json.loads(line) for line in (project / "runs/eval/submission.jsonl").read_text().splitlines()]
+    run = project / f"runs/eval@{variant('answer').partition('@')[2]}"  # the --set variant's models' own
+    assert f"[eval] in {run.relative_to(project)}: the models of a --set variant" in err
+    submission = [json.loads(line) for line in (run / "submission.jsonl").read_text().splitlines()]
     assert [p["id"] for p in submission] == HELD
     by_question = next(line.split() for line in out.splitlines() if line.startswith("by question"))
     assert by_question[3] == "5"  # the 5 held-out questions, scored against their own answers
-    assert (project / "runs/eval/report.md").exists()
-    assert json.loads((project / "runs/eval/score.json").read_text())["gold"] == val_file()  # project-relative
+    assert (run / "report.md").exists() and not (project / "runs/eval").exists()
+    assert json.loads((run / "score.json").read_text())["gold"] == val_file()  # project-relative
 
 
 # recipe values (--set, or recipes of one's own) -> eval --check-only's answer; the same Error
@@ -140,3 +142,17 @@ def test_check_only_checks_the_split_of_trained_models(project: Path, cli) -> No
     assert (code, out) == (2, "")
     assert err.startswith(f"Error: {val_file()} does not exist: no problems were held out")
     assert cli("eval", *HOLD_OUT)[2] == err
+
+
+def test_a_variants_eval_goes_beside_the_recipes_own(project: Path) -> None:
+    """`eval --set` of a role key: the variant's models, scored into runs/eval@<hash> by default, as
+    the planner's variant calls are; runs/eval stays the recipes' own."""
+    from orchestrator.core.recipes.loading import load_pipeline
+    from orchestrator.core.serving.inference_models import resolve_models
+    from orchestrator.stages.evaluate import default_out_dir
+
+    def out_dir(*sets: str) -> str:
+        return default_out_dir(resolve_models(load_pipeline(None), sets, trained=True))
+
+    assert out_dir() == "runs/eval"
+    assert out_dir(HOLD_OUT[1]) == f"runs/eval@{variant('answer').partition('@')[2]}"
