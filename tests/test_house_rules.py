@@ -42,6 +42,24 @@ def test_make_test_runs_the_checks_before_the_tests() -> None:
     assert "--dist loadgroup" in slow  # a module's costly fixture (xdist_group) built in one process
 
 
+def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
+    """`--dist loadgroup` sends a module's xdist_group to one worker, so its module fixture (a vLLM
+    server, a browser) starts once: pytest 9.2 with pytest-xdist 3.8 split them (pyproject pins)."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, time, pytest\n"
+        "pytestmark = pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_a(i, tmp_path_factory):\n"
+        "    time.sleep(0.2)\n"
+        f"    open({str(tmp_path)!r} + f'/ran-{{i}}', 'w').write(os.environ['PYTEST_XDIST_WORKER'])\n"
+        "def test_b():\n    time.sleep(0.5)\n", encoding="utf-8")
+    done = subprocess.run([str(REPO / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                           "--dist", "loadgroup", "test_grouped.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert len({p.read_text() for p in tmp_path.glob("ran-*")}) == 1
+
+
 UPWARD = [
     pytest.param("stages/dataset.py", "from orchestrator.stages import distill  # noqa: F401\n",
                  "orchestrator.stages.dataset -> orchestrator.stages.distill (l.", id="stage-imports-stage"),
