@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import display, runs_dir
+from orchestrator.core.common.report import text_table
 from orchestrator.core.project.identity import flatten
 from orchestrator.core.recipes.loading import MADE_OF, load
 from orchestrator.core.recipes.schema import RoleRecipe
@@ -96,8 +97,7 @@ def table(found: list[Row]) -> str:
     body = [[r.experiment.name + ("" if r.experiment.current else " (kept)"), r.recipe,
              "; ".join(r.differs) or "-", r.experiment.when.replace("T", " "),
              f"{r.accuracy:.4f} ({r.scored_in})" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
+    return "\n".join(text_table(head, body, align="l" * len(head)))
 
 
 @dataclass
@@ -127,8 +127,7 @@ def runs_table(found: list[RunRow]) -> str:
     head = ["RUN", "MODELS", "ACCURACY", "SIZE"]
     body = [[r.run.name + ("" if r.run.current else " (kept)"), r.models,
              f"{r.accuracy:.4f}" if r.accuracy is not None else "-", human(r.bytes)] for r in found]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body])
+    return "\n".join(text_table(head, body, align="l" * len(head)))
 
 
 @dataclass

@@ -15,7 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,20 @@ from orchestrator.core.common.errors import StageFailed, UserError
 
 TAIL_LINES = 30
 TICK = 0.1  # how often `run` looks at its child while nothing is to be read
+
+
+@contextmanager
+def environ_set(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` in this process (and the children it starts) for the block; as it was, after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class Clock:

@@ -19,10 +19,12 @@ def md_table(head: list[str], rows: list[list[str]], align: str = "") -> list[st
     return ["| " + " | ".join(head) + " |", rule, *["| " + " | ".join(r) + " |" for r in rows]]
 
 
-def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    """Columns two spaces apart, the first left-aligned and the others right-aligned."""
+def text_table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    """Columns two spaces apart; `align` has one letter per column, l for left-aligned (default:
+    the first left-aligned, the others right-aligned)."""
     widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-    return ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+    align = align or "l".ljust(len(head), "r")
+    return ["  ".join(x.ljust(w) if a == "l" else x.rjust(w) for x, w, a in zip(row, widths, align, strict=True)).rstrip()
             for row in (head, *rows)]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.paths import cache_dir, project_root
+from orchestrator.core.common.process import environ_set
 from orchestrator.core.recipes.loading import Loaded
 from orchestrator.core.recipes.schema import RoleRecipe
 
@@ -28,15 +29,8 @@ from orchestrator.core.recipes.schema import RoleRecipe
 def gpus_hidden() -> Iterator[None]:
     """Hide the GPUs while LLaMA-Factory's parser runs, so validation does not depend on this
     machine's GPUs; the subprocesses started afterwards see them again."""
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    try:
+    with environ_set("CUDA_VISIBLE_DEVICES", ""):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 def import_parser():

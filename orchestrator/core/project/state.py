@@ -28,6 +28,7 @@ import yaml
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.files import atomic_write_text
 from orchestrator.core.common.paths import project_root
+from orchestrator.core.common.process import environ_set
 
 # the pipeline recipe's values a make variable sets
 SETTINGS = {"TRAIN": "data.train", "TEST": "data.test", "GOLD": "data.gold", "TEACHER_URL": "teacher.base_url",
@@ -56,15 +57,8 @@ def ignored() -> bool:
 @contextmanager
 def ignoring() -> Iterator[None]:
     """No command in this process (or its children) reads the state: make demo."""
-    before = os.environ.get(IGNORE_ENV)
-    os.environ[IGNORE_ENV] = "1"
-    try:
+    with environ_set(IGNORE_ENV, "1"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(IGNORE_ENV, None)
-        else:
-            os.environ[IGNORE_ENV] = before
 
 
 _OVERLAY: list[dict[str, str]] = []  # `using`: the state of a dry run, never written

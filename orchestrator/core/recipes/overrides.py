@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from orchestrator.core.common.errors import UserError, did_you_mean
+from orchestrator.core.common.process import environ_set
 from orchestrator.core.project.state import from_state
 from orchestrator.core.recipes.reading import check_tree, load_yaml, shown
 from orchestrator.core.recipes.schema import PipelineRecipe, RoleRecipe
@@ -53,15 +54,8 @@ def make_variables() -> dict[str, str]:
 def naming_make_variables(names: dict[str, str]) -> Iterator[None]:
     """Every command in this process (and its children) reads `names` (dotted key -> the make
     variable it came from) as make_variables(); the variable as it was, after."""
-    before = os.environ.get(MAKE_VARIABLES_ENV)
-    os.environ[MAKE_VARIABLES_ENV] = " ".join(f"{key}={name}" for key, name in names.items())
-    try:
+    with environ_set(MAKE_VARIABLES_ENV, " ".join(f"{key}={name}" for key, name in names.items())):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(MAKE_VARIABLES_ENV, None)
-        else:
-            os.environ[MAKE_VARIABLES_ENV] = before
 
 
 def from_command_line(source: str) -> bool:

@@ -363,3 +363,17 @@ def test_a_server_on_ipv6_loopback_is_ready_and_reaped(tmp_path: Path) -> None:
         assert s.proc is not None and s.proc.poll() is None
         assert not port_free("::1", port)
     assert port_free("::1", port)
+
+
+@pytest.mark.parametrize("before", [None, "", "kept"])
+def test_environ_set_holds_the_value_for_the_block_and_restores_it(monkeypatch, before: str | None) -> None:
+    from orchestrator.core.common.process import environ_set
+
+    if before is None:
+        monkeypatch.delenv("ORCHESTRATOR_TEST_VAR", raising=False)
+    else:
+        monkeypatch.setenv("ORCHESTRATOR_TEST_VAR", before)
+    with pytest.raises(RuntimeError), environ_set("ORCHESTRATOR_TEST_VAR", "inside"):
+        assert os.environ["ORCHESTRATOR_TEST_VAR"] == "inside"
+        raise RuntimeError  # restored after a failure too
+    assert os.environ.get("ORCHESTRATOR_TEST_VAR") == before
