@@ -79,26 +79,33 @@ def finish_moves(paths: RolePaths) -> None:
     if not kept_dir(paths).is_dir():
         return
     for moving in kept_dir(paths).glob("*.moving"):
-        target = moving.with_name(moving.name.removesuffix(".moving"))
-        if target.exists():
-            move_items(moving, target)
-            shutil.rmtree(moving, ignore_errors=True)
-        else:
-            moving.rename(target)
+        settle(moving, ITEMS)
+
+
+def settle(moving: Path, items: tuple[str, ...]) -> Path:
+    """A kept/<identity>.moving/ entry made kept/<identity>/: renamed, or moved item by item into
+    an entry already there (the newer files win)."""
+    target = moving.with_name(moving.name.removesuffix(".moving"))
+    if target.exists():
+        move_items(moving, target, items)
+        shutil.rmtree(moving, ignore_errors=True)
+    else:
+        moving.rename(target)
+    return target
+
+
+def keep_items(src: Path, target: Path, items: tuple[str, ...]) -> Path:
+    """`items` of `src` into the entry `target` by renames, through target.moving/ (a move cut
+    short is settled by the next command)."""
+    moving = target.with_name(target.name + ".moving")
+    move_items(src, moving, items)
+    return settle(moving, items)
 
 
 def keep(paths: RolePaths, identity: str) -> Path:
     """Move the run folder's training into kept/<identity>/ (an entry already there is replaced
     by it only item by item: the newer files win)."""
-    target = entry_dir(paths, identity)
-    moving = target.with_name(target.name + ".moving")
-    move_items(paths.run_dir, moving)
-    if target.exists():
-        move_items(moving, target)
-        shutil.rmtree(moving, ignore_errors=True)
-    else:
-        moving.rename(target)
-    return target
+    return keep_items(paths.run_dir, entry_dir(paths, identity), ITEMS)
 
 
 def restore(paths: RolePaths, identity: str) -> None:

@@ -23,7 +23,7 @@ from orchestrator.core.common.files import atomic_write_json, read_json_object
 from orchestrator.core.common.paths import project_root, runs_dir
 from orchestrator.core.project.identity import file_identity, relative
 from orchestrator.core.project.plan import Record, read_record, records_dir, write_record
-from orchestrator.core.run_folders.kept import KEPT, by_name, move_items
+from orchestrator.core.run_folders.kept import KEPT, by_name, keep_items, move_items, settle
 from orchestrator.core.run_folders.locks import run_lock
 
 IDENTITY = "run.identity.json"  # {"identity": ...}: what the run in this folder is made of
@@ -72,26 +72,13 @@ def _finish_moves(folder: Path) -> None:
     for moving in sorted(kept.glob("*.moving")) if kept.is_dir() else []:
         if not (folder / IDENTITY).exists() and (rest := _items(folder)[1:]):
             move_items(folder, moving, rest)
-        target = moving.with_name(moving.name.removesuffix(".moving"))
-        if target.exists():
-            move_items(moving, target, _items(moving))
-            shutil.rmtree(moving, ignore_errors=True)
-        else:
-            moving.rename(target)
+        settle(moving, _items(moving))
 
 
 def keep(folder: Path, identity: str) -> Path:
     """The run in `folder` (and its stages' records) into kept/<identity>/, by renames."""
     atomic_write_json(folder / RECORDS, {r.stage: r.model_dump(mode="json") for r in _records_of(folder)})
-    target = folder / KEPT / identity
-    moving = target.with_name(target.name + ".moving")
-    move_items(folder, moving, _items(folder))
-    if target.exists():  # (an entry already there: the newer files win)
-        move_items(moving, target, _items(moving))
-        shutil.rmtree(moving, ignore_errors=True)
-    else:
-        moving.rename(target)
-    return target
+    return keep_items(folder, folder / KEPT / identity, _items(folder))
 
 
 def restore(folder: Path, identity: str) -> bool:
