@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.core.common.errors import UserError
 from orchestrator.core.common.paths import project_root
-from orchestrator.core.recipes.loading import Loaded, load_role, with_flags
+from orchestrator.core.recipes.loading import Loaded, load_role, named_run, with_flags
 from orchestrator.core.recipes.schema import InferenceSection, PipelineRecipe, RoleRecipe
 
 
@@ -26,11 +26,9 @@ def _listed(value: str | Path | Sequence[str | Path] | None) -> list[str]:
 
 
 def recipe_given(recipe: str | Path) -> str:
-    """A recipe flag's value: a file as an absolute path, a name of `orchestrator runs` (tiny-answer@1a2b3c4d,
-    tiny-answer~5e6f7a8b) as it is, so it is shown and recorded as the name it is."""
-    text = str(recipe)
-    is_name = not Path(text).exists() and "/" not in text and not text.endswith((".yaml", ".yml"))
-    return text if is_name else str(Path(text).resolve())
+    """A recipe flag's value: a name of `orchestrator runs` (tiny-answer@1a2b3c4d, tiny-answer~5e6f7a8b)
+    as it is, so it is shown and recorded as that name; a file as an absolute path."""
+    return str(recipe) if named_run(str(recipe)) is not None else str(Path(recipe).resolve())
 
 
 def answer_flags(

@@ -1,8 +1,9 @@
 """Which models answer (orchestrator/core/serving/inference_models.py): a recipe flag's value is a
-file (made absolute) or a name of `orchestrator runs` (kept as the name, so run.json records it)."""
+name of `orchestrator runs` (kept as the name, so run.json records it) or a file (made absolute)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,17 @@ from orchestrator.core.serving.inference_models import recipe_given
     ("my-answer.yml", True),                  # a recipe file's suffix, even before it exists
     ("tiny-answer@1a2b3c4d", False),          # a --set variant's run folder, by name
     ("tiny-answer~5e6f7a8b", False),          # a kept training, by name
-    ("tiny-answer", False),                   # a run folder's name, no such file here
+    ("tiny-answer@00000000", True),           # no such run: a file (whose absence load names)
 ])
-def test_a_recipe_flag_is_a_file_or_a_name(project: Path, given: str, absolute: bool) -> None:
+def test_a_recipe_flag_is_a_run_name_or_a_file(project: Path, given: str, absolute: bool) -> None:
+    manifest = json.dumps({"role": "answer", "recipe": {"name": "tiny-answer"}})
+    for run in ("runs/tiny-answer@1a2b3c4d", "runs/tiny-answer/kept/5e6f7a8b90"):
+        (project / run).mkdir(parents=True)
+        (project / run / "manifest.json").write_text(manifest, encoding="utf-8")
     got = recipe_given(given)
     assert got == (str((project / given).resolve()) if absolute else given)
 
 
-def test_a_file_of_a_name_like_path_is_the_file(project: Path) -> None:
+def test_a_file_of_a_run_folders_name_is_the_file(project: Path) -> None:
     (project / "tiny-answer").write_text("extends: recipes/tiny-answer.yaml\n", encoding="utf-8")
     assert recipe_given("tiny-answer") == str(project / "tiny-answer")
